@@ -1,0 +1,273 @@
+//! What goes into the supervisor ([`Observation`]) and what comes out ([`Output`]: commands and the
+//! audit log).
+
+use crate::action::{Action, ActionId, ActionOutcome};
+use crate::error::HvError;
+use crate::event::{ClusterEvent, InventoryDelta};
+use crate::ids::{HostId, VmId};
+use crate::model::Inventory;
+use crate::time::Time;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a log line, alarm or verdict is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+pub enum Subject {
+    /// A host.
+    Host(HostId),
+    /// A VM.
+    Vm(VmId),
+    /// The cluster as a whole (capacity, storms).
+    Cluster,
+    /// The manager itself (its own network).
+    Manager,
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Host(h) => write!(f, "host {h}"),
+            Subject::Vm(v) => write!(f, "vm {v}"),
+            Subject::Cluster => f.write_str("cluster"),
+            Subject::Manager => f.write_str("manager"),
+        }
+    }
+}
+
+/// One input to the supervisor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Observation {
+    /// Nothing new; time passed (timeouts are evaluated).
+    Tick,
+    /// The whole inventory (at start and after a resync).
+    Inventory(Inventory),
+    /// One inventory change.
+    Delta(InventoryDelta),
+    /// An event from the management server.
+    Event(ClusterEvent),
+    /// A failure detector's verdict changed for a host (management address) or a VM (guest address).
+    Liveness {
+        /// The host or VM.
+        subject: Subject,
+        /// Whether it now answers.
+        alive: bool,
+        /// Which probes failed or answered, and when.
+        evidence: String,
+    },
+    /// The manager's own isolation check changed (it cannot reach its isolation addresses).
+    ManagerIsolation {
+        /// Whether the manager is now isolated.
+        isolated: bool,
+        /// Which addresses failed.
+        evidence: String,
+    },
+    /// An action finished.
+    ActionDone {
+        /// The action's id, as issued.
+        id: ActionId,
+        /// Its outcome.
+        result: Result<ActionOutcome, HvError>,
+    },
+}
+
+/// How bad an alarm is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// For information.
+    Info,
+    /// Needs attention.
+    Warning,
+    /// Service is at risk or down.
+    Critical,
+}
+
+/// The kinds of alarm.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// A VM was powered off by a user (and is not failed over).
+    VmPoweredOff,
+    /// The recovery ladder of a VM ran out of steps.
+    RecoveryFailed,
+    /// A VM hit its restart rate limit.
+    RestartLimit,
+    /// A host does not answer.
+    HostUnreachable,
+    /// A host is isolated: its VMs may still run.
+    HostIsolated,
+    /// A host was removed after failed revival.
+    HostRemoved,
+    /// A spare host was added.
+    SpareHostAdded,
+    /// Not enough capacity for the VMs that must run.
+    CapacityInsufficient,
+    /// The manager cannot reach its isolation addresses; it acts on nothing.
+    ManagerIsolated,
+    /// Most hosts became unreachable at once; no mass failover.
+    StormSuspected,
+}
+
+/// An alarm, identified by its kind and subject (raising it again does not duplicate it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// Kind.
+    pub kind: AlarmKind,
+    /// What it is about.
+    pub subject: Subject,
+    /// How bad.
+    pub severity: Severity,
+    /// Human text.
+    pub message: String,
+    /// When it was raised.
+    pub at: Time,
+}
+
+/// An alarm raised or cleared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlarmChange {
+    /// Raised (or still raised, with new text).
+    Raise(Alarm),
+    /// The condition cleared.
+    Clear {
+        /// Kind.
+        kind: AlarmKind,
+        /// Subject.
+        subject: Subject,
+        /// When.
+        at: Time,
+    },
+}
+
+/// One output of the supervisor for the outside world.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Run an action; its outcome comes back as [`Observation::ActionDone`] with the same id.
+    Execute {
+        /// Id to report the outcome with.
+        id: ActionId,
+        /// What to do.
+        action: Action,
+        /// Larger runs first when the executor has a queue.
+        priority: u8,
+        /// Why (for the journal).
+        reason: String,
+    },
+    /// Raise or clear an alarm.
+    Alarm(AlarmChange),
+}
+
+/// What an audit log line records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LogKind {
+    /// A state machine changed state.
+    Transition {
+        /// Old state.
+        from: String,
+        /// New state.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// An action was issued.
+    Issued {
+        /// Its id.
+        id: ActionId,
+        /// The action.
+        action: Action,
+    },
+    /// An action finished.
+    Finished {
+        /// Its id.
+        id: ActionId,
+        /// Whether it succeeded.
+        ok: bool,
+        /// The outcome or the error.
+        detail: String,
+    },
+    /// An alarm was raised.
+    AlarmRaised {
+        /// Kind.
+        alarm: AlarmKind,
+        /// Text.
+        message: String,
+    },
+    /// An alarm cleared.
+    AlarmCleared {
+        /// Kind.
+        alarm: AlarmKind,
+    },
+    /// A decision not to act, with the reason (e.g. "user power-off: no failover").
+    Note {
+        /// Text.
+        message: String,
+    },
+}
+
+/// One line of the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When (virtual or monotonic time).
+    pub at: Time,
+    /// About what.
+    pub subject: Subject,
+    /// What.
+    #[serde(flatten)]
+    pub kind: LogKind,
+}
+
+impl fmt::Display for LogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:>9} {}: ", self.at.to_string(), self.subject)?;
+        match &self.kind {
+            LogKind::Transition { from, to, reason } => write!(f, "{from} -> {to} ({reason})"),
+            LogKind::Issued { id, action } => write!(f, "issue {id} {action}"),
+            LogKind::Finished { id, ok: true, detail } => write!(f, "done {id} {detail}"),
+            LogKind::Finished { id, ok: false, detail } => write!(f, "failed {id} {detail}"),
+            LogKind::AlarmRaised { alarm, message } => write!(f, "ALARM {alarm:?} {message}"),
+            LogKind::AlarmCleared { alarm } => write!(f, "alarm cleared {alarm:?}"),
+            LogKind::Note { message } => write!(f, "{message}"),
+        }
+    }
+}
+
+/// What one supervisor step produced: commands to carry out, and the audit lines to journal
+/// before carrying them out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// Commands, in the order they were decided.
+    pub commands: Vec<Command>,
+    /// Audit trail lines.
+    pub log: Vec<LogEntry>,
+}
+
+impl Output {
+    /// Appends another step's output.
+    pub fn extend(&mut self, other: Output) {
+        self.commands.extend(other.commands);
+        self.log.extend(other.log);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_read_like_a_story() {
+        let e = LogEntry {
+            at: Time::from_millis(12_500),
+            subject: Subject::Vm("vm-7".into()),
+            kind: LogKind::Transition { from: "healthy".into(), to: "resetting".into(), reason: "guest ping lost".into() },
+        };
+        assert_eq!(e.to_string(), "  12.500s vm vm-7: healthy -> resetting (guest ping lost)");
+        let i = LogEntry {
+            at: Time::from_secs(13),
+            subject: Subject::Vm("vm-7".into()),
+            kind: LogKind::Issued { id: ActionId(4), action: Action::Reset { vm: "vm-7".into() } },
+        };
+        assert_eq!(i.to_string(), "  13.000s vm vm-7: issue #4 reset vm-7");
+    }
+}
