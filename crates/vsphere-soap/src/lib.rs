@@ -1,0 +1,1 @@
+//! vsphere-soap (skeleton).
