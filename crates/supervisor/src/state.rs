@@ -1,0 +1,164 @@
+//! The states of the per-host and per-VM machines. Every change goes through
+//! `Supervisor::set_host_state` / `Supervisor::set_vm_state`, which record it in the audit log.
+
+use am_core::{ActionId, HostId, Time};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One rung of the VM recovery ladder, tried in this order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Reset the VM (or power it on if it is off).
+    Restart,
+    /// Revert to the last snapshot taken while it was healthy.
+    RevertSnapshot,
+    /// Restore it from its backup clone.
+    RestoreClone,
+    /// Move it to another live host.
+    ColdMigrate,
+    /// Restart on a survivor after its host died (not part of the ladder; verified the same way).
+    Failover,
+}
+
+impl Step {
+    /// The ladder, in order.
+    pub const LADDER: [Step; 4] = [
+        Step::Restart,
+        Step::RevertSnapshot,
+        Step::RestoreClone,
+        Step::ColdMigrate,
+    ];
+
+    /// Short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Restart => "restart",
+            Step::RevertSnapshot => "revert-snapshot",
+            Step::RestoreClone => "restore-clone",
+            Step::ColdMigrate => "cold-migrate",
+            Step::Failover => "failover",
+        }
+    }
+}
+
+/// A VM's health and recovery state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum VmState {
+    /// Running and answering (or no evidence against it).
+    Healthy,
+    /// Not protected (restart priority disabled, or a backup clone): watched, never acted on.
+    Unprotected,
+    /// Off on purpose: powered off by a user, or already off when the manager started. Never
+    /// failed over.
+    StayOff {
+        /// Who switched it off, if known.
+        by: Option<String>,
+    },
+    /// Powered off with no user named yet; waiting a moment for the event that says who did it.
+    OffUnexplained {
+        /// When it was seen off.
+        since: Time,
+    },
+    /// A ladder step (or a failover) is running.
+    Recovering {
+        /// The step.
+        step: Step,
+        /// Its action.
+        action: ActionId,
+    },
+    /// A step finished; waiting for the VM to answer again.
+    Verifying {
+        /// The step that ran.
+        step: Step,
+        /// When the next step starts if it still does not answer.
+        until: Time,
+    },
+    /// Its host is isolated and may still run it: nothing is done.
+    Frozen {
+        /// The isolated host.
+        host: HostId,
+    },
+    /// Must run but no host has room; waits for capacity (a spare host, a recovered host).
+    AwaitingCapacity,
+    /// The ladder ran out of steps: alarm raised, waits for a person or for the VM to come back.
+    Failed,
+}
+
+impl VmState {
+    /// Short name for logs and status.
+    pub fn name(&self) -> String {
+        match self {
+            VmState::Healthy => "healthy".into(),
+            VmState::Unprotected => "unprotected".into(),
+            VmState::StayOff { by: Some(u) } => format!("off(by {u})"),
+            VmState::StayOff { by: None } => "off".into(),
+            VmState::OffUnexplained { .. } => "off-unexplained".into(),
+            VmState::Recovering { step, .. } => format!("recovering({})", step.name()),
+            VmState::Verifying { step, .. } => format!("verifying({})", step.name()),
+            VmState::Frozen { host } => format!("frozen(host {host} isolated)"),
+            VmState::AwaitingCapacity => "awaiting-capacity".into(),
+            VmState::Failed => "failed".into(),
+        }
+    }
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A host's liveness and recovery state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HostState {
+    /// Connected and answering.
+    Up,
+    /// One failure signal; waiting for a second, independent one.
+    Suspect {
+        /// Since when.
+        since: Time,
+    },
+    /// Both signals say unreachable; judging whether it is dead or only isolated from the storage
+    /// heartbeat and its guests.
+    Unreachable {
+        /// Since when.
+        since: Time,
+        /// Its storage heartbeat when it became unreachable.
+        heartbeat_at_loss: Option<Time>,
+    },
+    /// Unreachable but alive (storage heartbeat or guests still answer): its VMs may still run.
+    Isolated {
+        /// Since when.
+        since: Time,
+    },
+    /// Dead: its VMs were restarted elsewhere; reconnect and revival are tried.
+    Dead {
+        /// Since when.
+        since: Time,
+    },
+    /// Removed from the cluster after failed revival.
+    Removed,
+}
+
+impl HostState {
+    /// Short name for logs and status.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HostState::Up => "up",
+            HostState::Suspect { .. } => "suspect",
+            HostState::Unreachable { .. } => "unreachable",
+            HostState::Isolated { .. } => "isolated",
+            HostState::Dead { .. } => "dead",
+            HostState::Removed => "removed",
+        }
+    }
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

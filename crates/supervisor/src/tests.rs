@@ -1,0 +1,732 @@
+//! Stories told to the supervisor alone: observations in, commands and states checked.
+
+use super::*;
+use am_core::{Host, Resources, RestartPriority, Snapshot};
+use std::time::Duration;
+
+struct Story {
+    sup: Supervisor,
+    now: Time,
+    commands: Vec<Command>,
+}
+
+fn inventory(hosts: usize, vms_per_host: usize) -> Inventory {
+    let mut inv = Inventory::default();
+    for h in 1..=hosts {
+        let mut host = Host::new(format!("h{h}").as_str(), Resources::new(20_000, 64_000));
+        host.mgmt_address = Some(format!("10.0.0.{h}"));
+        host.storage_heartbeat = Some(Time::ZERO);
+        inv.apply(&InventoryDelta::HostUpsert(host));
+        for v in 1..=vms_per_host {
+            let id = format!("vm-{h}{v}");
+            let mut vm = Vm::new(
+                id.as_str(),
+                Resources::new(1_000, 8_000),
+                format!("h{h}").as_str(),
+            );
+            vm.guest_address = Some(format!("10.1.{h}.{v}"));
+            inv.apply(&InventoryDelta::VmUpsert(vm));
+        }
+    }
+    inv
+}
+
+impl Story {
+    fn new(cfg: Config, inv: Inventory) -> Story {
+        let mut s = Story {
+            sup: Supervisor::new(cfg),
+            now: Time::ZERO,
+            commands: Vec::new(),
+        };
+        s.feed(Observation::Inventory(inv));
+        s
+    }
+
+    fn at(&mut self, secs: f64) -> &mut Self {
+        self.now = Time::from_millis((secs * 1000.0) as u64);
+        self.feed(Observation::Tick);
+        self
+    }
+
+    fn feed(&mut self, obs: Observation) -> &mut Self {
+        let out = self.sup.step(self.now, obs);
+        self.commands.extend(out.commands);
+        self
+    }
+
+    fn guest(&mut self, vm: &str, alive: bool) -> &mut Self {
+        self.feed(Observation::Liveness {
+            subject: Subject::Vm(vm.into()),
+            alive,
+            evidence: "probe".into(),
+        })
+    }
+
+    fn mgmt(&mut self, host: &str, alive: bool) -> &mut Self {
+        self.feed(Observation::Liveness {
+            subject: Subject::Host(host.into()),
+            alive,
+            evidence: "probe".into(),
+        })
+    }
+
+    fn vm(&self, id: &str) -> Vm {
+        self.sup.inventory().vms[&VmId::from(id)].clone()
+    }
+
+    fn host(&self, id: &str) -> Host {
+        self.sup.inventory().hosts[&HostId::from(id)].clone()
+    }
+
+    fn upsert_vm(&mut self, vm: Vm) -> &mut Self {
+        self.feed(Observation::Delta(InventoryDelta::VmUpsert(vm)))
+    }
+
+    fn upsert_host(&mut self, host: Host) -> &mut Self {
+        self.feed(Observation::Delta(InventoryDelta::HostUpsert(host)))
+    }
+
+    fn connection(&mut self, host: &str, c: ConnectionState) -> &mut Self {
+        let mut h = self.host(host);
+        h.connection = c;
+        self.upsert_host(h)
+    }
+
+    fn heartbeat(&mut self, host: &str, at: f64) -> &mut Self {
+        let mut h = self.host(host);
+        h.storage_heartbeat = Some(Time::from_millis((at * 1000.0) as u64));
+        self.upsert_host(h)
+    }
+
+    /// The actions issued since the last call, as "name subject" strings.
+    fn take_actions(&mut self) -> Vec<(ActionId, Action)> {
+        let cmds = std::mem::take(&mut self.commands);
+        cmds.into_iter()
+            .filter_map(|c| match c {
+                Command::Execute { id, action, .. } => Some((id, action)),
+                Command::Alarm(_) => None,
+            })
+            .collect()
+    }
+
+    fn done(&mut self, id: ActionId, result: Result<ActionOutcome, HvError>) -> &mut Self {
+        self.feed(Observation::ActionDone { id, result })
+    }
+
+    fn state(&self, vm: &str) -> VmState {
+        self.sup.vm_state(&vm.into()).cloned().unwrap()
+    }
+
+    fn host_state(&self, host: &str) -> HostState {
+        self.sup.host_state(&host.into()).cloned().unwrap()
+    }
+
+    fn alarmed(&self, kind: AlarmKind) -> bool {
+        self.sup.alarms().any(|a| a.kind == kind)
+    }
+}
+
+fn ok() -> Result<ActionOutcome, HvError> {
+    Ok(ActionOutcome::Done)
+}
+
+fn unreachable() -> Result<ActionOutcome, HvError> {
+    Err(HvError::Unreachable {
+        target: "host".into(),
+        detail: "down".into(),
+    })
+}
+
+#[test]
+fn a_guest_that_stops_answering_is_reset_after_confirmation_and_healthy_again() {
+    let mut s = Story::new(Config::default(), inventory(2, 2));
+    s.at(10.0).guest("vm-11", false);
+    s.at(12.0);
+    assert!(s.take_actions().is_empty(), "no action before vm_confirm (3s)");
+    s.at(13.0);
+    let actions = s.take_actions();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].1, Action::Reset { vm: "vm-11".into() });
+    s.at(14.0).done(actions[0].0, ok());
+    assert!(matches!(
+        s.state("vm-11"),
+        VmState::Verifying {
+            step: Step::Restart,
+            ..
+        }
+    ));
+    s.at(20.0).guest("vm-11", true);
+    assert_eq!(s.state("vm-11"), VmState::Healthy);
+    let inc = s.sup.incidents().last().unwrap();
+    assert_eq!(inc.steps, vec!["restart"]);
+    assert_eq!(inc.resolved, Some(Time::from_secs(20)));
+}
+
+#[test]
+fn the_ladder_climbs_restart_revert_restore_migrate_then_gives_up() {
+    let mut inv = inventory(2, 1);
+    let vm: VmId = "vm-11".into();
+    inv.apply(&InventoryDelta::Snapshots {
+        vm: vm.clone(),
+        snapshots: vec![Snapshot {
+            id: "snap-1".into(),
+            vm: vm.clone(),
+            name: "am-backup".into(),
+            created: Time::ZERO,
+        }],
+    });
+    let mut clone = Vm::new("vm-11-backup", Resources::new(1_000, 8_000), "h2");
+    clone.power = PowerState::PoweredOff;
+    clone.backup_of = Some(vm.clone());
+    inv.apply(&InventoryDelta::VmUpsert(clone));
+    let mut s = Story::new(Config::default(), inv);
+    s.at(5.0).guest("vm-11", false);
+    let mut seen = Vec::new();
+    let mut t = 8.0;
+    for _ in 0..4 {
+        s.at(t);
+        let actions = s.take_actions();
+        assert_eq!(actions.len(), 1, "one step at a time at t={t}: {actions:?}");
+        seen.push(actions[0].1.clone());
+        s.at(t + 1.0).done(actions[0].0, ok());
+        t += 1.0 + 30.0; // recovery_grace passes with the guest still silent
+    }
+    assert_eq!(
+        seen,
+        vec![
+            Action::Reset { vm: vm.clone() },
+            Action::RevertSnapshot {
+                vm: vm.clone(),
+                snapshot: Some("snap-1".into())
+            },
+            Action::RestoreClone {
+                vm: vm.clone(),
+                backup: "vm-11-backup".into(),
+                host: "h1".into()
+            },
+            Action::MigrateCold {
+                vm: vm.clone(),
+                to: "h2".into()
+            },
+        ]
+    );
+    s.at(t);
+    assert_eq!(s.state("vm-11"), VmState::Failed);
+    assert!(s.alarmed(AlarmKind::RecoveryFailed));
+    assert!(s.take_actions().is_empty());
+    // It comes back by itself (an operator fixed it): healthy, alarm cleared.
+    s.guest("vm-11", true);
+    assert_eq!(s.state("vm-11"), VmState::Healthy);
+    assert!(!s.alarmed(AlarmKind::RecoveryFailed));
+}
+
+#[test]
+fn a_failed_step_moves_to_the_next_at_once_and_missing_backups_are_skipped() {
+    let mut s = Story::new(Config::default(), inventory(2, 1));
+    s.at(1.0).guest("vm-11", false);
+    s.at(4.0);
+    let a = s.take_actions();
+    assert_eq!(a[0].1, Action::Reset { vm: "vm-11".into() });
+    s.done(
+        a[0].0,
+        Err(HvError::Api {
+            fault: "GenericVmConfigFault".into(),
+            message: "x".into(),
+            retryable: false,
+        }),
+    );
+    let b = s.take_actions();
+    // No snapshot and no clone: straight to cold migration.
+    assert_eq!(
+        b[0].1,
+        Action::MigrateCold {
+            vm: "vm-11".into(),
+            to: "h2".into()
+        }
+    );
+}
+
+#[test]
+fn a_user_power_off_raises_an_alarm_and_is_never_recovered() {
+    let mut s = Story::new(Config::default(), inventory(1, 2));
+    let mut vm = s.vm("vm-11");
+    vm.power = PowerState::PoweredOff;
+    s.at(10.0).upsert_vm(vm.clone());
+    assert!(matches!(s.state("vm-11"), VmState::OffUnexplained { .. }));
+    s.feed(Observation::Event(ClusterEvent {
+        at: Time::from_secs(10),
+        kind: EventKind::VmPoweredOff {
+            vm: "vm-11".into(),
+            user: Some("alice".into()),
+        },
+    }));
+    assert_eq!(
+        s.state("vm-11"),
+        VmState::StayOff {
+            by: Some("alice".into())
+        }
+    );
+    assert!(s.alarmed(AlarmKind::VmPoweredOff));
+    s.at(100.0).guest("vm-11", false).at(200.0);
+    assert!(
+        s.take_actions().is_empty(),
+        "nothing is done to a VM a user switched off"
+    );
+    vm.power = PowerState::PoweredOn;
+    s.upsert_vm(vm);
+    assert_eq!(s.state("vm-11"), VmState::Healthy);
+    assert!(!s.alarmed(AlarmKind::VmPoweredOff));
+}
+
+#[test]
+fn the_event_may_come_before_the_state_change() {
+    let mut s = Story::new(Config::default(), inventory(1, 1));
+    s.at(10.0).feed(Observation::Event(ClusterEvent {
+        at: Time::from_secs(10),
+        kind: EventKind::VmPoweredOff {
+            vm: "vm-11".into(),
+            user: Some("bob".into()),
+        },
+    }));
+    let mut vm = s.vm("vm-11");
+    vm.power = PowerState::PoweredOff;
+    s.upsert_vm(vm);
+    assert_eq!(
+        s.state("vm-11"),
+        VmState::StayOff {
+            by: Some("bob".into())
+        }
+    );
+    s.at(60.0);
+    assert!(s.take_actions().is_empty());
+}
+
+#[test]
+fn a_power_off_nobody_asked_for_is_a_crash_and_is_powered_on() {
+    let mut s = Story::new(Config::default(), inventory(1, 1));
+    let mut vm = s.vm("vm-11");
+    vm.power = PowerState::PoweredOff;
+    s.at(10.0).upsert_vm(vm);
+    s.at(11.0);
+    assert!(s.take_actions().is_empty(), "waits power_off_grace for the event");
+    s.at(12.0);
+    assert_eq!(s.take_actions()[0].1, Action::PowerOn { vm: "vm-11".into() });
+}
+
+#[test]
+fn the_managers_own_power_off_is_not_a_user_power_off() {
+    let mut s = Story::new(Config::default(), inventory(1, 1));
+    s.at(10.0).feed(Observation::Event(ClusterEvent {
+        at: Time::from_secs(10),
+        kind: EventKind::VmPoweredOff {
+            vm: "vm-11".into(),
+            user: Some("am-manager".into()),
+        },
+    }));
+    assert!(!s.alarmed(AlarmKind::VmPoweredOff));
+}
+
+/// The host stops: its last storage heartbeat was written one second before.
+fn crash_host(s: &mut Story, host: &str, at: f64) {
+    s.at(at).heartbeat(host, (at - 1.0).max(0.0));
+    s.mgmt(host, false);
+    let vms: Vec<VmId> = s
+        .sup
+        .inventory()
+        .vms_on(&host.into())
+        .map(|v| v.id.clone())
+        .collect();
+    for vm in vms {
+        s.guest(vm.as_str(), false);
+    }
+    s.connection(host, ConnectionState::NotResponding);
+}
+
+#[test]
+fn a_dead_host_needs_two_signals_and_a_silent_heartbeat_then_its_vms_fail_over() {
+    let mut s = Story::new(Config::default(), inventory(3, 2));
+    s.at(2.0).mgmt("h1", false);
+    assert_eq!(s.host_state("h1").name(), "suspect");
+    s.at(10.0).heartbeat("h1", 10.0);
+    assert_eq!(
+        s.host_state("h1").name(),
+        "suspect",
+        "a lost ping alone never kills a host"
+    );
+    assert!(s.take_actions().is_empty());
+    s.at(11.0).connection("h1", ConnectionState::NotResponding);
+    assert_eq!(s.host_state("h1").name(), "unreachable");
+    s.guest("vm-11", false).guest("vm-12", false);
+    s.at(15.9);
+    assert_eq!(
+        s.host_state("h1").name(),
+        "unreachable",
+        "heartbeat written at 10.0 is still fresh"
+    );
+    s.at(16.0); // storage heartbeat (10.0) is 6s old: the host stopped writing it
+    assert_eq!(s.host_state("h1").name(), "dead");
+    let actions = s.take_actions();
+    let failovers: Vec<&Action> = actions
+        .iter()
+        .map(|(_, a)| a)
+        .filter(|a| a.name() == "failover")
+        .collect();
+    assert_eq!(failovers.len(), 2);
+    for a in &failovers {
+        assert_ne!(a.host(), Some(&HostId::from("h1")));
+    }
+    assert!(
+        actions
+            .iter()
+            .any(|(_, a)| *a == Action::ReconnectHost { host: "h1".into() })
+    );
+}
+
+#[test]
+fn an_isolated_host_keeps_its_vms_no_failover_ever() {
+    let mut s = Story::new(Config::default(), inventory(3, 2));
+    crash_host(&mut s, "h2", 5.0);
+    assert_eq!(s.host_state("h2").name(), "unreachable");
+    // Still writing its storage heartbeat: alive, only cut off.
+    s.at(7.0).heartbeat("h2", 7.0);
+    assert_eq!(s.host_state("h2").name(), "isolated");
+    assert!(matches!(s.state("vm-21"), VmState::Frozen { .. }));
+    for t in 8..120 {
+        s.at(t as f64).heartbeat("h2", t as f64);
+    }
+    let actions = s.take_actions();
+    assert!(
+        actions.iter().all(|(_, a)| a.name() == "reconnect_host"),
+        "only reconnects: {actions:?}"
+    );
+    assert!(s.alarmed(AlarmKind::HostIsolated));
+    // The network comes back.
+    s.mgmt("h2", true)
+        .connection("h2", ConnectionState::Connected)
+        .guest("vm-21", true)
+        .guest("vm-22", true);
+    assert_eq!(s.host_state("h2"), HostState::Up);
+    assert_eq!(s.state("vm-21"), VmState::Healthy);
+    assert!(!s.alarmed(AlarmKind::HostIsolated));
+}
+
+#[test]
+fn isolation_with_power_off_policy_fences_first_then_fails_over() {
+    let cfg = Config {
+        isolation_response: IsolationResponse::PowerOffAndRestart,
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inventory(3, 1));
+    crash_host(&mut s, "h2", 5.0);
+    s.at(6.0).heartbeat("h2", 6.0);
+    let actions = s.take_actions();
+    assert_eq!(
+        actions.iter().map(|(_, a)| a.name()).collect::<Vec<_>>(),
+        vec!["fence_host"]
+    );
+    s.at(8.0).done(actions[0].0, ok());
+    assert_eq!(s.host_state("h2").name(), "dead");
+    let after = s.take_actions();
+    assert!(
+        after
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Failover { vm, .. } if vm.as_str() == "vm-21"))
+    );
+}
+
+#[test]
+fn a_failed_fence_never_leads_to_a_restart_elsewhere() {
+    let cfg = Config {
+        isolation_response: IsolationResponse::PowerOffAndRestart,
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inventory(3, 1));
+    crash_host(&mut s, "h2", 5.0);
+    s.at(6.0).heartbeat("h2", 6.0);
+    let a = s.take_actions();
+    s.at(7.0).done(a[0].0, unreachable());
+    for t in 8..60 {
+        s.at(t as f64).heartbeat("h2", t as f64);
+    }
+    let later = s.take_actions();
+    assert!(later.iter().all(|(_, a)| a.name() == "fence_host"), "{later:?}");
+    assert!(matches!(s.state("vm-21"), VmState::Frozen { .. }));
+}
+
+#[test]
+fn a_dead_host_is_reconnected_revived_then_removed() {
+    let cfg = Config {
+        revive_attempts: 2,
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inventory(2, 1));
+    crash_host(&mut s, "h1", 1.0);
+    s.at(8.0);
+    assert_eq!(s.host_state("h1").name(), "dead");
+    let mut names = Vec::new();
+    let mut t = 8.0;
+    for _ in 0..5 {
+        let host_actions: Vec<(ActionId, Action)> = s
+            .take_actions()
+            .into_iter()
+            .filter(|(_, a)| a.vm().is_none())
+            .collect();
+        assert_eq!(host_actions.len(), 1, "at {t}");
+        names.push(host_actions[0].1.name());
+        t += 1.0;
+        s.at(t).done(
+            host_actions[0].0,
+            if host_actions[0].1.name() == "remove_host" {
+                ok()
+            } else {
+                unreachable()
+            },
+        );
+        t += 10.0;
+        s.at(t);
+    }
+    assert_eq!(
+        names,
+        vec![
+            "reconnect_host",
+            "revive_host",
+            "reconnect_host",
+            "revive_host",
+            "remove_host"
+        ]
+    );
+    assert_eq!(s.host_state("h1"), HostState::Removed);
+    assert!(s.alarmed(AlarmKind::HostRemoved));
+}
+
+#[test]
+fn a_revived_host_is_up_again() {
+    let mut s = Story::new(Config::default(), inventory(2, 1));
+    crash_host(&mut s, "h1", 1.0);
+    s.at(8.0);
+    assert_eq!(s.host_state("h1").name(), "dead");
+    s.at(30.0)
+        .connection("h1", ConnectionState::Connected)
+        .mgmt("h1", true);
+    assert_eq!(s.host_state("h1"), HostState::Up);
+    assert!(!s.alarmed(AlarmKind::HostUnreachable));
+}
+
+#[test]
+fn no_live_host_left_adds_a_spare_and_restarts_there() {
+    let cfg = Config {
+        spares: vec!["spare-1".into()],
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inventory(1, 2));
+    crash_host(&mut s, "h1", 1.0);
+    s.at(8.0);
+    let actions = s.take_actions();
+    let add = actions
+        .iter()
+        .find(|(_, a)| a.name() == "add_host")
+        .expect("spare added");
+    assert!(actions.iter().all(|(_, a)| a.name() != "failover"));
+    assert_eq!(s.state("vm-11"), VmState::AwaitingCapacity);
+    assert!(s.alarmed(AlarmKind::CapacityInsufficient));
+    s.at(20.0).done(add.0, Ok(ActionOutcome::HostAdded("s1".into())));
+    s.upsert_host(Host::new("s1", Resources::new(20_000, 64_000)));
+    let failovers: Vec<Action> = s
+        .take_actions()
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(|a| a.name() == "failover")
+        .collect();
+    assert_eq!(failovers.len(), 2);
+    assert!(failovers.iter().all(|a| a.host() == Some(&HostId::from("s1"))));
+    assert!(!s.alarmed(AlarmKind::CapacityInsufficient));
+}
+
+#[test]
+fn high_priority_vms_fail_over_first_and_low_ones_wait_when_capacity_is_short() {
+    let mut inv = Inventory::default();
+    for h in ["h1", "h2"] {
+        inv.apply(&InventoryDelta::HostUpsert(Host::new(
+            h,
+            Resources::new(10_000, 10_000),
+        )));
+    }
+    for (id, p) in [("hi", RestartPriority::High), ("lo", RestartPriority::Low)] {
+        let mut vm = Vm::new(id, Resources::new(1_000, 6_000), "h1");
+        vm.priority = p;
+        inv.apply(&InventoryDelta::VmUpsert(vm));
+    }
+    let mut s = Story::new(Config::default(), inv);
+    s.at(1.0)
+        .mgmt("h1", false)
+        .connection("h1", ConnectionState::NotResponding);
+    s.at(3.0);
+    let actions = s.take_actions();
+    let failovers: Vec<&Action> = actions
+        .iter()
+        .map(|(_, a)| a)
+        .filter(|a| a.name() == "failover")
+        .collect();
+    assert_eq!(
+        failovers,
+        vec![&Action::Failover {
+            vm: "hi".into(),
+            to: "h2".into()
+        }]
+    );
+    assert_eq!(s.state("lo"), VmState::AwaitingCapacity);
+}
+
+#[test]
+fn a_storm_of_unreachable_hosts_fails_nothing_over() {
+    let mut s = Story::new(Config::default(), inventory(4, 1));
+    for h in ["h1", "h2", "h3"] {
+        crash_host(&mut s, h, 1.0);
+    }
+    s.at(30.0);
+    assert!(s.alarmed(AlarmKind::StormSuspected));
+    let actions = s.take_actions();
+    assert!(actions.iter().all(|(_, a)| a.name() != "failover"), "{actions:?}");
+    assert!(
+        ["h1", "h2", "h3"]
+            .iter()
+            .all(|h| s.host_state(h).name() == "unreachable")
+    );
+}
+
+#[test]
+fn an_isolated_manager_acts_on_nothing() {
+    let mut s = Story::new(Config::default(), inventory(2, 1));
+    s.at(1.0).feed(Observation::ManagerIsolation {
+        isolated: true,
+        evidence: "gateway lost".into(),
+    });
+    crash_host(&mut s, "h1", 2.0);
+    s.guest("vm-21", false);
+    s.at(60.0);
+    assert!(s.take_actions().is_empty());
+    assert!(s.alarmed(AlarmKind::ManagerIsolated));
+    s.feed(Observation::ManagerIsolation {
+        isolated: false,
+        evidence: "gateway back".into(),
+    });
+    assert!(!s.alarmed(AlarmKind::ManagerIsolated));
+}
+
+#[test]
+fn restarts_are_rate_limited_per_vm() {
+    let cfg = Config {
+        restart_limit: 2,
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inventory(1, 1));
+    let mut resets = 0;
+    let mut t = 0.0;
+    for _ in 0..4 {
+        t += 10.0;
+        s.at(t).guest("vm-11", false);
+        t += 4.0;
+        s.at(t);
+        for (id, a) in s.take_actions() {
+            if a.name() == "reset" {
+                resets += 1;
+            }
+            s.done(id, ok());
+        }
+        t += 1.0;
+        s.at(t).guest("vm-11", true);
+        if s.state("vm-11") != VmState::Healthy {
+            break;
+        }
+    }
+    assert_eq!(resets, 2);
+    assert!(s.alarmed(AlarmKind::RestartLimit));
+}
+
+#[test]
+fn a_hung_guest_with_zero_cpu_is_reset() {
+    let mut s = Story::new(Config::default(), inventory(1, 1));
+    let mut vm = s.vm("vm-11");
+    vm.cpu_usage_mhz = Some(0);
+    s.at(10.0).upsert_vm(vm);
+    s.at(25.0);
+    assert!(s.take_actions().is_empty());
+    s.at(30.0); // 20s of zero CPU = hung, then vm_confirm (3s)
+    s.at(33.0);
+    assert_eq!(s.take_actions()[0].1, Action::Reset { vm: "vm-11".into() });
+}
+
+#[test]
+fn a_red_heartbeat_on_a_live_host_is_reset() {
+    let mut s = Story::new(Config::default(), inventory(1, 1));
+    let mut vm = s.vm("vm-11");
+    vm.heartbeat = GuestHeartbeat::Red;
+    s.at(10.0).upsert_vm(vm);
+    s.at(13.0);
+    assert_eq!(s.take_actions()[0].1, Action::Reset { vm: "vm-11".into() });
+}
+
+#[test]
+fn a_guest_failing_because_its_host_died_is_not_reset() {
+    let mut s = Story::new(Config::default(), inventory(2, 1));
+    s.at(1.0).guest("vm-11", false).mgmt("h1", false);
+    s.at(5.0);
+    assert!(s.take_actions().iter().all(|(_, a)| a.name() != "reset"));
+}
+
+#[test]
+fn unprotected_vms_are_left_alone() {
+    let mut inv = inventory(2, 1);
+    if let Some(vm) = inv.vms.get_mut(&VmId::from("vm-11")) {
+        vm.priority = RestartPriority::Disabled;
+    }
+    let mut s = Story::new(Config::default(), inv);
+    crash_host(&mut s, "h1", 1.0);
+    s.at(10.0);
+    assert!(s.take_actions().iter().all(|(_, a)| a.vm().is_none()));
+    assert_eq!(s.state("vm-11"), VmState::Unprotected);
+}
+
+#[test]
+fn a_disconnected_but_pingable_host_is_reconnected_not_failed_over() {
+    let mut s = Story::new(Config::default(), inventory(2, 1));
+    s.at(1.0)
+        .mgmt("h1", true)
+        .connection("h1", ConnectionState::NotResponding);
+    s.at(7.0);
+    let actions = s.take_actions();
+    assert_eq!(
+        actions.iter().map(|(_, a)| a.name()).collect::<Vec<_>>(),
+        vec!["reconnect_host"]
+    );
+    s.done(actions[0].0, ok())
+        .connection("h1", ConnectionState::Connected);
+    assert_eq!(s.host_state("h1"), HostState::Up);
+}
+
+#[test]
+fn every_transition_is_logged_with_a_reason() {
+    let mut s = Story::new(Config::default(), inventory(1, 1));
+    let out = s.sup.step(
+        Time::from_secs(1),
+        Observation::Liveness {
+            subject: Subject::Vm("vm-11".into()),
+            alive: false,
+            evidence: "3 of 3 lost".into(),
+        },
+    );
+    assert!(out.log.is_empty());
+    let out = s.sup.step(Time::from_secs(4), Observation::Tick);
+    let transition = out
+        .log
+        .iter()
+        .find(|e| matches!(e.kind, LogKind::Transition { .. }))
+        .unwrap();
+    assert!(
+        transition
+            .to_string()
+            .contains("healthy -> recovering(restart) (guest not answering: 3 of 3 lost)")
+    );
+    assert!(out.log.iter().any(|e| matches!(e.kind, LogKind::Issued { .. })));
+    let _ = Duration::ZERO;
+}
