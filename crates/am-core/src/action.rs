@@ -171,10 +171,12 @@ impl Action {
     /// The host this action targets or acts on, if any (the target host for moves).
     pub fn host(&self) -> Option<&HostId> {
         match self {
-            Action::Clone { host, .. } | Action::RestoreClone { host, .. } | Action::Register { host, .. } => {
-                Some(host)
+            Action::Clone { host, .. }
+            | Action::RestoreClone { host, .. }
+            | Action::Register { host, .. } => Some(host),
+            Action::MigrateCold { to, .. } | Action::MigrateLive { to, .. } | Action::Failover { to, .. } => {
+                Some(to)
             }
-            Action::MigrateCold { to, .. } | Action::MigrateLive { to, .. } | Action::Failover { to, .. } => Some(to),
             Action::ReconnectHost { host }
             | Action::ReviveHost { host }
             | Action::FenceHost { host }
@@ -215,11 +217,16 @@ impl Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::RevertSnapshot { vm, snapshot: Some(s) } => write!(f, "revert_snapshot {vm} to {s}"),
+            Action::RevertSnapshot {
+                vm,
+                snapshot: Some(s),
+            } => write!(f, "revert_snapshot {vm} to {s}"),
             Action::CreateSnapshot { vm, name } => write!(f, "create_snapshot {vm} {name}"),
             Action::RemoveSnapshot { vm, snapshot } => write!(f, "remove_snapshot {vm} {snapshot}"),
             Action::Clone { vm, name, host, .. } => write!(f, "clone {vm} as {name} on {host}"),
-            Action::RestoreClone { vm, backup, host } => write!(f, "restore_clone {vm} from {backup} on {host}"),
+            Action::RestoreClone { vm, backup, host } => {
+                write!(f, "restore_clone {vm} from {backup} on {host}")
+            }
             Action::MigrateCold { vm, to } | Action::MigrateLive { vm, to } | Action::Failover { vm, to } => {
                 write!(f, "{} {vm} to {to}", self.name())
             }
@@ -253,12 +260,18 @@ mod tests {
 
     #[test]
     fn display_names_subject_and_target() {
-        let a = Action::Failover { vm: "vm-1".into(), to: "h2".into() };
+        let a = Action::Failover {
+            vm: "vm-1".into(),
+            to: "h2".into(),
+        };
         assert_eq!(a.to_string(), "failover vm-1 to h2");
         assert_eq!(a.vm(), Some(&VmId::from("vm-1")));
         assert_eq!(a.host(), Some(&HostId::from("h2")));
         assert_eq!(Action::Reset { vm: "v".into() }.to_string(), "reset v");
-        assert_eq!(Action::ReviveHost { host: "h3".into() }.to_string(), "revive_host h3");
+        assert_eq!(
+            Action::ReviveHost { host: "h3".into() }.to_string(),
+            "revive_host h3"
+        );
     }
 
     #[test]

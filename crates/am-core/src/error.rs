@@ -84,12 +84,18 @@ impl HvError {
 
     /// Shorthand for a [`HvError::NotFound`].
     pub fn not_found(kind: &str, id: impl std::fmt::Display) -> Self {
-        HvError::NotFound { kind: kind.to_owned(), id: id.to_string() }
+        HvError::NotFound {
+            kind: kind.to_owned(),
+            id: id.to_string(),
+        }
     }
 
     /// Shorthand for a [`HvError::InvalidState`].
     pub fn invalid_state(id: impl std::fmt::Display, detail: impl Into<String>) -> Self {
-        HvError::InvalidState { id: id.to_string(), detail: detail.into() }
+        HvError::InvalidState {
+            id: id.to_string(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -100,10 +106,20 @@ mod tests {
     #[test]
     fn transport_errors_are_retryable_and_logic_errors_are_not() {
         assert!(HvError::Timeout { op: "reset".into() }.is_retryable());
-        assert!(HvError::Unreachable { target: "vc".into(), detail: "refused".into() }.is_retryable());
+        assert!(
+            HvError::Unreachable {
+                target: "vc".into(),
+                detail: "refused".into()
+            }
+            .is_retryable()
+        );
         assert!(!HvError::not_found("vm", "vm-1").is_retryable());
         assert!(!HvError::invalid_state("vm-1", "already on").is_retryable());
-        let api = |retryable| HvError::Api { fault: "X".into(), message: "m".into(), retryable };
+        let api = |retryable| HvError::Api {
+            fault: "X".into(),
+            message: "m".into(),
+            retryable,
+        };
         assert!(api(true).is_retryable());
         assert!(!api(false).is_retryable());
         assert_eq!(HvError::not_found("vm", "vm-1").to_string(), "vm vm-1 not found");

@@ -18,7 +18,10 @@ pub struct Resources {
 
 impl Resources {
     /// Nothing.
-    pub const ZERO: Resources = Resources { cpu_mhz: 0, mem_mib: 0 };
+    pub const ZERO: Resources = Resources {
+        cpu_mhz: 0,
+        mem_mib: 0,
+    };
 
     /// CPU in MHz and memory in MiB.
     pub const fn new(cpu_mhz: u64, mem_mib: u64) -> Self {
@@ -42,7 +45,10 @@ impl Resources {
 impl Add for Resources {
     type Output = Resources;
     fn add(self, o: Resources) -> Resources {
-        Resources { cpu_mhz: self.cpu_mhz.saturating_add(o.cpu_mhz), mem_mib: self.mem_mib.saturating_add(o.mem_mib) }
+        Resources {
+            cpu_mhz: self.cpu_mhz.saturating_add(o.cpu_mhz),
+            mem_mib: self.mem_mib.saturating_add(o.mem_mib),
+        }
     }
 }
 
@@ -317,12 +323,17 @@ impl Inventory {
 
     /// The newest snapshot of `vm`, if any.
     pub fn latest_snapshot(&self, vm: &VmId) -> Option<&Snapshot> {
-        self.snapshots.get(vm).and_then(|s| s.iter().max_by_key(|s| s.created))
+        self.snapshots
+            .get(vm)
+            .and_then(|s| s.iter().max_by_key(|s| s.created))
     }
 
     /// The newest backup clone of `vm`, if any.
     pub fn latest_clone(&self, vm: &VmId) -> Option<&Vm> {
-        self.vms.values().filter(|c| c.backup_of.as_ref() == Some(vm)).max_by(|a, b| a.id.cmp(&b.id))
+        self.vms
+            .values()
+            .filter(|c| c.backup_of.as_ref() == Some(vm))
+            .max_by(|a, b| a.id.cmp(&b.id))
     }
 }
 
@@ -333,8 +344,15 @@ mod tests {
     #[test]
     fn free_counts_only_powered_on_vms() {
         let mut inv = Inventory::default();
-        inv.apply(&InventoryDelta::HostUpsert(Host::new("h1", Resources::new(10_000, 65_536))));
-        inv.apply(&InventoryDelta::VmUpsert(Vm::new("a", Resources::new(2_000, 4_096), "h1")));
+        inv.apply(&InventoryDelta::HostUpsert(Host::new(
+            "h1",
+            Resources::new(10_000, 65_536),
+        )));
+        inv.apply(&InventoryDelta::VmUpsert(Vm::new(
+            "a",
+            Resources::new(2_000, 4_096),
+            "h1",
+        )));
         let mut off = Vm::new("b", Resources::new(2_000, 4_096), "h1");
         off.power = PowerState::PoweredOff;
         inv.apply(&InventoryDelta::VmUpsert(off));

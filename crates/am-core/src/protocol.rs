@@ -225,7 +225,11 @@ impl fmt::Display for LogEntry {
             LogKind::Transition { from, to, reason } => write!(f, "{from} -> {to} ({reason})"),
             LogKind::Issued { id, action } => write!(f, "issue {id} {action}"),
             LogKind::Finished { id, ok: true, detail } => write!(f, "done {id} {detail}"),
-            LogKind::Finished { id, ok: false, detail } => write!(f, "failed {id} {detail}"),
+            LogKind::Finished {
+                id,
+                ok: false,
+                detail,
+            } => write!(f, "failed {id} {detail}"),
             LogKind::AlarmRaised { alarm, message } => write!(f, "ALARM {alarm:?} {message}"),
             LogKind::AlarmCleared { alarm } => write!(f, "alarm cleared {alarm:?}"),
             LogKind::Note { message } => write!(f, "{message}"),
@@ -260,13 +264,23 @@ mod tests {
         let e = LogEntry {
             at: Time::from_millis(12_500),
             subject: Subject::Vm("vm-7".into()),
-            kind: LogKind::Transition { from: "healthy".into(), to: "resetting".into(), reason: "guest ping lost".into() },
+            kind: LogKind::Transition {
+                from: "healthy".into(),
+                to: "resetting".into(),
+                reason: "guest ping lost".into(),
+            },
         };
-        assert_eq!(e.to_string(), "  12.500s vm vm-7: healthy -> resetting (guest ping lost)");
+        assert_eq!(
+            e.to_string(),
+            "  12.500s vm vm-7: healthy -> resetting (guest ping lost)"
+        );
         let i = LogEntry {
             at: Time::from_secs(13),
             subject: Subject::Vm("vm-7".into()),
-            kind: LogKind::Issued { id: ActionId(4), action: Action::Reset { vm: "vm-7".into() } },
+            kind: LogKind::Issued {
+                id: ActionId(4),
+                action: Action::Reset { vm: "vm-7".into() },
+            },
         };
         assert_eq!(i.to_string(), "  13.000s vm vm-7: issue #4 reset vm-7");
     }

@@ -68,13 +68,22 @@ pub async fn execute(hv: &(impl Hypervisor + ?Sized), action: &Action) -> Result
         Action::PowerOn { vm } => hv.power_on(vm).await.map(|_| Done)?,
         Action::PowerOff { vm } => hv.power_off(vm).await.map(|_| Done)?,
         Action::Reset { vm } => hv.reset(vm).await.map(|_| Done)?,
-        Action::RevertSnapshot { vm, snapshot } => hv.revert_snapshot(vm, snapshot.clone()).await.map(|_| Done)?,
-        Action::CreateSnapshot { vm, name } => ActionOutcome::SnapshotCreated(hv.create_snapshot(vm, name).await?),
-        Action::RemoveSnapshot { vm, snapshot } => hv.remove_snapshot(vm, snapshot).await.map(|_| Done)?,
-        Action::Clone { vm, name, host, datastore } => {
-            ActionOutcome::VmCreated(hv.clone_vm(vm, name, host, datastore.clone()).await?)
+        Action::RevertSnapshot { vm, snapshot } => {
+            hv.revert_snapshot(vm, snapshot.clone()).await.map(|_| Done)?
         }
-        Action::RestoreClone { vm, backup, host } => hv.restore_clone(vm, backup, host).await.map(|_| Done)?,
+        Action::CreateSnapshot { vm, name } => {
+            ActionOutcome::SnapshotCreated(hv.create_snapshot(vm, name).await?)
+        }
+        Action::RemoveSnapshot { vm, snapshot } => hv.remove_snapshot(vm, snapshot).await.map(|_| Done)?,
+        Action::Clone {
+            vm,
+            name,
+            host,
+            datastore,
+        } => ActionOutcome::VmCreated(hv.clone_vm(vm, name, host, datastore.clone()).await?),
+        Action::RestoreClone { vm, backup, host } => {
+            hv.restore_clone(vm, backup, host).await.map(|_| Done)?
+        }
         Action::MigrateCold { vm, to } => hv.migrate(vm, to, false).await.map(|_| Done)?,
         Action::MigrateLive { vm, to } => hv.migrate(vm, to, true).await.map(|_| Done)?,
         Action::Failover { vm, to } => hv.failover(vm, to).await.map(|_| Done)?,
@@ -191,15 +200,35 @@ mod tests {
     #[tokio::test]
     async fn execute_dispatches_to_the_matching_method() {
         let mut hv = MockHypervisor::new();
-        hv.expect_reset().withf(|vm| vm.as_str() == "vm-1").times(1).returning(|_| Ok(()));
-        hv.expect_add_host().times(1).returning(|_| Ok(HostId::from("spare-1")));
-        hv.expect_failover().times(1).returning(|_, _| Err(HvError::Timeout { op: "failover".into() }));
-        assert_eq!(execute(&hv, &Action::Reset { vm: "vm-1".into() }).await, Ok(ActionOutcome::Done));
+        hv.expect_reset()
+            .withf(|vm| vm.as_str() == "vm-1")
+            .times(1)
+            .returning(|_| Ok(()));
+        hv.expect_add_host()
+            .times(1)
+            .returning(|_| Ok(HostId::from("spare-1")));
+        hv.expect_failover().times(1).returning(|_, _| {
+            Err(HvError::Timeout {
+                op: "failover".into(),
+            })
+        });
+        assert_eq!(
+            execute(&hv, &Action::Reset { vm: "vm-1".into() }).await,
+            Ok(ActionOutcome::Done)
+        );
         assert_eq!(
             execute(&hv, &Action::AddHost { spare: "s".into() }).await,
             Ok(ActionOutcome::HostAdded("spare-1".into()))
         );
-        let err = execute(&hv, &Action::Failover { vm: "v".into(), to: "h".into() }).await.unwrap_err();
+        let err = execute(
+            &hv,
+            &Action::Failover {
+                vm: "v".into(),
+                to: "h".into(),
+            },
+        )
+        .await
+        .unwrap_err();
         assert!(err.is_retryable());
     }
 }
