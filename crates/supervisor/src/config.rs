@@ -24,28 +24,37 @@ pub struct Config {
     /// power-offs).
     pub manager_user: String,
     /// How long a VM must be failing, with its host up, before the recovery ladder starts.
+    #[serde(with = "am_core::time::duration_str")]
     pub vm_confirm: Duration,
     /// How long to wait for an event naming who powered a VM off before treating it as a crash.
+    #[serde(with = "am_core::time::duration_str")]
     pub power_off_grace: Duration,
     /// How long a recovery step has to bring the VM back before the next step.
+    #[serde(with = "am_core::time::duration_str")]
     pub recovery_grace: Duration,
     /// A powered-on VM using zero CPU this long is hung.
+    #[serde(with = "am_core::time::duration_str")]
     pub hang_after: Duration,
     /// At most this many restarts (reset or power-on) of one VM per `restart_window`.
     pub restart_limit: u32,
     /// The window of `restart_limit`.
+    #[serde(with = "am_core::time::duration_str")]
     pub restart_window: Duration,
     /// A host whose only failure signal is its connection state (no management probe) is
     /// unreachable after this long.
+    #[serde(with = "am_core::time::duration_str")]
     pub single_signal_confirm: Duration,
     /// A host that answers pings but is not connected in the management server gets a reconnect
     /// after this long.
+    #[serde(with = "am_core::time::duration_str")]
     pub reconnect_after: Duration,
     /// A storage heartbeat older than this means the host stopped writing it.
+    #[serde(with = "am_core::time::duration_str")]
     pub storage_heartbeat_window: Duration,
     /// Revival attempts (each: reconnect, then out-of-band revival) before a dead host is removed.
     pub revive_attempts: u32,
     /// Time between revival actions, and for a revived host to show up again.
+    #[serde(with = "am_core::time::duration_str")]
     pub revive_interval: Duration,
     /// What to do with the VMs of an isolated host.
     pub isolation_response: IsolationResponse,
@@ -53,6 +62,7 @@ pub struct Config {
     /// manager suspects its own network and fails nothing over.
     pub storm_fraction: f64,
     /// The window of the storm guard.
+    #[serde(with = "am_core::time::duration_str")]
     pub storm_window: Duration,
     /// Spare hosts (names in the backend's pool) that may be added when capacity runs out.
     pub spares: Vec<String>,
@@ -81,5 +91,82 @@ impl Default for Config {
             spares: Vec::new(),
             placement: planner::Policy::default(),
         }
+    }
+}
+
+/// A supervisor setting that makes no sense, named by its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidSetting {
+    /// The key, e.g. `storm_fraction`.
+    pub key: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+impl Config {
+    /// Checks values that parse but make no sense; returns every problem, each naming its key.
+    pub fn validate(&self) -> Vec<InvalidSetting> {
+        let mut bad = Vec::new();
+        let mut check = |ok: bool, key: &'static str, reason: &str| {
+            if !ok {
+                bad.push(InvalidSetting {
+                    key,
+                    reason: reason.to_owned(),
+                });
+            }
+        };
+        check(
+            !self.manager_user.trim().is_empty(),
+            "manager_user",
+            "must name the manager's vCenter user",
+        );
+        check(
+            self.storm_fraction > 0.0 && self.storm_fraction <= 1.0,
+            "storm_fraction",
+            "must be more than 0 and at most 1",
+        );
+        check(
+            self.restart_limit > 0,
+            "restart_limit",
+            "must be at least 1 (0 would never restart anything)",
+        );
+        check(
+            !self.restart_window.is_zero(),
+            "restart_window",
+            "must be longer than 0s",
+        );
+        check(
+            !self.recovery_grace.is_zero(),
+            "recovery_grace",
+            "must be longer than 0s",
+        );
+        check(
+            !self.storage_heartbeat_window.is_zero(),
+            "storage_heartbeat_window",
+            "must be longer than 0s, or every unreachable host would look dead at once",
+        );
+        check(
+            self.placement.headroom_pct <= 90,
+            "placement.headroom_pct",
+            "must be at most 90 (percent)",
+        );
+        bad
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_nonsense_is_named() {
+        assert!(Config::default().validate().is_empty());
+        let cfg = Config {
+            storm_fraction: 1.5,
+            restart_limit: 0,
+            ..Config::default()
+        };
+        let keys: Vec<&str> = cfg.validate().iter().map(|b| b.key).collect();
+        assert_eq!(keys, vec!["storm_fraction", "restart_limit"]);
     }
 }
