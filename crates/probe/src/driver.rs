@@ -73,6 +73,34 @@ pub async fn drive(
     }
 }
 
+/// A [`Clock`] on tokio's clock: milliseconds since it was made. Under a paused runtime it follows
+/// virtual time.
+#[derive(Clone, Debug)]
+pub struct TokioClock {
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Starts counting now.
+    pub fn new() -> TokioClock {
+        TokioClock {
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        TokioClock::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Time {
+        Time::from_millis(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 async fn sleep(wait: Option<Duration>) {
     match wait {
         Some(d) => tokio::time::sleep(d).await,

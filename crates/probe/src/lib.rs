@@ -22,7 +22,7 @@ mod settings;
 mod tcp;
 
 pub use detector::HISTORY;
-pub use driver::drive;
+pub use driver::{TokioClock, drive};
 pub use icmp::{IcmpError, IcmpProber, SocketKind};
 pub use monitor::{Health, Monitor, TargetStatus};
 pub use net::{AddrError, NetProber, ProbeAddr, parse_probe_addr};
