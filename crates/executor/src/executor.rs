@@ -114,6 +114,10 @@ impl Executor {
     /// # Panics
     ///
     /// When called outside a tokio runtime (the executor spawns its actions on the current one).
+    #[expect(
+        clippy::new_ret_no_self,
+        reason = "`Executor` only names the constructor; what runs is reached through the handle"
+    )]
     pub fn new(
         hv: Arc<dyn Hypervisor>,
         cfg: ExecutorConfig,
@@ -203,11 +207,7 @@ impl ExecutorHandle {
     /// After [`shutdown`](Self::shutdown) the action is not run: it is reported at once as failed
     /// with an `HvError::Api` fault `ExecutorShutdown`.
     pub fn submit(&self, id: ActionId, action: Action, priority: u8) {
-        let submission = Submission {
-            id,
-            action,
-            priority,
-        };
+        let submission = Submission { id, action, priority };
         let jobs = {
             let mut st = self.shared.lock();
             if st.closed {
@@ -405,14 +405,14 @@ impl Shared {
             Ok(Ok(result)) => (result, false),
             Ok(Err(join)) => (
                 Err(HvError::Api {
-                fault: "ExecutorPanic".to_owned(),
-                message: if join.is_panic() {
-                    format!("the hypervisor call for {} panicked", action.name())
-                } else {
-                    format!("the hypervisor call for {} was cancelled", action.name())
-                },
-                retryable: false,
-            }),
+                    fault: "ExecutorPanic".to_owned(),
+                    message: if join.is_panic() {
+                        format!("the hypervisor call for {} panicked", action.name())
+                    } else {
+                        format!("the hypervisor call for {} was cancelled", action.name())
+                    },
+                    retryable: false,
+                }),
                 false,
             ),
             Err(_elapsed) => {

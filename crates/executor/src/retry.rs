@@ -115,7 +115,9 @@ impl ExponentialBackoff {
         h.write(&attempt.to_le_bytes());
         // Top 53 bits: a uniform fraction in [0, 1).
         let unit = (h.0 >> 11) as f64 / (1u64 << 53) as f64;
-        delay + delay.mul_f64(self.jitter.min(1.0) * unit)
+        let jittered = delay + delay.mul_f64(self.jitter.min(1.0) * unit);
+        // Whole milliseconds, the resolution of tokio's timer.
+        Duration::from_millis(u64::try_from(jittered.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -335,8 +337,7 @@ where
 
     async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotId) -> Result<(), HvError> {
         let op = Op::done_if("remove_snapshot", already_gone);
-        self.run(op, || self.inner.remove_snapshot(vm, snapshot))
-            .await
+        self.run(op, || self.inner.remove_snapshot(vm, snapshot)).await
     }
 
     async fn clone_vm(

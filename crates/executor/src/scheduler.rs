@@ -132,9 +132,10 @@ impl<T> Scheduler<T> {
     }
 
     fn may_start(&self, seq: u64, e: &Entry<T>) -> bool {
-        let locks_free = e.locks.iter().all(|l| {
-            !self.held.contains(l) && self.waiting.get(l).and_then(|q| q.front()) == Some(&seq)
-        });
+        let locks_free = e
+            .locks
+            .iter()
+            .all(|l| !self.held.contains(l) && self.waiting.get(l).and_then(|q| q.front()) == Some(&seq));
         let host_free = e
             .host
             .as_ref()

@@ -1,5 +1,8 @@
 //! The executor against a fake hypervisor, in virtual time.
 
+// A test crate: helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use am_core::{Action, ActionId, ActionOutcome, HostId, HvError, MockHypervisor, SnapshotId, VmId};
@@ -236,7 +239,10 @@ async fn shutdown_returns_the_queue_and_waits_for_running_actions() {
             },
         ]
     );
-    assert_eq!(outcomes(&mut rx, 1).await, [(ActionId(1), Ok(ActionOutcome::Done))]);
+    assert_eq!(
+        outcomes(&mut rx, 1).await,
+        [(ActionId(1), Ok(ActionOutcome::Done))]
+    );
     assert_eq!(hv.started(), ["power_on vm-a"]);
     assert!(exec.status().shutting_down);
 
@@ -260,19 +266,20 @@ async fn a_panicking_backend_fails_the_action_and_frees_the_vm() {
     let (exec, mut rx) = Executor::new(hv.clone(), cfg(10, 10));
     exec.submit(ActionId(1), power_on("vm-a"), 0);
     let done = outcomes(&mut rx, 1).await;
-    assert!(
-        matches!(&done[0], (ActionId(1), Err(HvError::Api { fault, .. })) if fault == "ExecutorPanic")
-    );
+    assert!(matches!(&done[0], (ActionId(1), Err(HvError::Api { fault, .. })) if fault == "ExecutorPanic"));
     hv.panics.lock().unwrap().clear();
     exec.submit(ActionId(2), power_on("vm-a"), 0);
-    assert_eq!(outcomes(&mut rx, 1).await, [(ActionId(2), Ok(ActionOutcome::Done))]);
+    assert_eq!(
+        outcomes(&mut rx, 1).await,
+        [(ActionId(2), Ok(ActionOutcome::Done))]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn status_shows_running_and_queued_work_and_stats_add_up() {
     let hv = FakeHv::new(10 * SEC);
     hv.delay("vm-b", 20 * SEC);
-    let (exec, mut rx) = Executor::new(hv.clone(), cfg(2, 10));
+    let (exec, rx) = Executor::new(hv.clone(), cfg(2, 10));
     exec.submit(ActionId(1), power_on("vm-a"), 0);
     exec.submit(ActionId(2), power_on("vm-b"), 0);
     exec.submit(ActionId(3), power_off("vm-a"), 0);
@@ -285,7 +292,10 @@ async fn status_shows_running_and_queued_work_and_stats_add_up() {
         .collect();
     assert_eq!(running, [(1, 4, 120), (2, 4, 120)]);
     assert_eq!(st.queued.len(), 1);
-    assert_eq!((st.queued[0].submission.id, st.queued[0].waiting), (ActionId(3), 4 * SEC));
+    assert_eq!(
+        (st.queued[0].submission.id, st.queued[0].waiting),
+        (ActionId(3), 4 * SEC)
+    );
     assert!(!st.shutting_down);
 
     exec.idle().await;
@@ -293,6 +303,49 @@ async fn status_shows_running_and_queued_work_and_stats_add_up() {
     let stats = exec.stats();
     let on = &stats["power_on"];
     assert_eq!((on.started, on.succeeded, on.failed), (2, 2, 0));
-    assert_eq!((on.total_time, on.max_time, on.mean_time()), (30 * SEC, 20 * SEC, 15 * SEC));
+    assert_eq!(
+        (on.total_time, on.max_time, on.mean_time()),
+        (30 * SEC, 20 * SEC, 15 * SEC)
+    );
     assert_eq!(stats["power_off"].finished(), 1);
+}
+
+/// The same invariants on a multi-threaded runtime, where completions race each other for real.
+/// Asserts no timing, only the bounds and the per-VM order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invariants_hold_on_a_multi_threaded_runtime() {
+    let hv = FakeHv::new(Duration::from_millis(1));
+    let (exec, mut rx) = Executor::new(hv.clone(), cfg(4, 2));
+    let mut n = 0;
+    for round in 0..10 {
+        for vm in 0..8 {
+            let action = match round % 3 {
+                0 => failover(&format!("vm-{vm}"), &format!("h{}", vm % 3)),
+                1 => power_off(&format!("vm-{vm}")),
+                _ => power_on(&format!("vm-{vm}")),
+            };
+            exec.submit(ActionId(n), action, (vm % 4) as u8);
+            n += 1;
+        }
+    }
+    let done = outcomes(&mut rx, n as usize).await;
+    assert!(done.iter().all(|(_, r)| r.is_ok()));
+    let rec = hv.rec.lock().unwrap();
+    assert!(rec.overlaps.is_empty(), "{:?}", rec.overlaps);
+    assert!(rec.max_running <= 4);
+    assert!(rec.max_per_host.values().all(|m| *m <= 2));
+    // Per VM, calls started in submission order.
+    for vm in 0..8 {
+        let name = format!("vm-{vm}");
+        let ops: Vec<&str> = rec
+            .started
+            .iter()
+            .filter(|s| s.ends_with(&format!(" {name}")))
+            .map(|s| s.split(' ').next().unwrap())
+            .collect();
+        let expected: Vec<&str> = (0..10)
+            .map(|r| ["failover", "power_off", "power_on"][r % 3])
+            .collect();
+        assert_eq!(ops, expected, "{name}");
+    }
 }

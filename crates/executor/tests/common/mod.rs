@@ -4,8 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use am_core::{
-    Action, ActionId, ActionOutcome, DatastoreId, HostId, HvError, Hypervisor, Observation, SnapshotId,
-    VmId,
+    Action, ActionId, ActionOutcome, DatastoreId, HostId, HvError, Hypervisor, Observation, SnapshotId, VmId,
 };
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -106,7 +105,13 @@ impl FakeHv {
         if self.panics.lock().unwrap().contains(subject) {
             panic!("fake backend panics on {subject}");
         }
-        let d = self.delays.lock().unwrap().get(subject).copied().unwrap_or(self.default_delay);
+        let d = self
+            .delays
+            .lock()
+            .unwrap()
+            .get(subject)
+            .copied()
+            .unwrap_or(self.default_delay);
         tokio::time::sleep(d).await;
         let mut guard = guard;
         guard.completed = true;
