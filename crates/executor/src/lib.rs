@@ -14,8 +14,9 @@
 //! * **One action per VM.** An action holds [`Lock`]s while it runs: its VM (both VMs for a
 //!   restore from a backup clone), or the host for host operations, or the spare's name for
 //!   `add_host`. A later action on the same VM waits until the earlier one finished, and actions
-//!   on one VM run in submission order whatever their priorities. Waiting actions do not hold up
-//!   others: a busy VM or full host is skipped.
+//!   on one VM run in submission order whatever their priorities (an earlier action inherits the
+//!   priority of a more urgent one queued behind it). Waiting actions do not hold up others: a busy
+//!   VM or full host is skipped.
 //! * **Deadlines.** Each action runs under `tokio::time::timeout` with its operation's deadline
 //!   ([`ExecutorConfig::timeouts`]); when it expires the call is cancelled (dropped) and the
 //!   outcome is `HvError::Timeout { op }` with `op` the [`Action::name`](am_core::Action::name).

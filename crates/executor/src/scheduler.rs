@@ -10,6 +10,10 @@
 //!
 //! An entry that cannot start is skipped, not waited for: a full host does not hold up work on
 //! other hosts.
+//!
+//! Because of rule 2, an urgent action can wait behind an earlier, less urgent one on the same
+//! VM. To keep that wait short, queued entries inherit the priority of later entries that wait for
+//! them (priority inheritance, transitively through shared locks).
 
 use am_core::{Action, HostId, VmId};
 use std::cmp::Reverse;
@@ -61,6 +65,8 @@ pub(crate) struct Scheduler<T> {
     per_host: usize,
     next_seq: u64,
     queue: BTreeMap<(Reverse<u8>, u64), Entry<T>>,
+    /// The effective (possibly inherited) priority of each queued entry.
+    priority: HashMap<u64, u8>,
     /// Queued sequence numbers per lock, oldest first.
     waiting: HashMap<Lock, VecDeque<u64>>,
     held: HashSet<Lock>,
@@ -76,6 +82,7 @@ impl<T> Scheduler<T> {
             per_host: per_host.max(1),
             next_seq: 0,
             queue: BTreeMap::new(),
+            priority: HashMap::new(),
             waiting: HashMap::new(),
             held: HashSet::new(),
             host_load: HashMap::new(),
@@ -92,9 +99,44 @@ impl<T> Scheduler<T> {
             self.waiting.entry(lock.clone()).or_default().push_back(seq);
         }
         let host = action.host().cloned();
+        for lock in &locks {
+            self.boost_before(lock, seq, priority);
+        }
         self.queue
             .insert((Reverse(priority), seq), Entry { locks, host, item });
+        self.priority.insert(seq, priority);
         seq
+    }
+
+    /// Raises to `priority` every entry queued on `lock` before `seq`.
+    fn boost_before(&mut self, lock: &Lock, seq: u64, priority: u8) {
+        let earlier: Vec<u64> = self
+            .waiting
+            .get(lock)
+            .map(|q| q.iter().copied().take_while(|s| *s < seq).collect())
+            .unwrap_or_default();
+        for s in earlier {
+            self.boost(s, priority);
+        }
+    }
+
+    /// Raises entry `seq` to `priority`, and with it the entries it waits for.
+    fn boost(&mut self, seq: u64, priority: u8) {
+        let Some(&current) = self.priority.get(&seq) else {
+            return;
+        };
+        if current >= priority {
+            return;
+        }
+        let Some(entry) = self.queue.remove(&(Reverse(current), seq)) else {
+            return;
+        };
+        let locks = entry.locks.clone();
+        self.queue.insert((Reverse(priority), seq), entry);
+        self.priority.insert(seq, priority);
+        for lock in &locks {
+            self.boost_before(lock, seq, priority);
+        }
     }
 
     /// Takes the next entry allowed to start, if any, and marks it running.
@@ -109,6 +151,7 @@ impl<T> Scheduler<T> {
             .map(|(k, _)| *k)?;
         let entry = self.queue.remove(&key)?;
         let seq = key.1;
+        self.priority.remove(&seq);
         for lock in &entry.locks {
             if let Some(q) = self.waiting.get_mut(lock) {
                 q.retain(|s| *s != seq);
@@ -164,6 +207,7 @@ impl<T> Scheduler<T> {
     /// Removes and returns every queued entry, in dispatch order.
     pub(crate) fn drain_queue(&mut self) -> Vec<T> {
         self.waiting.clear();
+        self.priority.clear();
         std::mem::take(&mut self.queue)
             .into_values()
             .map(|e| e.item)
@@ -254,6 +298,39 @@ mod tests {
         assert_eq!(drain_ready(&mut s), ["a-first", "b"]);
         s.finish(first);
         assert_eq!(drain_ready(&mut s), ["a-second"]);
+    }
+
+    #[test]
+    fn queued_entries_inherit_the_priority_of_later_entries_on_the_same_vm() {
+        let mut s = Scheduler::new(1, 10);
+        let blocker = push(&mut s, 0, &power_on("x"), "blocker");
+        assert_eq!(drain_ready(&mut s), ["blocker"]);
+        push(&mut s, 1, &power_on("a"), "a-snapshot");
+        push(&mut s, 5, &power_on("b"), "b");
+        // Waits for a restore that holds "a" and "c", which waits for "c-first".
+        push(&mut s, 2, &power_on("c"), "c-first");
+        push(
+            &mut s,
+            1,
+            &Action::RestoreClone {
+                vm: "c".into(),
+                backup: "a".into(),
+                host: "h".into(),
+            },
+            "restore",
+        );
+        push(&mut s, 9, &Action::Reset { vm: "c".into() }, "c-urgent");
+        assert_eq!(
+            s.queued().copied().collect::<Vec<_>>(),
+            ["a-snapshot", "c-first", "restore", "c-urgent", "b"]
+        );
+        s.finish(blocker);
+        let mut order = Vec::new();
+        while let Some((seq, name)) = s.pop_ready() {
+            order.push(name);
+            s.finish(seq);
+        }
+        assert_eq!(order, ["a-snapshot", "c-first", "restore", "c-urgent", "b"]);
     }
 
     #[test]

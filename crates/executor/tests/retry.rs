@@ -244,3 +244,77 @@ async fn the_executor_deadline_bounds_the_retries() {
         [(ActionId(8), Ok(ActionOutcome::Done))]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_operation_is_classified_as_its_docs_say() {
+    let (vm, host) = (VmId::from("vm-1"), HostId::from("h1"));
+    // Once: a single call after a timeout.
+    let mut hv = MockHypervisor::new();
+    hv.expect_reset().times(1).returning(|_| Err(timeout("x")));
+    hv.expect_revert_snapshot()
+        .times(1)
+        .returning(|_, _| Err(timeout("x")));
+    hv.expect_create_snapshot()
+        .times(1)
+        .returning(|_, _| Err(timeout("x")));
+    hv.expect_clone_vm()
+        .times(1)
+        .returning(|_, _, _, _| Err(timeout("x")));
+    hv.expect_restore_clone()
+        .times(1)
+        .returning(|_, _, _| Err(timeout("x")));
+    hv.expect_revive_host().times(1).returning(|_| Err(timeout("x")));
+    hv.expect_add_host().times(1).returning(|_| Err(timeout("x")));
+    let r = Retrying::new(Arc::new(hv));
+    assert!(r.reset(&vm).await.is_err());
+    assert!(r.revert_snapshot(&vm, None).await.is_err());
+    assert!(r.create_snapshot(&vm, "s").await.is_err());
+    assert!(r.clone_vm(&vm, "c", &host, None).await.is_err());
+    assert!(r.restore_clone(&vm, &vm, &host).await.is_err());
+    assert!(r.revive_host(&host).await.is_err());
+    assert!(r.add_host("s1").await.is_err());
+    drop(r); // the mock checks the call counts when dropped
+
+    // Convergent: retried after a timeout (the default policy: four calls in all).
+    let mut hv = MockHypervisor::new();
+    hv.expect_power_on().times(4).returning(|_| Err(timeout("x")));
+    hv.expect_power_off().times(4).returning(|_| Err(timeout("x")));
+    hv.expect_migrate()
+        .times(4)
+        .returning(|_, _, _| Err(timeout("x")));
+    hv.expect_remove_snapshot()
+        .times(4)
+        .returning(|_, _| Err(timeout("x")));
+    hv.expect_register_vm()
+        .times(4)
+        .returning(|_, _| Err(timeout("x")));
+    hv.expect_unregister_vm()
+        .times(4)
+        .returning(|_| Err(timeout("x")));
+    hv.expect_failover().times(4).returning(|_, _| Err(timeout("x")));
+    hv.expect_reconnect_host()
+        .times(4)
+        .returning(|_| Err(timeout("x")));
+    hv.expect_fence_host().times(4).returning(|_| Err(timeout("x")));
+    hv.expect_remove_host().times(4).returning(|_| Err(timeout("x")));
+    hv.expect_enter_maintenance()
+        .times(4)
+        .returning(|_| Err(timeout("x")));
+    hv.expect_exit_maintenance()
+        .times(4)
+        .returning(|_| Err(timeout("x")));
+    let r = Retrying::new(Arc::new(hv));
+    let snap = am_core::SnapshotId::from("s");
+    assert!(r.power_on(&vm).await.is_err());
+    assert!(r.power_off(&vm).await.is_err());
+    assert!(r.migrate(&vm, &host, true).await.is_err());
+    assert!(r.remove_snapshot(&vm, &snap).await.is_err());
+    assert!(r.register_vm(&vm, &host).await.is_err());
+    assert!(r.unregister_vm(&vm).await.is_err());
+    assert!(r.failover(&vm, &host).await.is_err());
+    assert!(r.reconnect_host(&host).await.is_err());
+    assert!(r.fence_host(&host).await.is_err());
+    assert!(r.remove_host(&host).await.is_err());
+    assert!(r.enter_maintenance(&host).await.is_err());
+    assert!(r.exit_maintenance(&host).await.is_err());
+}
