@@ -3,6 +3,7 @@
 
 use crate::settings::{Detector, Timing};
 use am_core::Time;
+use std::cmp::Reverse;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -198,9 +199,34 @@ impl Track {
         }
     }
 
-    /// Whether enough replies came in a row to call the target alive.
-    pub fn risen(&self, timing: &Timing) -> bool {
-        self.replies >= timing.rise
+    /// Whether the last `rise` probes whose fate is settled at `now` (sent at least a timeout ago,
+    /// so that no earlier probe can still be lost) all answered.
+    pub fn risen(&self, now: Time, timing: &Timing) -> bool {
+        let rise = timing.rise as usize;
+        if (self.replies as usize) < rise {
+            return false;
+        }
+        let settled = now - timing.timeout;
+        let mut recent = [Sample::default(); HISTORY];
+        let mut n = 0;
+        for s in self.samples().filter(|s| s.sent <= settled) {
+            recent[n] = *s;
+            n += 1;
+        }
+        if n < rise.min(HISTORY) {
+            return false;
+        }
+        let recent = &mut recent[..n];
+        recent.sort_unstable_by_key(|s| Reverse(s.sent));
+        recent.iter().take(rise).all(|s| s.rtt_us != LOST)
+    }
+
+    /// When the newest probe sent between `from` and `to` (inclusive) that answered was sent.
+    pub fn replied_between(&self, from: Time, to: Time) -> Option<Time> {
+        self.samples()
+            .filter(|s| s.rtt_us != LOST && s.sent >= from && s.sent <= to)
+            .map(|s| s.sent)
+            .max()
     }
 
     /// Evidence for a "dead" verdict.
@@ -309,7 +335,7 @@ mod tests {
         tr.on_reply(ms(2100), ms(2101), Duration::from_millis(1));
         assert_eq!(tr.misses, 0);
         assert_eq!(tr.replies, 1);
-        assert!(!tr.risen(&t));
+        assert!(!tr.risen(ms(3000), &t));
     }
 
     #[test]

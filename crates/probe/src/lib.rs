@@ -20,6 +20,7 @@ mod monitor;
 mod net;
 mod settings;
 mod tcp;
+pub mod virtual_net;
 
 pub use detector::HISTORY;
 pub use driver::{TokioClock, drive};
@@ -28,3 +29,4 @@ pub use monitor::{Health, Monitor, TargetStatus};
 pub use net::{AddrError, NetProber, ProbeAddr, parse_probe_addr};
 pub use settings::{Detector, Settings, SettingsError, Timing};
 pub use tcp::TcpProber;
+pub use virtual_net::{Fate, VirtualNet};

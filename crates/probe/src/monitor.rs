@@ -248,7 +248,7 @@ impl Monitor {
         let interval = self.timing_of(k).interval.as_millis().max(1) as u64;
         let phase = hash % interval;
         let span = (interval as f64 * self.settings.jitter) as u64;
-        let jitter = if span == 0 {
+        let jitter = if span == 0 || slot == 0 {
             0i64
         } else {
             let r = splitmix64(hash ^ slot.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -359,7 +359,8 @@ impl Monitor {
     /// Applies the detector's opinion of one target to its verdict.
     fn judge(&mut self, idx: u32, now: Time, timing: &Timing, out: &mut Vec<Observation>) {
         let Some(e) = self.entry(idx) else { return };
-        let (k, health, failing, risen) = (e.kind, e.health, e.failing, e.track.risen(timing));
+        let (k, health, failing) = (e.kind, e.health, e.failing);
+        let risen = health != Health::Alive && !failing && e.track.risen(now, timing);
         let next = match health {
             Health::Dead if !failing && risen => Health::Alive,
             Health::Unknown if !failing && risen => Health::Alive,
@@ -401,17 +402,20 @@ impl Monitor {
         }
     }
 
-    /// Proof that the manager reached the network recently, as seen from target `idx`'s latest
-    /// lost probe: an isolation address, or most other hosts, answered a probe sent no more than
-    /// `isolation_proof_window` before it.
+    /// Proof that the manager could reach the network while target `idx` was failing: an isolation
+    /// address, or most other hosts, answered a probe sent in the `isolation_proof_window` before
+    /// the target's latest lost probe (so the target was lost after the manager was seen connected).
+    /// None while the manager is isolated.
     fn connectivity_proof(&self, idx: u32) -> Option<String> {
+        if self.isolated {
+            return None;
+        }
         let e = self.entry(idx)?;
         let last_miss = e.track.last_miss_sent?;
         let since = last_miss - self.settings.isolation_proof_window;
         for &i in &self.isolation {
             if let Some(iso) = self.entry(i)
-                && let Some(r) = iso.track.last_reply_sent
-                && r >= since
+                && let Some(r) = iso.track.replied_between(since, last_miss)
             {
                 return Some(format!(
                     "isolation address {} answered the probe sent {r}",
@@ -426,14 +430,23 @@ impl Monitor {
                 .is_empty()
                 .then(|| "no isolation address or other host to check against".to_owned());
         }
-        let answered = self
+        let mut answered = 0;
+        for h in self
             .hosts
             .iter()
             .filter(|&&h| h != idx)
             .filter_map(|&h| self.entry(h))
-            .filter(|h| h.track.last_reply_sent.is_some_and(|r| r >= since))
-            .count();
-        (2 * answered > others).then(|| format!("{answered} of {others} other hosts answered since {since}"))
+        {
+            if h.track.replied_between(since, last_miss).is_some() {
+                answered += 1;
+                if 2 * answered > others {
+                    return Some(format!(
+                        "more than half of the {others} other hosts answered probes sent between {since} and {last_miss}"
+                    ));
+                }
+            }
+        }
+        None
     }
 
     /// Re-evaluates the manager's isolation and reports a change.
