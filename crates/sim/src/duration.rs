@@ -16,13 +16,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m or h)"))?;
         if num_len == 0 {
-            return Err(format!("`{text}` is not a duration (expected e.g. 30s, 1500ms, 2m)"));
+            return Err(format!(
+                "`{text}` is not a duration (expected e.g. 30s, 1500ms, 2m)"
+            ));
         }
         let number: f64 = rest[..num_len]
             .parse()
             .map_err(|_| format!("`{}` is not a number", &rest[..num_len]))?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ms" => 1.0,
             "s" => 1_000.0,

@@ -229,7 +229,11 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::HostCrash { host, permanent } => {
-                write!(f, "host {host} crash{}", if *permanent { " permanent" } else { "" })
+                write!(
+                    f,
+                    "host {host} crash{}",
+                    if *permanent { " permanent" } else { "" }
+                )
             }
             Fault::HostIsolate { host } => write!(f, "host {host} isolate"),
             Fault::HostHeal { host } => write!(f, "host {host} heal"),
@@ -351,9 +355,7 @@ fn parse_percent(word: &str) -> Result<f64, String> {
     let num = word
         .strip_suffix('%')
         .ok_or_else(|| format!("expected a percentage like `20%`, found `{word}`"))?;
-    let p: f64 = num
-        .parse()
-        .map_err(|_| format!("`{word}` is not a percentage"))?;
+    let p: f64 = num.parse().map_err(|_| format!("`{word}` is not a percentage"))?;
     if !(0.0..=100.0).contains(&p) {
         return Err(format!("percentage `{word}` is not between 0% and 100%"));
     }
@@ -383,9 +385,20 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
             let host = HostId::from(*host);
             let fault = match *verb {
                 "crash" => match rest {
-                    [] => Fault::HostCrash { host, permanent: false },
-                    ["permanent"] => Fault::HostCrash { host, permanent: true },
-                    _ => return Err(format!("expected `permanent` or nothing, found `{}`", rest.join(" "))),
+                    [] => Fault::HostCrash {
+                        host,
+                        permanent: false,
+                    },
+                    ["permanent"] => Fault::HostCrash {
+                        host,
+                        permanent: true,
+                    },
+                    _ => {
+                        return Err(format!(
+                            "expected `permanent` or nothing, found `{}`",
+                            rest.join(" ")
+                        ));
+                    }
                 },
                 "isolate" => Fault::HostIsolate { host },
                 "heal" => Fault::HostHeal { host },
@@ -412,11 +425,25 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
                 }
             };
             match *verb {
-                "crash" => Ok(Fault::VmGuestCrash { vm, depth: depth(rest)? }),
-                "hang" => Ok(Fault::VmHang { vm, depth: depth(rest)? }),
-                "poweroff" => Ok(Fault::VmPowerOff { vm, user: parse_user(rest)? }),
-                "poweron" => Ok(Fault::VmPowerOn { vm, user: parse_user(rest)? }),
-                other => Err(format!("unknown vm fault `{other}` (crash, hang, poweroff or poweron)")),
+                "crash" => Ok(Fault::VmGuestCrash {
+                    vm,
+                    depth: depth(rest)?,
+                }),
+                "hang" => Ok(Fault::VmHang {
+                    vm,
+                    depth: depth(rest)?,
+                }),
+                "poweroff" => Ok(Fault::VmPowerOff {
+                    vm,
+                    user: parse_user(rest)?,
+                }),
+                "poweron" => Ok(Fault::VmPowerOn {
+                    vm,
+                    user: parse_user(rest)?,
+                }),
+                other => Err(format!(
+                    "unknown vm fault `{other}` (crash, hang, poweroff or poweron)"
+                )),
             }
         }
         ["vm", ..] => Err("expected `vm <id> <crash|hang|poweroff|poweron>`".into()),

@@ -6,8 +6,8 @@ use crate::spec::{ClusterSpec, SpecError};
 use crate::truth::{FaultRecord, HostTruth, OpRecord, Violation, VmTruth};
 use crate::world::{InjectError, World};
 use am_core::{
-    Action, ActionOutcome, Changes, Clock, DatastoreId, HostId, HvError, Hypervisor, Inventory, InventorySource,
-    ProbeResult, ProbeTarget, Prober, SnapshotId, Time, VmId,
+    Action, ActionOutcome, Changes, Clock, DatastoreId, HostId, HvError, Hypervisor, Inventory,
+    InventorySource, ProbeResult, ProbeTarget, Prober, SnapshotId, Time, VmId,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -26,7 +26,9 @@ pub struct SimClock {
 impl SimClock {
     /// A clock whose zero is now.
     pub fn new() -> Self {
-        SimClock { start: Instant::now() }
+        SimClock {
+            start: Instant::now(),
+        }
     }
 
     /// The tokio instant of simulator time `t`.
@@ -70,7 +72,9 @@ pub struct Sim {
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim").field("now", &self.now()).finish_non_exhaustive()
+        f.debug_struct("Sim")
+            .field("now", &self.now())
+            .finish_non_exhaustive()
     }
 }
 
@@ -315,7 +319,9 @@ impl Sim {
             w.dirty = true;
             match fault {
                 None => f(w, now),
-                Some(ApiErrorKind::LostReply) => f(w, now).and(Err(ApiErrorKind::LostReply.to_error(op, &subject))),
+                Some(ApiErrorKind::LostReply) => {
+                    f(w, now).and(Err(ApiErrorKind::LostReply.to_error(op, &subject)))
+                }
                 Some(kind) => Err(kind.to_error(op, &subject)),
             }
         });
@@ -364,7 +370,8 @@ impl Hypervisor for Sim {
 
     async fn power_off(&self, vm: &VmId) -> Result<(), HvError> {
         let a = Action::PowerOff { vm: vm.clone() };
-        self.call(a, vm_key(vm), done, |w, now| w.power_off(now, vm)).await
+        self.call(a, vm_key(vm), done, |w, now| w.power_off(now, vm))
+            .await
     }
 
     async fn reset(&self, vm: &VmId) -> Result<(), HvError> {
@@ -451,8 +458,10 @@ impl Hypervisor for Sim {
             backup: backup.clone(),
             host: host.clone(),
         };
-        self.call(a, vm_key(vm), done, |w, now| w.restore_clone(now, vm, backup, host))
-            .await
+        self.call(a, vm_key(vm), done, |w, now| {
+            w.restore_clone(now, vm, backup, host)
+        })
+        .await
     }
 
     async fn register_vm(&self, vm: &VmId, host: &HostId) -> Result<(), HvError> {
@@ -466,7 +475,8 @@ impl Hypervisor for Sim {
 
     async fn unregister_vm(&self, vm: &VmId) -> Result<(), HvError> {
         let a = Action::Unregister { vm: vm.clone() };
-        self.call(a, vm_key(vm), done, |w, now| w.unregister_vm(now, vm)).await
+        self.call(a, vm_key(vm), done, |w, now| w.unregister_vm(now, vm))
+            .await
     }
 
     async fn failover(&self, vm: &VmId, to: &HostId) -> Result<(), HvError> {
@@ -474,7 +484,8 @@ impl Hypervisor for Sim {
             vm: vm.clone(),
             to: to.clone(),
         };
-        self.call(a, vm_key(vm), done, |w, now| w.failover(now, vm, to)).await
+        self.call(a, vm_key(vm), done, |w, now| w.failover(now, vm, to))
+            .await
     }
 
     async fn reconnect_host(&self, host: &HostId) -> Result<(), HvError> {
@@ -516,14 +527,18 @@ impl Hypervisor for Sim {
 
     async fn enter_maintenance(&self, host: &HostId) -> Result<(), HvError> {
         let a = Action::EnterMaintenance { host: host.clone() };
-        self.call(a, host_key(host), done, |w, now| w.set_maintenance(now, host, true))
-            .await
+        self.call(a, host_key(host), done, |w, now| {
+            w.set_maintenance(now, host, true)
+        })
+        .await
     }
 
     async fn exit_maintenance(&self, host: &HostId) -> Result<(), HvError> {
         let a = Action::ExitMaintenance { host: host.clone() };
-        self.call(a, host_key(host), done, |w, now| w.set_maintenance(now, host, false))
-            .await
+        self.call(a, host_key(host), done, |w, now| {
+            w.set_maintenance(now, host, false)
+        })
+        .await
     }
 }
 

@@ -367,7 +367,11 @@ impl ClusterSpec {
         }
         let mut spare_ids = BTreeSet::new();
         for (name, s) in &self.spares {
-            let id = if s.id.is_empty() { name.as_str() } else { s.id.as_str() };
+            let id = if s.id.is_empty() {
+                name.as_str()
+            } else {
+                s.id.as_str()
+            };
             if hosts.contains(id) || !spare_ids.insert(id) {
                 return Err(SpecError::Duplicate {
                     kind: "spare",
@@ -428,7 +432,9 @@ impl ClusterSpec {
             )));
         }
         if self.storage_heartbeat_period.is_zero() {
-            return Err(SpecError::Invalid("storage_heartbeat_period must not be zero".into()));
+            return Err(SpecError::Invalid(
+                "storage_heartbeat_period must not be zero".into(),
+            ));
         }
         Ok(())
     }
@@ -620,14 +626,18 @@ mod tests {
                 .filter(|v| v.host == h.id)
                 .fold(Resources::ZERO, |a, v| a + v.demand());
             assert!(used.fits_in(&h.capacity()), "{} overloaded", h.id);
-            let free_elsewhere = spec.hosts.iter().filter(|o| o.id != h.id).fold(Resources::ZERO, |a, o| {
-                let u = spec
-                    .vms
-                    .iter()
-                    .filter(|v| v.host == o.id)
-                    .fold(Resources::ZERO, |a, v| a + v.demand());
-                a + (o.capacity() - u)
-            });
+            let free_elsewhere = spec
+                .hosts
+                .iter()
+                .filter(|o| o.id != h.id)
+                .fold(Resources::ZERO, |a, o| {
+                    let u = spec
+                        .vms
+                        .iter()
+                        .filter(|v| v.host == o.id)
+                        .fold(Resources::ZERO, |a, v| a + v.demand());
+                    a + (o.capacity() - u)
+                });
             assert!(used.fits_in(&free_elsewhere), "losing {} is survivable", h.id);
         }
     }
@@ -682,13 +692,17 @@ mod tests {
 
     #[test]
     fn bad_specs_are_rejected_with_a_reason() {
-        let err = ClusterSpec::from_toml_str("hosts = []\n[[vms]]\nid='a'\nhost='nope'\ncpu_mhz=1\nmem_mib=1\n")
-            .unwrap_err();
+        let err =
+            ClusterSpec::from_toml_str("hosts = []\n[[vms]]\nid='a'\nhost='nope'\ncpu_mhz=1\nmem_mib=1\n")
+                .unwrap_err();
         assert!(err.to_string().contains("unknown host `nope`"), "{err}");
         let err = ClusterSpec::from_toml_str("hosts = []\nbogus = 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
         let mut spec = ClusterSpec::new(vec![HostSpec::new("h1", 1, 1), HostSpec::new("h1", 1, 1)], vec![]);
-        assert!(matches!(spec.validate(), Err(SpecError::Duplicate { kind: "host", .. })));
+        assert!(matches!(
+            spec.validate(),
+            Err(SpecError::Duplicate { kind: "host", .. })
+        ));
         spec.hosts.pop();
         spec.probe_loss = 2.0;
         assert!(matches!(spec.validate(), Err(SpecError::Invalid(_))));

@@ -1,7 +1,7 @@
 //! The truth of the simulated cluster (what really runs where), as the queries return it, and
 //! the invariant violations and histories the simulator records.
 
-use crate::fault::{FaultDepth, Fault};
+use crate::fault::{Fault, FaultDepth};
 use am_core::{
     Action, ActionOutcome, DatastoreId, HostId, HvError, Resources, RestartPriority, Snapshot, Time, VmId,
 };
@@ -31,7 +31,10 @@ pub enum HostCondition {
 impl HostCondition {
     /// Whether VMs keep running on it (and it writes its datastore heartbeat).
     pub fn is_alive(self) -> bool {
-        matches!(self, HostCondition::Up | HostCondition::Isolated | HostCondition::Disconnected)
+        matches!(
+            self,
+            HostCondition::Up | HostCondition::Isolated | HostCondition::Disconnected
+        )
     }
 
     /// Whether its management address answers pings.
@@ -213,7 +216,12 @@ impl fmt::Display for Violation {
         match self {
             Violation::DoubleRun { vm, hosts, at } => {
                 let hosts: Vec<&str> = hosts.iter().map(|h| h.as_str()).collect();
-                write!(f, "{at}: vm {vm} runs on {} hosts at once: {}", hosts.len(), hosts.join(", "))
+                write!(
+                    f,
+                    "{at}: vm {vm} runs on {} hosts at once: {}",
+                    hosts.len(),
+                    hosts.join(", ")
+                )
             }
             Violation::OverCapacity {
                 host,

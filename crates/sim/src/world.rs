@@ -204,10 +204,18 @@ impl World {
                     affinity_group: v.affinity_group.clone(),
                     anti_affinity_group: v.anti_affinity_group.clone(),
                     guest_address: v.guest_address.clone(),
-                    datastore: v.datastore.as_ref().map(DatastoreId::new).or_else(|| default_ds.clone()),
+                    datastore: v
+                        .datastore
+                        .as_ref()
+                        .map(DatastoreId::new)
+                        .or_else(|| default_ds.clone()),
                     backup_of: None,
                     registered: Some(host.clone()),
-                    running_on: if v.power == SpecPower::On { vec![host] } else { Vec::new() },
+                    running_on: if v.power == SpecPower::On {
+                        vec![host]
+                    } else {
+                        Vec::new()
+                    },
                     guest: GuestState::Ok,
                     guest_since: Time::ZERO,
                     fault: None,
@@ -248,7 +256,12 @@ impl World {
             next_clone: 1,
             busy: BTreeSet::new(),
         };
-        let protected: Vec<VmId> = w.vms.values().filter(|v| v.is_protected()).map(|v| v.id.clone()).collect();
+        let protected: Vec<VmId> = w
+            .vms
+            .values()
+            .filter(|v| v.is_protected())
+            .map(|v| v.id.clone())
+            .collect();
         if spec.initial_snapshots {
             for id in &protected {
                 w.add_snapshot(id, "initial", Time::ZERO);
@@ -336,7 +349,10 @@ impl World {
         for vm in self.vms.values().filter(|v| v.listed) {
             let managed = match &vm.registered {
                 None => true,
-                Some(h) => self.hosts.get(h).is_some_and(|h| h.condition.is_managed() && !h.removed),
+                Some(h) => self
+                    .hosts
+                    .get(h)
+                    .is_some_and(|h| h.condition.is_managed() && !h.removed),
             };
             let frozen = if managed { None } else { self.view.vms.get(&vm.id) };
             let shown = match frozen {
@@ -378,9 +394,20 @@ impl World {
         let (heartbeat, cpu) = match (on, vm.guest) {
             (false, _) => (GuestHeartbeat::Gray, 0),
             (true, GuestState::Ok) => (GuestHeartbeat::Green, vm.cpu_usage),
-            (true, GuestState::Hung) => (if red { GuestHeartbeat::Red } else { GuestHeartbeat::Green }, 0),
+            (true, GuestState::Hung) => (
+                if red {
+                    GuestHeartbeat::Red
+                } else {
+                    GuestHeartbeat::Green
+                },
+                0,
+            ),
             (true, GuestState::Crashed) => (
-                if red { GuestHeartbeat::Red } else { GuestHeartbeat::Green },
+                if red {
+                    GuestHeartbeat::Red
+                } else {
+                    GuestHeartbeat::Green
+                },
                 (vm.cpu_usage / 20).max(1),
             ),
         };
@@ -388,7 +415,11 @@ impl World {
             id: vm.id.clone(),
             name: vm.name.clone(),
             demand: vm.demand,
-            power: if on { PowerState::PoweredOn } else { PowerState::PoweredOff },
+            power: if on {
+                PowerState::PoweredOn
+            } else {
+                PowerState::PoweredOff
+            },
             host: vm.registered.clone(),
             priority: vm.priority,
             affinity_group: vm.affinity_group.clone(),
@@ -423,10 +454,16 @@ impl World {
             };
             match (prev.power, vm.power) {
                 (PowerState::PoweredOn, PowerState::PoweredOff) if !said(true) => {
-                    events.push(EventKind::VmPoweredOff { vm: id.clone(), user: None });
+                    events.push(EventKind::VmPoweredOff {
+                        vm: id.clone(),
+                        user: None,
+                    });
                 }
                 (PowerState::PoweredOff, PowerState::PoweredOn) if !said(false) => {
-                    events.push(EventKind::VmPoweredOn { vm: id.clone(), user: None });
+                    events.push(EventKind::VmPoweredOn {
+                        vm: id.clone(),
+                        user: None,
+                    });
                 }
                 _ => {}
             }
@@ -514,7 +551,13 @@ impl World {
         out.extend(self.gone_vms.iter().cloned().map(InventoryDelta::VmRemoved));
         out.extend(self.gone_hosts.iter().cloned().map(InventoryDelta::HostRemoved));
         out.extend(self.view.hosts.values().cloned().map(InventoryDelta::HostUpsert));
-        out.extend(self.view.datastores.values().cloned().map(InventoryDelta::DatastoreUpsert));
+        out.extend(
+            self.view
+                .datastores
+                .values()
+                .cloned()
+                .map(InventoryDelta::DatastoreUpsert),
+        );
         out.extend(self.view.vms.values().cloned().map(InventoryDelta::VmUpsert));
         for id in self.view.vms.keys() {
             out.push(InventoryDelta::Snapshots {
@@ -687,37 +730,36 @@ impl World {
             Fault::HostCrash { host, .. }
             | Fault::HostIsolate { host }
             | Fault::HostHeal { host }
-            | Fault::HostDisconnect { host } => {
-                if !host_known(host) {
-                    return Err(InjectError::UnknownHost {
-                        fault: text(),
-                        host: host.clone(),
-                    });
-                }
+            | Fault::HostDisconnect { host }
+                if !host_known(host) =>
+            {
+                Err(InjectError::UnknownHost {
+                    fault: text(),
+                    host: host.clone(),
+                })
             }
             Fault::VmGuestCrash { vm, .. }
             | Fault::VmHang { vm, .. }
             | Fault::VmPowerOff { vm, .. }
-            | Fault::VmPowerOn { vm, .. } => {
-                if !self.vms.contains_key(vm) {
-                    return Err(InjectError::UnknownVm {
-                        fault: text(),
-                        vm: vm.clone(),
-                    });
-                }
+            | Fault::VmPowerOn { vm, .. }
+                if !self.vms.contains_key(vm) =>
+            {
+                Err(InjectError::UnknownVm {
+                    fault: text(),
+                    vm: vm.clone(),
+                })
             }
             Fault::ApiFault {
                 trigger: ApiTrigger::Probability(p),
                 ..
             }
-            | Fault::ProbeLoss { probability: p } => {
-                if bad_p(*p) {
-                    return Err(InjectError::BadProbability { fault: text() });
-                }
+            | Fault::ProbeLoss { probability: p }
+                if bad_p(*p) =>
+            {
+                Err(InjectError::BadProbability { fault: text() })
             }
-            _ => {}
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Injects `fault` at `now`.
@@ -755,7 +797,11 @@ impl World {
                         }
                         return Err("already crashed".into());
                     }
-                    _ => h.condition = HostCondition::Crashed { permanent: *permanent },
+                    _ => {
+                        h.condition = HostCondition::Crashed {
+                            permanent: *permanent,
+                        }
+                    }
                 }
                 self.stop_all_on(host);
             }
@@ -803,7 +849,11 @@ impl World {
                     host,
                     since: now,
                 });
-                v.guest = if hang { GuestState::Hung } else { GuestState::Crashed };
+                v.guest = if hang {
+                    GuestState::Hung
+                } else {
+                    GuestState::Crashed
+                };
                 v.guest_since = now;
             }
             Fault::VmPowerOff { vm, user } => {
@@ -1020,7 +1070,8 @@ impl World {
             });
         }
         if event {
-            self.pending_events.push(EventKind::VmPoweredOn { vm: vm.clone(), user });
+            self.pending_events
+                .push(EventKind::VmPoweredOn { vm: vm.clone(), user });
         }
     }
 
@@ -1051,10 +1102,10 @@ impl World {
     }
 
     fn make_clone(&mut self, src: &VmId, name: &str, host: &HostId, ds: Option<DatastoreId>) -> VmId {
-        let mut id = VmId::new(format!("{src}-clone-{}", self.next_clone));
+        let mut id = VmId::new(format!("{src}-clone-{:04}", self.next_clone));
         while self.vms.contains_key(&id) {
             self.next_clone += 1;
-            id = VmId::new(format!("{src}-clone-{}", self.next_clone));
+            id = VmId::new(format!("{src}-clone-{:04}", self.next_clone));
         }
         self.next_clone += 1;
         let Some(s) = self.vms.get(src) else { return id };
@@ -1121,7 +1172,12 @@ impl World {
         Ok(())
     }
 
-    pub fn revert_snapshot(&mut self, now: Time, vm: &VmId, snapshot: Option<&SnapshotId>) -> Result<(), HvError> {
+    pub fn revert_snapshot(
+        &mut self,
+        now: Time,
+        vm: &VmId,
+        snapshot: Option<&SnapshotId>,
+    ) -> Result<(), HvError> {
         let host = self.managed_home(vm)?;
         let v = self.vm(vm)?;
         let snap = match snapshot {
@@ -1130,7 +1186,10 @@ impl World {
         }
         .cloned()
         .ok_or_else(|| {
-            HvError::not_found("snapshot", snapshot.map_or_else(|| format!("current of {vm}"), |s| s.to_string()))
+            HvError::not_found(
+                "snapshot",
+                snapshot.map_or_else(|| format!("current of {vm}"), |s| s.to_string()),
+            )
         })?;
         let was_on = self.is_on_at_home(vm);
         if !was_on {
@@ -1190,7 +1249,13 @@ impl World {
         Ok(id)
     }
 
-    pub fn restore_clone(&mut self, now: Time, vm: &VmId, backup: &VmId, host: &HostId) -> Result<(), HvError> {
+    pub fn restore_clone(
+        &mut self,
+        now: Time,
+        vm: &VmId,
+        backup: &VmId,
+        host: &HostId,
+    ) -> Result<(), HvError> {
         let v = self.vm(vm)?;
         let old_home = v.registered.clone();
         if old_home.is_some() {
@@ -1283,7 +1348,10 @@ impl World {
         if let Some(home) = &v.registered
             && self.host(home).is_ok_and(|h| h.condition.is_managed())
         {
-            return Err(HvError::invalid_state(vm, format!("already registered on {home}")));
+            return Err(HvError::invalid_state(
+                vm,
+                format!("already registered on {home}"),
+            ));
         }
         let h = self.host(host)?;
         if !h.condition.is_managed() {
@@ -1366,9 +1434,16 @@ impl World {
             .spares
             .get(spare)
             .ok_or_else(|| HvError::not_found("spare", spare))?;
-        let id = HostId::new(if spec.id.is_empty() { spare } else { spec.id.as_str() });
+        let id = HostId::new(if spec.id.is_empty() {
+            spare
+        } else {
+            spec.id.as_str()
+        });
         if self.hosts.get(&id).is_some_and(|h| !h.removed) {
-            return Err(HvError::invalid_state(&id, "a host with this id is already in the cluster"));
+            return Err(HvError::invalid_state(
+                &id,
+                "a host with this id is already in the cluster",
+            ));
         }
         let truth = host_truth(id.as_str(), spec, now);
         self.spares.remove(spare);
