@@ -161,7 +161,7 @@ impl Default for Settings {
             guests: Timing::guest_default(),
             jitter: 0.05,
             isolation_proof_window: Duration::from_millis(500),
-            seed: 0x5eed_a11_7e57,
+            seed: 0x05ee_da11_7e57,
         }
     }
 }

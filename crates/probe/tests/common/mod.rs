@@ -1,5 +1,5 @@
 //! Test helpers: network namespaces the tests make for themselves, and child processes.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 use std::process::Command;
 
