@@ -165,6 +165,7 @@ pub use prng::Prng;
 pub use sim::{PROBE_RTT, Sim, SimClock, SimProber};
 pub use spec::{ClusterSpec, DatastoreSpec, HostSpec, Latencies, SpecError, SpecPower, VmSpec};
 pub use truth::{
-    FaultRecord, GuestState, HostCondition, HostTruth, OpRecord, SnapshotTruth, Violation, VmFault, VmTruth,
+    FaultRecord, GuestState, HostCondition, HostTruth, OpRecord, Outage, SnapshotTruth, Violation, VmFault,
+    VmTruth,
 };
 pub use world::InjectError;

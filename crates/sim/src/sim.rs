@@ -3,7 +3,7 @@
 
 use crate::fault::{ApiErrorKind, Fault, FaultScript};
 use crate::spec::{ClusterSpec, SpecError};
-use crate::truth::{FaultRecord, HostTruth, OpRecord, Violation, VmTruth};
+use crate::truth::{FaultRecord, HostTruth, OpRecord, Outage, Violation, VmTruth};
 use crate::world::{InjectError, World};
 use am_core::{
     Action, ActionOutcome, Changes, Clock, DatastoreId, HostId, HvError, Hypervisor, Inventory,
@@ -183,6 +183,13 @@ impl Sim {
     /// Every invariant violation so far, in order.
     pub fn violations(&self) -> Vec<Violation> {
         self.with(|w, _| w.violations().to_vec())
+    }
+
+    /// Every time a protected VM stopped running healthy (powered-off, crashed or hung guest, dead
+    /// host), and when it ran healthy again: the true downtime, for reports. Protected VMs
+    /// already down at the start count from time zero.
+    pub fn outages(&self) -> Vec<Outage> {
+        self.with(|w, _| w.outages().to_vec())
     }
 
     /// Every injected fault so far, with its time.

@@ -247,6 +247,25 @@ impl fmt::Display for Violation {
     }
 }
 
+/// A stretch of time during which a protected VM did not run with a healthy guest (the truth, not
+/// what the manager believed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outage {
+    /// The VM.
+    pub vm: VmId,
+    /// When it stopped running healthy.
+    pub from: Time,
+    /// When it ran healthy again; `None` while it is still down.
+    pub to: Option<Time>,
+}
+
+impl Outage {
+    /// How long it lasted, up to `now` if it is still going on.
+    pub fn duration(&self, now: Time) -> std::time::Duration {
+        self.to.unwrap_or(now).since(self.from)
+    }
+}
+
 /// One injected fault, for reports (detection and recovery times).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaultRecord {

@@ -6,7 +6,8 @@ use crate::fault::{ApiErrorKind, ApiTrigger, Fault, FaultDepth};
 use crate::prng::Prng;
 use crate::spec::{ClusterSpec, HostSpec, Latencies, SpecError, SpecPower};
 use crate::truth::{
-    FaultRecord, GuestState, HostCondition, HostTruth, OpRecord, SnapshotTruth, Violation, VmFault, VmTruth,
+    FaultRecord, GuestState, HostCondition, HostTruth, OpRecord, Outage, SnapshotTruth, Violation, VmFault,
+    VmTruth,
 };
 use am_core::{
     Changes, ClusterEvent, ConnectionState, Datastore, DatastoreId, EventKind, GuestHeartbeat, Host, HostId,
@@ -145,6 +146,9 @@ pub(crate) struct World {
     over_capacity: BTreeSet<HostId>,
     history: Vec<FaultRecord>,
     ops: Vec<OpRecord>,
+    outages: Vec<Outage>,
+    /// Index in `outages` of the open outage of each protected VM that is down.
+    down: BTreeMap<VmId, usize>,
     api_faults: Vec<(String, ApiErrorKind, ApiTrigger)>,
     api_latency: BTreeMap<String, Duration>,
     probe_loss: f64,
@@ -246,6 +250,8 @@ impl World {
             over_capacity: BTreeSet::new(),
             history: Vec::new(),
             ops: Vec::new(),
+            outages: Vec::new(),
+            down: BTreeMap::new(),
             api_faults: Vec::new(),
             api_latency: BTreeMap::new(),
             probe_loss: spec.probe_loss,
@@ -579,6 +585,24 @@ impl World {
 
     fn check_invariants(&mut self, t: Time) {
         for vm in self.vms.values() {
+            let down = vm.listed && vm.is_protected() && !vm.is_healthy();
+            match (down, self.down.get(&vm.id)) {
+                (true, None) => {
+                    self.down.insert(vm.id.clone(), self.outages.len());
+                    self.outages.push(Outage {
+                        vm: vm.id.clone(),
+                        from: t,
+                        to: None,
+                    });
+                }
+                (false, Some(&i)) => {
+                    if let Some(o) = self.outages.get_mut(i) {
+                        o.to = Some(t);
+                    }
+                    self.down.remove(&vm.id);
+                }
+                _ => {}
+            }
             if vm.running_on.len() >= 2 {
                 if self.double_run.insert(vm.id.clone()) {
                     self.violations.push(Violation::DoubleRun {
@@ -612,6 +636,10 @@ impl World {
 
     pub fn violations(&self) -> &[Violation] {
         &self.violations
+    }
+
+    pub fn outages(&self) -> &[Outage] {
+        &self.outages
     }
 
     pub fn history(&self) -> &[FaultRecord] {

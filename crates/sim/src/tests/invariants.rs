@@ -142,3 +142,29 @@ async fn cold_migration_of_a_user_powered_off_vm_overrides_the_user_too() {
         [Violation::UserPowerOffOverridden { .. }]
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn outages_measure_the_true_downtime() {
+    let sim = new_sim();
+    sleep_s(10).await;
+    sim.inject(Fault::VmGuestCrash {
+        vm: vm("web"),
+        depth: crate::FaultDepth::Transient,
+    })
+    .unwrap();
+    sleep_s(20).await;
+    sim.reset(&vm("web")).await.unwrap();
+    sim.inject(Fault::HostCrash {
+        host: host("h2"),
+        permanent: false,
+    })
+    .unwrap();
+    let outages = sim.outages();
+    assert_eq!(outages.len(), 2);
+    assert_eq!(outages[0].vm, vm("web"));
+    assert_eq!((outages[0].from, outages[0].to), (secs(10), Some(secs(31))));
+    assert_eq!(outages[0].duration(sim.now()), Duration::from_secs(21));
+    assert_eq!((outages[1].vm.clone(), outages[1].to), (vm("app"), None));
+    // Powered-off backups and unprotected VMs do not count.
+    assert!(outages.iter().all(|o| o.vm != vm("batch")));
+}
