@@ -474,6 +474,7 @@ impl ClusterSpec {
                 }
             })
             .collect();
+        let vms = if hosts == 0 { 0 } else { vms };
         let mut vm_specs: Vec<VmSpec> = (0..vms)
             .map(|i| {
                 // Small VMs are more common than large ones.

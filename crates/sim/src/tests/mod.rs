@@ -2,6 +2,7 @@
 
 mod changes;
 mod determinism;
+mod docs;
 mod faults;
 mod invariants;
 mod ops;
