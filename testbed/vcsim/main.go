@@ -36,6 +36,7 @@ import (
 	mrand "math/rand"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/signal"
@@ -265,7 +266,9 @@ func (inj *injector) wrap(next http.Handler) http.Handler {
 		}
 		rl := inj.take(method, object)
 		if rl == nil {
-			next.ServeHTTP(w, r)
+			if !extra(next, w, r, method, object, body) {
+				next.ServeHTTP(w, r)
+			}
 			return
 		}
 		if rl.DelayMs > 0 {
@@ -277,9 +280,67 @@ func (inj *injector) wrap(next http.Handler) http.Handler {
 		case rl.Fault != "":
 			writeFault(w, rl)
 		default:
-			next.ServeHTTP(w, r)
+			if !extra(next, w, r, method, object, body) {
+				next.ServeHTTP(w, r)
+			}
 		}
 	})
+}
+
+// extra serves the methods vcsim 0.24.2 lacks, as vCenter does: DisconnectHost_Task,
+// ReconnectHost_Task, and MigrateVM_Task (served by vcsim's RelocateVM_Task).
+func extra(next http.Handler, w http.ResponseWriter, r *http.Request, method, object string, body []byte) bool {
+	switch method {
+	case "DisconnectHost_Task", "ReconnectHost_Task":
+		h, err := findHost(object)
+		if err != nil {
+			writeFault(w, &rule{Fault: "ManagedObjectNotFound", Message: err.Error()})
+			return true
+		}
+		name, state, vmState := "disconnect", types.HostSystemConnectionStateDisconnected, types.VirtualMachineConnectionStateDisconnected
+		var event types.BaseEvent = &types.HostDisconnectedEvent{}
+		if method == "ReconnectHost_Task" {
+			name, state, vmState = "reconnect", types.HostSystemConnectionStateConnected, types.VirtualMachineConnectionStateConnected
+			event = &types.HostConnectedEvent{}
+		}
+		task := simulator.CreateTask(h, name, func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
+			hostState(h, state, vmState, event)
+			return nil, nil
+		})
+		writeTaskResponse(w, method, task.Run())
+		return true
+	case "MigrateVM_Task":
+		pool := regexp.MustCompile(`<pool[^>]*>[^<]*</pool>`).Find(body)
+		host := regexp.MustCompile(`<host[^>]*>[^<]*</host>`).Find(body)
+		this := thisRe.Find(body)
+		var b bytes.Buffer
+		b.WriteString(`<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><RelocateVM_Task xmlns="urn:vim25">`)
+		b.Write(this)
+		b.WriteString("<spec>")
+		b.Write(pool)
+		b.Write(host)
+		b.WriteString("</spec></RelocateVM_Task></soapenv:Body></soapenv:Envelope>")
+		r2 := r.Clone(r.Context())
+		r2.Body = ioutil.NopCloser(&b)
+		r2.ContentLength = int64(b.Len())
+		rec := httptest.NewRecorder()
+		next.ServeHTTP(rec, r2)
+		out := bytes.ReplaceAll(rec.Body.Bytes(), []byte("RelocateVM_TaskResponse"), []byte("MigrateVM_TaskResponse"))
+		for k, v := range rec.Header() {
+			if k != "Content-Length" {
+				w.Header()[k] = v
+			}
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(out)
+		return true
+	}
+	return false
+}
+
+func writeTaskResponse(w http.ResponseWriter, method string, task types.ManagedObjectReference) {
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><%sResponse xmlns="urn:vim25"><returnval type="Task">%s</returnval></%sResponse></soapenv:Body></soapenv:Envelope>`, method, task.Value, method)
 }
 
 func writeFault(w http.ResponseWriter, rl *rule) {
@@ -411,6 +472,12 @@ func setHostConnection(r *http.Request, state types.HostSystemConnectionState, v
 	if err != nil {
 		return nil, err
 	}
+	n := hostState(h, state, vmState, event)
+	return map[string]interface{}{"host": h.Self.Value, "vms": n}, nil
+}
+
+// hostState sets the connection state of a host and its VMs and posts event; returns the VM count.
+func hostState(h *simulator.HostSystem, state types.HostSystemConnectionState, vmState types.VirtualMachineConnectionState, event types.BaseEvent) int {
 	var vms []types.ManagedObjectReference
 	simulator.Map.WithLock(h, func() {
 		simulator.Map.Update(h, []types.PropertyChange{
@@ -442,7 +509,7 @@ func setHostConnection(r *http.Request, state types.HostSystemConnectionState, v
 		}
 	}
 	postEvent(event, "")
-	return map[string]interface{}{"host": h.Self.Value, "vms": len(vms)}, nil
+	return len(vms)
 }
 
 // postEvent posts an event as the system (userName empty unless given), like vpxd does.

@@ -137,17 +137,34 @@ impl EventFilter {
     }
 }
 
-/// Severity of an event we post (`GeneralEvent` subtypes).
+/// Severity of an event we post; with the entity it picks the `GeneralEvent` subtype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PostedEventKind {
     /// `GeneralUserEvent`: shown as posted by a user.
     User,
-    /// `GeneralEvent` (info).
+    /// `GeneralVmInfoEvent`, `GeneralHostInfoEvent` or `GeneralEvent`.
     Info,
-    /// `GeneralWarningEvent`.
+    /// `GeneralVmWarningEvent`, `GeneralHostWarningEvent` or `GeneralEvent`.
     Warning,
-    /// `GeneralErrorEvent`.
+    /// `GeneralVmErrorEvent`, `GeneralHostErrorEvent` or `GeneralEvent`.
     Error,
+}
+
+impl PostedEvent {
+    /// The vim25 event type that will be posted.
+    pub fn type_name(&self) -> &'static str {
+        let (vm, host) = (self.vm.is_some(), self.host.is_some());
+        match (self.kind, vm, host) {
+            (PostedEventKind::User, _, _) => "GeneralUserEvent",
+            (PostedEventKind::Info, true, _) => "GeneralVmInfoEvent",
+            (PostedEventKind::Info, false, true) => "GeneralHostInfoEvent",
+            (PostedEventKind::Warning, true, _) => "GeneralVmWarningEvent",
+            (PostedEventKind::Warning, false, true) => "GeneralHostWarningEvent",
+            (PostedEventKind::Error, true, _) => "GeneralVmErrorEvent",
+            (PostedEventKind::Error, false, true) => "GeneralHostErrorEvent",
+            (_, false, false) => "GeneralEvent",
+        }
+    }
 }
 
 /// An event to post about a VM or host (e.g. "restarted by the HA manager").
@@ -194,12 +211,7 @@ impl Client {
     /// `PostEvent`: log an event in vCenter's event log.
     pub async fn post_event(&self, event: &PostedEvent) -> Result<()> {
         let em = self.event_manager()?;
-        let ty = match event.kind {
-            PostedEventKind::User => "GeneralUserEvent",
-            PostedEventKind::Info => "GeneralEvent",
-            PostedEventKind::Warning => "GeneralWarningEvent",
-            PostedEventKind::Error => "GeneralErrorEvent",
-        };
+        let ty = event.type_name();
         let now = crate::time::format(SystemTime::now());
         self.invoke("PostEvent", &em, |w| {
             // key, chainId, createdTime and userName are required; the server replaces them.
