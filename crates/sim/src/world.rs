@@ -141,6 +141,8 @@ pub(crate) struct World {
     pub dirty: bool,
     /// Timers up to this time are processed.
     processed_until: Time,
+    /// The next timer after `processed_until`, while the truth has not changed.
+    next_timer: Option<Time>,
     violations: Vec<Violation>,
     double_run: BTreeSet<VmId>,
     over_capacity: BTreeSet<HostId>,
@@ -245,6 +247,7 @@ impl World {
             pending_events: Vec::new(),
             dirty: false,
             processed_until: Time::ZERO,
+            next_timer: None,
             violations: Vec::new(),
             double_run: BTreeSet::new(),
             over_capacity: BTreeSet::new(),
@@ -313,11 +316,19 @@ impl World {
             self.publish(t);
         }
         loop {
-            let next = self.next_timer_after(self.processed_until);
+            let next = match self.next_timer {
+                Some(t) => t,
+                None => {
+                    let t = self.next_timer_after(self.processed_until);
+                    self.next_timer = Some(t);
+                    t
+                }
+            };
             if next > now {
                 break;
             }
             self.processed_until = next;
+            self.next_timer = None;
             if next.as_millis() % self.cfg.hb_period_ms == 0 {
                 for h in self.hosts.values_mut().filter(|h| h.condition.is_alive()) {
                     h.last_heartbeat = next;
@@ -444,6 +455,7 @@ impl World {
             return;
         }
         self.dirty = false;
+        self.next_timer = None;
         let new = self.derive_view(t);
         let old = std::mem::take(&mut self.view);
         let deltas = diff(&old, &new);
