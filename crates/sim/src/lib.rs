@@ -159,7 +159,7 @@ mod world;
 #[cfg(test)]
 mod tests;
 
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, parse_duration, serde_duration};
 pub use fault::{ApiErrorKind, ApiTrigger, Fault, FaultDepth, FaultScript, ScheduledFault, ScriptError};
 pub use prng::Prng;
 pub use sim::{PROBE_RTT, Sim, SimClock, SimProber};
