@@ -563,3 +563,42 @@ fn target_hash(t: &ProbeTarget, seed: u64) -> u64 {
     }
     splitmix64(h ^ seed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(i: usize) -> ProbeTarget {
+        ProbeTarget::Guest {
+            vm: format!("vm-{i}").into(),
+            address: format!("127.2.{}.{}", i / 250, i % 250 + 1),
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_churn_and_results() {
+        let mut m = Monitor::new(Settings::default());
+        for round in 0..200u64 {
+            let now = Time::from_millis(round * 50);
+            // 100 targets at a time, a different half every round.
+            let base = (round as usize / 2) * 50;
+            m.set_targets(now, (base..base + 100).map(guest));
+            for t in m.due(now) {
+                m.record_probe(now, now, &t, &ProbeResult::NoReply);
+                m.record_probe(now, now, &t, &ProbeResult::Error("x".repeat(10)));
+            }
+        }
+        assert_eq!(m.len(), 100);
+        assert!(m.entries.len() <= 150, "slots reused: {}", m.entries.len());
+        let _ = m.next_due();
+        assert!(
+            m.schedule.len() <= 2 * m.entries.len(),
+            "schedule: {}",
+            m.schedule.len()
+        );
+        for e in m.entries.iter().flatten() {
+            let (_, total) = e.track.recent();
+            assert!(total <= crate::HISTORY);
+        }
+    }
+}

@@ -119,18 +119,46 @@ impl Timing {
     }
 
     /// Expected false "dead" verdicts per target-hour of a live target whose probes are each lost
-    /// independently with probability `loss` (consecutive-miss detector; for phi accrual the bound
-    /// from `min_misses`, `max_silence` and the threshold is not closed-form and this returns the
-    /// rate of runs of `max_silence` as a floor).
+    /// independently with probability `loss`: the rate of runs of lost probes long enough for a
+    /// verdict. For phi accrual that run is the silence at which phi reaches the threshold with the
+    /// tightest learnt rhythm (mean gap = interval, deviation at its floor), which over-estimates
+    /// the rate (loss lengthens the learnt gaps).
     pub fn false_verdicts_per_hour(&self, loss: f64) -> f64 {
-        let probes_per_hour = 3_600.0 / self.interval.as_secs_f64().max(1e-6);
-        let run = match self.detector {
-            Detector::ConsecutiveMisses { misses } => f64::from(misses),
-            Detector::PhiAccrual { max_silence_ms, .. } => {
-                (max_silence_ms as f64 / self.interval.as_millis().max(1) as f64).floor()
+        let interval = self.interval.as_secs_f64().max(1e-6);
+        let probes_per_hour = 3_600.0 / interval;
+        probes_per_hour * (1.0 - loss) * loss.powf(f64::from(self.verdict_run()))
+    }
+
+    /// Lost probes in a row that make a verdict (for phi accrual, at the tightest learnt rhythm).
+    pub fn verdict_run(&self) -> u32 {
+        match self.detector {
+            Detector::ConsecutiveMisses { misses } => misses,
+            Detector::PhiAccrual {
+                threshold,
+                min_std_dev_ms,
+                acceptable_pause_ms,
+                min_misses,
+                max_silence_ms,
+            } => {
+                let i = self.interval.as_millis().max(1) as f64;
+                let mean = i + acceptable_pause_ms as f64;
+                let std = (min_std_dev_ms as f64).max(i / 4.0).max(1.0);
+                // Silence (from the last reply to the judging of the latest loss) that reaches the
+                // threshold, found by bisection: phi grows with silence.
+                let (mut lo, mut hi) = (0.0f64, max_silence_ms as f64);
+                for _ in 0..60 {
+                    let mid = (lo + hi) / 2.0;
+                    if crate::detector::phi(mid, mean, std) >= threshold {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                let t = self.timeout.as_millis() as f64;
+                let run = ((hi - t) / i).ceil().max(0.0) as u32;
+                run.max(min_misses)
             }
-        };
-        probes_per_hour * (1.0 - loss) * loss.powf(run)
+        }
     }
 }
 
@@ -303,6 +331,9 @@ mod tests {
             ..Timing::host_default()
         };
         assert!(phi.detection_bound(s.jitter) <= Duration::from_secs(3));
+        // Phi reaches 10 after about 1.68 s of silence: 14 lost probes of 100 ms plus the timeout.
+        assert_eq!(phi.verdict_run(), 14);
+        assert!(phi.false_verdicts_per_hour(0.2) < 1e-5);
     }
 
     #[test]
