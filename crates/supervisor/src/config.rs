@@ -23,9 +23,16 @@ pub struct Config {
     /// The user name the manager's own operations carry in events (power-offs by it are not user
     /// power-offs).
     pub manager_user: String,
-    /// How long a VM must be failing, with its host up, before the recovery ladder starts.
+    /// How long a VM must be failing, with its host up, before the recovery ladder starts. The
+    /// probe detector already confirms a lost guest; this only gives the host's own verdict time
+    /// to arrive first.
     #[serde(with = "am_core::time::duration_str")]
     pub vm_confirm: Duration,
+    /// Guests answering count as a sign that an unreachable host is alive only once the host has
+    /// been unreachable this long: the guests' detectors need that long to notice they stopped.
+    /// Keep it above the guest detector's detection bound (the daemon raises it to that).
+    #[serde(with = "am_core::time::duration_str")]
+    pub guest_evidence_after: Duration,
     /// How long to wait for an event naming who powered a VM off before treating it as a crash.
     #[serde(with = "am_core::time::duration_str")]
     pub power_off_grace: Duration,
@@ -74,7 +81,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             manager_user: "am-manager".into(),
-            vm_confirm: Duration::from_secs(3),
+            vm_confirm: Duration::from_secs(1),
+            guest_evidence_after: Duration::from_secs(5),
             power_off_grace: Duration::from_secs(2),
             recovery_grace: Duration::from_secs(30),
             hang_after: Duration::from_secs(20),

@@ -125,6 +125,22 @@ enum Purpose {
     HostFence(HostId),
     HostRemove(HostId),
     AddSpare(String),
+    /// Re-register a VM that stays off away from a dead host.
+    Rehome(VmId),
+}
+
+impl Purpose {
+    /// What the action is about, for the audit log.
+    fn subject(&self) -> Subject {
+        match self {
+            Purpose::VmStep(vm, _) | Purpose::Rehome(vm) => Subject::Vm(vm.clone()),
+            Purpose::AddSpare(_) => Subject::Cluster,
+            Purpose::HostReconnect(h)
+            | Purpose::HostRevive(h)
+            | Purpose::HostFence(h)
+            | Purpose::HostRemove(h) => Subject::Host(h.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -361,17 +377,7 @@ impl Supervisor {
     ) -> ActionId {
         let id = ActionId(self.next_id);
         self.next_id += 1;
-        let subject = match (&purpose, action.vm()) {
-            (Purpose::VmStep(vm, _), _) => Subject::Vm(vm.clone()),
-            (Purpose::AddSpare(_), _) => Subject::Cluster,
-            (
-                Purpose::HostReconnect(h)
-                | Purpose::HostRevive(h)
-                | Purpose::HostFence(h)
-                | Purpose::HostRemove(h),
-                _,
-            ) => Subject::Host(h.clone()),
-        };
+        let subject = purpose.subject();
         self.log(
             now,
             subject,
@@ -402,11 +408,22 @@ impl Supervisor {
         self.incidents.len() - 1
     }
 
+    /// Ends an incident; one that already ended keeps its first outcome.
     fn close_incident(&mut self, idx: Option<usize>, now: Option<Time>, outcome: impl Into<String>) {
         if let Some(inc) = idx.and_then(|i| self.incidents.get_mut(i)) {
-            inc.resolved = now;
-            inc.outcome = Some(outcome.into());
+            if inc.outcome.is_none() {
+                inc.resolved = now;
+                inc.outcome = Some(outcome.into());
+            }
         }
+    }
+
+    /// Opens an incident for a VM; an open one it replaces ends as superseded.
+    fn open_vm_incident(&mut self, now: Time, vm: &VmId, cause: String) -> usize {
+        let inc = self.open_incident(now, Subject::Vm(vm.clone()), cause.clone());
+        let old = self.vms.get_mut(vm).and_then(|r| r.incident.replace(inc));
+        self.close_incident(old, None, format!("superseded: {cause}"));
+        inc
     }
 
     // ----- observations ------------------------------------------------------------------
@@ -454,6 +471,7 @@ impl Supervisor {
             .hosts
             .get(host)
             .is_some_and(|h| h.connection == ConnectionState::Connected);
+        let known = self.hosts.contains_key(host);
         let rec = HostRec {
             state: HostState::Removed,
             mgmt_alive: None,
@@ -464,16 +482,35 @@ impl Supervisor {
             incident: None,
         };
         self.hosts.insert(host.clone(), rec);
-        if connected {
-            self.set_host_state(now, host, HostState::Up, "in inventory, connected");
+        let (state, reason) = if connected {
+            (HostState::Up, "in the inventory, connected")
         } else {
-            self.set_host_state(
-                now,
-                host,
+            (
                 HostState::Suspect { since: now },
-                "in inventory, not connected",
-            );
+                "in the inventory, not connected",
+            )
+        };
+        if known {
+            self.set_host_state(now, host, state, reason);
+            return;
         }
+        // First sight: recorded like a transition, from `new`.
+        if state == HostState::Up {
+            self.capacity_retry_at = now;
+        }
+        let to = state.name().to_owned();
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.state = state;
+        }
+        self.log(
+            now,
+            Subject::Host(host.clone()),
+            LogKind::Transition {
+                from: "new".into(),
+                to,
+                reason: reason.into(),
+            },
+        );
     }
 
     fn ensure_vm(&mut self, now: Time, vm: &VmId) {
@@ -598,15 +635,7 @@ impl Supervisor {
     }
 
     fn user_powered_off(&mut self, now: Time, vm: &VmId, user: String) {
-        let inc = self.open_incident(now, Subject::Vm(vm.clone()), format!("powered off by {user}"));
-        if let Some(rec) = self.vms.get_mut(vm) {
-            if let Some(old) = rec.incident.replace(inc) {
-                if let Some(i) = self.incidents.get_mut(old) {
-                    i.outcome
-                        .get_or_insert_with(|| format!("superseded: powered off by {user}"));
-                }
-            }
-        }
+        let inc = self.open_vm_incident(now, vm, format!("powered off by {user}"));
         self.set_vm_state(
             now,
             vm,
@@ -714,14 +743,7 @@ impl Supervisor {
             );
             return;
         };
-        let subject = match &done.purpose {
-            Purpose::VmStep(vm, _) => Subject::Vm(vm.clone()),
-            Purpose::AddSpare(_) => Subject::Cluster,
-            Purpose::HostReconnect(h)
-            | Purpose::HostRevive(h)
-            | Purpose::HostFence(h)
-            | Purpose::HostRemove(h) => Subject::Host(h.clone()),
-        };
+        let subject = done.purpose.subject();
         let detail = match &result {
             Ok(ActionOutcome::Done) => done.action.to_string(),
             Ok(other) => format!("{} -> {other:?}", done.action),
@@ -763,7 +785,9 @@ impl Supervisor {
                     rec.next_action_at = now + self.cfg.revive_interval;
                 }
                 if result.is_ok() {
-                    self.set_host_state(now, &h, HostState::Removed, "removed after failed revival");
+                    if self.host_state(&h) != Some(&HostState::Removed) {
+                        self.set_host_state(now, &h, HostState::Removed, "removed after failed revival");
+                    }
                     let inc = self.hosts.get(&h).and_then(|r| r.incident);
                     self.close_incident(inc, Some(now), "removed");
                     self.clear(now, AlarmKind::HostUnreachable, Subject::Host(h.clone()));
@@ -779,6 +803,7 @@ impl Supervisor {
                     );
                 }
             }
+            Purpose::Rehome(_) => {}
             Purpose::AddSpare(spare) => {
                 self.adding_spare = false;
                 match result {
@@ -954,7 +979,7 @@ impl Supervisor {
                         now,
                         host,
                         HostState::Unreachable {
-                            since: now,
+                            since,
                             heartbeat_at_loss: hb,
                         },
                         reason,
@@ -986,7 +1011,7 @@ impl Supervisor {
                 }
             }
             HostState::Unreachable {
-                since: _,
+                since,
                 heartbeat_at_loss,
             } => {
                 if reachable {
@@ -999,14 +1024,18 @@ impl Supervisor {
                 }
                 let heartbeat_advanced = matches!((hb, heartbeat_at_loss), (Some(now_hb), Some(then)) if now_hb > then)
                     || (hb.is_some() && heartbeat_at_loss.is_none());
-                if heartbeat_advanced || self.any_guest_alive(host) {
+                // Guests still "alive" right after the loss only means their detectors have not
+                // noticed yet; they count once the host has been unreachable long enough.
+                let guests_judged = now.since(since) >= self.cfg.guest_evidence_after;
+                let guests_alive = guests_judged && self.any_guest_alive(host);
+                if heartbeat_advanced || guests_alive {
                     let why = if heartbeat_advanced {
                         "still writing its storage heartbeat"
                     } else {
                         "its guests still answer"
                     };
                     self.host_isolated(now, host, format!("unreachable but alive: {why}"));
-                } else if !self.heartbeat_fresh(host, now) {
+                } else if !self.heartbeat_fresh(host, now) && guests_judged {
                     if self.storm {
                         return;
                     }
@@ -1367,10 +1396,7 @@ impl Supervisor {
     }
 
     fn begin_ladder(&mut self, now: Time, vm: &VmId, cause: String) {
-        let inc = self.open_incident(now, Subject::Vm(vm.clone()), cause.clone());
-        if let Some(r) = self.vms.get_mut(vm) {
-            r.incident = Some(inc);
-        }
+        self.open_vm_incident(now, vm, cause.clone());
         self.next_step(now, vm, None, cause);
     }
 
@@ -1543,9 +1569,8 @@ impl Supervisor {
             .map(|vm| vm.id.clone())
             .collect();
         for vm in &candidates {
-            let inc = self.open_incident(now, Subject::Vm(vm.clone()), format!("host {host} dead"));
+            self.open_vm_incident(now, vm, format!("host {host} dead"));
             if let Some(r) = self.vms.get_mut(vm) {
-                r.incident = Some(inc);
                 r.failover_tries = 0;
                 r.failover_excluded.clear();
             }
@@ -1553,6 +1578,46 @@ impl Supervisor {
         }
         self.capacity_retry_at = now;
         self.place_waiting(now);
+        self.rehome_stay_off(now, host);
+    }
+
+    /// VMs switched off on purpose stay off, but not on a dead host that will be removed (and
+    /// take them out of the inventory with it): they are registered, still off, on a live host.
+    fn rehome_stay_off(&mut self, now: Time, host: &HostId) {
+        let off: Vec<VmId> = self
+            .inv
+            .vms_on(host)
+            .filter(|vm| vm.is_protected())
+            .filter(|vm| matches!(self.vm_state(&vm.id), Some(VmState::StayOff { .. })))
+            .map(|vm| vm.id.clone())
+            .collect();
+        if off.is_empty() {
+            return;
+        }
+        let unusable = self.unusable_hosts();
+        let Some(target) = self
+            .inv
+            .hosts
+            .values()
+            .filter(|h| !unusable.contains(&h.id) && h.accepts_vms())
+            .max_by_key(|h| (self.inv.free(&h.id).mem_mib, std::cmp::Reverse(h.id.clone())))
+            .map(|h| h.id.clone())
+        else {
+            return;
+        };
+        for vm in off {
+            let action = Action::Register {
+                vm: vm.clone(),
+                host: target.clone(),
+            };
+            self.issue(
+                now,
+                action,
+                Purpose::Rehome(vm),
+                10,
+                format!("host {host} dead: keep it off, registered on {target}"),
+            );
+        }
     }
 
     /// Places VMs that wait for a host, highest priority first; adds a spare when some fit nowhere.
@@ -1594,6 +1659,38 @@ impl Supervisor {
             }
             plan
         };
+        let mut plan = plan;
+        // Running beats anti-affinity when nothing else can help: with no spare left to add,
+        // VMs kept out only by their anti-affinity group run beside a member, with a reason.
+        let mut relaxed: BTreeSet<VmId> = BTreeSet::new();
+        if self.spares.is_empty() && !self.adding_spare {
+            let blocked: Vec<VmId> = plan
+                .unplaced
+                .iter()
+                .filter(|(_, why)| **why == planner::Unplaced::AntiAffinity)
+                .map(|(vm, _)| vm.clone())
+                .collect();
+            if !blocked.is_empty() {
+                let mut view = self.planning_view().into_owned();
+                for (vm, to) in &plan.placements {
+                    if let Some(v) = view.vms.get_mut(vm) {
+                        v.host = Some(to.clone());
+                        v.power = PowerState::PoweredOn;
+                    }
+                }
+                for vm in &blocked {
+                    if let Some(v) = view.vms.get_mut(vm) {
+                        v.anti_affinity_group = None;
+                    }
+                }
+                let second = planner::place(&view, &blocked, &unusable, &self.cfg.placement);
+                for (vm, to) in second.placements {
+                    plan.unplaced.remove(&vm);
+                    relaxed.insert(vm.clone());
+                    plan.placements.insert(vm, to);
+                }
+            }
+        }
         let mut order: Vec<(u8, VmId, HostId)> = plan
             .placements
             .iter()
@@ -1611,7 +1708,11 @@ impl Supervisor {
                 vm: vm.clone(),
                 to: to.clone(),
             };
-            let reason = format!("restart on {to} by plan");
+            let reason = if relaxed.contains(&vm) {
+                format!("restart on {to}: anti-affinity relaxed, no other host and no spare left")
+            } else {
+                format!("restart on {to} by plan")
+            };
             let id = self.issue(
                 now,
                 action,

@@ -124,7 +124,7 @@ pub enum HostState {
     /// Both signals say unreachable; judging whether it is dead or only isolated from the storage
     /// heartbeat and its guests.
     Unreachable {
-        /// Since when.
+        /// Since the first failure signal (the guests' evidence is judged from then).
         since: Time,
         /// Its storage heartbeat when it became unreachable.
         heartbeat_at_loss: Option<Time>,
