@@ -281,7 +281,7 @@ pub async fn run(scenario: &Scenario, observer: Option<Observer>) -> Result<Outc
     let not_running = sim
         .protected_not_running()
         .into_iter()
-        .filter(|v| !allowed.contains(&v.as_str()))
+        .filter(|v| !allowed.contains(&v.as_str()) && !allowed.contains(&"*"))
         .collect();
     let violations = sim.violations().iter().map(|v| v.to_string()).collect();
     let end = sim.now();

@@ -115,6 +115,8 @@ struct VmRec {
     incident: Option<usize>,
     failover_tries: u32,
     failover_excluded: BTreeSet<HostId>,
+    /// Not judged before this time (a guest that was just powered on is booting).
+    judge_after: Time,
 }
 
 #[derive(Clone, Debug)]
@@ -326,6 +328,12 @@ impl Supervisor {
     fn set_vm_state(&mut self, now: Time, vm: &VmId, new: VmState, reason: impl Into<String>) {
         let Some(rec) = self.vms.get_mut(vm) else { return };
         let from = rec.state.name();
+        if new == VmState::Healthy && !matches!(rec.state, VmState::Verifying { .. }) {
+            // Back without having answered yet (powered on by someone, host reachable again):
+            // old verdicts are stale, and a booting guest gets `recovery_grace` to answer.
+            rec.failing_since = None;
+            rec.judge_after = now + self.cfg.recovery_grace;
+        }
         rec.state = new;
         let to = rec.state.name();
         self.log(
@@ -537,6 +545,7 @@ impl Supervisor {
                 incident: None,
                 failover_tries: 0,
                 failover_excluded: BTreeSet::new(),
+                judge_after: Time::ZERO,
             },
         );
         self.log(
@@ -1332,8 +1341,10 @@ impl Supervisor {
             }
             VmState::Healthy => {
                 let since = self.vms.get(id).and_then(|r| r.failing_since);
+                let judged = self.vms.get(id).is_some_and(|r| now >= r.judge_after);
                 if let (Some(why), Some(since)) = (failing, since) {
-                    if now.since(since) >= self.cfg.vm_confirm && host_up && !self.manager_isolated {
+                    if judged && now.since(since) >= self.cfg.vm_confirm && host_up && !self.manager_isolated
+                    {
                         self.begin_ladder(now, id, why);
                     }
                 }
@@ -1392,6 +1403,29 @@ impl Supervisor {
                 }
             }
             VmState::Recovering { .. } | VmState::Frozen { .. } | VmState::AwaitingCapacity => {}
+        }
+    }
+
+    /// Starts one recovery step of a VM: the transition (with the action's id), then the action,
+    /// and the step in the VM's incident.
+    #[allow(clippy::too_many_arguments)]
+    fn start_step(
+        &mut self,
+        now: Time,
+        vm: &VmId,
+        step: Step,
+        action: Action,
+        priority: u8,
+        reason: String,
+        label: String,
+    ) {
+        let id = ActionId(self.next_id);
+        self.set_vm_state(now, vm, VmState::Recovering { step, action: id }, reason.clone());
+        let issued = self.issue(now, action, Purpose::VmStep(vm.clone(), step), priority, reason);
+        debug_assert_eq!(issued, id);
+        let inc = self.vms.get(vm).and_then(|r| r.incident);
+        if let Some(i) = inc.and_then(|i| self.incidents.get_mut(i)) {
+            i.steps.push(label);
         }
     }
 
@@ -1487,19 +1521,15 @@ impl Supervisor {
                 }
                 Step::Failover => continue,
             };
-            let priority = priority_of(&vm);
-            let id = self.issue(
+            self.start_step(
                 now,
+                vm_id,
+                step,
                 action,
-                Purpose::VmStep(vm_id.clone(), step),
-                priority,
-                reason.clone(),
+                priority_of(&vm),
+                reason,
+                step.name().to_owned(),
             );
-            self.set_vm_state(now, vm_id, VmState::Recovering { step, action: id }, reason);
-            let inc = self.vms.get(vm_id).and_then(|r| r.incident);
-            if let Some(i) = inc.and_then(|i| self.incidents.get_mut(i)) {
-                i.steps.push(step.name().to_owned());
-            }
             return;
         }
         self.set_vm_state(
@@ -1713,26 +1743,15 @@ impl Supervisor {
             } else {
                 format!("restart on {to} by plan")
             };
-            let id = self.issue(
-                now,
-                action,
-                Purpose::VmStep(vm.clone(), Step::Failover),
-                priority,
-                reason.clone(),
-            );
-            self.set_vm_state(
+            self.start_step(
                 now,
                 &vm,
-                VmState::Recovering {
-                    step: Step::Failover,
-                    action: id,
-                },
+                Step::Failover,
+                action,
+                priority,
                 reason,
+                format!("failover to {to}"),
             );
-            let inc = self.vms.get(&vm).and_then(|r| r.incident);
-            if let Some(i) = inc.and_then(|i| self.incidents.get_mut(i)) {
-                i.steps.push(format!("failover to {to}"));
-            }
         }
         let unplaced = plan.unplaced.len();
         if unplaced == 0 {

@@ -279,6 +279,36 @@ fn a_user_power_off_raises_an_alarm_and_is_never_recovered() {
 }
 
 #[test]
+fn a_vm_a_user_powers_on_again_gets_time_to_boot_before_it_is_judged() {
+    let mut s = Story::new(Config::default(), inventory(1, 1));
+    let mut vm = s.vm("vm-11");
+    vm.power = PowerState::PoweredOff;
+    s.at(10.0).upsert_vm(vm.clone());
+    s.feed(Observation::Event(ClusterEvent {
+        at: Time::from_secs(10),
+        kind: EventKind::VmPoweredOff {
+            vm: "vm-11".into(),
+            user: Some("alice".into()),
+        },
+    }));
+    s.guest("vm-11", false); // its probes went silent while it was off
+    vm.power = PowerState::PoweredOn;
+    s.at(100.0).upsert_vm(vm);
+    assert_eq!(s.state("vm-11"), VmState::Healthy);
+    s.at(129.0);
+    assert!(
+        s.take_actions().is_empty(),
+        "a stale verdict does not reset a booting guest"
+    );
+    s.at(131.0);
+    assert_eq!(
+        s.take_actions()[0].1,
+        Action::Reset { vm: "vm-11".into() },
+        "still silent after the grace"
+    );
+}
+
+#[test]
 fn the_event_may_come_before_the_state_change() {
     let mut s = Story::new(Config::default(), inventory(1, 1));
     s.at(10.0).feed(Observation::Event(ClusterEvent {
