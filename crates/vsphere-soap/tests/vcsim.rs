@@ -2,6 +2,8 @@
 //!
 //! The binary comes from `$AM_VCSIM_BIN`, or is built with Go into `target/vcsim/` on first use.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;
@@ -597,4 +599,80 @@ async fn host_operations_and_events() {
     );
     collector.destroy().await.unwrap();
     c.logout().await.unwrap();
+}
+
+/// Records responses while it forwards requests: the seam used as a decorator.
+#[derive(Debug)]
+struct Recorder {
+    inner: vsphere_soap::HttpTransport,
+    log: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+#[async_trait::async_trait]
+impl vsphere_soap::RoundTripper for Recorder {
+    async fn round_trip(
+        &self,
+        req: vsphere_soap::SoapRequest,
+    ) -> Result<vsphere_soap::SoapResponse, vsphere_soap::TransportError> {
+        let method = req.method.clone();
+        let res = self.inner.round_trip(req).await?;
+        self.log.lock().unwrap().push((method, res.body.clone()));
+        Ok(res)
+    }
+}
+
+/// Re-records `tests/fixtures/*.xml` from vcsim: `cargo test -p vsphere-soap --test vcsim -- --ignored`.
+#[tokio::test]
+#[ignore = "writes tests/fixtures; run by hand to re-record"]
+async fn record_fixtures() {
+    let sim = Vcsim::start(2, 1);
+    let rec = std::sync::Arc::new(Recorder {
+        inner: vsphere_soap::HttpTransport::new(
+            &sim.url,
+            &TlsMode::CaFile(sim.ca_file.clone()),
+            Duration::from_secs(5),
+        )
+        .unwrap(),
+        log: Default::default(),
+    });
+    let c = Client::builder(&sim.url)
+        .transport(rec.clone())
+        .connect()
+        .await
+        .unwrap();
+    let _ = c.current_time().await.unwrap_err(); // NotAuthenticated: no login yet
+    c.login(&Credentials::new("ha-user", Password::new("secret")))
+        .await
+        .unwrap();
+    let (_, vms) = inventory(&c).await;
+    let vm = vms[0].obj.clone();
+    sim.ctl(&format!("/vm/power-off?name={}&user=alice", vm.value))
+        .await;
+    let _ = c
+        .wait_for_task(&c.power_off_vm(&vm).await.unwrap(), T)
+        .await
+        .unwrap_err();
+    c.wait_for_task(
+        &c.create_snapshot(&vm, "s1", None, false, false).await.unwrap(),
+        T,
+    )
+    .await
+    .unwrap();
+    let _ = c.retrieve_object(&vm, &["snapshot"]).await.unwrap();
+    c.query_events(&EventFilter {
+        types: vec!["VmPoweredOffEvent".into()],
+        max_count: Some(10),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = support::workspace_root().join("crates/vsphere-soap/tests/fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = rec.log.lock().unwrap();
+    let mut seen = std::collections::HashMap::new();
+    for (method, body) in log.iter() {
+        let n = seen.entry(method.clone()).or_insert(0);
+        *n += 1;
+        std::fs::write(dir.join(format!("{method}-{n}.xml")), body).unwrap();
+    }
 }

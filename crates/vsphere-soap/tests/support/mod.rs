@@ -1,5 +1,11 @@
 //! Test support: start the vcsim test bed (building it with Go when needed) and script transports.
-#![allow(dead_code, missing_docs)]
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
