@@ -90,8 +90,14 @@ async fn recorded_session_inventory_task_and_events() {
     assert!(hosts[0].get_i64("summary.hardware.memorySize").unwrap() > 0);
     assert!(!hosts[0].get_morefs("vm").is_empty());
     // The requests were well-formed: the container view traversal went out.
-    let reqs = t.requests.lock().unwrap();
-    let rp = reqs.iter().find(|r| r.method == "RetrievePropertiesEx").unwrap();
+    let rp = t
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.method == "RetrievePropertiesEx")
+        .unwrap()
+        .clone();
     assert!(rp.body.contains(r#"<selectSet xsi:type="TraversalSpec"><name>traverseView</name><type>ContainerView</type><path>view</path>"#));
     drop(reqs);
 
@@ -217,13 +223,12 @@ async fn relogin_after_not_authenticated_then_retry() {
             "CurrentTime"
         ]
     );
-    let reqs = t.requests.lock().unwrap();
+    let reqs = t.requests.lock().unwrap().clone();
     assert!(reqs[3].new_session, "re-login drops the old cookie");
     assert!(!reqs[4].new_session);
     // The password went on the wire but never into Debug output.
     assert!(reqs[3].body.contains("top-secret-pw"));
     assert!(!format!("{:?} {:?}", reqs[3], c).contains("top-secret-pw"));
-    drop(reqs);
 
     // A second NotAuthenticated right after the re-login is returned, not looped on.
     t.reply("CurrentTime", 500, &fault("NotAuthenticated", "", ""))
