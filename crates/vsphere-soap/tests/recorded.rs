@@ -99,7 +99,6 @@ async fn recorded_session_inventory_task_and_events() {
         .unwrap()
         .clone();
     assert!(rp.body.contains(r#"<selectSet xsi:type="TraversalSpec"><name>traverseView</name><type>ContainerView</type><path>view</path>"#));
-    drop(reqs);
 
     // A failed task, awaited through WaitForUpdatesEx.
     t.ok("CreatePropertyCollector", &fixture("CreatePropertyCollector-1"))
