@@ -344,10 +344,11 @@ impl Monitor {
             ProbeResult::NoReply => e.track.on_miss(sent, now, None),
             ProbeResult::Error(why) => e.track.on_miss(sent, now, Some(why)),
         }
-        let reachable_before = e.reachable();
+        let (reachable_before, failing_before) = (e.reachable(), e.failing);
         let health_before = e.health;
         e.failing = e.track.failing(now, &timing);
-        let role_changed = e.kind != Kind::Guest && reachable_before != e.reachable();
+        let role_changed =
+            e.kind != Kind::Guest && (reachable_before != e.reachable() || failing_before != e.failing);
         self.judge(idx, now, &timing, &mut out);
         let health_changed = self.entry(idx).is_some_and(|e| e.health != health_before);
         if role_changed || (health_changed && kind(target) == Kind::Isolation) {
