@@ -1,2 +1,344 @@
-//! cargo xtask.
-fn main() {}
+//! `cargo xtask`: project chores that need more than cargo. Standard library only.
+//!
+//! - `cargo xtask vcsim build` builds the vcsim test bed into `target/vcsim/am-vcsim`.
+//! - `cargo xtask vcsim start [-- FLAGS]` builds and runs it (flags: `-hosts`, `-vms-per-host`, ...).
+//! - `cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]`
+//!   reads a ~2,000-VM inventory with vsphere-soap and with govmomi, side by side against one vcsim,
+//!   and writes the figures to `target/bench-soap/results.md` (and to docs/benchmarks.md with
+//!   `--write-docs`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+type Result<T, E = String> = std::result::Result<T, E>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let res = match args.as_slice() {
+        ["vcsim", "build"] => build_vcsim().map(|p| println!("{}", p.display())),
+        ["vcsim", "start", rest @ ..] => start_vcsim(rest),
+        ["bench-soap", rest @ ..] => bench_soap(rest),
+        _ => Err(USAGE.to_string()),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage:
+  cargo xtask vcsim build
+  cargo xtask vcsim start [-- -hosts N -vms-per-host N -listen ADDR -control ADDR ...]
+  cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn go_build(pkg_dir: &str, out_name: &str) -> Result<PathBuf> {
+    let root = root();
+    let out = root.join("target/vcsim").join(out_name);
+    std::fs::create_dir_all(root.join("target/vcsim")).map_err(|e| e.to_string())?;
+    let gopath = std::env::var("AM_GOPATH").unwrap_or_else(|_| "/usr/share/gocode".into());
+    // Go's build cache makes this cheap when nothing changed.
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(root.join(pkg_dir))
+        .env("GOPATH", gopath)
+        .env("GO111MODULE", "off")
+        .status()
+        .map_err(|e| format!("running go (install golang-go and golang-github-vmware-govmomi-dev): {e}"))?;
+    if !status.success() {
+        return Err(format!("go build of {pkg_dir} failed"));
+    }
+    Ok(out)
+}
+
+fn build_vcsim() -> Result<PathBuf> {
+    go_build("testbed/vcsim", "am-vcsim")
+}
+
+fn start_vcsim(rest: &[&str]) -> Result<()> {
+    let bin = build_vcsim()?;
+    let rest: Vec<&str> = rest.iter().copied().filter(|a| *a != "--").collect();
+    let status = Command::new(bin).args(rest).status().map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("am-vcsim exited with {status}"))
+    }
+}
+
+struct Opts {
+    hosts: u32,
+    vms_per_host: u32,
+    rounds: u32,
+    iterations: u32,
+    write_docs: bool,
+}
+
+fn parse_opts(rest: &[&str]) -> Result<Opts> {
+    let mut o = Opts {
+        hosts: 20,
+        vms_per_host: 100,
+        rounds: 3,
+        iterations: 5,
+        write_docs: false,
+    };
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> Result<u32> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match *a {
+            "--hosts" => o.hosts = num(a)?,
+            "--vms-per-host" => o.vms_per_host = num(a)?,
+            "--rounds" => o.rounds = num(a)?,
+            "--iterations" => o.iterations = num(a)?,
+            "--write-docs" => o.write_docs = true,
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    if o.rounds == 0 || o.iterations == 0 {
+        return Err("rounds and iterations must be at least 1".into());
+    }
+    Ok(o)
+}
+
+/// One client's figures from one run.
+#[derive(Debug, Clone)]
+struct Run {
+    objects: u64,
+    median_ms: f64,
+    min_ms: f64,
+    max_rss_kb: u64,
+}
+
+fn parse_result(line: &str) -> Option<Run> {
+    let rest = line.strip_prefix("RESULT ")?;
+    let get = |k: &str| {
+        rest.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+    };
+    Some(Run {
+        objects: get("objects")?.parse().ok()?,
+        median_ms: get("median_ms")?.parse().ok()?,
+        min_ms: get("min_ms")?.parse().ok()?,
+        max_rss_kb: get("max_rss_kb")?.parse().ok()?,
+    })
+}
+
+fn run_client(cmd: &mut Command) -> Result<Run> {
+    let out = cmd.stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {text}"));
+    }
+    text.lines()
+        .find_map(parse_result)
+        .ok_or_else(|| format!("no RESULT line from {cmd:?}: {text}"))
+}
+
+struct Vcsim(std::process::Child);
+
+impl Drop for Vcsim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bench_soap(rest: &[&str]) -> Result<()> {
+    let o = parse_opts(rest)?;
+    let root = root();
+    let vcsim = build_vcsim()?;
+    let gobench = go_build("testbed/govmomi-bench", "govmomi-bench")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "vsphere-soap",
+            "--example",
+            "inventory_bench",
+        ])
+        .current_dir(&root)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("cargo build of the inventory_bench example failed".into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let rsbench = target.join("release/examples/inventory_bench");
+
+    eprintln!(
+        "starting vcsim with {} hosts x {} VMs ...",
+        o.hosts, o.vms_per_host
+    );
+    let mut child = Command::new(&vcsim)
+        .args([
+            "-hosts",
+            &o.hosts.to_string(),
+            "-vms-per-host",
+            &o.vms_per_host.to_string(),
+        ])
+        .args(["-exit-on-stdin-eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let _guard = Vcsim(child);
+    let (mut url, mut thumbprint) = (String::new(), String::new());
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if let Some(v) = line.strip_prefix("VCSIM_URL=") {
+            url = v.into();
+        } else if let Some(v) = line.strip_prefix("VCSIM_THUMBPRINT=") {
+            thumbprint = v.into();
+        } else if line == "VCSIM_READY" {
+            break;
+        }
+    }
+    if url.is_empty() {
+        return Err("vcsim did not report its URL".into());
+    }
+
+    let iters = o.iterations.to_string();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=o.rounds {
+        // Alternate which client goes first, so neither always meets a warmer server.
+        let mut rs = Command::new(&rsbench);
+        rs.args([url.as_str(), thumbprint.as_str(), iters.as_str()]);
+        let mut go = Command::new(&gobench);
+        go.args(["-url", url.as_str(), "-iterations", iters.as_str()]);
+        if round % 2 == 1 {
+            ours.push(run_client(&mut rs)?);
+            theirs.push(run_client(&mut go)?);
+        } else {
+            theirs.push(run_client(&mut go)?);
+            ours.push(run_client(&mut rs)?);
+        }
+        let (a, b) = (ours.last().ok_or("no run")?, theirs.last().ok_or("no run")?);
+        eprintln!(
+            "round {round}: vsphere-soap {:.1} ms {} KiB | govmomi {:.1} ms {} KiB ({} objects)",
+            a.median_ms, a.max_rss_kb, b.median_ms, b.max_rss_kb, a.objects
+        );
+        if a.objects != b.objects {
+            return Err(format!("object counts differ: {} vs {}", a.objects, b.objects));
+        }
+    }
+    let report = report(&o, &ours, &theirs);
+    let out_dir = target.join("bench-soap");
+    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+    std::fs::write(out_dir.join("results.md"), &report).map_err(|e| e.to_string())?;
+    println!("{report}");
+    if o.write_docs {
+        write_docs_section(&root.join("docs/benchmarks.md"), &report)?;
+        eprintln!("updated docs/benchmarks.md");
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn report(o: &Opts, ours: &[Run], theirs: &[Run]) -> String {
+    let t_ours = median(ours.iter().map(|r| r.median_ms).collect());
+    let t_theirs = median(theirs.iter().map(|r| r.median_ms).collect());
+    let min_ours = ours.iter().map(|r| r.min_ms).fold(f64::INFINITY, f64::min);
+    let min_theirs = theirs.iter().map(|r| r.min_ms).fold(f64::INFINITY, f64::min);
+    let rss_ours = ours.iter().map(|r| r.max_rss_kb).max().unwrap_or(0);
+    let rss_theirs = theirs.iter().map(|r| r.max_rss_kb).max().unwrap_or(0);
+    let objects = ours.first().map_or(0, |r| r.objects);
+    #[allow(clippy::cast_precision_loss)]
+    let rss_ratio = rss_ours as f64 / rss_theirs.max(1) as f64;
+    format!(
+        "Full inventory read against one vcsim ({} hosts x {} VMs = {objects} objects; hosts with 12 \
+properties, VMs with 15), over HTTPS on loopback; {} rounds of {} timed reads per client, clients \
+alternating, after one warm-up read each. Produced by `cargo xtask bench-soap`.\n\n\
+| client | median read (ms) | fastest read (ms) | peak RSS (MiB) |\n\
+| --- | ---: | ---: | ---: |\n\
+| vsphere-soap (Rust) | {t_ours:.1} | {min_ours:.1} | {:.1} |\n\
+| govmomi 0.24.2 (Go) | {t_theirs:.1} | {min_theirs:.1} | {:.1} |\n\n\
+Time ratio vsphere-soap / govmomi: **{:.2}** (below 1 is faster). \
+Peak memory ratio: **{rss_ratio:.2}**.\n",
+        o.hosts,
+        o.vms_per_host * o.hosts,
+        o.rounds,
+        o.iterations,
+        rss_ours as f64 / 1024.0,
+        rss_theirs as f64 / 1024.0,
+        t_ours / t_theirs,
+    )
+}
+
+const SECTION: &str = "## vSphere SOAP client";
+
+/// Replace (or append) only the `## vSphere SOAP client` section of docs/benchmarks.md.
+fn write_docs_section(path: &Path, body: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let section = format!("{SECTION}\n\n{body}");
+    let new = match old.find(SECTION) {
+        Some(start) => {
+            let after = start + SECTION.len();
+            let end = old[after..].find("\n## ").map_or(old.len(), |i| after + i + 1);
+            format!(
+                "{}{}{}",
+                &old[..start],
+                section,
+                if end < old.len() {
+                    format!("\n{}", &old[end..])
+                } else {
+                    String::new()
+                }
+            )
+        }
+        None => format!("{}\n{}", old.trim_end_matches('\n').to_string() + "\n", section),
+    };
+    std::fs::write(path, new).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_result_lines() {
+        let r = parse_result("RESULT client=x objects=7 median_ms=1.5 min_ms=1.0 max_rss_kb=99").unwrap();
+        assert_eq!((r.objects, r.max_rss_kb), (7, 99));
+        assert!(parse_result("nope").is_none());
+    }
+
+    #[test]
+    fn docs_section_is_replaced_in_place() {
+        let dir = std::env::temp_dir().join(format!("xtask-docs-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            "# B\n\n## Other\n\nkeep\n\n## vSphere SOAP client\n\nold\n\n## Last\n\nkeep too\n",
+        )
+        .unwrap();
+        write_docs_section(&dir, "new\n").unwrap();
+        let s = std::fs::read_to_string(&dir).unwrap();
+        assert_eq!(
+            s,
+            "# B\n\n## Other\n\nkeep\n\n## vSphere SOAP client\n\nnew\n\n## Last\n\nkeep too\n"
+        );
+        std::fs::remove_file(&dir).unwrap();
+    }
+}
