@@ -1,1 +1,98 @@
-fn main() {}
+//! Plans for every failure of a 1,000-host, 50,000-VM cluster, and updates after one change.
+//!
+//! `cargo bench -p planner --bench plans -- --warm-up-time 1 --measurement-time 3 --sample-size 10`
+#![allow(missing_docs)] // criterion_group! defines an undocumented function.
+
+use am_core::{Inventory, InventoryDelta, Vm};
+use criterion::{Criterion, criterion_group, criterion_main};
+use planner::synth::{self, Params, Rng};
+use planner::{FailoverPlans, Policy, Updated};
+use std::time::{Duration, Instant};
+
+/// A change to one VM, and the change that undoes it.
+fn vm_change(inv: &Inventory, rng: &mut Rng, n: usize) -> (InventoryDelta, InventoryDelta) {
+    let vms: Vec<&Vm> = inv.vms.values().collect();
+    let vm = vms[rng.below(vms.len() as u64) as usize].clone();
+    let hosts: Vec<_> = inv.hosts.keys().collect();
+    match n % 4 {
+        0 => {
+            let mut v = vm.clone();
+            v.demand = synth::demand(rng);
+            (InventoryDelta::VmUpsert(v), InventoryDelta::VmUpsert(vm))
+        }
+        1 => {
+            let mut v = vm.clone();
+            v.host = Some(hosts[rng.below(hosts.len() as u64) as usize].clone());
+            (InventoryDelta::VmUpsert(v), InventoryDelta::VmUpsert(vm))
+        }
+        2 => {
+            let mut v = vm.clone();
+            v.id = format!("bench-new-{n}").into();
+            v.anti_affinity_group = None;
+            v.affinity_group = None;
+            (InventoryDelta::VmUpsert(v.clone()), InventoryDelta::VmRemoved(v.id))
+        }
+        _ => (InventoryDelta::VmRemoved(vm.id.clone()), InventoryDelta::VmUpsert(vm)),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let policy = Policy::default();
+    let (inv, cons) = synth::cluster(&Params::default(), 1);
+    let (flat, flat_cons) = synth::cluster(
+        &Params {
+            hosts_per_domain: 0,
+            ..Params::default()
+        },
+        1,
+    );
+    let mut g = c.benchmark_group("plans");
+    g.sample_size(10);
+    g.bench_function("all single-host plans, 1000 hosts 50000 VMs", |b| {
+        b.iter(|| FailoverPlans::new(&flat, &flat_cons, &policy))
+    });
+    g.bench_function("all host and rack plans, 1000 hosts 50000 VMs 50 racks", |b| {
+        b.iter(|| FailoverPlans::new(&inv, &cons, &policy))
+    });
+    let mut plans = FailoverPlans::new(&inv, &cons, &policy).expect("valid");
+    let mut rng = Rng::new(7);
+    let mut n = 0usize;
+    let mut stats = Updated::default();
+    g.bench_function("update after one VM change (host and rack plans)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let (change, undo) = vm_change(plans.inventory(), &mut rng, n);
+                let t = Instant::now();
+                stats += plans.apply(&change);
+                total += t.elapsed();
+                plans.apply(&undo);
+            }
+            total
+        })
+    });
+    eprintln!("per VM change: {stats:?}");
+    let mut stats = Updated::default();
+    g.bench_function("update after a host fails", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let hosts: Vec<_> = plans.inventory().hosts.values().collect();
+                let up = hosts[rng.below(hosts.len() as u64) as usize].clone();
+                let mut down = up.clone();
+                down.connection = am_core::ConnectionState::NotResponding;
+                let t = Instant::now();
+                stats += plans.apply(&InventoryDelta::HostUpsert(down));
+                total += t.elapsed();
+                plans.apply(&InventoryDelta::HostUpsert(up));
+            }
+            total
+        })
+    });
+    eprintln!("per host failure: {stats:?}");
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -180,21 +180,59 @@ pub(crate) struct Step {
     reason: Option<Unplaced>,
 }
 
+/// A step that left its VM out: how many usable hosts each constraint ruled out (the reason is
+/// derived from these counts), and how many would take the VM in the baseline.
+#[derive(Clone, Debug)]
+struct Miss {
+    step: usize,
+    /// Hosts ruled out by capacity, host rule, anti-affinity, FT partner.
+    counts: [u32; 4],
+    /// Hosts where the VM fits the cluster without this plan's placements.
+    base_ok: u32,
+    /// The class of changing hosts before the change, noted by [`Engine::note_old`].
+    old: Vec<(u32, Check)>,
+}
+
+fn class_index(c: Check) -> Option<usize> {
+    match c {
+        Check::Capacity => Some(0),
+        Check::Rule => Some(1),
+        Check::Anti => Some(2),
+        Check::Ft => Some(3),
+        Check::Ok | Check::Unusable => None,
+    }
+}
+
+fn reason_of(counts: &[u32; 4]) -> Unplaced {
+    if counts[2] > 0 {
+        Unplaced::AntiAffinity
+    } else if counts[3] > 0 {
+        Unplaced::FaultTolerance
+    } else if counts[1] > 0 {
+        Unplaced::HostRule
+    } else if counts[0] > 0 {
+        Unplaced::NoCapacity
+    } else {
+        Unplaced::NoHost
+    }
+}
+
 /// A greedy run and what its incremental checks need.
 #[derive(Clone, Debug)]
 pub(crate) struct Trace {
     strategy: Strategy,
     steps: Vec<Step>,
+    misses: Vec<Miss>,
     /// Hosts chosen by some step, sorted.
     touched: Vec<u32>,
     /// The largest (key, host) chosen.
     max: Option<(Key, u32)>,
-    first_unplaced: Option<usize>,
 }
 
 impl Trace {
-    pub fn complete(&self) -> bool {
-        self.first_unplaced.is_none()
+    /// Whether another strategy might place more: some VM left out fits the baseline somewhere.
+    fn improvable(&self) -> bool {
+        self.misses.iter().any(|m| m.base_ok > 0)
     }
 }
 
@@ -203,6 +241,13 @@ impl Trace {
 pub(crate) struct Computed {
     pub traces: Vec<Trace>,
     pub chosen: usize,
+}
+
+impl Computed {
+    /// Whether some run left a VM out.
+    pub fn has_misses(&self) -> bool {
+        self.traces.iter().any(|t| !t.misses.is_empty())
+    }
 }
 
 /// What a delta changed.
@@ -1004,31 +1049,27 @@ impl Engine {
         }
     }
 
-    fn reason(&self, s: &Scratch, v: &VmRec) -> Unplaced {
-        let (mut usable, mut rule, mut anti, mut ft) = (false, false, false, false);
+    fn miss(&self, s: &Scratch, v: &VmRec, step: usize) -> Miss {
+        let mut m = Miss {
+            step,
+            counts: [0; 4],
+            base_ok: 0,
+            old: Vec::new(),
+        };
         for h in 0..self.hosts.len() as u32 {
             if s.excluded[h as usize] {
                 continue;
             }
-            match self.check(v, h, s) {
-                Check::Unusable => {}
-                Check::Ok | Check::Capacity => usable = true,
-                Check::Rule => rule = true,
-                Check::Anti => anti = true,
-                Check::Ft => ft = true,
+            let c = self.check(v, h, s);
+            if let Some(k) = class_index(c) {
+                m.counts[k] += 1;
+            }
+            // Untouched hosts are in their baseline state, where the VM did not fit either.
+            if s.local_count[h as usize] > 0 && self.check(v, h, &Baseline) == Check::Ok {
+                m.base_ok += 1;
             }
         }
-        if anti {
-            Unplaced::AntiAffinity
-        } else if ft {
-            Unplaced::FaultTolerance
-        } else if rule {
-            Unplaced::HostRule
-        } else if usable {
-            Unplaced::NoCapacity
-        } else {
-            Unplaced::NoHost
-        }
+        m
     }
 
     fn choose(&self, s: &mut Scratch, strategy: Strategy, seed: u64, v: u32) -> Option<(u32, Key)> {
@@ -1098,18 +1139,26 @@ impl Engine {
         best.map(|(k, h)| (h, k))
     }
 
-    /// Runs `strategy` on `spec`, keeping the steps of `prefix` (a run of the same spec whose
-    /// choices are known to stand).
-    pub fn run(&self, s: &mut Scratch, spec: &Spec, strategy: Strategy, prefix: &[Step]) -> Trace {
+    /// Runs `strategy` on `spec`, keeping the first `keep` steps of `prefix` (a run of the same
+    /// spec whose first choices are known to stand).
+    pub fn run(&self, s: &mut Scratch, spec: &Spec, strategy: Strategy, prefix: Option<(&Trace, usize)>) -> Trace {
         self.begin(s, spec, strategy);
         let mut steps = Vec::with_capacity(spec.vms.len());
-        for step in prefix {
-            if step.host != NONE {
-                self.put(s, strategy, step.vm, step.host);
+        let mut misses = Vec::new();
+        if let Some((t, keep)) = prefix {
+            for step in &t.steps[..keep] {
+                if step.host != NONE {
+                    self.put(s, strategy, step.vm, step.host);
+                }
+                steps.push(*step);
             }
-            steps.push(*step);
+            for m in t.misses.iter().filter(|m| m.step < keep) {
+                let mut m = m.clone();
+                m.old.clear();
+                misses.push(m);
+            }
         }
-        for &v in &spec.vms[prefix.len().min(spec.vms.len())..] {
+        for &v in &spec.vms[steps.len().min(spec.vms.len())..] {
             let step = match self.choose(s, strategy, spec.seed, v) {
                 Some((h, key)) => {
                     self.put(s, strategy, v, h);
@@ -1120,12 +1169,17 @@ impl Engine {
                         reason: None,
                     }
                 }
-                None => Step {
-                    vm: v,
-                    host: NONE,
-                    key: Key::default(),
-                    reason: Some(self.reason(s, &self.vms[v as usize])),
-                },
+                None => {
+                    let m = self.miss(s, &self.vms[v as usize], steps.len());
+                    let reason = reason_of(&m.counts);
+                    misses.push(m);
+                    Step {
+                        vm: v,
+                        host: NONE,
+                        key: Key::default(),
+                        reason: Some(reason),
+                    }
+                }
             };
             steps.push(step);
         }
@@ -1141,45 +1195,107 @@ impl Engine {
         }
         Trace {
             strategy,
-            first_unplaced: steps.iter().position(|s| s.host == NONE),
             steps,
+            misses,
             touched,
             max,
         }
     }
 
-    /// The first step of `trace` (a run of `spec`) that a change of host `x` may alter, `x` not
-    /// being excluded by `spec`. `None`: the run stands as it is.
-    pub fn first_affected(&self, spec: &Spec, trace: &Trace, x: u32) -> Option<usize> {
+    /// Before hosts `xs` change: notes their class for every left-out VM of `comp`.
+    pub fn note_old(&self, spec: &Spec, comp: &mut Computed, xs: &[u32]) {
+        for t in &mut comp.traces {
+            for m in &mut t.misses {
+                let v = &self.vms[t.steps[m.step].vm as usize];
+                m.old.clear();
+                for &x in xs {
+                    if !spec.excludes(x) && (x as usize) < self.hosts.len() {
+                        m.old.push((x, self.check(v, x, &Baseline)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first step of `trace` (a run of `spec`) that a change of hosts `xs` (none excluded by
+    /// `spec`) may alter, or `None`: the run stands as it is. Keeps the counts of the left-out
+    /// steps before that step current (their old classes noted by [`Engine::note_old`]).
+    fn first_affected(&self, spec: &Spec, trace: &mut Trace, xs: &[u32]) -> Option<usize> {
         let strategy = trace.strategy;
-        let lb = (self.lower_bound(strategy, spec.seed, x), x);
-        let touched = trace.touched.binary_search(&x).is_ok();
-        if trace.first_unplaced.is_none() && !touched {
-            match trace.max {
-                None => return None,
-                Some(m) if !self.less(lb, m) => return None,
-                Some(_) => {}
+        let lbs: Vec<((Key, u32), bool)> = xs
+            .iter()
+            .map(|&x| {
+                (
+                    (self.lower_bound(strategy, spec.seed, x), x),
+                    trace.touched.binary_search(&x).is_ok(),
+                )
+            })
+            .collect();
+        let found = 'scan: {
+            if trace.misses.is_empty() {
+                let Some(m) = trace.max else { break 'scan None };
+                if lbs.iter().all(|&(lb, touched)| !touched && !self.less(lb, m)) {
+                    break 'scan None;
+                }
             }
+            let mut next_miss = 0;
+            for (i, st) in trace.steps.iter().enumerate() {
+                let v = &self.vms[st.vm as usize];
+                if st.host == NONE {
+                    let Some(m) = trace.misses.get_mut(next_miss) else { break 'scan Some(i) };
+                    next_miss += 1;
+                    for &(lb, touched) in &lbs {
+                        let x = lb.1;
+                        if touched {
+                            break 'scan Some(i);
+                        }
+                        let Some(&(_, old)) = m.old.iter().find(|(h, _)| *h == x) else {
+                            break 'scan Some(i);
+                        };
+                        let new = self.check(v, x, &Baseline);
+                        if new == Check::Ok {
+                            break 'scan Some(i);
+                        }
+                        if new != old {
+                            if let Some(k) = class_index(old) {
+                                m.counts[k] -= 1;
+                            }
+                            if let Some(k) = class_index(new) {
+                                m.counts[k] += 1;
+                            }
+                        }
+                    }
+                    m.old.clear();
+                    if Some(reason_of(&m.counts)) != st.reason {
+                        break 'scan Some(i);
+                    }
+                    continue;
+                }
+                let chosen = (st.key, st.host);
+                for &(lb, touched) in &lbs {
+                    let x = lb.1;
+                    if st.host == x {
+                        break 'scan Some(i);
+                    }
+                    if !self.less(lb, chosen) {
+                        continue;
+                    }
+                    if touched {
+                        break 'scan Some(i);
+                    }
+                    if self.check(v, x, &Baseline) == Check::Ok
+                        && self.less((self.key(strategy, spec.seed, v, x, &Baseline), x), chosen)
+                    {
+                        break 'scan Some(i);
+                    }
+                }
+            }
+            None
+        };
+        for m in &mut trace.misses {
+            m.old.clear();
         }
-        for (i, st) in trace.steps.iter().enumerate() {
-            if st.host == NONE || st.host == x {
-                return Some(i);
-            }
-            let chosen = (st.key, st.host);
-            if !self.less(lb, chosen) {
-                continue;
-            }
-            if touched {
-                return Some(i);
-            }
-            let v = &self.vms[st.vm as usize];
-            if self.check(v, x, &Baseline) == Check::Ok
-                && self.less((self.key(strategy, spec.seed, v, x, &Baseline), x), chosen)
-            {
-                return Some(i);
-            }
-        }
-        None
+        found
     }
 
     // ----- portfolio ---------------------------------------------------------------------------
@@ -1205,79 +1321,105 @@ impl Engine {
         best
     }
 
-    /// The plan for `spec`: the scattering run, or, when it leaves VMs out, the best of it,
-    /// best-fit and first-fit (most VMs placed, then most of the highest priority, ...).
-    pub fn compute(&self, s: &mut Scratch, spec: &Spec) -> Computed {
-        let first = self.run(s, spec, Strategy::Scatter, &[]);
-        if first.complete() {
+    fn portfolio(&self, s: &mut Scratch, spec: &Spec, first: Trace, rest: Option<[Trace; 2]>) -> Computed {
+        if !first.improvable() {
             return Computed {
                 traces: vec![first],
                 chosen: 0,
             };
         }
-        let traces = vec![
-            first,
-            self.run(s, spec, Strategy::BestFit, &[]),
-            self.run(s, spec, Strategy::FirstFit, &[]),
-        ];
+        let [bf, ff] = match rest {
+            Some(r) => r,
+            None => [
+                self.run(s, spec, Strategy::BestFit, None),
+                self.run(s, spec, Strategy::FirstFit, None),
+            ],
+        };
+        let traces = vec![first, bf, ff];
         Computed {
             chosen: self.select(&traces),
             traces,
         }
     }
 
-    /// `old` (computed for `spec` before hosts `xs` changed) brought up to date. Returns the
-    /// first step of the chosen run that may differ, or `None` if nothing changed.
+    /// The plan for `spec`: the scattering run, or, when it leaves out a VM that fits the
+    /// cluster somewhere, the best of it, best-fit and first-fit (most VMs placed, then most of
+    /// the highest priority, ...).
+    pub fn compute(&self, s: &mut Scratch, spec: &Spec) -> Computed {
+        let first = self.run(s, spec, Strategy::Scatter, None);
+        self.portfolio(s, spec, first, None)
+    }
+
+    /// `old` (computed for `spec` before hosts `xs` changed; [`Engine::note_old`] called before
+    /// the change) brought up to date. Returns the new runs and the first step of the chosen run
+    /// that may differ, or `None` if no run changed.
     pub fn update(
         &self,
         s: &mut Scratch,
         spec: &Spec,
-        old: &Computed,
+        old: &mut Computed,
         xs: &[u32],
     ) -> Option<(Computed, usize)> {
-        let mut firsts: Vec<Option<usize>> = Vec::with_capacity(old.traces.len());
-        for t in &old.traces {
-            firsts.push(xs.iter().filter_map(|&x| self.first_affected(spec, t, x)).min());
-        }
+        let firsts: Vec<Option<usize>> = old
+            .traces
+            .iter_mut()
+            .map(|t| self.first_affected(spec, t, xs))
+            .collect();
         if firsts.iter().all(Option::is_none) {
             return None;
         }
         let redo = |s: &mut Scratch, i: usize| -> Trace {
             let t = &old.traces[i];
             match firsts[i] {
-                Some(j) => self.run(s, spec, t.strategy, &t.steps[..j]),
+                Some(j) => self.run(s, spec, t.strategy, Some((t, j))),
                 None => t.clone(),
             }
         };
         let first = redo(s, 0);
-        let comp = if first.complete() {
-            Computed {
-                traces: vec![first],
-                chosen: 0,
-            }
-        } else if old.traces.len() == 3 {
-            let traces = vec![first, redo(s, 1), redo(s, 2)];
-            Computed {
-                chosen: self.select(&traces),
-                traces,
-            }
+        let rest = if old.traces.len() == 3 && first.improvable() {
+            Some([redo(s, 1), redo(s, 2)])
         } else {
-            let traces = vec![
-                first,
-                self.run(s, spec, Strategy::BestFit, &[]),
-                self.run(s, spec, Strategy::FirstFit, &[]),
-            ];
-            Computed {
-                chosen: self.select(&traces),
-                traces,
-            }
+            None
         };
+        let comp = self.portfolio(s, spec, first, rest);
         let from = if comp.chosen == old.chosen && comp.traces.len() == old.traces.len() {
             firsts[comp.chosen].unwrap_or(spec.vms.len())
         } else {
             0
         };
         Some((comp, from))
+    }
+
+    /// Hosts whose state `delta` may change (a superset of [`Change::targets`]).
+    pub fn predict_targets(&self, delta: &InventoryDelta) -> Vec<u32> {
+        let mut out = Vec::new();
+        match delta {
+            InventoryDelta::VmUpsert(vm) => {
+                if let Some(&v) = self.vm_ix.get(&vm.id) {
+                    Change::push(&mut out, self.vms[v as usize].host);
+                }
+                if let Some(h) = vm.host.as_ref().and_then(|h| self.host_ix.get(h)) {
+                    Change::push(&mut out, *h);
+                }
+            }
+            InventoryDelta::VmRemoved(id) => {
+                if let Some(&v) = self.vm_ix.get(id) {
+                    Change::push(&mut out, self.vms[v as usize].host);
+                }
+            }
+            InventoryDelta::HostUpsert(h) => {
+                if let Some(&x) = self.host_ix.get(&h.id) {
+                    out.push(x);
+                }
+            }
+            InventoryDelta::HostRemoved(id) => {
+                if let Some(&x) = self.host_ix.get(id) {
+                    out.push(x);
+                }
+            }
+            InventoryDelta::DatastoreUpsert(_) | InventoryDelta::Snapshots { .. } => {}
+        }
+        out
     }
 
     // ----- output ------------------------------------------------------------------------------

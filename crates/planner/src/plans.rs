@@ -224,6 +224,14 @@ impl FailoverPlans {
             deltas: 1,
             ..Updated::default()
         };
+        let predicted = self.engine.predict_targets(delta);
+        if !predicted.is_empty() {
+            for e in self.hosts.values_mut().chain(self.domains.values_mut()) {
+                if e.comp.has_misses() {
+                    self.engine.note_old(&e.spec, &mut e.comp, &predicted);
+                }
+            }
+        }
         let ch = self.engine.apply(delta);
         if let Some(id) = &ch.removed_host {
             self.hosts.remove(id);
@@ -273,7 +281,7 @@ impl FailoverPlans {
             if xs.is_empty() {
                 continue;
             }
-            match engine.update(scratch, &e.spec, &e.comp, &xs) {
+            match engine.update(scratch, &e.spec, &mut e.comp, &xs) {
                 None => up.kept += 1,
                 Some((comp, from)) => {
                     engine.patch_plan(&mut e.plan, &e.comp, &comp, from);

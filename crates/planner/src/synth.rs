@@ -112,13 +112,11 @@ pub fn cluster(p: &Params, seed: u64) -> (Inventory, Constraints) {
         caps.push(h.capacity);
         inv.apply(&InventoryDelta::HostUpsert(h));
     }
-    // Host groups: one per domain-sized slice, for the rules.
-    let group_size = p.hosts_per_domain.max(10);
+    // Host groups, for the rules: every `groups`-th host, so that each spans the racks.
+    let groups = p.hosts.div_ceil(p.hosts_per_domain.max(10)).max(1);
     if p.hosts > 0 && p.rule_pct > 0 {
-        for g in 0..p.hosts.div_ceil(group_size) {
-            let members: BTreeSet<HostId> = (g * group_size..((g + 1) * group_size).min(p.hosts))
-                .map(host_id)
-                .collect();
+        for g in 0..groups {
+            let members: BTreeSet<HostId> = (g..p.hosts).step_by(groups).map(host_id).collect();
             cons.host_groups.insert(format!("group-{g:03}"), members);
         }
     }
@@ -178,7 +176,7 @@ pub fn cluster(p: &Params, seed: u64) -> (Inventory, Constraints) {
                 cons.host_rules.push(HostRule {
                     name: format!("rule-{}", i + k),
                     vms: BTreeSet::from([vm.id.clone()]),
-                    host_group: format!("group-{:03}", h / group_size),
+                    host_group: format!("group-{:03}", h % groups),
                     kind,
                 });
             }
