@@ -8,6 +8,9 @@
 //!
 //! The simulator knows the truth and records every violation the moment it happens.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use am_daemon::scenario::{self, Generate, Scenario};
 use proptest::prelude::*;
 use std::time::Duration;

@@ -8,6 +8,9 @@
 //! `allow_down` names) and with no invariant broken (a VM on two hosts, a host over capacity, a
 //! user power-off overridden), as the simulator, which knows the truth, sees it.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use am_daemon::scenario::{self, Scenario};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -218,8 +218,8 @@ pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>8}  {:<22} {:<14} {:>8} {:>9}  {:<40} {}",
-        "at", "fault", "subject", "detect", "recover", "steps", "outcome"
+        "{:>8}  {:<22} {:<14} {:>8} {:>9}  {:<40} outcome",
+        "at", "fault", "subject", "detect", "recover", "steps"
     );
     for r in &summary.rows {
         let _ = writeln!(
