@@ -16,6 +16,7 @@ pub mod action;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod journal;
 pub mod model;
 pub mod protocol;
 pub mod time;
@@ -25,6 +26,7 @@ pub use action::{Action, ActionId, ActionOutcome};
 pub use error::HvError;
 pub use event::{ClusterEvent, EventKind, InventoryDelta};
 pub use ids::{DatastoreId, HostId, SnapshotId, VmId};
+pub use journal::{Journal, JournalError, MemoryJournal, Record};
 pub use model::{
     ConnectionState, Datastore, GuestHeartbeat, Host, Inventory, PowerState, Resources, RestartPriority,
     Snapshot, Vm,

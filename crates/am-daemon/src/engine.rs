@@ -90,7 +90,6 @@ pub struct Engine {
     targets: watch::Sender<BTreeSet<ProbeTarget>>,
     tick: Duration,
     observer: Option<Observer>,
-    inventory_seen: bool,
 }
 
 impl Engine {
@@ -145,7 +144,6 @@ impl Engine {
             targets,
             tick: cfg.tick,
             observer: None,
-            inventory_seen: false,
         }
     }
 
@@ -189,11 +187,10 @@ impl Engine {
     pub fn step(&mut self, obs: Observation) -> Result<(), EngineError> {
         let now = self.clock.now();
         let inventory_changed = matches!(obs, Observation::Inventory(_) | Observation::Delta(_));
-        if matches!(obs, Observation::Inventory(_)) {
-            self.inventory_seen = true;
-        }
-        if !self.inventory_seen && !matches!(obs, Observation::Tick) {
-            // Nothing to judge against yet; probes and results before the first inventory wait.
+        if let Observation::ActionDone { id, result } = &obs {
+            // The outcome is recorded as it arrives, before anything is decided on it.
+            let error = result.as_ref().err().cloned();
+            self.journal.append(&[Record::Outcome { id: *id, error }])?;
         }
         let out = self.sup.step(now, obs);
         if inventory_changed {
