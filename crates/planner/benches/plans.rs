@@ -30,9 +30,15 @@ fn vm_change(inv: &Inventory, rng: &mut Rng, n: usize) -> (InventoryDelta, Inven
             v.id = format!("bench-new-{n}").into();
             v.anti_affinity_group = None;
             v.affinity_group = None;
-            (InventoryDelta::VmUpsert(v.clone()), InventoryDelta::VmRemoved(v.id))
+            (
+                InventoryDelta::VmUpsert(v.clone()),
+                InventoryDelta::VmRemoved(v.id),
+            )
         }
-        _ => (InventoryDelta::VmRemoved(vm.id.clone()), InventoryDelta::VmUpsert(vm)),
+        _ => (
+            InventoryDelta::VmRemoved(vm.id.clone()),
+            InventoryDelta::VmUpsert(vm),
+        ),
     }
 }
 

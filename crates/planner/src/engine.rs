@@ -29,7 +29,7 @@ use crate::hash::{hash_str, ord};
 use crate::{Plan, Policy, Unplaced};
 use am_core::{HostId, InventoryDelta, PowerState, Resources, RestartPriority, Vm, VmId};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// No host, no VM, no group.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -281,7 +281,8 @@ pub(crate) struct Scratch {
     local_aff: Vec<Vec<u32>>,
     touched: Vec<u32>,
     placed: HashMap<u32, u32>,
-    aff_placed: HashSet<u32>,
+    /// Affinity group -> hosts this run put a VM of it on.
+    aff_local: HashMap<u32, Vec<u32>>,
     order: Vec<(u64, u32)>,
     pos: Vec<u32>,
     next: Vec<u32>,
@@ -1005,7 +1006,7 @@ impl Engine {
         }
         s.touched.clear();
         s.placed.clear();
-        s.aff_placed.clear();
+        s.aff_local.clear();
     }
 
     fn put(&self, s: &mut Scratch, strategy: Strategy, v: u32, h: u32) {
@@ -1019,9 +1020,9 @@ impl Engine {
         if r.anti != NONE {
             s.local_anti[hi].push(r.anti);
         }
-        if r.aff != NONE {
+        if r.aff != NONE && !s.local_aff[hi].contains(&r.aff) {
             s.local_aff[hi].push(r.aff);
-            s.aff_placed.insert(r.aff);
+            s.aff_local.entry(r.aff).or_default().push(h);
         }
         if r.ft != NONE {
             s.placed.insert(v, h);
@@ -1030,22 +1031,6 @@ impl Engine {
         {
             let p = s.pos[hi] as usize;
             s.next[p] = p as u32 + 1;
-        }
-    }
-
-    /// The smallest penalty any usable host can have for `v` in this run, or less.
-    fn penalty_bound(&self, s: &Scratch, v: &VmRec) -> u32 {
-        if v.aff == NONE || s.aff_placed.contains(&v.aff) {
-            return 0;
-        }
-        let holders = self
-            .aff_holders
-            .get(v.aff as usize)
-            .map_or(&[][..], Vec::as_slice);
-        if holders.iter().any(|&h| self.usable(h) && !s.excluded[h as usize]) {
-            0
-        } else {
-            1
         }
     }
 
@@ -1103,17 +1088,38 @@ impl Engine {
                 return None;
             }
             Strategy::Scatter => {
-                let bound = self.penalty_bound(s, r);
-                for &(_, h) in &s.order {
+                // Hosts that hold the VM's affinity group, one by one; then the others in
+                // order, where the penalty is at least `floor`, until a host reaches it.
+                let mut floor = 0;
+                if r.aff != NONE {
+                    floor = 1;
+                    let base = self
+                        .aff_holders
+                        .get(r.aff as usize)
+                        .map_or(&[][..], Vec::as_slice);
+                    let local = s.aff_local.get(&r.aff).map_or(&[][..], Vec::as_slice);
+                    for &h in base.iter().chain(local) {
+                        if s.excluded[h as usize] || self.check(r, h, s) != Check::Ok {
+                            continue;
+                        }
+                        let k = self.key(strategy, seed, r, h, s);
+                        if best.is_none_or(|b| self.less((k, h), b)) {
+                            best = Some((k, h));
+                        }
+                    }
+                }
+                for &(o, h) in &s.order {
+                    if let Some((b, _)) = best {
+                        if (b.pen, b.a) < (floor, 0) || ((b.pen, b.a) == (floor, 0) && b.b < o) {
+                            break;
+                        }
+                    }
                     if self.check(r, h, s) != Check::Ok {
                         continue;
                     }
                     let k = self.key(strategy, seed, r, h, s);
                     if best.is_none_or(|b| self.less((k, h), b)) {
                         best = Some((k, h));
-                        if k.pen <= bound && k.a == 0 {
-                            break;
-                        }
                     }
                 }
             }
@@ -1141,7 +1147,13 @@ impl Engine {
 
     /// Runs `strategy` on `spec`, keeping the first `keep` steps of `prefix` (a run of the same
     /// spec whose first choices are known to stand).
-    pub fn run(&self, s: &mut Scratch, spec: &Spec, strategy: Strategy, prefix: Option<(&Trace, usize)>) -> Trace {
+    pub fn run(
+        &self,
+        s: &mut Scratch,
+        spec: &Spec,
+        strategy: Strategy,
+        prefix: Option<(&Trace, usize)>,
+    ) -> Trace {
         self.begin(s, spec, strategy);
         let mut steps = Vec::with_capacity(spec.vms.len());
         let mut misses = Vec::new();
@@ -1242,7 +1254,9 @@ impl Engine {
             for (i, st) in trace.steps.iter().enumerate() {
                 let v = &self.vms[st.vm as usize];
                 if st.host == NONE {
-                    let Some(m) = trace.misses.get_mut(next_miss) else { break 'scan Some(i) };
+                    let Some(m) = trace.misses.get_mut(next_miss) else {
+                        break 'scan Some(i);
+                    };
                     next_miss += 1;
                     for &(lb, touched) in &lbs {
                         let x = lb.1;

@@ -74,7 +74,11 @@ fn case(seed: u64, n_hosts: usize, n_vms: usize, tight: bool) -> Case {
         inv.apply(&InventoryDelta::HostUpsert(host(&mut rng, id.0.clone())));
     }
     for i in 0..n_vms {
-        inv.apply(&InventoryDelta::VmUpsert(vm(&mut rng, format!("v{i:02}"), &hosts)));
+        inv.apply(&InventoryDelta::VmUpsert(vm(
+            &mut rng,
+            format!("v{i:02}"),
+            &hosts,
+        )));
     }
     let mut cons = Constraints::default();
     for g in 0..2 {
@@ -225,7 +229,10 @@ fn check_all(c: &Case, plans: &FailoverPlans) -> Result<(), TestCaseError> {
         prop_assert_eq!(want, got);
         // Never fewer VMs than first-fit decreasing; never more than the bound.
         let ffd = first_fit_decreasing(&c.inv, &c.cons, &f.1, &c.policy);
-        prop_assert!(plan.placements.len() >= ffd.placements.len(), "{f:?}: {plan:?} vs {ffd:?}");
+        prop_assert!(
+            plan.placements.len() >= ffd.placements.len(),
+            "{f:?}: {plan:?} vs {ffd:?}"
+        );
         prop_assert!(plan.placements.len() <= upper_bound(&c.inv, &f.1, &c.policy));
         // No VM left out while a lower-priority one took a place it would fit in.
         for hi in plan.unplaced.keys() {
@@ -292,7 +299,9 @@ fn delta(inv: &Inventory, rng: &mut Rng, n: &mut usize) -> InventoryDelta {
                 79..=82 => h.connection = ConnectionState::NotResponding,
                 83..=85 => h.connection = ConnectionState::Connected,
                 86..=87 => h.maintenance = !h.maintenance,
-                88..=89 => h.capacity = Resources::new(4_000 + rng.below(8) * 2_000, 8_192 + rng.below(8) * 4_096),
+                88..=89 => {
+                    h.capacity = Resources::new(4_000 + rng.below(8) * 2_000, 8_192 + rng.below(8) * 4_096)
+                }
                 90..=91 => h.failure_domain = Some(format!("rack-{}", rng.below(4))),
                 _ => return InventoryDelta::HostRemoved(h.id),
             }
