@@ -41,7 +41,7 @@ fn check(dir: &Path, bless: bool) -> Option<String> {
         Err(e) => return Some(format!("{name}: {e}")),
     };
     let mut story = String::new();
-    for line in outcome.log.iter().filter(|e| scenario::is_story_line(e)) {
+    for line in scenario::story(&outcome.log, scn.log_backups) {
         let _ = writeln!(story, "{line}");
     }
     let mut problems = Vec::new();

@@ -121,7 +121,7 @@ fn live_view(out: Arc<Mutex<dyn Write + Send>>) -> Observer {
     let mut next_status = Time::from_secs(60);
     Box::new(move |now: Time, output: &Output, sup: &Supervisor| {
         let Ok(mut w) = out.lock() else { return };
-        for e in output.log.iter().filter(|e| scenario::is_story_line(e)) {
+        for e in scenario::story(&output.log, false) {
             // A VM's step is told by its transition line; successes by the next transition.
             let vm_issue = matches!(
                 (&e.kind, &e.subject),

@@ -60,6 +60,8 @@ pub struct Summary {
     pub violations: Vec<String>,
     /// Virtual seconds the run lasted.
     pub duration_s: f64,
+    /// Snapshots the backup cache took.
+    pub backups_taken: usize,
 }
 
 impl Summary {
@@ -206,6 +208,7 @@ pub fn summarize(
         protected_not_running,
         violations,
         duration_s: secs(end.since(Time::ZERO)),
+        backups_taken: 0,
     }
 }
 
@@ -239,6 +242,7 @@ pub fn render(summary: &Summary) -> String {
     let _ = writeln!(out, "VMs rightly left off     {}", summary.vms_left_off);
     let _ = writeln!(out, "VMs not recovered        {}", summary.vms_unrecovered);
     let _ = writeln!(out, "MTTR                     {:.1}s", summary.mttr_s);
+    let _ = writeln!(out, "backup snapshots taken   {}", summary.backups_taken);
     let _ = writeln!(
         out,
         "availability             {:.5}% over {:.0}s",

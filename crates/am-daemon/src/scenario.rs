@@ -138,6 +138,10 @@ pub struct Scenario {
     /// Probe settings.
     #[serde(default)]
     pub probe: Option<probe::Settings>,
+    /// Whether `log.expect` shows the backup cache's routine snapshots (off: they would crowd the
+    /// story).
+    #[serde(default)]
+    pub log_backups: bool,
     /// VMs allowed to be down at the end (e.g. a VM whose every recovery is meant to fail).
     #[serde(default)]
     pub allow_down: Vec<String>,
@@ -219,6 +223,29 @@ pub fn is_story_line(e: &LogEntry) -> bool {
     !matches!(&e.kind, LogKind::Transition { from, .. } if from == "new")
 }
 
+/// Whether a log line is the backup cache's routine work (snapshots taken and pruned).
+pub fn is_backup_line(e: &LogEntry) -> bool {
+    match &e.kind {
+        LogKind::Issued { action, .. } => {
+            matches!(
+                action,
+                am_core::Action::CreateSnapshot { .. } | am_core::Action::RemoveSnapshot { .. }
+            )
+        }
+        LogKind::Finished { detail, .. } => {
+            detail.starts_with("create_snapshot ") || detail.starts_with("remove_snapshot ")
+        }
+        _ => false,
+    }
+}
+
+/// The lines of a scenario's `log.expect`: the story, with the backup cache's routine lines only
+/// when the scenario asks for them.
+pub fn story(log: &[LogEntry], with_backups: bool) -> impl Iterator<Item = &LogEntry> {
+    log.iter()
+        .filter(move |e| is_story_line(e) && (with_backups || !is_backup_line(e)))
+}
+
 /// Runs a scenario through the real engine against the simulated cluster. Call it inside a tokio
 /// current-thread runtime with a paused clock (see [`run_blocking`]).
 pub async fn run(scenario: &Scenario, observer: Option<Observer>) -> Result<Outcome, ScenarioError> {
@@ -293,6 +320,13 @@ pub async fn run(scenario: &Scenario, observer: Option<Observer>) -> Result<Outc
         not_running,
         violations,
     );
+    let summary = report::Summary {
+        backups_taken: log
+            .iter()
+            .filter(|e| matches!(&e.kind, LogKind::Finished { ok: true, detail, .. } if detail.starts_with("create_snapshot ")))
+            .count(),
+        ..summary
+    };
     Ok(Outcome { log, summary, sim })
 }
 

@@ -75,6 +75,37 @@ pub struct Config {
     pub spares: Vec<String>,
     /// Placement policy.
     pub placement: planner::Policy,
+    /// The backup cache: snapshots of healthy VMs.
+    pub backup: BackupPolicy,
+}
+
+/// The backup cache: every protected VM that is healthy gets a fresh snapshot every
+/// `snapshot_every` (spread over the period by VM, at most `max_in_flight` at once so vCenter is
+/// never flooded); the manager's own snapshots beyond `keep_snapshots` are removed, oldest first.
+/// The recovery ladder reverts to the newest snapshot taken before an incident began.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupPolicy {
+    /// How often each VM gets a new snapshot; `0s` turns the backup cache off.
+    #[serde(with = "am_core::time::duration_str")]
+    pub snapshot_every: Duration,
+    /// How many of the manager's snapshots to keep per VM.
+    pub keep_snapshots: usize,
+    /// At most this many backup actions at once in the cluster.
+    pub max_in_flight: usize,
+    /// Name prefix of the manager's snapshots (others are never removed).
+    pub prefix: String,
+}
+
+impl Default for BackupPolicy {
+    fn default() -> Self {
+        BackupPolicy {
+            snapshot_every: Duration::from_secs(300),
+            keep_snapshots: 3,
+            max_in_flight: 4,
+            prefix: "am-backup-".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -98,6 +129,7 @@ impl Default for Config {
             storm_window: Duration::from_secs(10),
             spares: Vec::new(),
             placement: planner::Policy::default(),
+            backup: BackupPolicy::default(),
         }
     }
 }
@@ -157,6 +189,21 @@ impl Config {
             self.placement.headroom_pct <= 90,
             "placement.headroom_pct",
             "must be at most 90 (percent)",
+        );
+        check(
+            self.backup.keep_snapshots >= 1,
+            "backup.keep_snapshots",
+            "must be at least 1",
+        );
+        check(
+            self.backup.max_in_flight >= 1,
+            "backup.max_in_flight",
+            "must be at least 1 (set backup.snapshot_every = \"0s\" to turn backups off)",
+        );
+        check(
+            !self.backup.prefix.is_empty(),
+            "backup.prefix",
+            "must not be empty: it marks the manager's own snapshots",
         );
         bad
     }

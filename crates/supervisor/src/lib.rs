@@ -43,7 +43,7 @@
 mod config;
 mod state;
 
-pub use config::{Config, IsolationResponse};
+pub use config::{BackupPolicy, Config, IsolationResponse};
 pub use state::{HostState, Step, VmState};
 
 use am_core::{
@@ -117,6 +117,8 @@ struct VmRec {
     failover_excluded: BTreeSet<HostId>,
     /// Not judged before this time (a guest that was just powered on is booting).
     judge_after: Time,
+    /// When the backup cache takes its next snapshot.
+    next_backup_at: Option<Time>,
 }
 
 #[derive(Clone, Debug)]
@@ -129,13 +131,15 @@ enum Purpose {
     AddSpare(String),
     /// Re-register a VM that stays off away from a dead host.
     Rehome(VmId),
+    /// A backup-cache action (snapshot taken or removed).
+    Backup(VmId),
 }
 
 impl Purpose {
     /// What the action is about, for the audit log.
     fn subject(&self) -> Subject {
         match self {
-            Purpose::VmStep(vm, _) | Purpose::Rehome(vm) => Subject::Vm(vm.clone()),
+            Purpose::VmStep(vm, _) | Purpose::Rehome(vm) | Purpose::Backup(vm) => Subject::Vm(vm.clone()),
             Purpose::AddSpare(_) => Subject::Cluster,
             Purpose::HostReconnect(h)
             | Purpose::HostRevive(h)
@@ -546,6 +550,7 @@ impl Supervisor {
                 failover_tries: 0,
                 failover_excluded: BTreeSet::new(),
                 judge_after: Time::ZERO,
+                next_backup_at: None,
             },
         );
         self.log(
@@ -813,6 +818,11 @@ impl Supervisor {
                 }
             }
             Purpose::Rehome(_) => {}
+            Purpose::Backup(vm) => {
+                if let Ok(ActionOutcome::SnapshotCreated(_)) = result {
+                    self.prune_backups(now, &vm);
+                }
+            }
             Purpose::AddSpare(spare) => {
                 self.adding_spare = false;
                 match result {
@@ -913,6 +923,87 @@ impl Supervisor {
             self.evaluate_vm(now, v);
         }
         self.place_waiting(now);
+        self.refresh_backups(now);
+    }
+
+    /// The backup cache: a snapshot of each healthy protected VM every `snapshot_every`, each VM at
+    /// its own offset in the period, at most `max_in_flight` at once.
+    fn refresh_backups(&mut self, now: Time) {
+        let policy = self.cfg.backup.clone();
+        if policy.snapshot_every.is_zero() || self.manager_isolated {
+            return;
+        }
+        let mut busy = self
+            .in_flight
+            .values()
+            .filter(|f| matches!(f.purpose, Purpose::Backup(_)))
+            .count();
+        let period = policy.snapshot_every.as_millis().max(1) as u64;
+        let mut due: Vec<(Time, VmId)> = Vec::new();
+        for (id, rec) in self.vms.iter_mut() {
+            if rec.state != VmState::Healthy || rec.failing_since.is_some() {
+                continue;
+            }
+            let Some(vm) = self.inv.vms.get(id) else { continue };
+            if !vm.is_protected() || vm.power != PowerState::PoweredOn {
+                continue;
+            }
+            let next = *rec
+                .next_backup_at
+                .get_or_insert_with(|| now + std::time::Duration::from_millis(spread(id, period)));
+            if now >= next {
+                due.push((next, id.clone()));
+            }
+        }
+        due.sort();
+        for (_, vm) in due {
+            if busy >= policy.max_in_flight {
+                break;
+            }
+            if self.in_flight.values().any(|f| f.action.vm() == Some(&vm)) {
+                continue;
+            }
+            let name = format!("{}{}", policy.prefix, now.as_millis());
+            let action = Action::CreateSnapshot { vm: vm.clone(), name };
+            self.issue(
+                now,
+                action,
+                Purpose::Backup(vm.clone()),
+                1,
+                "backup cache refresh".into(),
+            );
+            busy += 1;
+            if let Some(r) = self.vms.get_mut(&vm) {
+                r.next_backup_at = Some(now + policy.snapshot_every);
+            }
+        }
+    }
+
+    /// Removes the manager's oldest snapshots of `vm` beyond the retention count.
+    fn prune_backups(&mut self, now: Time, vm: &VmId) {
+        let policy = &self.cfg.backup;
+        let mut ours: Vec<&am_core::Snapshot> = self
+            .inv
+            .snapshots
+            .get(vm)
+            .map(|s| s.iter().filter(|s| s.name.starts_with(&policy.prefix)).collect())
+            .unwrap_or_default();
+        ours.sort_by_key(|s| s.created);
+        let excess = ours.len().saturating_sub(policy.keep_snapshots);
+        let old: Vec<am_core::SnapshotId> = ours.iter().take(excess).map(|s| s.id.clone()).collect();
+        for snapshot in old {
+            let action = Action::RemoveSnapshot {
+                vm: vm.clone(),
+                snapshot,
+            };
+            self.issue(
+                now,
+                action,
+                Purpose::Backup(vm.clone()),
+                1,
+                "backup cache retention".into(),
+            );
+        }
     }
 
     fn vm_host_up(&self, vm: &VmId) -> bool {
@@ -1778,6 +1869,14 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A VM's offset in the backup period (FNV-1a of its id), so snapshots spread over the period.
+fn spread(vm: &VmId, period_ms: u64) -> u64 {
+    let hash = vm.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    hash % period_ms
 }
 
 /// The executor priority of a VM's actions: its restart priority.

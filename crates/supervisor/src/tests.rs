@@ -32,7 +32,16 @@ fn inventory(hosts: usize, vms_per_host: usize) -> Inventory {
 }
 
 impl Story {
+    /// A story without the backup cache (its snapshots would crowd the actions under test).
     fn new(cfg: Config, inv: Inventory) -> Story {
+        let backup = BackupPolicy {
+            snapshot_every: Duration::ZERO,
+            ..cfg.backup.clone()
+        };
+        Story::with_backups(Config { backup, ..cfg }, inv)
+    }
+
+    fn with_backups(cfg: Config, inv: Inventory) -> Story {
         let mut s = Story {
             sup: Supervisor::new(cfg),
             now: Time::ZERO,
@@ -306,6 +315,122 @@ fn a_vm_a_user_powers_on_again_gets_time_to_boot_before_it_is_judged() {
         Action::Reset { vm: "vm-11".into() },
         "still silent after the grace"
     );
+}
+
+#[test]
+fn the_backup_cache_snapshots_healthy_vms_spread_over_the_period_and_keeps_the_newest() {
+    let cfg = Config {
+        backup: BackupPolicy {
+            snapshot_every: Duration::from_secs(300),
+            keep_snapshots: 2,
+            max_in_flight: 8,
+            ..BackupPolicy::default()
+        },
+        ..Config::default()
+    };
+    let mut s = Story::with_backups(cfg, inventory(2, 3));
+    let mut taken: Vec<(f64, VmId)> = Vec::new();
+    for t in 0..=600 {
+        s.at(t as f64);
+        for (id, a) in s.take_actions() {
+            if let Action::CreateSnapshot { vm, name } = &a {
+                assert!(name.starts_with("am-backup-"));
+                taken.push((t as f64, vm.clone()));
+                // The snapshot appears in the inventory, then the action completes.
+                let mut snaps = s.sup.inventory().snapshots.get(vm).cloned().unwrap_or_default();
+                snaps.push(Snapshot {
+                    id: format!("{vm}-{t}").into(),
+                    vm: vm.clone(),
+                    name: name.clone(),
+                    created: s.now,
+                });
+                s.feed(Observation::Delta(InventoryDelta::Snapshots {
+                    vm: vm.clone(),
+                    snapshots: snaps,
+                }));
+                s.done(id, Ok(ActionOutcome::SnapshotCreated(format!("{vm}-{t}").into())));
+            }
+        }
+    }
+    // Every VM twice or three times in 600 s, at its own offset (not all at once).
+    for vm in ["vm-11", "vm-12", "vm-13", "vm-21", "vm-22", "vm-23"] {
+        let n = taken.iter().filter(|(_, v)| v.as_str() == vm).count();
+        assert!((2..=3).contains(&n), "{vm}: {n} snapshots");
+    }
+    let distinct_times: std::collections::BTreeSet<u64> = taken.iter().map(|(t, _)| *t as u64).collect();
+    assert!(
+        distinct_times.len() >= 5,
+        "spread over the period: {distinct_times:?}"
+    );
+    let _ = &mut s;
+}
+
+#[test]
+fn backup_retention_removes_the_oldest_of_the_managers_snapshots_only() {
+    let cfg = Config {
+        backup: BackupPolicy {
+            keep_snapshots: 2,
+            ..BackupPolicy::default()
+        },
+        ..Config::default()
+    };
+    let mut inv = inventory(1, 1);
+    let vm: VmId = "vm-11".into();
+    let snap = |id: &str, name: &str, at: u64| Snapshot {
+        id: id.into(),
+        vm: vm.clone(),
+        name: name.into(),
+        created: Time::from_secs(at),
+    };
+    inv.apply(&InventoryDelta::Snapshots {
+        vm: vm.clone(),
+        snapshots: vec![
+            snap("mine", "before-upgrade", 1),
+            snap("b1", "am-backup-1", 2),
+            snap("b2", "am-backup-2", 3),
+            snap("b3", "am-backup-3", 4),
+        ],
+    });
+    let mut s = Story::with_backups(cfg, inv);
+    let mut removed = Vec::new();
+    for t in 0..=300 {
+        s.at(t as f64);
+        for (id, a) in s.take_actions() {
+            match a {
+                Action::RemoveSnapshot { snapshot, .. } => removed.push(snapshot),
+                Action::CreateSnapshot { .. } => {
+                    s.done(id, Ok(ActionOutcome::SnapshotCreated("b4".into())));
+                }
+                _ => {}
+            }
+        }
+        if !removed.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        removed,
+        vec![SnapshotId::from("b1")],
+        "the oldest of the manager's, never a person's"
+    );
+}
+
+#[test]
+fn a_failing_vm_gets_no_backup() {
+    let mut s = Story::with_backups(Config::default(), inventory(1, 1));
+    s.at(1.0).guest("vm-11", false);
+    let mut t = 1.0;
+    while t < 400.0 {
+        t += 1.0;
+        s.at(t);
+        for (id, a) in s.take_actions() {
+            assert!(
+                !matches!(a, Action::CreateSnapshot { .. }),
+                "no snapshot of a failing VM"
+            );
+            s.done(id, ok()); // resets succeed, but the guest stays silent
+        }
+    }
 }
 
 #[test]
