@@ -98,6 +98,7 @@ proptest! {
             cluster: None,
             supervisor: supervisor::Config::default(),
             probe: None,
+            log_backups: false,
             allow_down: Vec::new(),
         };
         let outcome = scenario::run_blocking(&scn, None).expect("scenario runs");
