@@ -266,10 +266,16 @@ fn report(o: &Opts, ours: &[Run], theirs: &[Run]) -> String {
     let rss_ours = ours.iter().map(|r| r.max_rss_kb).max().unwrap_or(0);
     let rss_theirs = theirs.iter().map(|r| r.max_rss_kb).max().unwrap_or(0);
     let objects = ours.first().map_or(0, |r| r.objects);
+    let rounds = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| format!("{:.1} vs {:.1}", a.median_ms, b.median_ms))
+        .collect::<Vec<_>>()
+        .join(", ");
     #[allow(clippy::cast_precision_loss)]
     let rss_ratio = rss_ours as f64 / rss_theirs.max(1) as f64;
     format!(
-        "Full inventory read against one vcsim ({} hosts x {} VMs = {objects} objects; hosts with 12 \
+        "Full inventory read against one vcsim ({} hosts, {} VMs: {objects} objects; hosts with 12 \
 properties, VMs with 15), over HTTPS on loopback; {} rounds of {} timed reads per client, clients \
 alternating, after one warm-up read each. Produced by `cargo xtask bench-soap`.\n\n\
 | client | median read (ms) | fastest read (ms) | peak RSS (MiB) |\n\
@@ -277,7 +283,8 @@ alternating, after one warm-up read each. Produced by `cargo xtask bench-soap`.\
 | vsphere-soap (Rust) | {t_ours:.1} | {min_ours:.1} | {:.1} |\n\
 | govmomi 0.24.2 (Go) | {t_theirs:.1} | {min_theirs:.1} | {:.1} |\n\n\
 Time ratio vsphere-soap / govmomi: **{:.2}** (below 1 is faster). \
-Peak memory ratio: **{rss_ratio:.2}**.\n",
+Peak memory ratio: **{rss_ratio:.2}**.\n\n\
+Per-round medians (ms, vsphere-soap vs govmomi): {rounds}.\n{NOTES}",
         o.hosts,
         o.vms_per_host * o.hosts,
         o.rounds,
@@ -287,6 +294,22 @@ Peak memory ratio: **{rss_ratio:.2}**.\n",
         t_ours / t_theirs,
     )
 }
+
+const NOTES: &str = "
+Machine: 2 cores shared with other builds, so wall times are noisy; the clients run alternately
+against the same vcsim in one run, which keeps the comparison fair.
+
+Notes on the comparison:
+- Both read the same properties through a container view of the root folder in one property
+  collector call: ours with `RetrievePropertiesEx` (+ `ContinueRetrievePropertiesEx` when paged),
+  govmomi 0.24.2's `property.Collector.RetrieveProperties`, then `mo.LoadObjectContent` into
+  `[]mo.VirtualMachine` / `[]mo.HostSystem`. Ours decodes into `ObjectContent` with typed `Value`s.
+- Each read includes vcsim's own time to collect and encode the objects (the same for both).
+- TLS: ours pins the server's SHA-256 thumbprint, govmomi skips verification (`insecure`).
+- Peak RSS is each process's `VmHWM` (ours: single-threaded tokio runtime; Go: default GC).
+- Re-run: `cargo xtask bench-soap --write-docs` (options `--hosts`, `--vms-per-host`, `--rounds`,
+  `--iterations`); figures also land in `target/bench-soap/results.md`.
+";
 
 const SECTION: &str = "## vSphere SOAP client";
 

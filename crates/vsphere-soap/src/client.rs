@@ -255,6 +255,11 @@ impl Client {
         &self.inner.service_content
     }
 
+    /// The timeout for ordinary calls.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// How many times this client has logged in. Session-scoped objects (property collectors,
     /// filters, views) created under an older generation are gone.
     pub fn session_generation(&self) -> u64 {

@@ -588,7 +588,7 @@ impl PropertyWatch {
 
     async fn wait(&self, max_wait: Duration) -> Result<Vec<Value>> {
         let secs = i64::try_from(max_wait.as_secs()).unwrap_or(i64::MAX);
-        let timeout = self.client_timeout() + max_wait;
+        let timeout = self.client.timeout() + max_wait;
         self.client
             .invoke_timeout("WaitForUpdatesEx", &self.collector, timeout, |w| {
                 w.text("version", &self.version)
@@ -597,10 +597,6 @@ impl PropertyWatch {
                     .end("options");
             })
             .await
-    }
-
-    fn client_timeout(&self) -> Duration {
-        Duration::from_secs(60)
     }
 
     async fn recreate(&mut self) -> Result<()> {

@@ -410,3 +410,31 @@ async fn task_success_result_and_arguments_in_wsdl_order() {
         "an empty wait keeps the version"
     );
 }
+
+#[tokio::test]
+async fn keep_alive_logs_in_again_when_the_session_expired() {
+    let t = Scripted::new();
+    t.ok(
+        "RetrieveServiceContent",
+        &response("RetrieveServiceContent", SERVICE_CONTENT),
+    )
+    .ok("Login", &response("Login", USER_SESSION))
+    // The keep-alive asks for currentSession: unset means the session is gone.
+    .ok("RetrievePropertiesEx", &response("RetrievePropertiesEx", ""))
+    .ok("Login", &response("Login", USER_SESSION));
+    let c = Client::builder("https://vc.invalid")
+        .transport(t.clone())
+        .credentials(creds())
+        .keep_alive(Some(Duration::from_millis(50)))
+        .connect()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while c.session_generation() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(c.session_generation(), 2);
+    let reqs = t.requests.lock().unwrap().clone();
+    assert!(reqs[2].body.contains("<pathSet>currentSession</pathSet>"));
+    drop(c); // stops the keep-alive task
+}

@@ -195,12 +195,13 @@ impl Scripted {
 #[async_trait::async_trait]
 impl RoundTripper for Scripted {
     async fn round_trip(&self, req: SoapRequest) -> Result<SoapResponse, TransportError> {
-        let (method, reply) = self
-            .replies
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| panic!("unscripted call to {}", req.method));
+        let Some((method, reply)) = self.replies.lock().unwrap().pop_front() else {
+            self.requests.lock().unwrap().push(req.clone());
+            return Err(TransportError::new(
+                vsphere_soap::TransportErrorKind::Other,
+                format!("unscripted call to {}", req.method),
+            ));
+        };
         assert_eq!(method, req.method, "unexpected call order");
         self.requests.lock().unwrap().push(req);
         reply
