@@ -189,8 +189,9 @@ struct Miss {
     counts: [u32; 4],
     /// Hosts where the VM fits the cluster without this plan's placements.
     base_ok: u32,
-    /// The class of changing hosts before the change, noted by [`Engine::note_old`].
-    old: Vec<(u32, Check)>,
+    /// For each changing host before the change (noted by [`Engine::note_old`]): its class, and
+    /// whether it counted in `base_ok`.
+    old: Vec<(u32, Check, bool)>,
 }
 
 fn class_index(c: Check) -> Option<usize> {
@@ -336,6 +337,52 @@ impl Local for Scratch {
     }
     fn count(&self, h: u32) -> u32 {
         self.local_count[h as usize]
+    }
+}
+
+/// One host's share of a run, followed step by step: what the run put on it so far.
+#[derive(Clone, Debug, Default)]
+struct One {
+    h: u32,
+    used: Resources,
+    count: u32,
+    anti: Vec<u32>,
+    aff: Vec<u32>,
+    vms: Vec<u32>,
+}
+
+impl One {
+    fn new(h: u32) -> One {
+        One { h, ..One::default() }
+    }
+    fn add(&mut self, r: &VmRec, v: u32) {
+        self.used += r.demand;
+        self.count += 1;
+        if r.anti != NONE {
+            self.anti.push(r.anti);
+        }
+        if r.aff != NONE {
+            self.aff.push(r.aff);
+        }
+        self.vms.push(v);
+    }
+}
+
+impl Local for One {
+    fn used(&self, h: u32) -> Resources {
+        if h == self.h { self.used } else { Resources::ZERO }
+    }
+    fn has_anti(&self, h: u32, g: u32) -> bool {
+        h == self.h && self.anti.contains(&g)
+    }
+    fn has_aff(&self, h: u32, g: u32) -> bool {
+        h == self.h && self.aff.contains(&g)
+    }
+    fn placed_on(&self, vm: u32) -> Option<u32> {
+        self.vms.contains(&vm).then_some(self.h)
+    }
+    fn count(&self, h: u32) -> u32 {
+        if h == self.h { self.count } else { 0 }
     }
 }
 
@@ -1217,12 +1264,30 @@ impl Engine {
     /// Before hosts `xs` change: notes their class for every left-out VM of `comp`.
     pub fn note_old(&self, spec: &Spec, comp: &mut Computed, xs: &[u32]) {
         for t in &mut comp.traces {
+            if t.misses.is_empty() {
+                continue;
+            }
             for m in &mut t.misses {
-                let v = &self.vms[t.steps[m.step].vm as usize];
                 m.old.clear();
-                for &x in xs {
-                    if !spec.excludes(x) && (x as usize) < self.hosts.len() {
-                        m.old.push((x, self.check(v, x, &Baseline)));
+            }
+            for &x in xs {
+                if spec.excludes(x) || x as usize >= self.hosts.len() {
+                    continue;
+                }
+                let mut one = One::new(x);
+                let mut next = 0;
+                for (i, st) in t.steps.iter().enumerate() {
+                    let r = &self.vms[st.vm as usize];
+                    if st.host == NONE {
+                        if let Some(m) = t.misses.get_mut(next) {
+                            next += 1;
+                            let class = self.check(r, x, &one);
+                            let base = one.count > 0 && self.check(r, x, &Baseline) == Check::Ok;
+                            debug_assert_eq!(m.step, i);
+                            m.old.push((x, class, base));
+                        }
+                    } else if st.host == x {
+                        one.add(r, st.vm);
                     }
                 }
             }
@@ -1232,24 +1297,27 @@ impl Engine {
     /// The first step of `trace` (a run of `spec`) that a change of hosts `xs` (none excluded by
     /// `spec`) may alter, or `None`: the run stands as it is. Keeps the counts of the left-out
     /// steps before that step current (their old classes noted by [`Engine::note_old`]).
+    ///
+    /// Each changed host is followed through the run with what the run put on it so far: a step
+    /// stands if the host, in its new state, still does not beat the host the step chose (or,
+    /// if it was the chosen one, is still feasible with a key no larger).
     fn first_affected(&self, spec: &Spec, trace: &mut Trace, xs: &[u32]) -> Option<usize> {
         let strategy = trace.strategy;
-        let lbs: Vec<((Key, u32), bool)> = xs
+        if trace.misses.is_empty() {
+            let m = trace.max?;
+            let can_matter = xs.iter().any(|&x| {
+                trace.touched.binary_search(&x).is_ok()
+                    || self.less((self.lower_bound(strategy, spec.seed, x), x), m)
+            });
+            if !can_matter {
+                return None;
+            }
+        }
+        let mut ones: Vec<((Key, u32), One)> = xs
             .iter()
-            .map(|&x| {
-                (
-                    (self.lower_bound(strategy, spec.seed, x), x),
-                    trace.touched.binary_search(&x).is_ok(),
-                )
-            })
+            .map(|&x| ((self.lower_bound(strategy, spec.seed, x), x), One::new(x)))
             .collect();
         let found = 'scan: {
-            if trace.misses.is_empty() {
-                let Some(m) = trace.max else { break 'scan None };
-                if lbs.iter().all(|&(lb, touched)| !touched && !self.less(lb, m)) {
-                    break 'scan None;
-                }
-            }
             let mut next_miss = 0;
             for (i, st) in trace.steps.iter().enumerate() {
                 let v = &self.vms[st.vm as usize];
@@ -1258,15 +1326,13 @@ impl Engine {
                         break 'scan Some(i);
                     };
                     next_miss += 1;
-                    for &(lb, touched) in &lbs {
+                    let was_hopeless = m.base_ok == 0;
+                    for (lb, one) in &ones {
                         let x = lb.1;
-                        if touched {
-                            break 'scan Some(i);
-                        }
-                        let Some(&(_, old)) = m.old.iter().find(|(h, _)| *h == x) else {
+                        let Some(&(_, old, old_base)) = m.old.iter().find(|e| e.0 == x) else {
                             break 'scan Some(i);
                         };
-                        let new = self.check(v, x, &Baseline);
+                        let new = self.check(v, x, one);
                         if new == Check::Ok {
                             break 'scan Some(i);
                         }
@@ -1278,29 +1344,40 @@ impl Engine {
                                 m.counts[k] += 1;
                             }
                         }
+                        let new_base = one.count > 0 && self.check(v, x, &Baseline) == Check::Ok;
+                        if new_base != old_base {
+                            if new_base {
+                                m.base_ok += 1;
+                            } else {
+                                m.base_ok -= 1;
+                            }
+                        }
                     }
                     m.old.clear();
-                    if Some(reason_of(&m.counts)) != st.reason {
+                    if Some(reason_of(&m.counts)) != st.reason || was_hopeless != (m.base_ok == 0) {
                         break 'scan Some(i);
                     }
                     continue;
                 }
                 let chosen = (st.key, st.host);
-                for &(lb, touched) in &lbs {
+                for (lb, one) in &ones {
                     let x = lb.1;
                     if st.host == x {
-                        break 'scan Some(i);
-                    }
-                    if !self.less(lb, chosen) {
-                        continue;
-                    }
-                    if touched {
-                        break 'scan Some(i);
-                    }
-                    if self.check(v, x, &Baseline) == Check::Ok
-                        && self.less((self.key(strategy, spec.seed, v, x, &Baseline), x), chosen)
+                        if self.check(v, x, one) != Check::Ok
+                            || self.key(strategy, spec.seed, v, x, one) > st.key
+                        {
+                            break 'scan Some(i);
+                        }
+                    } else if self.less(*lb, chosen)
+                        && self.check(v, x, one) == Check::Ok
+                        && self.less((self.key(strategy, spec.seed, v, x, one), x), chosen)
                     {
                         break 'scan Some(i);
+                    }
+                }
+                for (_, one) in &mut ones {
+                    if one.h == st.host {
+                        one.add(v, st.vm);
                     }
                 }
             }
