@@ -438,3 +438,15 @@ async fn keep_alive_logs_in_again_when_the_session_expired() {
     assert!(reqs[2].body.contains("<pathSet>currentSession</pathSet>"));
     drop(c); // stops the keep-alive task
 }
+
+/// An adapter runs these on a multi-threaded runtime: the futures must be `Send`.
+#[allow(dead_code, clippy::let_underscore_future)]
+fn futures_are_send(c: &Client, w: &mut vsphere_soap::PropertyWatch) {
+    fn send<T: Send>(_: T) {}
+    send(c.retrieve_inventory(vec![]));
+    send(c.wait_for_task(&MoRef::new("Task", "t"), Duration::from_secs(1)));
+    send(c.query_events(&EventFilter::default()));
+    send(c.power_on_vm(&MoRef::new("VirtualMachine", "v"), None));
+    send(w.next(Duration::from_secs(1)));
+    send(c.clone());
+}
