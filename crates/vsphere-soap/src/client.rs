@@ -79,7 +79,7 @@ pub struct UserSession {
     pub login_time: String,
 }
 
-/// Settings for [`Client::connect`].
+/// Settings for a [`Client`]; [`ClientBuilder::connect`] makes one.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     url: String,

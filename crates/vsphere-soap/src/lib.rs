@@ -3,7 +3,7 @@
 //! Layers, after govmomi:
 //! - [`transport`]: the seam, one trait ([`RoundTripper`]) with one method; [`HttpTransport`] is the
 //!   real one (rustls; TLS verified by default, see [`TlsMode`]).
-//! - [`xml`] and [`value`]: requests are written with [`XmlWriter`]; responses decode to [`Value`]
+//! - [`xml`] and [`value`]: requests are written with [`xml::XmlWriter`]; responses decode to [`Value`]
 //!   trees (schema-less, guided by `xsi:type`), which [`from_value`] maps onto serde types.
 //! - [`Client`]: service content, session (login, keep-alive, re-login after `NotAuthenticated`),
 //!   [`Client::invoke`] for any method, and typed methods for the ones the product needs.
