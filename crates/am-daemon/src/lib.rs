@@ -5,6 +5,7 @@
 //! parses the command line and calls into this library, so tests drive exactly what runs.
 
 pub mod alarm;
+pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod journal;

@@ -19,6 +19,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Check a configuration file (and AM_* environment variables): print every problem, each
+    /// naming its key. Exit status 0 when the configuration is valid.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
     /// Run the real daemon loop against the built-in simulated cluster (virtual time) and report.
     Demo {
         /// A scenario file (TOML) instead of the built-in story.
@@ -53,6 +59,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::CheckConfig { file } => match am_daemon::config::DaemonConfig::load(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::from(2)
+            }
+        },
         Command::Demo {
             scenario,
             seed,
