@@ -1,0 +1,3 @@
+//! # am-store
+//!
+//! The journal of the Availability Manager in an embedded SQLite database.
