@@ -1,5 +1,10 @@
 //! `cargo xtask`: project chores that need more than cargo. Standard library only.
 //!
+//! - `cargo xtask test` installs what the tests need (Debian packages: Go, govmomi's source,
+//!   fping, iproute2) when run as root, builds the vcsim test bed, and runs every test of the
+//!   workspace. This is the README's test command, and what `.ci/run` ends with.
+//! - `cargo xtask ci` runs `cargo fmt --check`, `cargo clippy -- -D warnings`, `cargo deny check`
+//!   (bans, licenses, sources), then `cargo xtask test`.
 //! - `cargo xtask vcsim build` builds the vcsim test bed into `target/vcsim/am-vcsim`.
 //! - `cargo xtask vcsim start [-- FLAGS]` builds and runs it (flags: `-hosts`, `-vms-per-host`, ...).
 //! - `cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]`
@@ -20,6 +25,8 @@ fn main() -> ExitCode {
         ["vcsim", "build"] => build_vcsim().map(|p| println!("{}", p.display())),
         ["vcsim", "start", rest @ ..] => start_vcsim(rest),
         ["bench-soap", rest @ ..] => bench_soap(rest),
+        ["test", rest @ ..] => test(rest),
+        ["ci"] => ci(),
         _ => Err(USAGE.to_string()),
     };
     match res {
@@ -32,9 +39,89 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str = "usage:
+  cargo xtask test [-- CARGO TEST ARGS]   install what the tests need, build vcsim, run every test
+  cargo xtask ci                          fmt, clippy, deny, then `cargo xtask test` (what .ci/run runs)
   cargo xtask vcsim build
   cargo xtask vcsim start [-- -hosts N -vms-per-host N -listen ADDR -control ADDR ...]
   cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]";
+
+/// Debian packages the tests need: Go and govmomi's source (vcsim), fping (the probe benchmark's
+/// baseline), iproute2 (network namespaces in the probe tests).
+const TEST_PACKAGES: [&str; 4] = ["golang-go", "golang-github-vmware-govmomi-dev", "fping", "iproute2"];
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+}
+
+/// Installs the missing test packages with apt-get when root; otherwise says what to run.
+fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg")
+                .args(["-s", p])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root_user {
+        return Err(format!(
+            "missing Debian packages {missing:?}: run `sudo apt-get install -y {}` first",
+            missing.join(" ")
+        ));
+    }
+    eprintln!("xtask: installing {missing:?}");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(rest: &[&str]) -> Result<()> {
+    ensure_packages()?;
+    let vcsim = build_vcsim()?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]).env("AM_VCSIM_BIN", &vcsim).current_dir(root());
+    if !rest.is_empty() {
+        cmd.args(rest.iter().skip_while(|a| **a == "--"));
+    }
+    run(&mut cmd)
+}
+
+fn ci() -> Result<()> {
+    let root = root();
+    run(cargo().args(["fmt", "--all", "--check"]).current_dir(&root))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).current_dir(&root))?;
+    let have_deny = cargo()
+        .args(["deny", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_deny {
+        run(cargo().args(["install", "cargo-deny", "--locked"]))?;
+    }
+    // Advisories need the advisory database from the network, which CI does not have.
+    run(cargo().args(["deny", "check", "bans", "licenses", "sources"]).current_dir(&root))?;
+    test(&[])
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
