@@ -228,6 +228,12 @@ pub(crate) struct Trace {
     touched: Vec<u32>,
     /// The largest (key, host) chosen.
     max: Option<(Key, u32)>,
+    /// The largest (key, host) chosen with no penalty and no fan-in excess.
+    max_plain: Option<(Key, u32)>,
+    /// Steps that chose a host with a penalty or over its fan-in, in order.
+    special: Vec<u32>,
+    /// (host, step) of every placement, sorted.
+    by_host: Vec<(u32, u32)>,
 }
 
 impl Trace {
@@ -1247,17 +1253,32 @@ impl Engine {
         touched.sort_unstable();
         touched.dedup();
         let mut max: Option<(Key, u32)> = None;
-        for st in steps.iter().filter(|s| s.host != NONE) {
+        let mut max_plain: Option<(Key, u32)> = None;
+        let mut special = Vec::new();
+        let mut by_host = Vec::with_capacity(steps.len());
+        for (i, st) in steps.iter().enumerate().filter(|(_, s)| s.host != NONE) {
             if max.is_none_or(|m| self.less(m, (st.key, st.host))) {
                 max = Some((st.key, st.host));
             }
+            if st.key.pen == 0 && st.key.a == 0 {
+                if max_plain.is_none_or(|m| self.less(m, (st.key, st.host))) {
+                    max_plain = Some((st.key, st.host));
+                }
+            } else {
+                special.push(i as u32);
+            }
+            by_host.push((st.host, i as u32));
         }
+        by_host.sort_unstable();
         Trace {
             strategy,
             steps,
             misses,
             touched,
             max,
+            max_plain,
+            special,
+            by_host,
         }
     }
 
@@ -1303,6 +1324,12 @@ impl Engine {
     /// if it was the chosen one, is still feasible with a key no larger).
     fn first_affected(&self, spec: &Spec, trace: &mut Trace, xs: &[u32]) -> Option<usize> {
         let strategy = trace.strategy;
+        if strategy == Strategy::Scatter && trace.misses.is_empty() {
+            return xs
+                .iter()
+                .filter_map(|&x| self.first_affected_by(spec, trace, x))
+                .min();
+        }
         if trace.misses.is_empty() {
             let m = trace.max?;
             let can_matter = xs.iter().any(|&x| {
@@ -1387,6 +1414,52 @@ impl Engine {
             m.old.clear();
         }
         found
+    }
+
+    /// [`Engine::first_affected`] for a scattering run with every VM placed and one changed host:
+    /// only the steps `x` can matter to are visited (its own, the penalised ones, and, when its
+    /// position in the host order is early enough, the others).
+    fn first_affected_by(&self, spec: &Spec, trace: &Trace, x: u32) -> Option<usize> {
+        let lb = (self.lower_bound(trace.strategy, spec.seed, x), x);
+        let start = trace.by_host.partition_point(|e| e.0 < x);
+        let mine = trace.by_host[start..]
+            .iter()
+            .take_while(|e| e.0 == x)
+            .map(|e| e.1);
+        let all = trace.max_plain.is_some_and(|m| self.less(lb, m));
+        let steps: Vec<u32> = if all {
+            (0..trace.steps.len() as u32).collect()
+        } else {
+            let mut v: Vec<u32> = trace.special.iter().copied().chain(mine).collect();
+            if v.is_empty() {
+                return None;
+            }
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let mut one = One::new(x);
+        for i in steps {
+            let st = &trace.steps[i as usize];
+            let v = &self.vms[st.vm as usize];
+            if st.host == x {
+                if self.check(v, x, &one) != Check::Ok
+                    || self.key(trace.strategy, spec.seed, v, x, &one) > st.key
+                {
+                    return Some(i as usize);
+                }
+                one.add(v, st.vm);
+            } else {
+                let chosen = (st.key, st.host);
+                if self.less(lb, chosen)
+                    && self.check(v, x, &one) == Check::Ok
+                    && self.less((self.key(trace.strategy, spec.seed, v, x, &one), x), chosen)
+                {
+                    return Some(i as usize);
+                }
+            }
+        }
+        None
     }
 
     // ----- portfolio ---------------------------------------------------------------------------
