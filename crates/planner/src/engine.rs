@@ -268,6 +268,8 @@ pub(crate) struct Change {
     pub respec_domains: Vec<u32>,
     /// A host that left.
     pub removed_host: Option<HostId>,
+    /// The VM whose planning attributes changed, if the change was to a VM.
+    pub vm: Option<u32>,
 }
 
 impl Change {
@@ -721,6 +723,7 @@ impl Engine {
         if old.plan_sig() == new.plan_sig() {
             return ch;
         }
+        ch.vm = Some(slot);
         if old.present {
             self.detach(slot);
         }
@@ -1515,19 +1518,37 @@ impl Engine {
     }
 
     /// `old` (computed for `spec` before hosts `xs` changed; [`Engine::note_old`] called before
-    /// the change) brought up to date. Returns the new runs and the first step of the chosen run
-    /// that may differ, or `None` if no run changed.
+    /// the change) brought up to date for `new_spec`, which has the same VMs as `spec` in its
+    /// first `same` positions, and the same excluded hosts and seed. Returns the new runs and
+    /// the first step of the chosen run that may differ, or `None` if no run changed.
     pub fn update(
         &self,
         s: &mut Scratch,
         spec: &Spec,
+        new_spec: &Spec,
+        same: usize,
         old: &mut Computed,
         xs: &[u32],
     ) -> Option<(Computed, usize)> {
+        let limit = if same >= spec.vms.len() && same >= new_spec.vms.len() {
+            None
+        } else {
+            Some(same)
+        };
         let firsts: Vec<Option<usize>> = old
             .traces
             .iter_mut()
-            .map(|t| self.first_affected(spec, t, xs))
+            .map(|t| {
+                let f = if xs.is_empty() {
+                    None
+                } else {
+                    self.first_affected(spec, t, xs)
+                };
+                match (f, limit) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
             .collect();
         if firsts.iter().all(Option::is_none) {
             return None;
@@ -1535,7 +1556,7 @@ impl Engine {
         let redo = |s: &mut Scratch, i: usize| -> Trace {
             let t = &old.traces[i];
             match firsts[i] {
-                Some(j) => self.run(s, spec, t.strategy, Some((t, j))),
+                Some(j) => self.run(s, new_spec, t.strategy, Some((t, j))),
                 None => t.clone(),
             }
         };
@@ -1545,9 +1566,9 @@ impl Engine {
         } else {
             None
         };
-        let comp = self.portfolio(s, spec, first, rest);
+        let comp = self.portfolio(s, new_spec, first, rest);
         let from = if comp.chosen == old.chosen && comp.traces.len() == old.traces.len() {
-            firsts[comp.chosen].unwrap_or(spec.vms.len())
+            firsts[comp.chosen].unwrap_or(spec.vms.len().min(new_spec.vms.len()))
         } else {
             0
         };
@@ -1622,21 +1643,39 @@ impl Engine {
         }
     }
 
-    /// Rewrites `plan` (made from `old`) into the plan of `new`, which may differ from step
-    /// `from` on.
+    /// Rewrites `plan` (made from `old`) into the plan of `new`, whose chosen run has the same
+    /// steps as the old one before step `from`.
     pub fn patch_plan(&self, plan: &mut Plan, old: &Computed, new: &Computed, from: usize) {
         let (Some(o), Some(n)) = (old.traces.get(old.chosen), new.traces.get(new.chosen)) else {
             *plan = self.to_plan(new);
             return;
         };
-        if from == 0 || o.steps.len() != n.steps.len() {
+        if from == 0 {
             *plan = self.to_plan(new);
             return;
         }
-        for (a, b) in o.steps[from..].iter().zip(&n.steps[from..]) {
-            if a != b {
-                self.write_step(plan, b);
+        let (o, n) = (
+            &o.steps[from.min(o.steps.len())..],
+            &n.steps[from.min(n.steps.len())..],
+        );
+        if o.len() == n.len() && o.iter().zip(n).all(|(a, b)| a.vm == b.vm) {
+            for (a, b) in o.iter().zip(n) {
+                if a != b {
+                    self.write_step(plan, b);
+                }
             }
+            return;
+        }
+        let mut gone: HashMap<u32, Step> = o.iter().map(|st| (st.vm, *st)).collect();
+        for st in n {
+            if gone.remove(&st.vm) != Some(*st) {
+                self.write_step(plan, st);
+            }
+        }
+        for vm in gone.keys() {
+            let id = &self.vms[*vm as usize].id;
+            plan.placements.remove(id);
+            plan.unplaced.remove(id);
         }
     }
 

@@ -241,21 +241,21 @@ impl FailoverPlans {
             if !self.engine.host_present(h) {
                 continue;
             }
-            let entry = self.make(self.engine.host_spec(h));
+            let spec = self.engine.host_spec(h);
             let id = self.engine.host_id(h).clone();
+            let entry = self.hosts.remove(&id);
+            let entry = self.respec(entry, spec, ch.vm, &ch.targets, &mut up);
             rebuilt_hosts.insert(id.clone());
             self.hosts.insert(id, entry);
-            up.rebuilt += 1;
         }
         let mut rebuilt_domains: BTreeSet<String> = BTreeSet::new();
         for &d in &ch.respec_domains {
             let name = self.engine.domain_name(d).to_owned();
+            let entry = self.domains.remove(&name);
             if self.engine.domain_has_hosts(d) {
-                let entry = self.make(self.engine.domain_spec(d));
+                let spec = self.engine.domain_spec(d);
+                let entry = self.respec(entry, spec, ch.vm, &ch.targets, &mut up);
                 self.domains.insert(name.clone(), entry);
-                up.rebuilt += 1;
-            } else {
-                self.domains.remove(&name);
             }
             rebuilt_domains.insert(name);
         }
@@ -281,7 +281,7 @@ impl FailoverPlans {
             if xs.is_empty() {
                 continue;
             }
-            match engine.update(scratch, &e.spec, &mut e.comp, &xs) {
+            match engine.update(scratch, &e.spec, &e.spec, usize::MAX, &mut e.comp, &xs) {
                 None => up.kept += 1,
                 Some((comp, from)) => {
                     engine.patch_plan(&mut e.plan, &e.comp, &comp, from);
@@ -291,6 +291,58 @@ impl FailoverPlans {
             }
         }
         up
+    }
+
+    /// The entry for `spec`, whose VMs changed (`vm`, or more), from the `old` entry if there is
+    /// one for the same failure: replayed from the first VM that changed, or from the first step
+    /// the changed hosts `targets` affect if earlier.
+    fn respec(
+        &mut self,
+        old: Option<Entry>,
+        spec: Spec,
+        vm: Option<u32>,
+        targets: &[u32],
+        up: &mut Updated,
+    ) -> Entry {
+        let Some(mut old) = old.filter(|e| e.spec.excluded == spec.excluded && e.spec.seed == spec.seed)
+        else {
+            up.rebuilt += 1;
+            return self.make(spec);
+        };
+        let mut same = old
+            .spec
+            .vms
+            .iter()
+            .zip(&spec.vms)
+            .position(|(a, b)| a != b)
+            .unwrap_or(old.spec.vms.len().min(spec.vms.len()));
+        if let Some(v) = vm {
+            for list in [&old.spec.vms, &spec.vms] {
+                if let Some(p) = list.iter().position(|&x| x == v) {
+                    same = same.min(p);
+                }
+            }
+        }
+        let xs: Vec<u32> = targets.iter().copied().filter(|&x| !spec.excludes(x)).collect();
+        match self
+            .engine
+            .update(&mut self.scratch, &old.spec, &spec, same, &mut old.comp, &xs)
+        {
+            None => {
+                up.kept += 1;
+                old.spec = spec;
+                old
+            }
+            Some((comp, from)) => {
+                up.replayed += 1;
+                self.engine.patch_plan(&mut old.plan, &old.comp, &comp, from);
+                Entry {
+                    spec,
+                    comp,
+                    plan: old.plan,
+                }
+            }
+        }
     }
 
     /// Admission control: how many host failures the cluster tolerates and whether the
