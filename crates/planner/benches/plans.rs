@@ -2,6 +2,7 @@
 //!
 //! `cargo bench -p planner --bench plans -- --warm-up-time 1 --measurement-time 3 --sample-size 10`
 #![allow(missing_docs)] // criterion_group! defines an undocumented function.
+#![allow(clippy::expect_used)] // benchmark code
 
 use am_core::{Inventory, InventoryDelta, Vm};
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -73,6 +73,9 @@ pub fn evacuation_plan_with(
     Ok(plan(&engine, &mut Scratch::default(), hosts, per_host_limit))
 }
 
+/// Migrations per host in one wave.
+type PerHost<'a> = HashMap<&'a HostId, u32>;
+
 pub(crate) fn plan(
     engine: &Engine,
     scratch: &mut Scratch,
@@ -88,7 +91,7 @@ pub(crate) fn plan(
         unplaced: placed.unplaced,
     };
     // Per wave: migrations leaving and entering each host.
-    let mut counts: Vec<(HashMap<&HostId, u32>, HashMap<&HostId, u32>)> = Vec::new();
+    let mut counts: Vec<(PerHost, PerHost)> = Vec::new();
     for &v in &spec.vms {
         let vm = engine.vm_id(v);
         let (Some(to), h) = (placed.placements.get(vm), engine.vm_host(v)) else {

@@ -106,8 +106,8 @@ pub fn cluster(p: &Params, seed: u64) -> (Inventory, Constraints) {
     for i in 0..p.hosts {
         let size = 1 + rng.below(3);
         let mut h = Host::new(host_id(i), Resources::new(64_000 * size, 262_144 * size));
-        if p.hosts_per_domain > 0 {
-            h.failure_domain = Some(format!("rack-{:03}", i / p.hosts_per_domain));
+        if let Some(rack) = i.checked_div(p.hosts_per_domain) {
+            h.failure_domain = Some(format!("rack-{rack:03}"));
         }
         caps.push(h.capacity);
         inv.apply(&InventoryDelta::HostUpsert(h));

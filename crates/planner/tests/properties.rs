@@ -1,4 +1,5 @@
 //! Property tests of the planner on small random clusters.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code
 
 use am_core::{
     ConnectionState, Host, HostId, Inventory, InventoryDelta, PowerState, Resources, RestartPriority, Vm,
