@@ -13,14 +13,14 @@ fn main() {
         "| fill | instances | failures | placed (planner) | placed (FFD) | upper bound | planner/bound | FFD/bound | planner < FFD |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for fill in [80u64, 90, 95, 100] {
+    for fill in [85u64, 92, 96, 100] {
         let (mut ours, mut ffd, mut bound, mut failures, mut worse) =
             (0usize, 0usize, 0usize, 0usize, 0usize);
         let instances = 20;
         for seed in 0..instances {
             let p = Params {
                 hosts: 24,
-                vms: 1_200,
+                vms: 3_000,
                 hosts_per_domain: 4,
                 fill_pct: fill,
                 ..Params::default()
