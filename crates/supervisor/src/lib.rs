@@ -117,6 +117,8 @@ struct VmRec {
     failover_excluded: BTreeSet<HostId>,
     /// Not judged before this time (a guest that was just powered on is booting).
     judge_after: Time,
+    /// The dead host it is being restarted away from (its precomputed plan applies).
+    failed_from: Option<HostId>,
     /// When the backup cache takes its next snapshot.
     next_backup_at: Option<Time>,
 }
@@ -175,6 +177,8 @@ pub struct Supervisor {
     capacity_retry_at: Time,
     incidents: Vec<Incident>,
     out: Output,
+    /// A failover plan for every host, kept current off the failure path (refreshed on ticks).
+    plans: Option<planner::FailoverPlans>,
 }
 
 impl Supervisor {
@@ -197,13 +201,19 @@ impl Supervisor {
             capacity_retry_at: Time::ZERO,
             incidents: Vec::new(),
             out: Output::default(),
+            plans: None,
         }
     }
 
     /// Takes one observation at time `now` and returns what to do about it.
     pub fn step(&mut self, now: Time, obs: Observation) -> Output {
         match obs {
-            Observation::Tick => {}
+            Observation::Tick => {
+                // Plans catch up with the inventory here, never on the failure path.
+                if let Some(plans) = self.plans.as_mut() {
+                    plans.refresh();
+                }
+            }
             Observation::Inventory(inv) => self.on_inventory(now, inv),
             Observation::Delta(delta) => self.on_delta(now, delta),
             Observation::Event(event) => self.on_event(now, event),
@@ -454,6 +464,17 @@ impl Supervisor {
             .cloned()
             .collect();
         self.inv = inv;
+        self.plans = match planner::FailoverPlans::new(
+            &self.inv,
+            &planner::Constraints::default(),
+            &self.cfg.placement,
+        ) {
+            Ok(plans) => Some(plans),
+            Err(e) => {
+                self.note(now, Subject::Cluster, format!("no precomputed plans: {e}"));
+                None
+            }
+        };
         for h in gone_hosts {
             self.host_gone(now, &h);
         }
@@ -550,6 +571,7 @@ impl Supervisor {
                 failover_tries: 0,
                 failover_excluded: BTreeSet::new(),
                 judge_after: Time::ZERO,
+                failed_from: None,
                 next_backup_at: None,
             },
         );
@@ -587,6 +609,9 @@ impl Supervisor {
     }
 
     fn on_delta(&mut self, now: Time, delta: InventoryDelta) {
+        if let Some(plans) = self.plans.as_mut() {
+            plans.defer(&delta);
+        }
         match &delta {
             InventoryDelta::HostUpsert(h) => {
                 let id = h.id.clone();
@@ -1694,12 +1719,75 @@ impl Supervisor {
             if let Some(r) = self.vms.get_mut(vm) {
                 r.failover_tries = 0;
                 r.failover_excluded.clear();
+                r.failed_from = Some(host.clone());
             }
             self.set_vm_state(now, vm, VmState::AwaitingCapacity, format!("host {host} dead"));
         }
         self.capacity_retry_at = now;
         self.place_waiting(now);
         self.rehome_stay_off(now, host);
+    }
+
+    /// Placements taken from the precomputed plan of the host each waiting VM is restarted away
+    /// from: only when that plan is fresh, covers the VM, sends VMs only to hosts that are up, and
+    /// no move is in flight (the plan assumed the cluster as it was). Everything else is placed
+    /// afresh by the caller.
+    fn precomputed_placements(
+        &self,
+        waiting: &[VmId],
+    ) -> (BTreeMap<VmId, HostId>, BTreeMap<VmId, planner::Unplaced>) {
+        let mut placed = BTreeMap::new();
+        let mut unplaced = BTreeMap::new();
+        let Some(plans) = self.plans.as_ref() else {
+            return (placed, unplaced);
+        };
+        let moving = self.in_flight.values().any(|f| {
+            matches!(
+                f.action,
+                Action::Failover { .. }
+                    | Action::MigrateCold { .. }
+                    | Action::MigrateLive { .. }
+                    | Action::RestoreClone { .. }
+            )
+        });
+        if moving {
+            return (placed, unplaced);
+        }
+        let mut by_host: BTreeMap<&HostId, Vec<&VmId>> = BTreeMap::new();
+        for vm in waiting {
+            if let Some(r) = self.vms.get(vm) {
+                if let (Some(h), true) = (&r.failed_from, r.failover_excluded.is_empty()) {
+                    by_host.entry(h).or_default().push(vm);
+                }
+            }
+        }
+        for (host, vms) in by_host {
+            let planner::Lookup::Fresh(plan) = plans.lookup(host) else {
+                continue;
+            };
+            let covered = vms
+                .iter()
+                .all(|v| plan.placements.contains_key(*v) || plan.unplaced.contains_key(*v));
+            let targets_up = vms
+                .iter()
+                .filter_map(|v| plan.placements.get(*v))
+                .all(|h| self.hosts.get(h).is_some_and(|r| r.state == HostState::Up));
+            if !(covered && targets_up) {
+                continue;
+            }
+            for vm in vms {
+                match (plan.placements.get(vm), plan.unplaced.get(vm)) {
+                    (Some(to), _) => {
+                        placed.insert(vm.clone(), to.clone());
+                    }
+                    (None, Some(why)) => {
+                        unplaced.insert(vm.clone(), *why);
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        (placed, unplaced)
     }
 
     /// VMs switched off on purpose stay off, but not on a dead host that will be removed (and
@@ -1758,14 +1846,26 @@ impl Supervisor {
         }
         self.capacity_retry_at = now + std::time::Duration::from_secs(5);
         let unusable = self.unusable_hosts();
+        let (by_plan, plan_unplaced) = self.precomputed_placements(&waiting);
         let plan = {
-            let view = self.planning_view();
+            let mut view = self.planning_view();
+            if !by_plan.is_empty() {
+                let v = view.to_mut();
+                for (vm, to) in &by_plan {
+                    if let Some(vm) = v.vms.get_mut(vm) {
+                        vm.host = Some(to.clone());
+                        vm.power = PowerState::PoweredOn;
+                    }
+                }
+            }
             // VMs whose earlier failover failed on a host try the others first, one at a time.
             let (fresh, retried): (Vec<VmId>, Vec<VmId>) = waiting
                 .iter()
+                .filter(|v| !by_plan.contains_key(*v) && !plan_unplaced.contains_key(*v))
                 .cloned()
                 .partition(|v| self.vms.get(v).is_none_or(|r| r.failover_excluded.is_empty()));
             let mut plan = planner::place(&view, &fresh, &unusable, &self.cfg.placement);
+            plan.unplaced.extend(plan_unplaced);
             for vm in retried {
                 let mut exclude = unusable.clone();
                 exclude.extend(
@@ -1781,6 +1881,8 @@ impl Supervisor {
             plan
         };
         let mut plan = plan;
+        plan.placements
+            .extend(by_plan.iter().map(|(vm, to)| (vm.clone(), to.clone())));
         // Running beats anti-affinity when nothing else can help: with no spare left to add,
         // VMs kept out only by their anti-affinity group run beside a member, with a reason.
         let mut relaxed: BTreeSet<VmId> = BTreeSet::new();
@@ -1831,8 +1933,10 @@ impl Supervisor {
             };
             let reason = if relaxed.contains(&vm) {
                 format!("restart on {to}: anti-affinity relaxed, no other host and no spare left")
+            } else if by_plan.contains_key(&vm) {
+                format!("restart on {to} by precomputed plan")
             } else {
-                format!("restart on {to} by plan")
+                format!("restart on {to} by fresh plan")
             };
             self.start_step(
                 now,

@@ -8,6 +8,7 @@ struct Story {
     sup: Supervisor,
     now: Time,
     commands: Vec<Command>,
+    log: Vec<LogEntry>,
 }
 
 fn inventory(hosts: usize, vms_per_host: usize) -> Inventory {
@@ -46,6 +47,7 @@ impl Story {
             sup: Supervisor::new(cfg),
             now: Time::ZERO,
             commands: Vec::new(),
+            log: Vec::new(),
         };
         s.feed(Observation::Inventory(inv));
         s
@@ -60,6 +62,7 @@ impl Story {
     fn feed(&mut self, obs: Observation) -> &mut Self {
         let out = self.sup.step(self.now, obs);
         self.commands.extend(out.commands);
+        self.log.extend(out.log);
         self
     }
 
@@ -939,6 +942,69 @@ fn anti_affinity_is_relaxed_only_when_no_spare_can_help() {
             to: "h2".into()
         }),
         "{actions:?}"
+    );
+}
+
+/// The reasons given for the failovers of these VMs.
+fn failover_reasons(s: &Story) -> Vec<String> {
+    s.log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogKind::Transition { to, reason, .. } if to == "recovering(failover)" => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_dead_hosts_vms_follow_its_precomputed_plan() {
+    let mut s = Story::new(Config::default(), inventory(3, 2));
+    crash_host(&mut s, "h1", 5.0);
+    s.at(12.0);
+    let reasons = failover_reasons(&s);
+    assert_eq!(reasons.len(), 2);
+    assert!(
+        reasons.iter().all(|r| r.ends_with("by precomputed plan")),
+        "{reasons:?}"
+    );
+    // What was executed is exactly the stored plan.
+    let plans = planner::FailoverPlans::new(
+        &inventory(3, 2),
+        &planner::Constraints::default(),
+        &planner::Policy::default(),
+    )
+    .unwrap();
+    let stored = plans.plan_for(&"h1".into()).unwrap().placements.clone();
+    let done: BTreeMap<VmId, HostId> = s
+        .take_actions()
+        .into_iter()
+        .filter_map(|(_, a)| match a {
+            Action::Failover { vm, to } => Some((vm, to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, stored);
+}
+
+#[test]
+fn a_plan_that_sends_vms_to_a_host_not_up_is_replaced_by_a_fresh_one() {
+    let mut s = Story::new(Config::default(), inventory(3, 2));
+    // The stored plan for h1 sends its VMs to h2; h2 is suspect (ping lost, still connected).
+    s.at(1.0).mgmt("h2", false);
+    crash_host(&mut s, "h1", 5.0);
+    s.at(12.0);
+    let reasons = failover_reasons(&s);
+    assert_eq!(reasons.len(), 2);
+    assert!(
+        reasons.iter().all(|r| r.ends_with("by fresh plan")),
+        "{reasons:?}"
+    );
+    let actions = s.take_actions();
+    assert!(
+        actions
+            .iter()
+            .filter(|(_, a)| a.name() == "failover")
+            .all(|(_, a)| a.host() == Some(&HostId::from("h3")))
     );
 }
 
