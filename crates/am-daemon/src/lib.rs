@@ -9,5 +9,6 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod journal;
+pub mod plan;
 pub mod report;
 pub mod scenario;

@@ -19,6 +19,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Show the failover plans kept ready for every host and failure domain, and the admission
+    /// figures, for the demo's cluster or a scenario's.
+    Plan {
+        /// A scenario file whose cluster to plan (default: the built-in demo's).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Show what the failure of this host would do.
+        #[arg(long)]
+        fail: Option<String>,
+    },
     /// Check a configuration file (and AM_* environment variables): print every problem, each
     /// naming its key. Exit status 0 when the configuration is valid.
     CheckConfig {
@@ -59,6 +69,33 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Plan { scenario, fail } => {
+            let opts = demo::Options {
+                scenario,
+                ..demo::Options::default()
+            };
+            let result = demo::scenario(&opts)
+                .and_then(|s| s.inventory())
+                .map_err(|e| e.to_string())
+                .and_then(|inv| {
+                    let policy = planner::Policy::default();
+                    match fail {
+                        Some(host) => am_daemon::plan::render_failure(&inv, &policy, &host),
+                        None => am_daemon::plan::render(&inv, &policy),
+                    }
+                    .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::CheckConfig { file } => match am_daemon::config::DaemonConfig::load(Some(&file)) {
             Ok(_) => {
                 println!("{}: ok", file.display());

@@ -173,6 +173,20 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// The inventory the manager would see at the start (the simulated cluster's view).
+    pub fn inventory(&self) -> Result<am_core::Inventory, ScenarioError> {
+        let spec = self.cluster()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .map_err(|e| ScenarioError::Setting {
+                key: "runtime".into(),
+                reason: e.to_string(),
+            })?;
+        rt.block_on(async { Ok(Sim::new(&spec)?.view()) })
+    }
+
     /// The cluster spec (generated or written).
     pub fn cluster(&self) -> Result<ClusterSpec, ScenarioError> {
         match (&self.cluster, &self.generate) {

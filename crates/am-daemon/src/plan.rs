@@ -1,0 +1,196 @@
+//! `am-daemon plan`: the failover plans kept ready for every host and failure domain, and the
+//! admission figures, as text; `--fail HOST` shows what the failure of one host would do.
+
+use am_core::{HostId, Inventory, PowerState};
+use planner::{Constraints, FailoverPlans, Lookup, PlanError, Policy};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Why the plans could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanViewError {
+    /// The planner refused the input.
+    #[error("planner: {0}")]
+    Planner(#[from] PlanError),
+    /// `--fail` named a host the inventory does not have.
+    #[error("no host `{host}` in the inventory (hosts: {known})")]
+    UnknownHost {
+        /// The name given.
+        host: String,
+        /// The hosts there are.
+        known: String,
+    },
+}
+
+/// The plans and admission figures of `inv` as a text table.
+pub fn render(inv: &Inventory, policy: &Policy) -> Result<String, PlanViewError> {
+    let plans = FailoverPlans::new(inv, &Constraints::default(), policy)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<12} {:>5} {:>8}  {:<40} left out",
+        "host", "VMs", "planned", "targets"
+    );
+    for (host, plan) in plans.host_plans() {
+        let on = inv
+            .vms_on(host)
+            .filter(|v| v.is_protected() && v.power == PowerState::PoweredOn)
+            .count();
+        let mut targets: BTreeMap<&HostId, usize> = BTreeMap::new();
+        for to in plan.placements.values() {
+            *targets.entry(to).or_default() += 1;
+        }
+        let targets: Vec<String> = targets.iter().map(|(h, n)| format!("{h}:{n}")).collect();
+        let left: Vec<String> = plan
+            .unplaced
+            .iter()
+            .map(|(v, why)| format!("{v} ({why:?})"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<12} {:>5} {:>8}  {:<40} {}",
+            host.as_str(),
+            on,
+            plan.placements.len(),
+            targets.join(" "),
+            if left.is_empty() {
+                "-".to_owned()
+            } else {
+                left.join(", ")
+            }
+        );
+    }
+    let domains: Vec<(&str, &planner::Plan)> = plans.domain_plans().collect();
+    if !domains.is_empty() {
+        let _ = writeln!(out, "\n{:<12} {:>8}  left out", "domain", "planned");
+        for (d, plan) in domains {
+            let _ = writeln!(
+                out,
+                "{:<12} {:>8}  {}",
+                d,
+                plan.placements.len(),
+                plan.unplaced.len()
+            );
+        }
+    }
+    let a = plans.admission();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "host failures tolerated  {} (target {}: {})",
+        a.host_failures_tolerated,
+        a.target,
+        if a.meets_target { "met" } else { "NOT met" }
+    );
+    let _ = writeln!(
+        out,
+        "slots                    {} used of {} (slot {} MHz / {} MiB)",
+        a.used_slots, a.total_slots, a.slot.cpu_mhz, a.slot.mem_mib
+    );
+    let _ = writeln!(
+        out,
+        "free capacity            {}% CPU, {}% memory (reservation {})",
+        a.free_cpu_pct,
+        a.free_mem_pct,
+        if a.reservation_holds {
+            "holds"
+        } else {
+            "does NOT hold"
+        }
+    );
+    if !a.hosts_at_risk.is_empty() {
+        let hosts: Vec<&str> = a.hosts_at_risk.iter().map(HostId::as_str).collect();
+        let _ = writeln!(out, "hosts at risk            {}", hosts.join(", "));
+    }
+    Ok(out)
+}
+
+/// What the failure of `host` would do: each VM and where it restarts, and what is left out.
+pub fn render_failure(inv: &Inventory, policy: &Policy, host: &str) -> Result<String, PlanViewError> {
+    let id = HostId::from(host);
+    if !inv.hosts.contains_key(&id) {
+        let known: Vec<&str> = inv.hosts.keys().map(HostId::as_str).collect();
+        return Err(PlanViewError::UnknownHost {
+            host: host.to_owned(),
+            known: known.join(", "),
+        });
+    }
+    let plans = FailoverPlans::new(inv, &Constraints::default(), policy)?;
+    let Lookup::Fresh(plan) = plans.lookup(&id) else {
+        return Err(PlanViewError::UnknownHost {
+            host: host.to_owned(),
+            known: String::new(),
+        });
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "if {host} fails:");
+    let mut order: Vec<_> = plan.placements.iter().collect();
+    order.sort_by_key(|(vm, _)| std::cmp::Reverse(inv.vms.get(*vm).map(|v| v.priority)));
+    for (vm, to) in order {
+        let p = inv
+            .vms
+            .get(vm)
+            .map(|v| format!("{:?}", v.priority))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {:<14} {:<8} -> {to}", vm.as_str(), p);
+    }
+    for (vm, why) in &plan.unplaced {
+        let _ = writeln!(out, "  {:<14} LEFT OUT: {why:?}", vm.as_str());
+    }
+    if plan.placements.is_empty() && plan.unplaced.is_empty() {
+        let _ = writeln!(out, "  (no protected VM runs there)");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use am_core::{Host, InventoryDelta, Resources, Vm};
+
+    fn inv() -> Inventory {
+        let mut inv = Inventory::default();
+        for h in ["h1", "h2"] {
+            inv.apply(&InventoryDelta::HostUpsert(Host::new(
+                h,
+                Resources::new(10_000, 16_384),
+            )));
+        }
+        inv.apply(&InventoryDelta::VmUpsert(Vm::new(
+            "web",
+            Resources::new(1_000, 4_096),
+            "h1",
+        )));
+        inv.apply(&InventoryDelta::VmUpsert(Vm::new(
+            "big",
+            Resources::new(1_000, 15_000),
+            "h2",
+        )));
+        inv
+    }
+
+    #[test]
+    fn the_table_shows_every_host_and_the_admission_figures() {
+        let text = render(&inv(), &Policy::default()).unwrap();
+        assert!(text.contains("h1"), "{text}");
+        assert!(text.contains("h2:1"), "h1's VM goes to h2:\n{text}");
+        assert!(
+            text.contains("big (NoCapacity)"),
+            "h2's big VM fits nowhere:\n{text}"
+        );
+        assert!(text.contains("host failures tolerated  0"), "{text}");
+        assert!(text.contains("hosts at risk            h2"), "{text}");
+    }
+
+    #[test]
+    fn fail_shows_each_vm_and_an_unknown_host_is_named() {
+        let text = render_failure(&inv(), &Policy::default(), "h1").unwrap();
+        assert!(text.contains("web") && text.contains("-> h2"), "{text}");
+        let text = render_failure(&inv(), &Policy::default(), "h2").unwrap();
+        assert!(text.contains("big") && text.contains("LEFT OUT"), "{text}");
+        let e = render_failure(&inv(), &Policy::default(), "h9")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("h9") && e.contains("h1, h2"), "{e}");
+    }
+}
