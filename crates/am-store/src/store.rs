@@ -606,3 +606,31 @@ impl Journal for SqliteJournal {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_connection_is_durable_and_in_wal_mode() {
+        let dir = std::env::temp_dir().join(format!("am-store-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pragmas.db");
+        let _ = std::fs::remove_file(&path);
+        let j = SqliteJournal::open(&path).unwrap();
+        let get = |p: &str| -> String {
+            j.conn
+                .pragma_query_value(None, p, |r| r.get::<_, rusqlite::types::Value>(0))
+                .map(|v| format!("{v:?}"))
+                .unwrap()
+        };
+        assert_eq!(get("synchronous"), "Integer(2)", "FULL");
+        assert_eq!(get("journal_mode"), "Text(\"wal\")");
+        assert_eq!(get("auto_vacuum"), "Integer(2)", "INCREMENTAL");
+        assert_eq!(get("journal_size_limit"), format!("Integer({WAL_SIZE_LIMIT})"));
+        assert_eq!(j.path(), path.as_path());
+        drop(j);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
