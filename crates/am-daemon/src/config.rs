@@ -296,6 +296,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's own error
     fn the_environment_overrides_the_file_and_secret_variables_are_not_config() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("am.toml", "[supervisor]\nrestart_limit = 3\nhang_after = \"20s\"")?;

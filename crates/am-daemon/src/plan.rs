@@ -150,22 +150,17 @@ mod tests {
 
     fn inv() -> Inventory {
         let mut inv = Inventory::default();
-        for h in ["h1", "h2"] {
+        for (h, mem) in [("h1", 20_000), ("h2", 20_000), ("h3", 8_192)] {
             inv.apply(&InventoryDelta::HostUpsert(Host::new(
                 h,
-                Resources::new(10_000, 16_384),
+                Resources::new(10_000, mem),
             )));
         }
-        inv.apply(&InventoryDelta::VmUpsert(Vm::new(
-            "web",
-            Resources::new(1_000, 4_096),
-            "h1",
-        )));
-        inv.apply(&InventoryDelta::VmUpsert(Vm::new(
-            "big",
-            Resources::new(1_000, 15_000),
-            "h2",
-        )));
+        // web fits on h3 (not on h2, which big fills); big fits nowhere.
+        let web = Vm::new("web", Resources::new(1_000, 4_096), "h1");
+        let big = Vm::new("big", Resources::new(1_000, 17_000), "h2");
+        inv.apply(&InventoryDelta::VmUpsert(web));
+        inv.apply(&InventoryDelta::VmUpsert(big));
         inv
     }
 
@@ -173,7 +168,7 @@ mod tests {
     fn the_table_shows_every_host_and_the_admission_figures() {
         let text = render(&inv(), &Policy::default()).unwrap();
         assert!(text.contains("h1"), "{text}");
-        assert!(text.contains("h2:1"), "h1's VM goes to h2:\n{text}");
+        assert!(text.contains("h3:1"), "h1's VM goes to h3:\n{text}");
         assert!(
             text.contains("big (NoCapacity)"),
             "h2's big VM fits nowhere:\n{text}"
@@ -185,12 +180,12 @@ mod tests {
     #[test]
     fn fail_shows_each_vm_and_an_unknown_host_is_named() {
         let text = render_failure(&inv(), &Policy::default(), "h1").unwrap();
-        assert!(text.contains("web") && text.contains("-> h2"), "{text}");
+        assert!(text.contains("web") && text.contains("-> h3"), "{text}");
         let text = render_failure(&inv(), &Policy::default(), "h2").unwrap();
         assert!(text.contains("big") && text.contains("LEFT OUT"), "{text}");
         let e = render_failure(&inv(), &Policy::default(), "h9")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("h9") && e.contains("h1, h2"), "{e}");
+        assert!(e.contains("h9") && e.contains("h1, h2, h3"), "{e}");
     }
 }
