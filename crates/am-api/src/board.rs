@@ -1,0 +1,302 @@
+//! [`Board`]: the latest [`Snapshot`], shared between the daemon loop (which writes it after each
+//! supervisor step) and the HTTP server (which reads it).
+
+use crate::snapshot::{Ack, AlarmView, Extra, Snapshot, compute_admission};
+use am_core::{AlarmKind, LogEntry, LogKind, Output, PowerState, Resources, Subject, Time};
+use executor::ExecutorStatus;
+use planner::{Admission, Policy};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+use supervisor::Supervisor;
+use tokio::time::Instant;
+
+/// How the board keeps its history and computes its costly figures.
+#[derive(Clone, Debug)]
+pub struct BoardOptions {
+    /// Audit lines kept for `GET /api/v1/events`.
+    pub recent_capacity: usize,
+    /// Of those, how many go into each [`Snapshot::recent`].
+    pub snapshot_recent: usize,
+    /// The placement policy, for admission control (the daemon's `supervisor::Config::placement`).
+    pub policy: Policy,
+    /// Admission control plans the failure of every host: it is recomputed when the hosts, or the
+    /// count or total demand of powered-on VMs, change, and otherwise at most this often.
+    pub admission_interval: Duration,
+}
+
+impl Default for BoardOptions {
+    fn default() -> Self {
+        BoardOptions {
+            recent_capacity: 1000,
+            snapshot_recent: 50,
+            policy: Policy::default(),
+            admission_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why an acknowledgement was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// No such alarm is active.
+    #[error("no active alarm {kind} on {subject}")]
+    NotActive {
+        /// The kind asked for.
+        kind: String,
+        /// The subject asked for.
+        subject: String,
+    },
+}
+
+/// The shared status board. Cheap to clone; every clone is the same board.
+///
+/// The daemon calls [`Board::observe`] after each supervisor step (from the engine's observer);
+/// the server reads [`Board::snapshot`], [`Board::recent`] and [`Board::is_ready`], and records
+/// acknowledgements with [`Board::acknowledge`].
+#[derive(Clone, Debug)]
+pub struct Board {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    opts: BoardOptions,
+    /// What readers see.
+    view: RwLock<View>,
+    /// What only the writer (the daemon loop) needs.
+    work: Mutex<Work>,
+}
+
+#[derive(Debug)]
+struct View {
+    snapshot: Arc<Snapshot>,
+    /// When `snapshot` was captured, to age it when served.
+    captured: Instant,
+    ready: bool,
+    recent: VecDeque<LogEntry>,
+    acks: BTreeMap<(AlarmKind, Subject), Ack>,
+}
+
+#[derive(Debug, Default)]
+struct Work {
+    since: BTreeMap<Subject, Time>,
+    admission: Option<CachedAdmission>,
+}
+
+#[derive(Debug)]
+struct CachedAdmission {
+    at: Time,
+    key: AdmissionKey,
+    value: Option<Admission>,
+}
+
+/// What admission control depends on, cheaply: each host's capacity and whether it takes VMs,
+/// and the powered-on VMs' count and total demand.
+#[derive(Debug, PartialEq, Eq)]
+struct AdmissionKey {
+    hosts: Vec<(String, Resources, bool)>,
+    running: usize,
+    demand: Resources,
+}
+
+impl AdmissionKey {
+    fn of(sup: &Supervisor) -> Self {
+        let inv = sup.inventory();
+        let (running, demand) = inv
+            .vms
+            .values()
+            .filter(|v| v.power == PowerState::PoweredOn)
+            .fold((0, Resources::ZERO), |(n, d), v| (n + 1, d + v.demand));
+        AdmissionKey {
+            hosts: inv
+                .hosts
+                .values()
+                .map(|h| (h.id.0.clone(), h.capacity, h.accepts_vms()))
+                .collect(),
+            running,
+            demand,
+        }
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board::new()
+    }
+}
+
+impl Board {
+    /// An empty board, not ready, with default options.
+    pub fn new() -> Self {
+        Board::with_options(BoardOptions::default())
+    }
+
+    /// An empty board, not ready.
+    pub fn with_options(opts: BoardOptions) -> Self {
+        Board {
+            shared: Arc::new(Shared {
+                view: RwLock::new(View {
+                    snapshot: Arc::new(Snapshot::default()),
+                    captured: Instant::now(),
+                    ready: false,
+                    recent: VecDeque::with_capacity(opts.recent_capacity.min(4096)),
+                    acks: BTreeMap::new(),
+                }),
+                opts,
+                work: Mutex::new(Work::default()),
+            }),
+        }
+    }
+
+    /// Records one supervisor step: keeps its audit lines, notes state changes, and captures a new
+    /// snapshot. Call it from the engine's observer with the executor's status. The board becomes
+    /// ready once the supervisor has an inventory with a host or a VM in it.
+    pub fn observe(&self, now: Time, out: &Output, sup: &Supervisor, exec: Option<&ExecutorStatus>) {
+        let opts = &self.shared.opts;
+        let mut work = lock(&self.shared.work);
+        for e in &out.log {
+            if let LogKind::Transition { .. } = e.kind {
+                work.since.insert(e.subject.clone(), e.at);
+            }
+        }
+        // Forget subjects that left (VM churn must not grow the map without bound).
+        let inv = sup.inventory();
+        if work.since.len() > 2 * (inv.hosts.len() + inv.vms.len()) + 64 {
+            work.since.retain(|s, _| match s {
+                Subject::Host(h) => inv.hosts.contains_key(h),
+                Subject::Vm(v) => inv.vms.contains_key(v),
+                Subject::Cluster | Subject::Manager => true,
+            });
+        }
+        let key = AdmissionKey::of(sup);
+        let fresh = work.admission.as_ref().is_some_and(|c| {
+            c.key == key && now.since(c.at) < opts.admission_interval && now >= c.at
+        });
+        if !fresh {
+            let value = compute_admission(sup, Some(&opts.policy));
+            work.admission = Some(CachedAdmission { at: now, key, value });
+        }
+        let admission = work.admission.as_ref().and_then(|c| c.value.clone());
+
+        let recent: Vec<LogEntry> = {
+            let mut view = write(&self.shared.view);
+            for e in &out.log {
+                if view.recent.len() >= opts.recent_capacity.max(1) {
+                    view.recent.pop_front();
+                }
+                view.recent.push_back(e.clone());
+            }
+            let skip = view.recent.len().saturating_sub(opts.snapshot_recent);
+            view.recent.iter().skip(skip).cloned().collect()
+        };
+        let extra = Extra {
+            since: Some(&work.since),
+            admission: Some(admission),
+            policy: Some(&opts.policy),
+        };
+        let snapshot = Snapshot::capture_with(now, sup, exec, &recent, &extra);
+        let ready = !inv.hosts.is_empty() || !inv.vms.is_empty();
+        drop(work);
+        self.publish_inner(snapshot, ready);
+    }
+
+    /// Replaces the snapshot with one captured elsewhere (acknowledgements are kept).
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.publish_inner(snapshot, false);
+    }
+
+    fn publish_inner(&self, mut snapshot: Snapshot, ready: bool) {
+        let mut view = write(&self.shared.view);
+        // Acknowledgements last only as long as their alarm.
+        let active: std::collections::BTreeSet<(AlarmKind, Subject)> =
+            snapshot.alarms.iter().map(|a| (a.kind, a.subject.clone())).collect();
+        view.acks.retain(|k, _| active.contains(k));
+        for a in &mut snapshot.alarms {
+            a.acknowledged = view.acks.get(&(a.kind, a.subject.clone())).cloned();
+        }
+        view.snapshot = Arc::new(snapshot);
+        view.captured = Instant::now();
+        view.ready |= ready;
+    }
+
+    /// Marks the daemon ready (the first inventory was seen) even if it is empty.
+    pub fn mark_ready(&self) {
+        write(&self.shared.view).ready = true;
+    }
+
+    /// Whether the first inventory was seen.
+    pub fn is_ready(&self) -> bool {
+        read(&self.shared.view).ready
+    }
+
+    /// The latest snapshot, its `now` advanced by the time since it was captured.
+    pub fn snapshot(&self) -> Snapshot {
+        let (snap, captured) = {
+            let view = read(&self.shared.view);
+            (view.snapshot.clone(), view.captured)
+        };
+        let mut snap = Arc::unwrap_or_clone(snap);
+        let now = snap.at + captured.elapsed();
+        snap.advance_to(now);
+        snap
+    }
+
+    /// The active alarms with their acknowledgements.
+    pub fn alarms(&self) -> Vec<AlarmView> {
+        read(&self.shared.view).snapshot.alarms.clone()
+    }
+
+    /// The latest `limit` audit lines, oldest first.
+    pub fn recent(&self, limit: usize) -> Vec<LogEntry> {
+        let view = read(&self.shared.view);
+        let skip = view.recent.len().saturating_sub(limit);
+        view.recent.iter().skip(skip).cloned().collect()
+    }
+
+    /// How many audit lines the board keeps.
+    pub fn recent_capacity(&self) -> usize {
+        self.shared.opts.recent_capacity
+    }
+
+    /// Acknowledges an active alarm. The acknowledgement shows in the snapshot and the alarm list
+    /// until the alarm clears.
+    pub fn acknowledge(
+        &self,
+        kind: AlarmKind,
+        subject: &Subject,
+        by: Option<String>,
+    ) -> Result<AlarmView, AckError> {
+        let mut view = write(&self.shared.view);
+        let now = view.snapshot.at + view.captured.elapsed();
+        let mut snap = (*view.snapshot).clone();
+        let Some(alarm) = snap
+            .alarms
+            .iter_mut()
+            .find(|a| a.kind == kind && &a.subject == subject)
+        else {
+            return Err(AckError::NotActive {
+                kind: crate::snapshot::alarm_kind_name(kind),
+                subject: crate::snapshot::subject_path(subject),
+            });
+        };
+        let ack = alarm.acknowledged.clone().unwrap_or(Ack { at: now, by });
+        alarm.acknowledged = Some(ack.clone());
+        let result = alarm.clone();
+        view.acks.insert((kind, subject.clone()), ack);
+        view.snapshot = Arc::new(snap);
+        Ok(result)
+    }
+}
