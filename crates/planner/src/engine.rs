@@ -262,6 +262,10 @@ impl Computed {
 pub(crate) struct Change {
     /// Hosts whose state as a target changed.
     pub targets: Vec<u32>,
+    /// Those of `targets` that only got tighter: no VM can fit them now that did not before,
+    /// and no key got smaller (less room, more groups and VMs, no new affinity group, not
+    /// newly usable).
+    pub tight: Vec<u32>,
     /// Hosts whose own failure plan has other VMs (or VMs with other attributes) now.
     pub respec_hosts: Vec<u32>,
     /// Failure domains likewise.
@@ -691,6 +695,22 @@ impl Engine {
         }
     }
 
+    fn snapshot(&self, h: u32) -> HostRec {
+        self.hosts[h as usize].clone()
+    }
+
+    /// Whether host `h` now is at most as good a target as `old` for any VM.
+    fn tighter(&self, h: u32, old: &HostRec) -> bool {
+        let new = &self.hosts[h as usize];
+        let subset = |a: &[(u32, u32)], b: &[(u32, u32)]| a.iter().all(|(g, _)| has(b, *g));
+        (!new.present || !new.accepts || (old.present && old.accepts))
+            && new.limit.fits_in(&old.limit)
+            && old.used.fits_in(&new.used)
+            && subset(&old.anti, &new.anti)
+            && subset(&new.aff, &old.aff)
+            && old.vms.is_subset(&new.vms)
+    }
+
     fn upsert_vm(&mut self, vm: &Vm) -> Change {
         let slot = self.vm_slot(&vm.id);
         let host = match &vm.host {
@@ -724,6 +744,15 @@ impl Engine {
             return ch;
         }
         ch.vm = Some(slot);
+        let moved = old.host_sig() != new.host_sig();
+        let mut before = Vec::new();
+        if moved {
+            for h in [old.host, new.host] {
+                if h != NONE && !before.iter().any(|(x, _)| *x == h) {
+                    before.push((h, self.snapshot(h)));
+                }
+            }
+        }
         if old.present {
             self.detach(slot);
         }
@@ -731,12 +760,10 @@ impl Engine {
         if new.present {
             self.attach(slot);
         }
-        if old.host_sig() != new.host_sig() {
-            if old.present {
-                Change::push(&mut ch.targets, old.host);
-            }
-            if new.present {
-                Change::push(&mut ch.targets, new.host);
+        for (h, snap) in before {
+            ch.targets.push(h);
+            if self.tighter(h, &snap) {
+                ch.tight.push(h);
             }
         }
         for r in [&old, &new] {
@@ -778,6 +805,9 @@ impl Engine {
                 let (was, old_domain) = (rec.present, rec.domain);
                 if !was || rec.capacity != h.capacity || rec.accepts != accepts {
                     ch.targets.push(slot);
+                    if was && limit.fits_in(&rec.limit) && (rec.accepts || !accepts) {
+                        ch.tight.push(slot);
+                    }
                 }
                 if !was {
                     ch.respec_hosts.push(slot);
@@ -821,6 +851,7 @@ impl Engine {
                     ch.respec_domains.push(domain);
                 }
                 ch.targets.push(slot);
+                ch.tight.push(slot);
                 ch.removed_host = Some(id.clone());
                 ch
             }
@@ -1325,12 +1356,12 @@ impl Engine {
     /// Each changed host is followed through the run with what the run put on it so far: a step
     /// stands if the host, in its new state, still does not beat the host the step chose (or,
     /// if it was the chosen one, is still feasible with a key no larger).
-    fn first_affected(&self, spec: &Spec, trace: &mut Trace, xs: &[u32]) -> Option<usize> {
+    fn first_affected(&self, spec: &Spec, trace: &mut Trace, xs: &[u32], tight: &[u32]) -> Option<usize> {
         let strategy = trace.strategy;
         if strategy == Strategy::Scatter && trace.misses.is_empty() {
             return xs
                 .iter()
-                .filter_map(|&x| self.first_affected_by(spec, trace, x))
+                .filter_map(|&x| self.first_affected_by(spec, trace, x, tight.contains(&x)))
                 .min();
         }
         if trace.misses.is_empty() {
@@ -1422,24 +1453,30 @@ impl Engine {
     /// [`Engine::first_affected`] for a scattering run with every VM placed and one changed host:
     /// only the steps `x` can matter to are visited (its own, the penalised ones, and, when its
     /// position in the host order is early enough, the others).
-    fn first_affected_by(&self, spec: &Spec, trace: &Trace, x: u32) -> Option<usize> {
+    ///
+    /// A host that only got `tight`er cannot beat a host it did not beat before: only its own
+    /// steps are visited.
+    fn first_affected_by(&self, spec: &Spec, trace: &Trace, x: u32, tight: bool) -> Option<usize> {
         let lb = (self.lower_bound(trace.strategy, spec.seed, x), x);
         let start = trace.by_host.partition_point(|e| e.0 < x);
         let mine = trace.by_host[start..]
             .iter()
             .take_while(|e| e.0 == x)
             .map(|e| e.1);
-        let all = trace.max_plain.is_some_and(|m| self.less(lb, m));
-        let steps: Vec<u32> = if all {
-            (0..trace.steps.len() as u32).collect()
+        let all = !tight && trace.max_plain.is_some_and(|m| self.less(lb, m));
+        let picked: Vec<u32>;
+        let steps: &mut dyn Iterator<Item = u32> = if all {
+            &mut (0..trace.steps.len() as u32)
         } else {
-            let mut v: Vec<u32> = trace.special.iter().copied().chain(mine).collect();
+            let special = if tight { &[][..] } else { &trace.special[..] };
+            let mut v: Vec<u32> = special.iter().copied().chain(mine).collect();
             if v.is_empty() {
                 return None;
             }
             v.sort_unstable();
             v.dedup();
-            v
+            picked = v;
+            &mut picked.iter().copied()
         };
         let mut one = One::new(x);
         for i in steps {
@@ -1529,6 +1566,7 @@ impl Engine {
         same: usize,
         old: &mut Computed,
         xs: &[u32],
+        tight: &[u32],
     ) -> Option<(Computed, usize)> {
         let limit = if same >= spec.vms.len() && same >= new_spec.vms.len() {
             None
@@ -1542,7 +1580,7 @@ impl Engine {
                 let f = if xs.is_empty() {
                     None
                 } else {
-                    self.first_affected(spec, t, xs)
+                    self.first_affected(spec, t, xs, tight)
                 };
                 match (f, limit) {
                     (Some(a), Some(b)) => Some(a.min(b)),

@@ -244,7 +244,7 @@ impl FailoverPlans {
             let spec = self.engine.host_spec(h);
             let id = self.engine.host_id(h).clone();
             let entry = self.hosts.remove(&id);
-            let entry = self.respec(entry, spec, ch.vm, &ch.targets, &mut up);
+            let entry = self.respec(entry, spec, ch.vm, &ch.targets, &ch.tight, &mut up);
             rebuilt_hosts.insert(id.clone());
             self.hosts.insert(id, entry);
         }
@@ -254,7 +254,7 @@ impl FailoverPlans {
             let entry = self.domains.remove(&name);
             if self.engine.domain_has_hosts(d) {
                 let spec = self.engine.domain_spec(d);
-                let entry = self.respec(entry, spec, ch.vm, &ch.targets, &mut up);
+                let entry = self.respec(entry, spec, ch.vm, &ch.targets, &ch.tight, &mut up);
                 self.domains.insert(name.clone(), entry);
             }
             rebuilt_domains.insert(name);
@@ -281,7 +281,7 @@ impl FailoverPlans {
             if xs.is_empty() {
                 continue;
             }
-            match engine.update(scratch, &e.spec, &e.spec, usize::MAX, &mut e.comp, &xs) {
+            match engine.update(scratch, &e.spec, &e.spec, usize::MAX, &mut e.comp, &xs, &ch.tight) {
                 None => up.kept += 1,
                 Some((comp, from)) => {
                     engine.patch_plan(&mut e.plan, &e.comp, &comp, from);
@@ -302,6 +302,7 @@ impl FailoverPlans {
         spec: Spec,
         vm: Option<u32>,
         targets: &[u32],
+        tight: &[u32],
         up: &mut Updated,
     ) -> Entry {
         let Some(mut old) = old.filter(|e| e.spec.excluded == spec.excluded && e.spec.seed == spec.seed)
@@ -324,10 +325,15 @@ impl FailoverPlans {
             }
         }
         let xs: Vec<u32> = targets.iter().copied().filter(|&x| !spec.excludes(x)).collect();
-        match self
-            .engine
-            .update(&mut self.scratch, &old.spec, &spec, same, &mut old.comp, &xs)
-        {
+        match self.engine.update(
+            &mut self.scratch,
+            &old.spec,
+            &spec,
+            same,
+            &mut old.comp,
+            &xs,
+            tight,
+        ) {
             None => {
                 up.kept += 1;
                 old.spec = spec;
