@@ -1555,7 +1555,7 @@ impl Engine {
     }
 
     /// `old` (computed for `spec` before hosts `xs` changed; [`Engine::note_old`] called before
-    /// the change) brought up to date for `new_spec`, which has the same VMs as `spec` in its
+    /// the change; `tight` among them only got tighter) brought up to date for `new_spec`, which has the same VMs as `spec` in its
     /// first `same` positions, and the same excluded hosts and seed. Returns the new runs and
     /// the first step of the chosen run that may differ, or `None` if no run changed.
     pub fn update(
@@ -1565,8 +1565,7 @@ impl Engine {
         new_spec: &Spec,
         same: usize,
         old: &mut Computed,
-        xs: &[u32],
-        tight: &[u32],
+        (xs, tight): (&[u32], &[u32]),
     ) -> Option<(Computed, usize)> {
         let limit = if same >= spec.vms.len() && same >= new_spec.vms.len() {
             None

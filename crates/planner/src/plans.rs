@@ -281,7 +281,14 @@ impl FailoverPlans {
             if xs.is_empty() {
                 continue;
             }
-            match engine.update(scratch, &e.spec, &e.spec, usize::MAX, &mut e.comp, &xs, &ch.tight) {
+            match engine.update(
+                scratch,
+                &e.spec,
+                &e.spec,
+                usize::MAX,
+                &mut e.comp,
+                (&xs, &ch.tight),
+            ) {
                 None => up.kept += 1,
                 Some((comp, from)) => {
                     engine.patch_plan(&mut e.plan, &e.comp, &comp, from);
@@ -331,8 +338,7 @@ impl FailoverPlans {
             &spec,
             same,
             &mut old.comp,
-            &xs,
-            tight,
+            (&xs, tight),
         ) {
             None => {
                 up.kept += 1;
