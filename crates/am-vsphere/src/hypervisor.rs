@@ -1,0 +1,777 @@
+//! [`Hypervisor`] for vCenter: each action as vim25 tasks, awaited (see [`VsphereBackend`]).
+
+use am_core::{DatastoreId, HostId, HvError, Hypervisor, SnapshotId, VmId};
+use async_trait::async_trait;
+use vsphere_soap::{CloneSpec, HostConnectSpec, MoRef, MovePriority, PropertySpec, RelocateSpec, TaskInfo};
+
+use crate::fault::{Subject, hv_error};
+use crate::map::{self, Props};
+use crate::shared::Orphan;
+use crate::{Inner, VsphereBackend, find_by_name, hooks};
+
+/// What an action needs to know about a VM now.
+const VM_NOW: &[&str] = &[
+    "name",
+    "parent",
+    "resourcePool",
+    "runtime.powerState",
+    "runtime.host",
+    "summary.config.vmPathName",
+];
+
+struct VmNow {
+    moref: MoRef,
+    props: Props,
+}
+
+impl VmNow {
+    fn name(&self) -> &str {
+        map::text(&self.props, "name").unwrap_or(&self.moref.value)
+    }
+
+    fn on(&self) -> bool {
+        map::text(&self.props, "runtime.powerState") == Some("poweredOn")
+    }
+
+    fn host(&self) -> Option<&MoRef> {
+        map::moref(&self.props, "runtime.host")
+    }
+
+    fn folder(&self) -> Option<&MoRef> {
+        map::moref(&self.props, "parent")
+    }
+
+    fn vmx(&self) -> Option<&str> {
+        map::vmx_path(&self.props)
+    }
+}
+
+fn host_ref(h: &HostId) -> MoRef {
+    MoRef::new("HostSystem", h.as_str())
+}
+
+fn is_state_error(e: &HvError) -> bool {
+    matches!(e, HvError::InvalidState { .. })
+}
+
+/// Ignores "already in that state" (a power operation finding the VM as wanted).
+fn done_if_state(r: Result<TaskInfo, HvError>) -> Result<(), HvError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_state_error(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Inner {
+    /// The moref of a registered VM; an orphan is not registered.
+    fn registered(&self, id: &VmId) -> Result<MoRef, HvError> {
+        let shared = self.shared();
+        if shared.orphan(id).is_some() {
+            return Err(HvError::invalid_state(
+                id,
+                "not registered in vCenter (the manager unregistered it; register it first)",
+            ));
+        }
+        Ok(shared.moref_of(id))
+    }
+
+    async fn vm_now(&self, id: &VmId, op: &'static str) -> Result<VmNow, HvError> {
+        let moref = self.registered(id)?;
+        let s = Subject::new(op, "vm", id.as_str());
+        let o = self
+            .client
+            .retrieve_object(&moref, VM_NOW)
+            .await
+            .map_err(|e| hv_error(&e, &s))?;
+        if o.props.is_empty() {
+            return Err(HvError::not_found("vm", id));
+        }
+        Ok(VmNow {
+            moref,
+            props: o.props.into_iter().collect(),
+        })
+    }
+
+    /// Waits for the task a call started.
+    async fn wait(&self, s: &Subject<'_>, started: vsphere_soap::Result<MoRef>) -> Result<TaskInfo, HvError> {
+        let task = started.map_err(|e| hv_error(&e, s))?;
+        self.client
+            .wait_for_task(&task, self.opts.task_timeout)
+            .await
+            .map_err(|e| hv_error(&e, s))
+    }
+
+    async fn props(&self, obj: &MoRef, paths: &[&str], s: &Subject<'_>) -> Result<Props, HvError> {
+        let o = self
+            .client
+            .retrieve_object(obj, paths)
+            .await
+            .map_err(|e| hv_error(&e, s))?;
+        Ok(o.props.into_iter().collect())
+    }
+
+    /// The compute resource (cluster or standalone) a host belongs to.
+    async fn compute_resource(&self, host: &MoRef, s: &Subject<'_>) -> Result<MoRef, HvError> {
+        let p = self.props(host, &["parent"], s).await?;
+        map::moref(&p, "parent")
+            .cloned()
+            .ok_or_else(|| HvError::not_found("host", &host.value))
+    }
+
+    /// The root resource pool of a host's cluster.
+    async fn pool_of(&self, host: &MoRef, s: &Subject<'_>) -> Result<MoRef, HvError> {
+        let cr = self.compute_resource(host, s).await?;
+        let p = self.props(&cr, &["resourcePool"], s).await?;
+        map::moref(&p, "resourcePool")
+            .cloned()
+            .ok_or_else(|| HvError::Api {
+                fault: "NoResourcePool".into(),
+                message: format!("{} of host {} has no resource pool", cr, host.value),
+                retryable: false,
+            })
+    }
+
+    /// The target pool for a move: only across clusters (within one, the VM keeps its pool).
+    async fn pool_for_move(
+        &self,
+        from: Option<&MoRef>,
+        to: &MoRef,
+        s: &Subject<'_>,
+    ) -> Result<Option<MoRef>, HvError> {
+        let to_cr = self.compute_resource(to, s).await?;
+        let same = match from {
+            Some(f) => self.compute_resource(f, s).await.ok().as_ref() == Some(&to_cr),
+            None => false,
+        };
+        if same {
+            return Ok(None);
+        }
+        let p = self.props(&to_cr, &["resourcePool"], s).await?;
+        Ok(map::moref(&p, "resourcePool").cloned())
+    }
+
+    /// The VM folder of the datacenter `obj` is in.
+    async fn vm_folder_near(&self, obj: &MoRef, s: &Subject<'_>) -> Result<MoRef, HvError> {
+        let mut current = obj.clone();
+        for _ in 0..32 {
+            if current.kind == "Datacenter" {
+                let p = self.props(&current, &["vmFolder"], s).await?;
+                return map::moref(&p, "vmFolder")
+                    .cloned()
+                    .ok_or_else(|| HvError::not_found("folder", format!("vmFolder of {current}")));
+            }
+            let p = self.props(&current, &["parent"], s).await?;
+            match map::moref(&p, "parent") {
+                Some(parent) => current = parent.clone(),
+                None => break,
+            }
+        }
+        Err(HvError::not_found("datacenter", format!("of {obj}")))
+    }
+
+    async fn host_connected(&self, host: &MoRef, s: &Subject<'_>) -> Result<bool, HvError> {
+        let p = self.props(host, &["runtime.connectionState"], s).await?;
+        Ok(map::text(&p, "runtime.connectionState") == Some("connected"))
+    }
+
+    async fn power_on_ref(&self, vm: &MoRef, s: &Subject<'_>) -> Result<(), HvError> {
+        done_if_state(self.wait(s, self.client.power_on_vm(vm, None).await).await)
+    }
+
+    async fn power_off_ref(&self, vm: &MoRef, s: &Subject<'_>) -> Result<(), HvError> {
+        done_if_state(self.wait(s, self.client.power_off_vm(vm).await).await)
+    }
+
+    /// A VM the manager unregistered, if it still is (a record whose VM vCenter still lists was
+    /// an unregistration that did not happen: forgotten).
+    async fn still_orphan(&self, id: &VmId) -> Option<Orphan> {
+        let orphan = self.shared().orphan(id).cloned()?;
+        let old = MoRef::new("VirtualMachine", orphan.moref.clone());
+        match self.client.retrieve_object(&old, &["name"]).await {
+            Ok(o) if !o.props.is_empty() => {
+                tracing::info!(vm = %id, "still registered: the unregistration did not happen");
+                self.shared().drop_orphan(id);
+                None
+            }
+            _ => Some(orphan),
+        }
+    }
+
+    /// Unregisters a VM (keeping what is needed to register it again). With `force_off`, a VM
+    /// vCenter believes powered on, on a host it cannot reach, is powered off first.
+    async fn unregister(
+        &self,
+        id: &VmId,
+        now: &VmNow,
+        keep_host: bool,
+        force_off: bool,
+        s: &Subject<'_>,
+    ) -> Result<Orphan, HvError> {
+        let vmx = now.vmx().ok_or_else(|| HvError::Api {
+            fault: "NoVmxPath".into(),
+            message: format!("{id} has no summary.config.vmPathName: cannot register it elsewhere"),
+            retryable: false,
+        })?;
+        let orphan = Orphan {
+            moref: now.moref.value.clone(),
+            vmx: vmx.to_owned(),
+            name: now.name().to_owned(),
+            folder: now.folder().cloned(),
+            host: now.host().cloned(),
+            keep_host,
+        };
+        self.shared().add_orphan(id, orphan.clone());
+        let first = self
+            .client
+            .unregister_vm(&now.moref)
+            .await
+            .map_err(|e| hv_error(&e, s));
+        let result = match first {
+            Err(e) if force_off && is_state_error(&e) => {
+                let host_up = match now.host() {
+                    Some(h) => self.host_connected(h, s).await.unwrap_or(true),
+                    None => false,
+                };
+                if host_up {
+                    Err(e)
+                } else {
+                    // vCenter still lists it as powered on, on a host it cannot reach (the
+                    // supervisor found that host dead or fenced it): power it off in vCenter's
+                    // books, then unregister.
+                    tracing::info!(vm = %id, "vCenter still believes it powered on; powering it off first");
+                    match self.power_off_ref(&now.moref, s).await {
+                        Ok(()) => self
+                            .client
+                            .unregister_vm(&now.moref)
+                            .await
+                            .map_err(|e| hv_error(&e, s)),
+                        Err(off) => Err(HvError::InvalidState {
+                            id: id.to_string(),
+                            detail: format!(
+                                "vCenter keeps it registered, powered on, on {} which it cannot reach, and refuses to \
+                                 unregister it ({e}) or power it off ({off}); remove that host from vCenter to \
+                                 restart the VM elsewhere",
+                                now.host().map_or("its host", |h| h.value.as_str())
+                            ),
+                        }),
+                    }
+                }
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => Ok(orphan),
+            Err(e) => {
+                if !matches!(e, HvError::Unreachable { .. } | HvError::Timeout { .. }) {
+                    self.shared().drop_orphan(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The VM whose `.vmx` is `vmx`, if vCenter lists one.
+    async fn find_by_vmx(&self, vmx: &str) -> Option<MoRef> {
+        let found = self
+            .client
+            .retrieve_inventory(vec![PropertySpec::new(
+                "VirtualMachine",
+                &["summary.config.vmPathName"],
+            )])
+            .await
+            .ok()?;
+        found
+            .into_iter()
+            .find(|o| o.get_str("summary.config.vmPathName") == Some(vmx))
+            .map(|o| o.obj)
+    }
+
+    /// Registers an orphan on `to` (in the resource pool of `to`'s cluster) and makes sure it is
+    /// there; returns its new moref, now known by the orphan's id.
+    async fn register_on(
+        &self,
+        id: &VmId,
+        orphan: &Orphan,
+        to: &HostId,
+        s: &Subject<'_>,
+    ) -> Result<MoRef, HvError> {
+        let to_ref = host_ref(to);
+        let pool = self.pool_of(&to_ref, s).await?;
+        let folder = match &orphan.folder {
+            Some(f) => f.clone(),
+            None => self.vm_folder_near(&to_ref, s).await?,
+        };
+        let registered = self
+            .wait(
+                s,
+                self.client
+                    .register_vm(&folder, &orphan.vmx, None, Some(&pool), Some(&to_ref))
+                    .await,
+            )
+            .await;
+        let new = match registered {
+            Ok(info) => info.result_moref().cloned().ok_or_else(|| HvError::Api {
+                fault: "MalformedResponse".into(),
+                message: "RegisterVM_Task returned no VM".into(),
+                retryable: false,
+            })?,
+            // Already registered (an earlier attempt whose answer was lost, or by someone else):
+            // that is the VM.
+            Err(e) if is_state_error(&e) => match self.find_by_vmx(&orphan.vmx).await {
+                Some(found) => found,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        self.shared().set_alias(&new.value, id, &orphan.vmx);
+        let now = self.props(&new, &["runtime.host"], s).await?;
+        if map::moref(&now, "runtime.host") != Some(&to_ref) {
+            tracing::info!(vm = %id, to = %to, "registered elsewhere; moving it");
+            self.wait(
+                s,
+                self.client
+                    .migrate_vm(&new, None, Some(&to_ref), MovePriority::Default)
+                    .await,
+            )
+            .await?;
+        }
+        Ok(new)
+    }
+
+    /// Frees a VM from its registration for a move to `to` (failover, register): `Ok(None)` when
+    /// it is already registered on `to`.
+    async fn release_for(
+        &self,
+        id: &VmId,
+        to: &HostId,
+        force_off: bool,
+        s: &Subject<'_>,
+    ) -> Result<Option<Orphan>, HvError> {
+        if let Some(o) = self.still_orphan(id).await {
+            return Ok(Some(o));
+        }
+        let now = self.vm_now(id, s.op).await?;
+        let to_ref = host_ref(to);
+        if now.host() == Some(&to_ref) {
+            return Ok(None);
+        }
+        if let Some(h) = now.host()
+            && self.host_connected(h, s).await?
+        {
+            return Err(HvError::invalid_state(
+                id,
+                format!(
+                    "registered on {}, which vCenter reaches: not a failover (migrate it instead)",
+                    h.value
+                ),
+            ));
+        }
+        self.unregister(id, &now, true, force_off, s).await.map(Some)
+    }
+
+    async fn host_vars(&self, host: &HostId) -> (String, String) {
+        let name = match self.client.retrieve_object(&host_ref(host), &["name"]).await {
+            Ok(o) => o.get_str("name").map(str::to_owned),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| host.to_string());
+        let address = self.opts.host_addresses.get(&name).cloned().unwrap_or_default();
+        (name, address)
+    }
+
+    async fn hook(&self, host: &HostId, op: &'static str) -> Result<(), HvError> {
+        let hook = match op {
+            "revive_host" => self.opts.revive_hook.as_ref(),
+            _ => self.opts.fence_hook.as_ref(),
+        };
+        let Some(hook) = hook else {
+            return Err(HvError::NotSupported {
+                op: format!("{op} (no hook configured)"),
+            });
+        };
+        let (name, address) = self.host_vars(host).await;
+        hooks::run(
+            hook,
+            op,
+            &[("host", &name), ("host_id", host.as_str()), ("address", &address)],
+        )
+        .await?;
+        self.shared().refresh(host_ref(host));
+        Ok(())
+    }
+
+    async fn cluster_for(&self, wanted: Option<&String>, s: &Subject<'_>) -> Result<MoRef, HvError> {
+        let err = |e: vsphere_soap::Error| hv_error(&e, s);
+        if let Some(name) = wanted.or(self.opts.cluster.as_ref()) {
+            return find_by_name(&self.client, "ClusterComputeResource", name)
+                .await
+                .map_err(err)?
+                .ok_or_else(|| HvError::not_found("cluster", name));
+        }
+        let all = self
+            .client
+            .retrieve_inventory(vec![PropertySpec::new("ClusterComputeResource", &["name"])])
+            .await
+            .map_err(err)?;
+        match all.as_slice() {
+            [one] => Ok(one.obj.clone()),
+            _ => Err(HvError::NotSupported {
+                op: format!(
+                    "add_host {}: {} clusters, name the spare's cluster",
+                    s.id,
+                    all.len()
+                ),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Hypervisor for VsphereBackend {
+    async fn power_on(&self, vm: &VmId) -> Result<(), HvError> {
+        let s = Subject::new("power_on", "vm", vm.as_str());
+        let m = self.inner.registered(vm)?;
+        self.inner
+            .wait(&s, self.inner.client.power_on_vm(&m, None).await)
+            .await?;
+        Ok(())
+    }
+
+    async fn power_off(&self, vm: &VmId) -> Result<(), HvError> {
+        let s = Subject::new("power_off", "vm", vm.as_str());
+        let m = self.inner.registered(vm)?;
+        self.inner
+            .wait(&s, self.inner.client.power_off_vm(&m).await)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, vm: &VmId) -> Result<(), HvError> {
+        let s = Subject::new("reset", "vm", vm.as_str());
+        let m = self.inner.registered(vm)?;
+        self.inner.wait(&s, self.inner.client.reset_vm(&m).await).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self, vm: &VmId, to: &HostId, live: bool) -> Result<(), HvError> {
+        let op = if live { "migrate_live" } else { "migrate_cold" };
+        let s = Subject::new(op, "vm", vm.as_str()).on_host(to.as_str());
+        let inner = &self.inner;
+        let now = inner.vm_now(vm, op).await?;
+        let to_ref = host_ref(to);
+        if now.host() == Some(&to_ref) {
+            return Err(HvError::invalid_state(vm, format!("already on {to}")));
+        }
+        let pool = inner.pool_for_move(now.host(), &to_ref, &s).await?;
+        if live {
+            if !now.on() {
+                return Err(HvError::invalid_state(vm, "live migration needs a powered-on VM"));
+            }
+            let t = inner
+                .client
+                .migrate_vm(&now.moref, pool.as_ref(), Some(&to_ref), MovePriority::High)
+                .await;
+            inner.wait(&s, t).await?;
+            return Ok(());
+        }
+        if now.on() {
+            inner.power_off_ref(&now.moref, &s).await?;
+        }
+        let t = inner
+            .client
+            .migrate_vm(&now.moref, pool.as_ref(), Some(&to_ref), MovePriority::Default)
+            .await;
+        inner.wait(&s, t).await?;
+        inner.power_on_ref(&now.moref, &s).await
+    }
+
+    async fn revert_snapshot(&self, vm: &VmId, snapshot: Option<SnapshotId>) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let m = inner.registered(vm)?;
+        let s = Subject::new("revert_snapshot", "vm", vm.as_str());
+        let reverted = match &snapshot {
+            Some(id) => {
+                let snap = MoRef::new("VirtualMachineSnapshot", id.as_str());
+                let t = inner.client.revert_to_snapshot(&snap, None, Some(false)).await;
+                inner
+                    .wait(&Subject::new("revert_snapshot", "snapshot", id.as_str()), t)
+                    .await
+            }
+            None => {
+                let t = inner
+                    .client
+                    .revert_to_current_snapshot(&m, None, Some(false))
+                    .await;
+                inner.wait(&s, t).await
+            }
+        };
+        match reverted {
+            Err(HvError::Api { fault, .. }) if fault == "NotFound" => {
+                return Err(HvError::not_found("snapshot", format!("current of {vm}")));
+            }
+            other => {
+                other?;
+            }
+        }
+        // A snapshot without memory leaves the VM off.
+        let p = inner.props(&m, &["runtime.powerState"], &s).await?;
+        if map::text(&p, "runtime.powerState") != Some("poweredOn") {
+            inner.power_on_ref(&m, &s).await?;
+        }
+        inner.shared().refresh(m);
+        Ok(())
+    }
+
+    async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotId, HvError> {
+        let inner = &self.inner;
+        let m = inner.registered(vm)?;
+        let s = Subject::new("create_snapshot", "vm", vm.as_str());
+        let t = inner
+            .client
+            .create_snapshot(&m, name, Some("taken by the availability manager"), false, false)
+            .await;
+        let info = inner.wait(&s, t).await?;
+        inner.shared().refresh(m);
+        info.result_moref()
+            .map(|r| SnapshotId::new(r.value.clone()))
+            .ok_or_else(|| HvError::Api {
+                fault: "MalformedResponse".into(),
+                message: "CreateSnapshot_Task returned no snapshot".into(),
+                retryable: false,
+            })
+    }
+
+    async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotId) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let m = inner.registered(vm)?;
+        let snap = MoRef::new("VirtualMachineSnapshot", snapshot.as_str());
+        let s = Subject::new("remove_snapshot", "snapshot", snapshot.as_str());
+        let t = inner.client.remove_snapshot(&snap, false, Some(true)).await;
+        inner.wait(&s, t).await?;
+        inner.shared().refresh(m);
+        Ok(())
+    }
+
+    async fn clone_vm(
+        &self,
+        vm: &VmId,
+        name: &str,
+        host: &HostId,
+        datastore: Option<DatastoreId>,
+    ) -> Result<VmId, HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("clone", "vm", vm.as_str()).on_host(host.as_str());
+        let now = inner.vm_now(vm, "clone").await?;
+        let to = host_ref(host);
+        let folder = match now.folder() {
+            Some(f) => f.clone(),
+            None => inner.vm_folder_near(&to, &s).await?,
+        };
+        let spec = CloneSpec {
+            location: RelocateSpec {
+                folder: None,
+                datastore: datastore.map(|d| MoRef::new("Datastore", d.as_str())),
+                pool: Some(inner.pool_of(&to, &s).await?),
+                host: Some(to),
+            },
+            template: false,
+            power_on: false,
+            snapshot: None,
+        };
+        let t = inner
+            .client
+            .clone_vm(&now.moref, &folder, &map::backup_name(name, vm), &spec)
+            .await;
+        let info = inner.wait(&s, t).await?;
+        info.result_moref()
+            .map(|r| VmId::new(r.value.clone()))
+            .ok_or_else(|| HvError::Api {
+                fault: "MalformedResponse".into(),
+                message: "CloneVM_Task returned no VM".into(),
+                retryable: false,
+            })
+    }
+
+    /// Powers the VM off and unregisters it (its files stay), clones the backup under the VM's
+    /// name on `host` and powers the copy on: it is the VM from then on. The backup stays a
+    /// backup. If the copy fails, the VM is registered again where it was.
+    async fn restore_clone(&self, vm: &VmId, backup: &VmId, host: &HostId) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("restore_clone", "vm", vm.as_str()).on_host(host.as_str());
+        let b = inner.vm_now(backup, "restore_clone").await?;
+        if map::backup_source(b.name()).as_ref() != Some(vm) {
+            return Err(HvError::invalid_state(backup, format!("not a backup of {vm}")));
+        }
+        if b.on() {
+            return Err(HvError::invalid_state(backup, "the backup clone is powered on"));
+        }
+        let orphan = match inner.still_orphan(vm).await {
+            Some(o) => o,
+            None => {
+                let now = inner.vm_now(vm, "restore_clone").await?;
+                if now.on() {
+                    inner.power_off_ref(&now.moref, &s).await?;
+                }
+                inner.unregister(vm, &now, true, false, &s).await?
+            }
+        };
+        let to = host_ref(host);
+        let folder = match &orphan.folder {
+            Some(f) => f.clone(),
+            None => inner.vm_folder_near(&to, &s).await?,
+        };
+        let spec = CloneSpec {
+            location: RelocateSpec {
+                folder: None,
+                datastore: None,
+                pool: Some(inner.pool_of(&to, &s).await?),
+                host: Some(to.clone()),
+            },
+            template: false,
+            power_on: false,
+            snapshot: None,
+        };
+        let t = inner
+            .client
+            .clone_vm(&b.moref, &folder, &orphan.name, &spec)
+            .await;
+        let copy = match inner.wait(&s, t).await {
+            Ok(info) => info.result_moref().cloned(),
+            Err(e) => {
+                // Put the VM back where it was, as it was (off).
+                if let Some(h) = orphan.host.as_ref().map(|h| HostId::new(h.value.clone())) {
+                    if let Err(back) = inner.register_on(vm, &orphan, &h, &s).await {
+                        tracing::warn!(vm = %vm, error = %back, "could not register the VM again after a failed restore");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let copy = copy.ok_or_else(|| HvError::Api {
+            fault: "MalformedResponse".into(),
+            message: "CloneVM_Task returned no VM".into(),
+            retryable: false,
+        })?;
+        let p = inner
+            .props(&copy, &["summary.config.vmPathName", "runtime.host"], &s)
+            .await?;
+        let vmx = map::vmx_path(&p).unwrap_or_default().to_owned();
+        inner.shared().set_alias(&copy.value, vm, &vmx);
+        if map::moref(&p, "runtime.host") != Some(&to) {
+            let t = inner
+                .client
+                .migrate_vm(&copy, None, Some(&to), MovePriority::Default)
+                .await;
+            inner.wait(&s, t).await?;
+        }
+        inner.power_on_ref(&copy, &s).await
+    }
+
+    async fn register_vm(&self, vm: &VmId, host: &HostId) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("register", "vm", vm.as_str()).on_host(host.as_str());
+        if let Some(orphan) = inner.release_for(vm, host, false, &s).await? {
+            inner.register_on(vm, &orphan, host, &s).await?;
+        }
+        Ok(())
+    }
+
+    async fn unregister_vm(&self, vm: &VmId) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("unregister", "vm", vm.as_str());
+        let now = inner.vm_now(vm, "unregister").await?;
+        inner.unregister(vm, &now, false, false, &s).await.map(drop)
+    }
+
+    /// Registers the VM's `.vmx` on `to` (unregistering it from its dead host first) and powers
+    /// it on. Already registered on `to`: only powers it on.
+    async fn failover(&self, vm: &VmId, to: &HostId) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("failover", "vm", vm.as_str()).on_host(to.as_str());
+        let moref = match inner.release_for(vm, to, true, &s).await? {
+            Some(orphan) => inner.register_on(vm, &orphan, to, &s).await?,
+            None => inner.registered(vm)?,
+        };
+        inner.power_on_ref(&moref, &s).await
+    }
+
+    async fn reconnect_host(&self, host: &HostId) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("reconnect_host", "host", host.as_str());
+        let h = host_ref(host);
+        inner.wait(&s, inner.client.reconnect_host(&h).await).await?;
+        inner.shared().refresh(h);
+        Ok(())
+    }
+
+    async fn revive_host(&self, host: &HostId) -> Result<(), HvError> {
+        self.inner.hook(host, "revive_host").await
+    }
+
+    async fn fence_host(&self, host: &HostId) -> Result<(), HvError> {
+        self.inner.hook(host, "fence_host").await
+    }
+
+    async fn remove_host(&self, host: &HostId) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("remove_host", "host", host.as_str());
+        inner
+            .wait(&s, inner.client.destroy(&host_ref(host)).await)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_host(&self, spare: &str) -> Result<HostId, HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("add_host", "spare", spare);
+        let Some(cfg) = inner.opts.spares.get(spare) else {
+            return Err(HvError::not_found("spare", spare));
+        };
+        // Added before (an earlier attempt whose answer was lost): that is the host.
+        if let Ok(Some(h)) = find_by_name(&inner.client, "HostSystem", &cfg.address).await {
+            return Ok(HostId::new(h.value));
+        }
+        let cluster = inner.cluster_for(cfg.cluster.as_ref(), &s).await?;
+        let spec = HostConnectSpec {
+            host_name: cfg.address.clone(),
+            port: cfg.port,
+            ssl_thumbprint: cfg.thumbprint.clone(),
+            user_name: cfg.user.clone(),
+            password: cfg.password.clone(),
+            force: false,
+        };
+        let info = inner
+            .wait(&s, inner.client.add_host(&cluster, &spec, true, None).await)
+            .await?;
+        info.result_moref()
+            .map(|h| HostId::new(h.value.clone()))
+            .ok_or_else(|| HvError::Api {
+                fault: "MalformedResponse".into(),
+                message: "AddHost_Task returned no host".into(),
+                retryable: false,
+            })
+    }
+
+    async fn enter_maintenance(&self, host: &HostId) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("enter_maintenance", "host", host.as_str());
+        let h = host_ref(host);
+        inner
+            .wait(&s, inner.client.enter_maintenance_mode(&h, 0, None).await)
+            .await?;
+        inner.shared().refresh(h);
+        Ok(())
+    }
+
+    async fn exit_maintenance(&self, host: &HostId) -> Result<(), HvError> {
+        let inner = &self.inner;
+        let s = Subject::new("exit_maintenance", "host", host.as_str());
+        let h = host_ref(host);
+        inner
+            .wait(&s, inner.client.exit_maintenance_mode(&h, 0).await)
+            .await?;
+        inner.shared().refresh(h);
+        Ok(())
+    }
+}

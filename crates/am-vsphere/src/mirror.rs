@@ -1,0 +1,646 @@
+//! The inventory as last seen: every watched object's properties, and the `am-core` objects made
+//! from them. Property updates go in, [`InventoryDelta`]s for what changed in the manager's terms
+//! come out. Pure: tests drive it with hand-made updates.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use am_core::{Datastore, DatastoreId, Host, HostId, Inventory, InventoryDelta, Snapshot, Vm, VmId};
+use vsphere_soap::{MoRef, ObjectUpdate, ObjectUpdateKind, PropertyChangeOp};
+
+use crate::map::{self, Props, TimeMap};
+use crate::options::Options;
+use crate::shared::Shared;
+
+/// What the mapping needs besides the properties.
+pub(crate) struct Cx<'a> {
+    pub opts: &'a Options,
+    pub time: &'a TimeMap,
+    pub shared: &'a Mutex<Shared>,
+}
+
+impl Cx<'_> {
+    fn with_shared<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
+        let mut guard = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+/// See the module docs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Mirror {
+    objects: BTreeMap<MoRef, Props>,
+    /// The id each VM moref was last reported as.
+    vm_ids: BTreeMap<String, VmId>,
+    hosts: BTreeMap<HostId, Host>,
+    vms: BTreeMap<VmId, Vm>,
+    datastores: BTreeMap<DatastoreId, Datastore>,
+    snapshots: BTreeMap<VmId, Vec<Snapshot>>,
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Out {
+    datastores: Vec<InventoryDelta>,
+    hosts: Vec<InventoryDelta>,
+    vms: Vec<InventoryDelta>,
+    snapshots: Vec<InventoryDelta>,
+    gone_hosts: Vec<InventoryDelta>,
+}
+
+impl Out {
+    fn into_vec(self) -> Vec<InventoryDelta> {
+        let mut v = self.datastores;
+        v.extend(self.hosts);
+        v.extend(self.vms);
+        v.extend(self.snapshots);
+        v.extend(self.gone_hosts);
+        v
+    }
+}
+
+impl Mirror {
+    /// A mirror of the full state in `updates` (a first `WaitForUpdatesEx`). VMs the manager
+    /// unregistered and `previous` still showed are kept (see [`crate::shared`]).
+    pub(crate) fn full(updates: &[ObjectUpdate], cx: &Cx<'_>, previous: Option<&Mirror>) -> Mirror {
+        let mut m = Mirror::default();
+        m.apply(updates, cx);
+        if let Some(prev) = previous {
+            let orphans: Vec<VmId> = cx.with_shared(|s| s.orphans().keys().cloned().collect());
+            for id in orphans {
+                if m.vms.contains_key(&id) {
+                    continue;
+                }
+                if let Some(ghost) = prev.vms.get(&id) {
+                    m.vms.insert(id.clone(), ghost.clone());
+                    if let Some(s) = prev.snapshots.get(&id) {
+                        m.snapshots.insert(id, s.clone());
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    /// The inventory as `am-core` sees it.
+    pub(crate) fn inventory(&self) -> Inventory {
+        Inventory {
+            hosts: self.hosts.clone(),
+            vms: self.vms.clone(),
+            datastores: self.datastores.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    /// The properties of `obj`, as last seen.
+    #[cfg(test)]
+    pub(crate) fn props(&self, obj: &MoRef) -> Option<&Props> {
+        self.objects.get(obj)
+    }
+
+    /// Applies property updates (and id mapping changes); returns what changed, hosts and
+    /// datastores before the VMs that name them, removed hosts last.
+    pub(crate) fn apply(&mut self, updates: &[ObjectUpdate], cx: &Cx<'_>) -> Vec<InventoryDelta> {
+        let mut dirty: BTreeSet<MoRef> = BTreeSet::new();
+        let mut left: Vec<MoRef> = Vec::new();
+        for u in updates {
+            match u.kind {
+                ObjectUpdateKind::Leave => {
+                    self.objects.remove(&u.obj);
+                    dirty.remove(&u.obj);
+                    left.push(u.obj.clone());
+                }
+                ObjectUpdateKind::Enter | ObjectUpdateKind::Modify => {
+                    let props = self.objects.entry(u.obj.clone()).or_default();
+                    if u.kind == ObjectUpdateKind::Enter {
+                        props.clear();
+                    }
+                    for c in &u.changes {
+                        match (c.op, &c.val) {
+                            (PropertyChangeOp::Assign | PropertyChangeOp::Add, Some(v)) => {
+                                props.insert(c.name.clone(), v.clone());
+                            }
+                            _ => {
+                                props.remove(&c.name);
+                            }
+                        }
+                    }
+                    dirty.insert(u.obj.clone());
+                }
+            }
+        }
+        let epoch = cx.with_shared(|s| s.epoch());
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            dirty.extend(
+                self.objects
+                    .keys()
+                    .filter(|o| o.kind == "VirtualMachine")
+                    .cloned(),
+            );
+        }
+        let mut out = Out::default();
+        for obj in &dirty {
+            match obj.kind.as_str() {
+                "HostSystem" => self.emit_host(obj, cx, &mut out),
+                "Datastore" => self.emit_datastore(obj, &mut out),
+                "VirtualMachine" => self.emit_vm(obj, cx, &mut out),
+                _ => {}
+            }
+        }
+        left.retain(|o| !self.objects.contains_key(o));
+        for obj in &left {
+            match obj.kind.as_str() {
+                "HostSystem" => {
+                    let id = HostId::new(obj.value.clone());
+                    if self.hosts.remove(&id).is_some() {
+                        out.gone_hosts.push(InventoryDelta::HostRemoved(id));
+                    }
+                }
+                "Datastore" => {
+                    self.datastores.remove(&DatastoreId::new(obj.value.clone()));
+                }
+                "VirtualMachine" => self.vm_left(obj, cx, &mut out),
+                _ => {}
+            }
+        }
+        out.into_vec()
+    }
+
+    fn emit_host(&mut self, obj: &MoRef, cx: &Cx<'_>, out: &mut Out) {
+        let Some(p) = self.objects.get(obj) else { return };
+        let h = map::host(obj, p, cx.opts);
+        if self.hosts.get(&h.id) != Some(&h) {
+            self.hosts.insert(h.id.clone(), h.clone());
+            out.hosts.push(InventoryDelta::HostUpsert(h));
+        }
+    }
+
+    fn emit_datastore(&mut self, obj: &MoRef, out: &mut Out) {
+        let Some(p) = self.objects.get(obj) else { return };
+        let d = map::datastore(obj, p);
+        if self.datastores.get(&d.id) != Some(&d) {
+            self.datastores.insert(d.id.clone(), d.clone());
+            out.datastores.push(InventoryDelta::DatastoreUpsert(d));
+        }
+    }
+
+    fn emit_vm(&mut self, obj: &MoRef, cx: &Cx<'_>, out: &mut Out) {
+        let Some(p) = self.objects.get(obj) else { return };
+        let vmx = map::vmx_path(p);
+        let id = cx.with_shared(|s| s.id_of(&obj.value, vmx));
+        let mapped = map::vm(id.clone(), obj, p, cx.opts);
+        let snaps = map::snapshots(&id, p, cx.time);
+        if let Some(old) = self.vm_ids.insert(obj.value.clone(), id.clone())
+            && old != id
+        {
+            self.drop_id(&old, cx, out);
+        }
+        match mapped {
+            None => {
+                if self.vms.remove(&id).is_some() {
+                    self.snapshots.remove(&id);
+                    out.vms.push(InventoryDelta::VmRemoved(id));
+                }
+            }
+            Some(v) => {
+                if self.vms.get(&id) != Some(&v) {
+                    self.vms.insert(id.clone(), v.clone());
+                    out.vms.push(InventoryDelta::VmUpsert(v));
+                }
+                let before = self.snapshots.get(&id).map_or(&[][..], Vec::as_slice);
+                if before != snaps.as_slice() {
+                    if snaps.is_empty() {
+                        self.snapshots.remove(&id);
+                    } else {
+                        self.snapshots.insert(id.clone(), snaps.clone());
+                    }
+                    out.snapshots.push(InventoryDelta::Snapshots {
+                        vm: id,
+                        snapshots: snaps,
+                    });
+                }
+            }
+        }
+    }
+
+    /// `id` is no longer shown by the moref that showed it: it goes, unless another moref shows
+    /// it or the manager unregistered it (then it stays, as an orphan).
+    fn drop_id(&mut self, id: &VmId, cx: &Cx<'_>, out: &mut Out) {
+        if self.vm_ids.values().any(|v| v == id) {
+            return;
+        }
+        let orphan = cx.with_shared(|s| s.orphan(id).map(|o| o.keep_host));
+        match orphan {
+            Some(true) => {}
+            Some(false) => {
+                if let Some(v) = self.vms.get_mut(id)
+                    && v.host.is_some()
+                {
+                    v.host = None;
+                    out.vms.push(InventoryDelta::VmUpsert(v.clone()));
+                }
+            }
+            None => {
+                self.snapshots.remove(id);
+                if self.vms.remove(id).is_some() {
+                    out.vms.push(InventoryDelta::VmRemoved(id.clone()));
+                }
+            }
+        }
+    }
+
+    fn vm_left(&mut self, obj: &MoRef, cx: &Cx<'_>, out: &mut Out) {
+        if let Some(id) = self.vm_ids.remove(&obj.value) {
+            self.drop_id(&id, cx, out);
+        }
+    }
+
+    /// The changes that turn `self` into `new` (a resync after a new session).
+    pub(crate) fn diff(&self, new: &Mirror) -> Vec<InventoryDelta> {
+        let mut out = Out::default();
+        for (id, d) in &new.datastores {
+            if self.datastores.get(id) != Some(d) {
+                out.datastores.push(InventoryDelta::DatastoreUpsert(d.clone()));
+            }
+        }
+        for (id, h) in &new.hosts {
+            if self.hosts.get(id) != Some(h) {
+                out.hosts.push(InventoryDelta::HostUpsert(h.clone()));
+            }
+        }
+        for id in self.hosts.keys().filter(|id| !new.hosts.contains_key(*id)) {
+            out.gone_hosts.push(InventoryDelta::HostRemoved(id.clone()));
+        }
+        for id in self.vms.keys().filter(|id| !new.vms.contains_key(*id)) {
+            out.vms.push(InventoryDelta::VmRemoved(id.clone()));
+        }
+        for (id, v) in &new.vms {
+            if self.vms.get(id) != Some(v) {
+                out.vms.push(InventoryDelta::VmUpsert(v.clone()));
+            }
+        }
+        let empty: &[Snapshot] = &[];
+        for id in new.vms.keys() {
+            let before = self.snapshots.get(id).map_or(empty, Vec::as_slice);
+            let after = new.snapshots.get(id).map_or(empty, Vec::as_slice);
+            if before != after {
+                out.snapshots.push(InventoryDelta::Snapshots {
+                    vm: id.clone(),
+                    snapshots: after.to_vec(),
+                });
+            }
+        }
+        out.into_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::Orphan;
+    use am_core::{ConnectionState, PowerState};
+    use std::time::{Duration, UNIX_EPOCH};
+    use vsphere_soap::{PropertyChange, Value};
+
+    fn t(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    fn r(kind: &str, v: &str) -> Value {
+        Value::MoRef(MoRef::new(kind, v))
+    }
+
+    fn upd(kind: ObjectUpdateKind, obj: MoRef, changes: &[(&str, Option<Value>)]) -> ObjectUpdate {
+        ObjectUpdate {
+            kind,
+            obj,
+            changes: changes
+                .iter()
+                .map(|(n, v)| PropertyChange {
+                    name: (*n).to_owned(),
+                    op: PropertyChangeOp::Assign,
+                    val: v.clone(),
+                })
+                .collect(),
+            missing: Vec::new(),
+        }
+    }
+
+    fn host(v: &str) -> MoRef {
+        MoRef::new("HostSystem", v)
+    }
+
+    fn vm(v: &str) -> MoRef {
+        MoRef::new("VirtualMachine", v)
+    }
+
+    fn enter_host(id: &str) -> ObjectUpdate {
+        upd(
+            ObjectUpdateKind::Enter,
+            host(id),
+            &[
+                ("name", Some(t(&format!("esx-{id}")))),
+                ("runtime.connectionState", Some(t("connected"))),
+                ("summary.hardware.cpuMhz", Some(Value::Int(2000))),
+                ("summary.hardware.numCpuCores", Some(Value::Int(4))),
+                ("summary.hardware.memorySize", Some(Value::Int(8 << 30))),
+            ],
+        )
+    }
+
+    fn enter_vm(id: &str, on: &str, vmx: &str) -> ObjectUpdate {
+        upd(
+            ObjectUpdateKind::Enter,
+            vm(id),
+            &[
+                ("name", Some(t(&format!("name-{id}")))),
+                ("runtime.powerState", Some(t("poweredOn"))),
+                ("runtime.host", Some(r("HostSystem", on))),
+                ("summary.config.memorySizeMB", Some(Value::Int(1024))),
+                ("summary.config.vmPathName", Some(t(vmx))),
+            ],
+        )
+    }
+
+    struct Env {
+        opts: Options,
+        time: TimeMap,
+        shared: Mutex<Shared>,
+    }
+
+    impl Env {
+        fn new() -> Env {
+            Env {
+                opts: Options::default(),
+                time: TimeMap::new(
+                    UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                    am_core::Time::ZERO,
+                ),
+                shared: Mutex::new(Shared::default()),
+            }
+        }
+
+        fn cx(&self) -> Cx<'_> {
+            Cx {
+                opts: &self.opts,
+                time: &self.time,
+                shared: &self.shared,
+            }
+        }
+    }
+
+    fn names(d: &[InventoryDelta]) -> Vec<String> {
+        d.iter()
+            .map(|d| match d {
+                InventoryDelta::HostUpsert(h) => format!("host+ {}", h.id),
+                InventoryDelta::HostRemoved(h) => format!("host- {h}"),
+                InventoryDelta::VmUpsert(v) => {
+                    format!("vm+ {} on {}", v.id, v.host.as_ref().map_or("-", |h| h.as_str()))
+                }
+                InventoryDelta::VmRemoved(v) => format!("vm- {v}"),
+                InventoryDelta::DatastoreUpsert(d) => format!("ds+ {}", d.id),
+                InventoryDelta::Snapshots { vm, snapshots } => format!("snap {vm} {}", snapshots.len()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_update_is_the_inventory_and_modifications_are_deltas() {
+        let env = Env::new();
+        let cx = env.cx();
+        let m = Mirror::full(
+            &[
+                enter_host("host-1"),
+                enter_host("host-2"),
+                enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+            ],
+            &cx,
+            None,
+        );
+        let inv = m.inventory();
+        assert_eq!(inv.hosts.len(), 2);
+        assert_eq!(inv.vms[&VmId::from("vm-1")].host, Some("host-1".into()));
+        let mut m = m;
+        // A host stops responding: one host delta; its VM's connection state changes nothing.
+        let d = m.apply(
+            &[
+                upd(
+                    ObjectUpdateKind::Modify,
+                    host("host-1"),
+                    &[("runtime.connectionState", Some(t("notResponding")))],
+                ),
+                upd(
+                    ObjectUpdateKind::Modify,
+                    vm("vm-1"),
+                    &[("runtime.connectionState", Some(t("disconnected")))],
+                ),
+            ],
+            &cx,
+        );
+        assert_eq!(names(&d), vec!["host+ host-1"]);
+        let InventoryDelta::HostUpsert(h) = &d[0] else {
+            unreachable!()
+        };
+        assert_eq!(h.connection, ConnectionState::NotResponding);
+        // A property becoming unset is removed.
+        let d = m.apply(
+            &[upd(
+                ObjectUpdateKind::Modify,
+                vm("vm-1"),
+                &[("runtime.powerState", None)],
+            )],
+            &cx,
+        );
+        let InventoryDelta::VmUpsert(v) = &d[0] else {
+            unreachable!()
+        };
+        assert_eq!(v.power, PowerState::PoweredOff);
+        // Leaving objects are removed; hosts last.
+        let d = m.apply(
+            &[
+                upd(ObjectUpdateKind::Leave, host("host-2"), &[]),
+                upd(ObjectUpdateKind::Leave, vm("vm-1"), &[]),
+                enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
+            ],
+            &cx,
+        );
+        assert_eq!(names(&d), vec!["vm+ vm-2 on host-1", "vm- vm-1", "host- host-2"]);
+        assert!(m.props(&vm("vm-1")).is_none());
+    }
+
+    #[test]
+    fn snapshots_and_templates() {
+        let env = Env::new();
+        let cx = env.cx();
+        let mut m = Mirror::full(&[enter_host("host-1")], &cx, None);
+        let xml = br#"<val xmlns:xsi="x" xsi:type="VirtualMachineSnapshotInfo"><rootSnapshotList><snapshot type="VirtualMachineSnapshot">snapshot-1</snapshot><name>am-backup-1</name><createTime>2023-11-14T22:13:30Z</createTime></rootSnapshotList></val>"#;
+        let tree = vsphere_soap::xml::parse(xml).unwrap().root;
+        let mut e = enter_vm("vm-1", "host-1", "[ds] a/a.vmx");
+        e.changes.push(PropertyChange {
+            name: "snapshot".into(),
+            op: PropertyChangeOp::Assign,
+            val: Some(tree),
+        });
+        let d = m.apply(&[e], &cx);
+        assert_eq!(names(&d), vec!["vm+ vm-1 on host-1", "snap vm-1 1"]);
+        assert_eq!(
+            m.inventory().snapshots[&VmId::from("vm-1")][0]
+                .created
+                .as_millis(),
+            10_000
+        );
+        let d = m.apply(
+            &[upd(ObjectUpdateKind::Modify, vm("vm-1"), &[("snapshot", None)])],
+            &cx,
+        );
+        assert_eq!(names(&d), vec!["snap vm-1 0"]);
+        let d = m.apply(
+            &[upd(
+                ObjectUpdateKind::Modify,
+                vm("vm-1"),
+                &[("config.template", Some(Value::Bool(true)))],
+            )],
+            &cx,
+        );
+        assert_eq!(names(&d), vec!["vm- vm-1"]);
+    }
+
+    #[test]
+    fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
+        let env = Env::new();
+        let cx = env.cx();
+        let mut m = Mirror::full(
+            &[
+                enter_host("host-1"),
+                enter_host("host-2"),
+                enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+            ],
+            &cx,
+            None,
+        );
+        // The manager unregisters vm-1 to register it on host-2.
+        env.shared.lock().unwrap().add_orphan(
+            &"vm-1".into(),
+            Orphan {
+                moref: "vm-1".into(),
+                vmx: "[ds] a/a.vmx".into(),
+                name: "name-vm-1".into(),
+                folder: None,
+                host: Some(host("host-1")),
+                keep_host: true,
+            },
+        );
+        let d = m.apply(&[upd(ObjectUpdateKind::Leave, vm("vm-1"), &[])], &cx);
+        assert!(
+            d.is_empty(),
+            "an orphan in a failover stays where it was: {:?}",
+            names(&d)
+        );
+        assert!(m.inventory().vms.contains_key(&"vm-1".into()));
+        // Registered again as vm-57: it is vm-1, now on host-2.
+        let d = m.apply(&[enter_vm("vm-57", "host-2", "[ds] a/a.vmx")], &cx);
+        assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
+        assert!(env.shared.lock().unwrap().orphan(&"vm-1".into()).is_none());
+        let d = m.apply(
+            &[upd(
+                ObjectUpdateKind::Modify,
+                vm("vm-57"),
+                &[("runtime.powerState", Some(t("poweredOff")))],
+            )],
+            &cx,
+        );
+        assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
+        assert_eq!(m.inventory().vms.len(), 1);
+        // A resync (new session) finds vm-57 and reports it as vm-1 again: nothing changes.
+        let again = Mirror::full(
+            &[enter_host("host-1"), enter_host("host-2"), {
+                let mut e = enter_vm("vm-57", "host-2", "[ds] a/a.vmx");
+                e.changes.push(PropertyChange {
+                    name: "runtime.powerState".into(),
+                    op: PropertyChangeOp::Assign,
+                    val: Some(t("poweredOff")),
+                });
+                e
+            }],
+            &cx,
+            Some(&m),
+        );
+        assert!(m.diff(&again).is_empty(), "{:?}", names(&m.diff(&again)));
+    }
+
+    #[test]
+    fn an_alias_learnt_late_renames_the_vm() {
+        let env = Env::new();
+        let cx = env.cx();
+        let mut m = Mirror::full(
+            &[enter_host("host-1"), enter_vm("vm-57", "host-1", "[ds] a/a.vmx")],
+            &cx,
+            None,
+        );
+        env.shared
+            .lock()
+            .unwrap()
+            .set_alias("vm-57", &"vm-1".into(), "[ds] a/a.vmx");
+        let d = m.apply(&[], &cx);
+        assert_eq!(names(&d), vec!["vm- vm-57", "vm+ vm-1 on host-1"]);
+    }
+
+    #[test]
+    fn an_unregistered_vm_shows_without_a_host() {
+        let env = Env::new();
+        let cx = env.cx();
+        let mut m = Mirror::full(
+            &[enter_host("host-1"), enter_vm("vm-3", "host-1", "[ds] c/c.vmx")],
+            &cx,
+            None,
+        );
+        env.shared.lock().unwrap().add_orphan(
+            &"vm-3".into(),
+            Orphan {
+                moref: "vm-3".into(),
+                vmx: "[ds] c/c.vmx".into(),
+                name: "c".into(),
+                folder: None,
+                host: None,
+                keep_host: false,
+            },
+        );
+        let d = m.apply(&[upd(ObjectUpdateKind::Leave, vm("vm-3"), &[])], &cx);
+        assert_eq!(names(&d), vec!["vm+ vm-3 on -"]);
+        // A resync keeps the orphan.
+        let again = Mirror::full(&[enter_host("host-1")], &cx, Some(&m));
+        assert!(again.inventory().vms.contains_key(&"vm-3".into()));
+        assert!(m.diff(&again).is_empty());
+    }
+
+    #[test]
+    fn a_resync_reports_what_changed_while_away() {
+        let env = Env::new();
+        let cx = env.cx();
+        let m = Mirror::full(
+            &[
+                enter_host("host-1"),
+                enter_host("host-2"),
+                enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+                enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
+            ],
+            &cx,
+            None,
+        );
+        let new = Mirror::full(
+            &[
+                enter_host("host-1"),
+                enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+                enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
+                enter_vm("vm-3", "host-1", "[ds] c/c.vmx"),
+            ],
+            &cx,
+            Some(&m),
+        );
+        assert_eq!(names(&m.diff(&new)), vec!["vm+ vm-3 on host-1", "host- host-2"]);
+    }
+}
