@@ -47,12 +47,21 @@ const USAGE: &str = "usage:
 
 /// Debian packages the tests need: Go and govmomi's source (vcsim), fping (the probe benchmark's
 /// baseline), iproute2 (network namespaces in the probe tests).
-const TEST_PACKAGES: [&str; 4] = ["golang-go", "golang-github-vmware-govmomi-dev", "fping", "iproute2"];
+const TEST_PACKAGES: [&str; 4] = [
+    "golang-go",
+    "golang-github-vmware-govmomi-dev",
+    "fping",
+    "iproute2",
+];
 
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{shown} failed ({status})")) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
 }
 
 /// Installs the missing test packages with apt-get when root; otherwise says what to run.
@@ -98,7 +107,9 @@ fn test(rest: &[&str]) -> Result<()> {
     ensure_packages()?;
     let vcsim = build_vcsim()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"]).env("AM_VCSIM_BIN", &vcsim).current_dir(root());
+    cmd.args(["test", "--workspace"])
+        .env("AM_VCSIM_BIN", &vcsim)
+        .current_dir(root());
     if !rest.is_empty() {
         cmd.args(rest.iter().skip_while(|a| **a == "--"));
     }
@@ -108,7 +119,9 @@ fn test(rest: &[&str]) -> Result<()> {
 fn ci() -> Result<()> {
     let root = root();
     run(cargo().args(["fmt", "--all", "--check"]).current_dir(&root))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).current_dir(&root))?;
+    run(cargo()
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .current_dir(&root))?;
     let have_deny = cargo()
         .args(["deny", "--version"])
         .stdout(Stdio::null())
@@ -119,7 +132,9 @@ fn ci() -> Result<()> {
         run(cargo().args(["install", "cargo-deny", "--locked"]))?;
     }
     // Advisories need the advisory database from the network, which CI does not have.
-    run(cargo().args(["deny", "check", "bans", "licenses", "sources"]).current_dir(&root))?;
+    run(cargo()
+        .args(["deny", "check", "bans", "licenses", "sources"])
+        .current_dir(&root))?;
     test(&[])
 }
 
