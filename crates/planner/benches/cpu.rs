@@ -76,7 +76,6 @@ fn main() {
         worst[i % 4] = worst[i % 4].max(e);
         plans.apply(&u);
     }
-    let names = ["resize", "move", "add", "remove"];
     for k in 0..4 {
         let kind = ["resize", "move", "add", "remove"][k];
         eprintln!(
