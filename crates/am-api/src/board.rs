@@ -182,9 +182,10 @@ impl Board {
             });
         }
         let key = AdmissionKey::of(sup);
-        let fresh = work.admission.as_ref().is_some_and(|c| {
-            c.key == key && now.since(c.at) < opts.admission_interval && now >= c.at
-        });
+        let fresh = work
+            .admission
+            .as_ref()
+            .is_some_and(|c| c.key == key && now.since(c.at) < opts.admission_interval && now >= c.at);
         if !fresh {
             let value = compute_admission(sup, Some(&opts.policy));
             work.admission = Some(CachedAdmission { at: now, key, value });
@@ -221,8 +222,11 @@ impl Board {
     fn publish_inner(&self, mut snapshot: Snapshot, ready: bool) {
         let mut view = write(&self.shared.view);
         // Acknowledgements last only as long as their alarm.
-        let active: std::collections::BTreeSet<(AlarmKind, Subject)> =
-            snapshot.alarms.iter().map(|a| (a.kind, a.subject.clone())).collect();
+        let active: std::collections::BTreeSet<(AlarmKind, Subject)> = snapshot
+            .alarms
+            .iter()
+            .map(|a| (a.kind, a.subject.clone()))
+            .collect();
         view.acks.retain(|k, _| active.contains(k));
         for a in &mut snapshot.alarms {
             a.acknowledged = view.acks.get(&(a.kind, a.subject.clone())).cloned();

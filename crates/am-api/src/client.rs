@@ -245,7 +245,12 @@ mod tests {
         assert_eq!((b.authority.as_str(), b.prefix.as_str()), ("[::1]:9", "/am"));
         assert_eq!(parse_base("localhost").unwrap().authority, "localhost:80");
         assert_eq!(parse_base("[::1]").unwrap().authority, "[::1]:80");
-        assert!(parse_base("https://x:1").unwrap_err().to_string().contains("https"));
+        assert!(
+            parse_base("https://x:1")
+                .unwrap_err()
+                .to_string()
+                .contains("https")
+        );
         assert!(parse_base("ftp://x:1").is_err());
         assert!(parse_base("http://").is_err());
         assert_eq!(encode_segment("vm:a b/c"), "vm:a%20b%2Fc");

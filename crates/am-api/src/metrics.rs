@@ -80,25 +80,37 @@ fn registry(s: &Snapshot) -> Registry {
 
     let vms = Family::<Labels, Gauge>::default();
     for class in VmClass::ALL {
-        vms.get_or_create(&vec![("state", class.name().to_owned())]).set(0);
+        vms.get_or_create(&vec![("state", class.name().to_owned())])
+            .set(0);
     }
     for (state, n) in &c.vms_by_state {
         vms.get_or_create(&vec![("state", state.clone())])
             .set(i64::try_from(*n).unwrap_or(i64::MAX));
     }
     reg.register("am_vms", "VMs per health state", vms);
-    gauge_i(&mut reg, "am_protected_vms", "VMs the manager keeps running", c.protected_vms as u64);
+    gauge_i(
+        &mut reg,
+        "am_protected_vms",
+        "VMs the manager keeps running",
+        c.protected_vms as u64,
+    );
 
     let alarms = Family::<Labels, Gauge>::default();
     for kind in ALARM_KINDS {
-        alarms.get_or_create(&vec![("kind", alarm_kind_name(kind))]).set(0);
+        alarms
+            .get_or_create(&vec![("kind", alarm_kind_name(kind))])
+            .set(0);
     }
     let severities = Family::<Labels, Gauge>::default();
     for sev in ["info", "warning", "critical"] {
-        severities.get_or_create(&vec![("severity", sev.to_owned())]).set(0);
+        severities
+            .get_or_create(&vec![("severity", sev.to_owned())])
+            .set(0);
     }
     for a in &s.alarms {
-        alarms.get_or_create(&vec![("kind", alarm_kind_name(a.kind))]).inc();
+        alarms
+            .get_or_create(&vec![("kind", alarm_kind_name(a.kind))])
+            .inc();
         let sev = match serde_json::to_value(a.severity) {
             Ok(serde_json::Value::String(v)) => v,
             _ => format!("{:?}", a.severity),
@@ -121,8 +133,18 @@ fn registry(s: &Snapshot) -> Registry {
         s.in_flight.len() as u64,
     );
     if let Some(x) = &s.executor {
-        gauge_i(&mut reg, "am_executor_running", "Actions the executor runs", x.running as u64);
-        gauge_i(&mut reg, "am_executor_queued", "Actions the executor has queued", x.queued as u64);
+        gauge_i(
+            &mut reg,
+            "am_executor_running",
+            "Actions the executor runs",
+            x.running as u64,
+        );
+        gauge_i(
+            &mut reg,
+            "am_executor_queued",
+            "Actions the executor has queued",
+            x.queued as u64,
+        );
         let started = Family::<Labels, Counter>::default();
         let succeeded = Family::<Labels, Counter>::default();
         let failed = Family::<Labels, Counter>::default();
@@ -138,8 +160,16 @@ fn registry(s: &Snapshot) -> Registry {
             seconds.get_or_create(&l).inc_by(o.total_s);
             max.get_or_create(&l).set(o.max_s);
         }
-        reg.register("am_executor_actions_started", "Actions started per operation", started);
-        reg.register("am_executor_actions_succeeded", "Actions succeeded per operation", succeeded);
+        reg.register(
+            "am_executor_actions_started",
+            "Actions started per operation",
+            started,
+        );
+        reg.register(
+            "am_executor_actions_succeeded",
+            "Actions succeeded per operation",
+            succeeded,
+        );
         reg.register(
             "am_executor_actions_failed",
             "Actions failed per operation (timeouts included)",
@@ -162,8 +192,18 @@ fn registry(s: &Snapshot) -> Registry {
         );
     }
 
-    counter_u(&mut reg, "am_incidents", "Incidents so far (hosts and VMs)", c.incidents as u64);
-    gauge_i(&mut reg, "am_incidents_open", "Incidents not ended", c.open_incidents as u64);
+    counter_u(
+        &mut reg,
+        "am_incidents",
+        "Incidents so far (hosts and VMs)",
+        c.incidents as u64,
+    );
+    gauge_i(
+        &mut reg,
+        "am_incidents_open",
+        "Incidents not ended",
+        c.open_incidents as u64,
+    );
     counter_u(
         &mut reg,
         "am_recoveries",
@@ -206,7 +246,12 @@ fn registry(s: &Snapshot) -> Registry {
         "1 when the manager considers itself isolated",
         u64::from(c.manager_isolated),
     );
-    gauge_i(&mut reg, "am_storm_guard", "1 when the storm guard holds failover back", u64::from(c.storm));
+    gauge_i(
+        &mut reg,
+        "am_storm_guard",
+        "1 when the storm guard holds failover back",
+        u64::from(c.storm),
+    );
     gauge_f(
         &mut reg,
         "am_snapshot_age_seconds",
@@ -249,9 +294,7 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         let fixed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
             let rest = line.strip_prefix(p)?;
             let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{p}{name}_total {tail}"))
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
         });
         match fixed {
             Some(l) => out.push_str(&l),

@@ -2,7 +2,9 @@
 
 use crate::board::{AckError, Board};
 use crate::error::ApiError;
-use crate::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, render_openmetrics, render_prometheus};
+use crate::metrics::{
+    OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, render_openmetrics, render_prometheus,
+};
 use crate::secret::Secret;
 use crate::snapshot::{parse_alarm_kind, parse_subject};
 use bytes::Bytes;
@@ -31,11 +33,27 @@ pub const DEFAULT_EVENTS: usize = 100;
 /// The routes, for `GET /` and the docs.
 pub const ROUTES: [(&str, &str, &str); 7] = [
     ("GET", "/healthz", "the process is alive: 200 ok"),
-    ("GET", "/readyz", "200 once the first inventory was seen, else 503"),
-    ("GET", "/metrics", "Prometheus text (OpenMetrics when asked for in Accept)"),
+    (
+        "GET",
+        "/readyz",
+        "200 once the first inventory was seen, else 503",
+    ),
+    (
+        "GET",
+        "/metrics",
+        "Prometheus text (OpenMetrics when asked for in Accept)",
+    ),
     ("GET", "/api/v1/status", "the snapshot as JSON"),
-    ("GET", "/api/v1/events?limit=N", "the latest N audit lines (default 100)"),
-    ("GET", "/api/v1/alarms", "active alarms with their acknowledgements"),
+    (
+        "GET",
+        "/api/v1/events?limit=N",
+        "the latest N audit lines (default 100)",
+    ),
+    (
+        "GET",
+        "/api/v1/alarms",
+        "active alarms with their acknowledgements",
+    ),
     (
         "POST",
         "/api/v1/alarms/{kind}/{subject}/ack",
@@ -148,7 +166,10 @@ fn bytes_response(status: StatusCode, content_type: &'static str, body: impl Int
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
     match serde_json::to_vec(value) {
         Ok(body) => bytes_response(status, "application/json", body),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the answer: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the answer: {e}"),
+        ),
     }
 }
 
@@ -247,7 +268,11 @@ impl App {
             ["metrics"] if read => {
                 let snap = self.board.snapshot();
                 if wants_openmetrics(req.headers()) {
-                    bytes_response(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, render_openmetrics(&snap))
+                    bytes_response(
+                        StatusCode::OK,
+                        OPENMETRICS_CONTENT_TYPE,
+                        render_openmetrics(&snap),
+                    )
                 } else {
                     bytes_response(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, render_prometheus(&snap))
                 }
@@ -267,10 +292,14 @@ impl App {
                 }
                 self.ack(kind, subject, query)
             }
-            [] | [""] | ["healthz" | "readyz" | "metrics"] | ["api", "v1", "status" | "events" | "alarms"] => {
-                method_not_allowed("GET, HEAD")
-            }
-            _ => error(StatusCode::NOT_FOUND, format!("no such path: {path} (GET / lists the paths)")),
+            []
+            | [""]
+            | ["healthz" | "readyz" | "metrics"]
+            | ["api", "v1", "status" | "events" | "alarms"] => method_not_allowed("GET, HEAD"),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                format!("no such path: {path} (GET / lists the paths)"),
+            ),
         }
     }
 

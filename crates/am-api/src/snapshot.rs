@@ -452,6 +452,19 @@ impl Snapshot {
             e.last = Some(inc);
         }
 
+        // Per host: VMs registered, powered on, and what those use (one pass over the VMs).
+        let mut per_host: BTreeMap<&HostId, (usize, usize, Resources)> = BTreeMap::new();
+        for vm in inv.vms.values() {
+            if let Some(h) = &vm.host {
+                let e = per_host.entry(h).or_insert((0, 0, Resources::ZERO));
+                e.0 += 1;
+                if vm.power == PowerState::PoweredOn {
+                    e.1 += 1;
+                    e.2 += vm.demand;
+                }
+            }
+        }
+
         // Hosts: the inventory's, plus those the supervisor still remembers.
         let mut host_ids: Vec<&HostId> = inv.hosts.keys().collect();
         host_ids.extend(status.hosts.keys().filter(|h| !inv.hosts.contains_key(*h)));
@@ -461,9 +474,7 @@ impl Snapshot {
             let h = inv.hosts.get(id);
             let state = status.hosts.get(id);
             let subject = Subject::Host(id.clone());
-            let (vms, vms_running) = inv.vms_on(id).fold((0, 0), |(n, on), vm| {
-                (n + 1, on + usize::from(vm.power == PowerState::PoweredOn))
-            });
+            let (vms, vms_running, used) = per_host.get(id).copied().unwrap_or((0, 0, Resources::ZERO));
             hosts.push(HostRow {
                 id: id.clone(),
                 name: h.map_or_else(|| id.to_string(), |h| h.name.clone()),
@@ -473,7 +484,7 @@ impl Snapshot {
                 maintenance: h.is_some_and(|h| h.maintenance),
                 vms,
                 vms_running,
-                used: inv.used(id),
+                used,
                 capacity: h.map_or(Resources::ZERO, |h| h.capacity),
                 failure_domain: h.and_then(|h| h.failure_domain.clone()),
                 last_incident: by_subject.get(&subject).and_then(|i| i.last).cloned(),
@@ -591,7 +602,10 @@ fn in_flight_actions(
     let mut queued: BTreeMap<ActionId, f64> = BTreeMap::new();
     if let Some(st) = exec {
         for r in &st.running {
-            running.insert(r.submission.id, (r.running.as_secs_f64(), r.timeout.as_secs_f64()));
+            running.insert(
+                r.submission.id,
+                (r.running.as_secs_f64(), r.timeout.as_secs_f64()),
+            );
         }
         for q in &st.queued {
             queued.insert(q.submission.id, q.waiting.as_secs_f64());
@@ -655,7 +669,7 @@ fn cluster_stats(
         .values()
         .filter(|h| h.accepts_vms())
         .fold(Resources::ZERO, |acc, h| acc + h.capacity);
-    let used = inv.hosts.keys().fold(Resources::ZERO, |acc, h| acc + inv.used(h));
+    let used = hosts.iter().fold(Resources::ZERO, |acc, h| acc + h.used);
 
     let incidents = sup.incidents();
     let recovered: Vec<&Incident> = incidents
@@ -668,7 +682,10 @@ fn cluster_stats(
     } else {
         let total: u64 = recovered
             .iter()
-            .filter_map(|i| i.resolved.map(|r| r.as_millis().saturating_sub(i.detected.as_millis())))
+            .filter_map(|i| {
+                i.resolved
+                    .map(|r| r.as_millis().saturating_sub(i.detected.as_millis()))
+            })
             .sum();
         Some(secs(total) / recovered.len() as f64)
     };

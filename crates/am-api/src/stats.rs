@@ -162,7 +162,7 @@ fn cluster_lines(out: &mut Vec<String>, s: &Snapshot, c: &ClusterStats) {
         None => "-".into(),
     };
     out.push(format!(
-        "CLUSTER  at {}  hosts {} ({} up)  VMs {} ({} on)",
+        "CLUSTER  manager up {}  hosts {} ({} up)  VMs {} ({} on)",
         human_duration(s.now.as_secs_f64()),
         c.hosts,
         c.hosts_up,
@@ -226,7 +226,15 @@ pub fn render_stats(s: &Snapshot, width: usize) -> String {
         .collect();
     table(
         &mut out,
-        &["HOST", "STATE", "FOR", "VMS", "CPU used/cap", "MEM used/cap", "DOMAIN"],
+        &[
+            "HOST",
+            "STATE",
+            "FOR",
+            "VMS",
+            "CPU used/cap",
+            "MEM used/cap",
+            "DOMAIN",
+        ],
         &rows,
     );
 
@@ -238,11 +246,8 @@ pub fn render_stats(s: &Snapshot, width: usize) -> String {
             let last = v.last_incident.as_ref().map_or_else(
                 || "-".to_owned(),
                 |i| {
-                    let end = match (&i.outcome, i.resolved) {
-                        (Some(o), _) => o.clone(),
-                        (None, _) => "open".into(),
-                    };
-                    format!("{} {}: {end}", i.detected, i.cause)
+                    let end = i.outcome.as_deref().unwrap_or("open");
+                    format!("{} {} -> {end}", i.detected, i.cause)
                 },
             );
             vec![
@@ -259,7 +264,16 @@ pub fn render_stats(s: &Snapshot, width: usize) -> String {
         .collect();
     table(
         &mut out,
-        &["VM", "HEALTH", "HOST", "POWER", "PRIORITY", "UPTIME", "RESTARTS", "LAST INCIDENT"],
+        &[
+            "VM",
+            "HEALTH",
+            "HOST",
+            "POWER",
+            "PRIORITY",
+            "UPTIME",
+            "RESTARTS",
+            "LAST INCIDENT",
+        ],
         &rows,
     );
 

@@ -4,7 +4,9 @@
 
 mod common;
 
-use am_api::{ApiError, Board, Secret, Snapshot, fetch_alarms, fetch_events, fetch_ready, fetch_status, serve};
+use am_api::{
+    ApiError, Board, Secret, Snapshot, fetch_alarms, fetch_events, fetch_ready, fetch_status, serve,
+};
 use am_core::{AlarmKind, Subject};
 use common::{Cluster, http};
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,7 +81,17 @@ async fn status_events_and_alarms_as_json() {
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["content-type"], "application/json");
     let v = r.json();
-    for key in ["at", "now", "hosts", "vms", "cluster", "alarms", "in_flight", "executor", "recent"] {
+    for key in [
+        "at",
+        "now",
+        "hosts",
+        "vms",
+        "cluster",
+        "alarms",
+        "in_flight",
+        "executor",
+        "recent",
+    ] {
         assert!(v.get(key).is_some(), "status has `{key}`: {v}");
     }
     assert_eq!(v["hosts"].as_array().unwrap().len(), 2);
@@ -111,7 +123,10 @@ async fn status_events_and_alarms_as_json() {
     let events = r.json()["events"].as_array().unwrap().clone();
     assert_eq!(events.len(), 3);
     for e in &events {
-        assert!(e["at"].is_u64() && e["subject"].is_object() && e["kind"].is_string(), "{e}");
+        assert!(
+            e["at"].is_u64() && e["subject"].is_object() && e["kind"].is_string(),
+            "{e}"
+        );
     }
     let all = fetch_events(&srv.url, 1000).await.unwrap();
     assert!(all.len() > 3);
@@ -129,7 +144,10 @@ async fn status_events_and_alarms_as_json() {
     let alarms = r.json()["alarms"].as_array().unwrap().clone();
     assert_eq!(alarms.len(), 1);
     assert_eq!(alarms[0]["kind"], "vm_powered_off");
-    assert_eq!(alarms[0]["subject"], serde_json::json!({"type": "vm", "id": "db"}));
+    assert_eq!(
+        alarms[0]["subject"],
+        serde_json::json!({"type": "vm", "id": "db"})
+    );
     assert!(alarms[0]["acknowledged"].is_null());
     let alarms = fetch_alarms(&srv.url).await.unwrap();
     assert_eq!(alarms[0].kind, AlarmKind::VmPoweredOff);
@@ -167,7 +185,9 @@ async fn errors_are_json_with_the_right_status() {
     // The client turns error answers into ApiError::Status with the server's message.
     let err = fetch_status(&format!("{}/prefix", srv.url)).await.unwrap_err();
     match err {
-        ApiError::Status { status: 404, message, .. } => assert!(message.contains("no such path")),
+        ApiError::Status {
+            status: 404, message, ..
+        } => assert!(message.contains("no such path")),
         other => panic!("unexpected {other}"),
     }
     srv.stop().await;
@@ -224,7 +244,10 @@ async fn acknowledging_needs_the_token_and_lasts_as_long_as_the_alarm() {
     assert_eq!(r.json()["acknowledged"]["kind"], "vm_powered_off");
     assert_eq!(r.json()["acknowledged"]["acknowledged"]["by"], "bob");
     let alarms = fetch_alarms(&srv.url).await.unwrap();
-    assert_eq!(alarms[0].acknowledged.as_ref().unwrap().by.as_deref(), Some("bob"));
+    assert_eq!(
+        alarms[0].acknowledged.as_ref().unwrap().by.as_deref(),
+        Some("bob")
+    );
     let snap = fetch_status(&srv.url).await.unwrap();
     assert!(snap.alarms[0].acknowledged.is_some());
 
@@ -246,16 +269,34 @@ async fn acknowledging_needs_the_token_and_lasts_as_long_as_the_alarm() {
     assert!(c.board.alarms()[0].acknowledged.is_some());
 
     // No such alarm, bad kind, bad subject.
-    let r = http(srv.addr, "POST", "/api/v1/alarms/host_unreachable/host:h1/ack", &[auth]).await;
+    let r = http(
+        srv.addr,
+        "POST",
+        "/api/v1/alarms/host_unreachable/host:h1/ack",
+        &[auth],
+    )
+    .await;
     assert_eq!(r.status, 404);
     let r = http(srv.addr, "POST", "/api/v1/alarms/meltdown/host:h1/ack", &[auth]).await;
     assert_eq!(r.status, 400);
-    let r = http(srv.addr, "POST", "/api/v1/alarms/vm_powered_off/planet:x/ack", &[auth]).await;
+    let r = http(
+        srv.addr,
+        "POST",
+        "/api/v1/alarms/vm_powered_off/planet:x/ack",
+        &[auth],
+    )
+    .await;
     assert_eq!(r.status, 400);
     let wrong = Secret::new("nope").unwrap();
-    let err = am_api::ack_alarm(&srv.url, &wrong, AlarmKind::VmPoweredOff, &Subject::Vm("db".into()), None)
-        .await
-        .unwrap_err();
+    let err = am_api::ack_alarm(
+        &srv.url,
+        &wrong,
+        AlarmKind::VmPoweredOff,
+        &Subject::Vm("db".into()),
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ApiError::Status { status: 401, .. }), "{err}");
     assert!(!err.to_string().contains("nope"));
 
@@ -276,7 +317,8 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
     let mut seen_families: Vec<String> = Vec::new();
     let valid_name = |n: &str| {
         !n.is_empty()
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
             && !n.starts_with(|c: char| c.is_ascii_digit())
     };
     for line in text.lines() {
@@ -284,8 +326,14 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, ty) = rest.split_once(' ').unwrap();
             assert!(valid_name(name), "{line}");
-            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&ty), "{line}");
-            assert!(types.insert(name.to_owned(), ty.to_owned()).is_none(), "one TYPE per family: {line}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&ty),
+                "{line}"
+            );
+            assert!(
+                types.insert(name.to_owned(), ty.to_owned()).is_none(),
+                "one TYPE per family: {line}"
+            );
             continue;
         }
         if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -298,7 +346,10 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
         let name = series.split('{').next().unwrap();
         assert!(valid_name(name), "{line}");
         if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
-            let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}')).unwrap();
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap();
             for pair in inner.split("\",").filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').unwrap();
                 assert!(valid_name(k), "{line}");
@@ -340,7 +391,12 @@ async fn metrics_parse_as_prometheus_exposition() {
     assert_eq!(get("am_protected_vms"), 3.0);
     assert_eq!(get(r#"am_alarms{kind="vm_powered_off"}"#), 1.0);
     assert_eq!(get(r#"am_alarms{kind="host_unreachable"}"#), 0.0);
-    assert_eq!(get(r#"am_alarms_by_severity{severity="warning"}"#) + get(r#"am_alarms_by_severity{severity="info"}"#) + get(r#"am_alarms_by_severity{severity="critical"}"#), 1.0);
+    assert_eq!(
+        get(r#"am_alarms_by_severity{severity="warning"}"#)
+            + get(r#"am_alarms_by_severity{severity="info"}"#)
+            + get(r#"am_alarms_by_severity{severity="critical"}"#),
+        1.0
+    );
     assert_eq!(get("am_actions_in_flight"), 0.0);
     assert_eq!(get("am_recoveries_total"), 1.0);
     assert_eq!(get("am_mttr_seconds"), 9.0);

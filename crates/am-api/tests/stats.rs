@@ -19,12 +19,19 @@ fn the_snapshot_follows_the_story() {
     assert_eq!(h1.state, "up");
     assert_eq!(h1.since, Some(Time::ZERO));
     assert_eq!((h1.vms, h1.vms_running), (2, 1));
-    assert_eq!(h1.used, Resources::new(2_000, 4_096), "db is off: only web counts");
+    assert_eq!(
+        h1.used,
+        Resources::new(2_000, 4_096),
+        "db is off: only web counts"
+    );
     assert_eq!(h1.capacity, Resources::new(20_000, 65_536));
     assert_eq!(h1.failure_domain.as_deref(), Some("rack-a"));
 
     let web = s.vm(&"web".into()).unwrap();
-    assert_eq!((web.class, web.host.as_ref().map(|h| h.as_str())), (VmClass::Healthy, Some("h1")));
+    assert_eq!(
+        (web.class, web.host.as_ref().map(|h| h.as_str())),
+        (VmClass::Healthy, Some("h1"))
+    );
     assert_eq!(web.restarts, 1);
     assert_eq!(web.incidents, 1);
     assert_eq!(web.since, Some(Time::from_secs(20)));
@@ -36,7 +43,10 @@ fn the_snapshot_follows_the_story() {
 
     let cl = &s.cluster;
     assert_eq!((cl.hosts, cl.hosts_up, cl.vms, cl.vms_running), (2, 2, 4, 2));
-    assert_eq!((cl.protected_vms, cl.healthy, cl.recovering, cl.failed), (3, 1, 0, 0));
+    assert_eq!(
+        (cl.protected_vms, cl.healthy, cl.recovering, cl.failed),
+        (3, 1, 0, 0)
+    );
     assert_eq!(cl.host_failures_tolerated, Some(1));
     assert_eq!(cl.recoveries, 1);
     assert_eq!(cl.mttr_s, Some(9.0));
@@ -52,7 +62,10 @@ fn the_snapshot_follows_the_story() {
     // The stateless capture, from the whole audit trail, agrees on what it can derive.
     let all = c.board.recent(10_000);
     let direct = Snapshot::capture(c.now, &c.sup, None, &all);
-    assert_eq!(direct.vm(&"web".into()).unwrap().up_since, Some(Time::from_secs(20)));
+    assert_eq!(
+        direct.vm(&"web".into()).unwrap().up_since,
+        Some(Time::from_secs(20))
+    );
     assert_eq!(direct.cluster.host_failures_tolerated, Some(1));
     assert_eq!(direct.cluster.mttr_s, Some(9.0));
     assert!(direct.executor.is_none());
@@ -121,7 +134,11 @@ fn render_stats_has_the_expected_rows() {
     }
     let web = line("web ");
     let cells: Vec<&str> = web.split_whitespace().collect();
-    assert_eq!(&cells[..6], ["web", "healthy", "h1", "on", "high", "20s"], "{web}");
+    assert_eq!(
+        &cells[..6],
+        ["web", "healthy", "h1", "on", "high", "20s"],
+        "{web}"
+    );
     assert_eq!(cells[6], "1", "one restart: {web}");
     assert!(web.contains("recovered by restart"), "{web}");
     let db = line("db ");
@@ -175,4 +192,50 @@ async fn watch_redraws_and_shows_fetch_errors() {
     assert_eq!(text.matches("\nweb ").count(), 2);
     assert!(text.contains("error: no answer from http://127.0.0.1:1/api/v1/status within 10s"));
     assert!(text.contains("Ctrl-C to quit"));
+}
+
+/// What a capture costs on a large cluster (run by hand: `cargo test -p am-api --test stats --
+/// --ignored --nocapture`).
+#[test]
+#[ignore = "timing, by hand"]
+fn capture_cost_on_a_large_cluster() {
+    use am_core::{LogEntry, Output};
+    use planner::synth::{Params, cluster};
+    for (hosts, vms) in [(20, 2_000), (100, 5_000)] {
+        let p = Params {
+            hosts,
+            vms,
+            hosts_per_domain: 10,
+            ..Params::default()
+        };
+        let (inv, _) = cluster(&p, 7);
+        let mut sup = supervisor::Supervisor::new(supervisor::Config::default());
+        let out = sup.step(Time::ZERO, Observation::Inventory(inv));
+        let board = am_api::Board::new();
+        let t = std::time::Instant::now();
+        board.observe(Time::ZERO, &out, &sup, None);
+        let first = t.elapsed();
+        let t = std::time::Instant::now();
+        for i in 1..=10u64 {
+            board.observe(Time::from_secs(i), &Output::default(), &sup, None);
+        }
+        let later = t.elapsed() / 10;
+        let t = std::time::Instant::now();
+        let recent: Vec<LogEntry> = Vec::new();
+        let _ = Snapshot::capture(Time::ZERO, &sup, None, &recent);
+        let stateless = t.elapsed();
+        let t = std::time::Instant::now();
+        let s = board.snapshot();
+        let json = serde_json::to_vec(&s).unwrap();
+        let text = render_stats(&s, 120);
+        let metrics = am_api::render_prometheus(&s);
+        let serve = t.elapsed();
+        println!(
+            "{hosts} hosts {vms} VMs: first observe {first:?} (admission), later {later:?}, stateless capture {stateless:?}, \
+             snapshot+json+stats+metrics {serve:?} ({} KiB JSON, {} lines, {} metric lines)",
+            json.len() / 1024,
+            text.lines().count(),
+            metrics.lines().count()
+        );
+    }
 }

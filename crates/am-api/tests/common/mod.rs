@@ -4,8 +4,8 @@
 
 use am_api::Board;
 use am_core::{
-    ActionOutcome, ClusterEvent, Command, EventKind, Host, Inventory, InventoryDelta, Observation, PowerState,
-    Resources, RestartPriority, Subject, Time, Vm,
+    ActionOutcome, ClusterEvent, Command, EventKind, Host, Inventory, InventoryDelta, Observation,
+    PowerState, Resources, RestartPriority, Subject, Time, Vm,
 };
 use executor::{ExecutorStatus, OpStats};
 use std::collections::BTreeMap;
@@ -53,7 +53,12 @@ impl Cluster {
             sup: Supervisor::new(cfg),
             board: Board::new(),
             now: Time::ZERO,
-            exec: ExecutorStatus::default(),
+            exec: ExecutorStatus {
+                running: Vec::new(),
+                queued: Vec::new(),
+                stats: BTreeMap::new(),
+                shutting_down: false,
+            },
         };
         c.feed(Observation::Inventory(inventory()));
         c
