@@ -63,6 +63,10 @@ pub struct Config {
     /// Time between revival actions, and for a revived host to show up again.
     #[serde(with = "am_core::time::duration_str")]
     pub revive_interval: Duration,
+    /// After a restart, a VM whose action was unfinished in the journal is left alone this long
+    /// (or until the inventory shows the action took effect): the old action may still run.
+    #[serde(with = "am_core::time::duration_str")]
+    pub reconcile_window: Duration,
     /// What to do with the VMs of an isolated host.
     pub isolation_response: IsolationResponse,
     /// More than this fraction of the hosts unreachable within `storm_window` is a storm: the
@@ -124,6 +128,7 @@ impl Default for Config {
             storage_heartbeat_window: Duration::from_secs(6),
             revive_attempts: 2,
             revive_interval: Duration::from_secs(10),
+            reconcile_window: Duration::from_secs(60),
             isolation_response: IsolationResponse::LeaveRunning,
             storm_fraction: 0.5,
             storm_window: Duration::from_secs(10),

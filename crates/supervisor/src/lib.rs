@@ -73,6 +73,21 @@ pub struct Incident {
     pub outcome: Option<String>,
 }
 
+/// What a restarted daemon knows from its journal (see `am-store`'s `recover`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Restore {
+    /// The next action id: ids are never reused across restarts.
+    pub next_action_id: u64,
+    /// Actions journaled as intents whose outcome never arrived: they may still be running.
+    pub unfinished: Vec<(ActionId, Action)>,
+    /// VMs a user had switched off, and who.
+    pub user_offs: BTreeMap<VmId, String>,
+    /// Recent restarts per VM (the restart rate limit survives a restart of the daemon).
+    pub restarts: BTreeMap<VmId, Vec<Time>>,
+    /// Alarms that were active.
+    pub alarms: Vec<Alarm>,
+}
+
 /// A serializable view of every machine's state, for status pages.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -179,6 +194,9 @@ pub struct Supervisor {
     out: Output,
     /// A failover plan for every host, kept current off the failure path (refreshed on ticks).
     plans: Option<planner::FailoverPlans>,
+    /// From a restart: what VMs get when they are first seen (user power-offs, restart times,
+    /// actions that may still run on them).
+    restored: Restore,
 }
 
 impl Supervisor {
@@ -202,6 +220,7 @@ impl Supervisor {
             incidents: Vec::new(),
             out: Output::default(),
             plans: None,
+            restored: Restore::default(),
         }
     }
 
@@ -228,6 +247,37 @@ impl Supervisor {
             Observation::ActionDone { id, result } => self.on_action_done(now, id, result),
         }
         self.evaluate(now);
+        std::mem::take(&mut self.out)
+    }
+
+    /// Before the first inventory of a restarted daemon: what its journal knows. Action ids
+    /// continue after the journal's; VMs with an unfinished action are left alone until the
+    /// inventory shows its outcome or `reconcile_window` passes; user power-offs, restart times
+    /// and alarms carry over; a spare whose addition was unfinished is not added again.
+    pub fn restore(&mut self, now: Time, restore: Restore) -> Output {
+        self.next_id = self.next_id.max(restore.next_action_id);
+        for alarm in &restore.alarms {
+            self.alarms
+                .insert((alarm.kind, alarm.subject.clone()), alarm.clone());
+        }
+        for (id, action) in &restore.unfinished {
+            let subject = match (action.vm(), action.host(), action) {
+                (Some(vm), _, _) => Subject::Vm(vm.clone()),
+                (None, Some(h), _) => Subject::Host(h.clone()),
+                (None, None, Action::AddHost { spare }) => {
+                    self.spares.retain(|s| s != spare);
+                    Subject::Cluster
+                }
+                _ => Subject::Cluster,
+            };
+            self.note(
+                now,
+                subject,
+                format!("unfinished before the restart: {id} {action}; waiting for its outcome"),
+            );
+        }
+        self.restored = restore;
+        self.restored.next_action_id = 0;
         std::mem::take(&mut self.out)
     }
 
@@ -551,13 +601,51 @@ impl Supervisor {
             return;
         }
         let Some(v) = self.inv.vms.get(vm) else { return };
+        let user_off = self.restored.user_offs.remove(vm);
+        let pending = self
+            .restored
+            .unfinished
+            .iter()
+            .find(|(_, a)| a.vm() == Some(vm))
+            .map(|(id, a)| {
+                let target = match a {
+                    Action::Failover { to, .. }
+                    | Action::MigrateCold { to, .. }
+                    | Action::MigrateLive { to, .. } => Some(to.clone()),
+                    Action::RestoreClone { host, .. } => Some(host.clone()),
+                    _ => None,
+                };
+                (format!("{id} {a}"), target)
+            });
         let (state, reason) = if !v.is_protected() {
-            (VmState::Unprotected, "not protected")
+            (VmState::Unprotected, "not protected".to_owned())
+        } else if let (Some(user), false) = (&user_off, v.power == PowerState::PoweredOn) {
+            (
+                VmState::StayOff {
+                    by: Some(user.clone()),
+                },
+                format!("off by {user} before the restart"),
+            )
+        } else if let Some((action, target)) = pending {
+            let until = now + self.cfg.reconcile_window;
+            let reason = format!("{action} unfinished before the restart");
+            (
+                VmState::Reconciling {
+                    action,
+                    target,
+                    until,
+                },
+                reason,
+            )
         } else if v.power == PowerState::PoweredOn {
-            (VmState::Healthy, "running when first seen")
+            (VmState::Healthy, "running when first seen".to_owned())
         } else {
-            (VmState::StayOff { by: None }, "off when first seen: left off")
+            (
+                VmState::StayOff { by: None },
+                "off when first seen: left off".to_owned(),
+            )
         };
+        let restarts: VecDeque<Time> = self.restored.restarts.remove(vm).unwrap_or_default().into();
         self.vms.insert(
             vm.clone(),
             VmRec {
@@ -566,7 +654,7 @@ impl Supervisor {
                 guest_evidence: String::new(),
                 failing_since: None,
                 cpu_zero_since: None,
-                restarts: VecDeque::new(),
+                restarts,
                 incident: None,
                 failover_tries: 0,
                 failover_excluded: BTreeSet::new(),
@@ -581,7 +669,7 @@ impl Supervisor {
             LogKind::Transition {
                 from: "new".into(),
                 to: state.name(),
-                reason: reason.into(),
+                reason,
             },
         );
         if let Some(rec) = self.vms.get_mut(vm) {
@@ -1518,6 +1606,30 @@ impl Supervisor {
                     self.clear(now, AlarmKind::RecoveryFailed, Subject::Vm(id.clone()));
                 }
             }
+            VmState::Reconciling { until, target, .. } => {
+                // Only positive, fresh evidence counts: a guest answering (or, with no guest
+                // probe, a green heartbeat), on the host the old action was moving it to.
+                let probed = self.inv.vms.get(id).is_some_and(|v| v.guest_address.is_some());
+                let green = self
+                    .inv
+                    .vms
+                    .get(id)
+                    .is_some_and(|v| v.heartbeat == GuestHeartbeat::Green);
+                let alive =
+                    self.vms.get(id).is_some_and(|r| r.guest_alive == Some(true)) || (!probed && green);
+                let placed =
+                    target.is_none() || self.inv.vms.get(id).and_then(|v| v.host.as_ref()) == target.as_ref();
+                if on && failing.is_none() && alive && placed {
+                    self.set_vm_state(
+                        now,
+                        id,
+                        VmState::Healthy,
+                        "runs: the action from before the restart took effect",
+                    );
+                } else if now >= until {
+                    self.after_reconcile(now, id);
+                }
+            }
             VmState::Recovering { .. } | VmState::Frozen { .. } | VmState::AwaitingCapacity => {}
         }
     }
@@ -1542,6 +1654,51 @@ impl Supervisor {
         let inc = self.vms.get(vm).and_then(|r| r.incident);
         if let Some(i) = inc.and_then(|i| self.incidents.get_mut(i)) {
             i.steps.push(label);
+        }
+    }
+
+    /// The reconcile window of a VM ended without the old action showing its effect: judge it as
+    /// it is now, by its host's state.
+    fn after_reconcile(&mut self, now: Time, vm: &VmId) {
+        let host = self.inv.vms.get(vm).and_then(|v| v.host.clone());
+        let on = self
+            .inv
+            .vms
+            .get(vm)
+            .is_some_and(|v| v.power == PowerState::PoweredOn);
+        let host_state = host.as_ref().and_then(|h| self.host_state(h)).cloned();
+        match (host_state, host) {
+            (Some(HostState::Dead { .. } | HostState::Removed) | None, h) => {
+                let from = h.map(|h| h.to_string()).unwrap_or_else(|| "no host".into());
+                self.open_vm_incident(now, vm, format!("host {from} dead"));
+                if let Some(r) = self.vms.get_mut(vm) {
+                    r.failed_from = h_clone(&self.inv, vm);
+                }
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::AwaitingCapacity,
+                    format!("reconciled: host {from} dead"),
+                );
+                self.capacity_retry_at = now;
+            }
+            (Some(HostState::Isolated { .. }), Some(h)) => {
+                self.set_vm_state(now, vm, VmState::Frozen { host: h }, "reconciled: host isolated");
+            }
+            (_, _) if on => {
+                self.set_vm_state(now, vm, VmState::Healthy, "reconciled: judged as it is now");
+                if let Some(r) = self.vms.get_mut(vm) {
+                    r.judge_after = now;
+                }
+            }
+            (_, _) => {
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::OffUnexplained { since: now },
+                    "reconciled: it is off",
+                );
+            }
         }
     }
 
@@ -1707,7 +1864,10 @@ impl Supervisor {
             .filter(|vm| vm.is_protected())
             .filter(|vm| {
                 self.vms.get(&vm.id).is_some_and(|r| match &r.state {
-                    VmState::StayOff { .. } | VmState::Unprotected | VmState::AwaitingCapacity => false,
+                    VmState::StayOff { .. }
+                    | VmState::Unprotected
+                    | VmState::AwaitingCapacity
+                    | VmState::Reconciling { .. } => false,
                     VmState::Recovering { step, .. } => *step != Step::Failover,
                     _ => true,
                 })
@@ -1973,6 +2133,11 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// The host a VM is registered on.
+fn h_clone(inv: &Inventory, vm: &VmId) -> Option<HostId> {
+    inv.vms.get(vm).and_then(|v| v.host.clone())
 }
 
 /// A VM's offset in the backup period (FNV-1a of its id), so snapshots spread over the period.

@@ -82,6 +82,16 @@ pub enum VmState {
     },
     /// Must run but no host has room; waits for capacity (a spare host, a recovered host).
     AwaitingCapacity,
+    /// An action from before the daemon restarted may still be running on it: nothing is done
+    /// until the inventory shows its outcome or `until` passes.
+    Reconciling {
+        /// The unfinished action, as journaled.
+        action: String,
+        /// Where that action was moving the VM, if it was a move.
+        target: Option<HostId>,
+        /// When the VM is judged normally again.
+        until: Time,
+    },
     /// The ladder ran out of steps: alarm raised, waits for a person or for the VM to come back.
     Failed,
 }
@@ -99,6 +109,7 @@ impl VmState {
             VmState::Verifying { step, .. } => format!("verifying({})", step.name()),
             VmState::Frozen { host } => format!("frozen(host {host} isolated)"),
             VmState::AwaitingCapacity => "awaiting-capacity".into(),
+            VmState::Reconciling { .. } => "reconciling".into(),
             VmState::Failed => "failed".into(),
         }
     }

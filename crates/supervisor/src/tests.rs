@@ -437,6 +437,117 @@ fn a_failing_vm_gets_no_backup() {
 }
 
 #[test]
+fn after_a_restart_ids_continue_user_power_offs_stand_and_restart_history_counts() {
+    let mut inv = inventory(1, 2);
+    if let Some(vm) = inv.vms.get_mut(&VmId::from("vm-12")) {
+        vm.power = PowerState::PoweredOff;
+    }
+    let mut sup = Supervisor::new(Config {
+        restart_limit: 2,
+        ..Config::default()
+    });
+    let restore = Restore {
+        next_action_id: 500,
+        user_offs: BTreeMap::from([("vm-12".into(), "alice".to_owned())]),
+        restarts: BTreeMap::from([("vm-11".into(), vec![Time::ZERO, Time::from_secs(1)])]),
+        ..Restore::default()
+    };
+    sup.restore(Time::ZERO, restore);
+    let mut s = Story {
+        sup,
+        now: Time::ZERO,
+        commands: Vec::new(),
+        log: Vec::new(),
+    };
+    s.feed(Observation::Inventory(inv));
+    assert_eq!(
+        s.state("vm-12"),
+        VmState::StayOff {
+            by: Some("alice".into())
+        }
+    );
+    s.at(10.0).guest("vm-11", false);
+    s.at(12.0);
+    let actions = s.take_actions();
+    // Two restarts already in the window: the limit holds across the restart; the ladder goes on.
+    assert!(actions.iter().all(|(_, a)| a.name() != "reset"), "{actions:?}");
+    assert!(
+        actions.iter().all(|(id, _)| id.0 >= 500),
+        "ids continue after the journal's: {actions:?}"
+    );
+}
+
+#[test]
+fn a_vm_whose_failover_was_unfinished_at_the_crash_is_not_failed_over_again_at_once() {
+    let mut sup = Supervisor::new(Config::default());
+    sup.restore(
+        Time::ZERO,
+        Restore {
+            next_action_id: 10,
+            unfinished: vec![(
+                ActionId(9),
+                Action::Failover {
+                    vm: "vm-11".into(),
+                    to: "h2".into(),
+                },
+            )],
+            ..Restore::default()
+        },
+    );
+    let mut s = Story {
+        sup,
+        now: Time::ZERO,
+        commands: Vec::new(),
+        log: Vec::new(),
+    };
+    s.feed(Observation::Inventory(inventory(3, 2)));
+    assert!(matches!(s.state("vm-11"), VmState::Reconciling { .. }));
+    crash_host(&mut s, "h1", 1.0);
+    s.at(10.0);
+    let actions = s.take_actions();
+    assert_eq!(s.host_state("h1").name(), "dead");
+    assert!(
+        actions
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Failover { vm, .. } if vm.as_str() == "vm-12"))
+    );
+    assert!(
+        !actions.iter().any(|(_, a)| a.vm() == Some(&VmId::from("vm-11"))),
+        "held: {actions:?}"
+    );
+    // The old failover never shows: after the window the VM is restarted like the others.
+    s.at(61.0);
+    let later = s.take_actions();
+    assert!(
+        later
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Failover { vm, .. } if vm.as_str() == "vm-11")),
+        "{later:?}"
+    );
+}
+
+#[test]
+fn an_unfinished_action_that_took_effect_ends_reconciliation_at_once() {
+    let mut sup = Supervisor::new(Config::default());
+    sup.restore(
+        Time::ZERO,
+        Restore {
+            unfinished: vec![(ActionId(3), Action::Reset { vm: "vm-11".into() })],
+            ..Restore::default()
+        },
+    );
+    let mut s = Story {
+        sup,
+        now: Time::ZERO,
+        commands: Vec::new(),
+        log: Vec::new(),
+    };
+    s.feed(Observation::Inventory(inventory(1, 1)));
+    s.at(2.0).guest("vm-11", true);
+    assert_eq!(s.state("vm-11"), VmState::Healthy);
+}
+
+#[test]
 fn the_event_may_come_before_the_state_change() {
     let mut s = Story::new(Config::default(), inventory(1, 1));
     s.at(10.0).feed(Observation::Event(ClusterEvent {
