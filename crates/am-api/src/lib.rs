@@ -39,6 +39,32 @@
 //! reqwest's pool and TLS. Metrics use the maintained `prometheus-client`, filled from the
 //! snapshot at each scrape.
 //!
+//! ## Wiring into the daemon
+//!
+//! ```text
+//! let board = am_api::Board::with_options(am_api::BoardOptions {
+//!     policy: cfg.engine.supervisor.placement.clone(),   // admission control with the real policy
+//!     ..Default::default()
+//! });
+//! let exec = engine.executor().clone();
+//! let b = board.clone();
+//! engine.set_observer(Box::new(move |now, out, sup| b.observe(now, out, sup, Some(&exec.status()))));
+//! let listener = tokio::net::TcpListener::bind(cfg.api.listen /* default am_api::DEFAULT_LISTEN */).await?;
+//! tokio::spawn(am_api::serve(listener, board, cfg.api.token /* Option<Secret> */, shutdown_signal));
+//! ```
+//!
+//! and for `am-daemon stats|status|alarms --url URL [--watch SECS]`: [`fetch_status`] then
+//! [`render_stats`] (or [`watch`]), `serde_json` of [`fetch_status`] for `status`,
+//! [`fetch_alarms`] for `alarms`, inside a current-thread tokio runtime.
+//!
+//! ## Cost
+//!
+//! [`Board::observe`] captures a whole snapshot on every step: one pass over hosts, VMs and
+//! incidents (a debug build takes about 16 ms for 2,000 VMs and 35 ms for 5,000; an optimized one a
+//! fraction of that). Admission control plans the failure of every host and is recomputed only
+//! when hosts or the running VMs change, and at most every [`BoardOptions::admission_interval`]
+//! otherwise. Readers clone the snapshot and never block the daemon loop for long.
+//!
 //! ## Example
 //!
 //! ```

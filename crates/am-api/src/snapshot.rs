@@ -88,15 +88,19 @@ pub enum VmClass {
     Frozen,
     /// Must run, no host has room.
     AwaitingCapacity,
+    /// An action from before a daemon restart may still be running on it: left alone until the
+    /// inventory shows its outcome.
+    Reconciling,
     /// The ladder ran out of steps.
     Failed,
-    /// In the inventory but not (yet) known to the supervisor.
+    /// In the inventory but not (yet) known to the supervisor, or in a state this crate has no
+    /// class for.
     Unknown,
 }
 
 impl VmClass {
     /// Every class, in display order.
-    pub const ALL: [VmClass; 10] = [
+    pub const ALL: [VmClass; 11] = [
         VmClass::Healthy,
         VmClass::Unprotected,
         VmClass::Off,
@@ -105,22 +109,33 @@ impl VmClass {
         VmClass::Verifying,
         VmClass::Frozen,
         VmClass::AwaitingCapacity,
+        VmClass::Reconciling,
         VmClass::Failed,
         VmClass::Unknown,
     ];
 
-    /// The class of a state.
+    /// The class of a state. Read from [`VmState::name`] (the part before any detail in
+    /// parentheses), so that a state added to the supervisor shows as [`VmClass::Unknown`] here
+    /// until it is given a class, instead of breaking the build of this crate.
     pub fn of(state: &VmState) -> VmClass {
-        match state {
-            VmState::Healthy => VmClass::Healthy,
-            VmState::Unprotected => VmClass::Unprotected,
-            VmState::StayOff { .. } => VmClass::Off,
-            VmState::OffUnexplained { .. } => VmClass::OffUnexplained,
-            VmState::Recovering { .. } => VmClass::Recovering,
-            VmState::Verifying { .. } => VmClass::Verifying,
-            VmState::Frozen { .. } => VmClass::Frozen,
-            VmState::AwaitingCapacity => VmClass::AwaitingCapacity,
-            VmState::Failed => VmClass::Failed,
+        let name = state.name();
+        let kind = name.split('(').next().unwrap_or_default();
+        VmClass::from_state_name(kind)
+    }
+
+    fn from_state_name(kind: &str) -> VmClass {
+        match kind {
+            "healthy" => VmClass::Healthy,
+            "unprotected" => VmClass::Unprotected,
+            "off" => VmClass::Off,
+            "off-unexplained" => VmClass::OffUnexplained,
+            "recovering" => VmClass::Recovering,
+            "verifying" => VmClass::Verifying,
+            "frozen" => VmClass::Frozen,
+            "awaiting-capacity" => VmClass::AwaitingCapacity,
+            "reconciling" => VmClass::Reconciling,
+            "failed" => VmClass::Failed,
+            _ => VmClass::Unknown,
         }
     }
 
@@ -135,6 +150,7 @@ impl VmClass {
             VmClass::Verifying => "verifying",
             VmClass::Frozen => "frozen",
             VmClass::AwaitingCapacity => "awaiting_capacity",
+            VmClass::Reconciling => "reconciling",
             VmClass::Failed => "failed",
             VmClass::Unknown => "unknown",
         }
@@ -198,8 +214,8 @@ pub struct ClusterStats {
     pub protected_vms: usize,
     /// Protected VMs that are healthy.
     pub healthy: usize,
-    /// VMs being recovered: a step runs or is being verified, or an unexplained power-off is
-    /// being judged.
+    /// VMs being recovered: a step runs or is being verified, an unexplained power-off is being
+    /// judged, or an action from before a restart is being reconciled.
     pub recovering: usize,
     /// VMs waiting for a host with room.
     pub awaiting_capacity: usize,
@@ -577,7 +593,8 @@ fn host_state_since(state: &HostState) -> Option<Time> {
         | HostState::Unreachable { since, .. }
         | HostState::Isolated { since }
         | HostState::Dead { since } => Some(*since),
-        HostState::Up | HostState::Removed => None,
+        // Up, Removed, and any state added later: no time in the state itself.
+        _ => None,
     }
 }
 
@@ -699,7 +716,10 @@ fn cluster_stats(
         vms_by_state,
         protected_vms,
         healthy,
-        recovering: n(VmClass::Recovering) + n(VmClass::Verifying) + n(VmClass::OffUnexplained),
+        recovering: n(VmClass::Recovering)
+            + n(VmClass::Verifying)
+            + n(VmClass::OffUnexplained)
+            + n(VmClass::Reconciling),
         awaiting_capacity: n(VmClass::AwaitingCapacity),
         failed: n(VmClass::Failed),
         frozen: n(VmClass::Frozen),
@@ -839,5 +859,41 @@ mod tests {
         for c in VmClass::ALL {
             assert_eq!(serde_json::to_value(c).unwrap(), c.name());
         }
+        use am_core::ActionId;
+        use supervisor::Step;
+        let t = Time::ZERO;
+        for (state, class) in [
+            (VmState::Healthy, VmClass::Healthy),
+            (VmState::Unprotected, VmClass::Unprotected),
+            (
+                VmState::StayOff {
+                    by: Some("alice".into()),
+                },
+                VmClass::Off,
+            ),
+            (VmState::StayOff { by: None }, VmClass::Off),
+            (VmState::OffUnexplained { since: t }, VmClass::OffUnexplained),
+            (
+                VmState::Recovering {
+                    step: Step::Restart,
+                    action: ActionId(1),
+                },
+                VmClass::Recovering,
+            ),
+            (
+                VmState::Verifying {
+                    step: Step::Failover,
+                    until: t,
+                },
+                VmClass::Verifying,
+            ),
+            (VmState::Frozen { host: "h1".into() }, VmClass::Frozen),
+            (VmState::AwaitingCapacity, VmClass::AwaitingCapacity),
+            (VmState::Failed, VmClass::Failed),
+        ] {
+            assert_eq!(VmClass::of(&state), class, "{state}");
+        }
+        assert_eq!(VmClass::from_state_name("reconciling"), VmClass::Reconciling);
+        assert_eq!(VmClass::from_state_name("something-new"), VmClass::Unknown);
     }
 }

@@ -344,6 +344,18 @@ pub const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 /// failed fetch shows its error on the screen and the next redraw tries again. Runs until
 /// `iterations` redraws were made (or forever: wrap it in `select!` with Ctrl-C). Errors only when
 /// `out` cannot be written.
+///
+/// ```no_run
+/// # async fn cli(url: String) -> std::io::Result<()> {
+/// let opts = am_api::WatchOptions { interval: std::time::Duration::from_secs(2), ..Default::default() };
+/// let mut stdout = std::io::stdout();
+/// tokio::select! {
+///     r = am_api::watch(&opts, || am_api::fetch_status(&url), &mut stdout) => r?,
+///     _ = tokio::signal::ctrl_c() => {}
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub async fn watch<F, Fut, W>(opts: &WatchOptions, mut fetch: F, out: &mut W) -> std::io::Result<()>
 where
     F: FnMut() -> Fut,
