@@ -432,3 +432,39 @@ async fn shutdown_stops_the_server() {
     srv.stop().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// A connection that sends nothing (or stays idle after a request) is closed after
+/// `HEADER_TIMEOUT`, so idle clients cannot hold the connection slots.
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = start(Board::new(), None).await;
+
+    let mut silent = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let t0 = tokio::time::Instant::now();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(60), silent.read(&mut buf))
+        .await
+        .expect("closed before 60 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(t0.elapsed() >= am_api::HEADER_TIMEOUT);
+
+    let mut kept = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let t0 = tokio::time::Instant::now();
+    let read_all = tokio::time::timeout(std::time::Duration::from_secs(60), kept.read_to_end(&mut raw))
+        .await
+        .expect("closed before 60 s");
+    let _ = read_all;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        t0.elapsed() >= am_api::HEADER_TIMEOUT,
+        "kept alive until the timeout"
+    );
+    srv.stop().await;
+}
