@@ -147,6 +147,20 @@ impl Engine {
         }
     }
 
+    /// Before the first inventory after a restart: hands the supervisor what the journal knows
+    /// (action ids continue, user power-offs and restart history carry over, VMs with unfinished
+    /// actions are reconciled before anything is done to them), and journals its notes.
+    pub fn restore(&mut self, restore: supervisor::Restore) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let out = self.sup.restore(now, restore);
+        let records: Vec<Record> = out.log.iter().cloned().map(Record::Decision).collect();
+        self.journal.append(&records)?;
+        for line in &out.log {
+            log_line(line);
+        }
+        Ok(())
+    }
+
     /// Sets the function called after each productive step.
     pub fn set_observer(&mut self, observer: Observer) {
         self.observer = Some(observer);

@@ -116,6 +116,9 @@ struct HostRec {
     revive_actions: u32,
     next_action_at: Time,
     incident: Option<usize>,
+    /// Already not connected when first seen (e.g. by a restarted daemon): its loss is old news
+    /// and does not count towards a storm.
+    down_when_first_seen: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -197,6 +200,8 @@ pub struct Supervisor {
     /// From a restart: what VMs get when they are first seen (user power-offs, restart times,
     /// actions that may still run on them).
     restored: Restore,
+    /// Spares whose addition was unfinished at a restart, and until when they are held back.
+    pending_spares: Vec<(String, Time)>,
 }
 
 impl Supervisor {
@@ -221,6 +226,7 @@ impl Supervisor {
             out: Output::default(),
             plans: None,
             restored: Restore::default(),
+            pending_spares: Vec::new(),
         }
     }
 
@@ -265,7 +271,10 @@ impl Supervisor {
                 (Some(vm), _, _) => Subject::Vm(vm.clone()),
                 (None, Some(h), _) => Subject::Host(h.clone()),
                 (None, None, Action::AddHost { spare }) => {
+                    // Not added twice: it waits out the window (or shows up in the inventory).
                     self.spares.retain(|s| s != spare);
+                    self.pending_spares
+                        .push((spare.clone(), now + self.cfg.reconcile_window));
                     Subject::Cluster
                 }
                 _ => Subject::Cluster,
@@ -563,6 +572,7 @@ impl Supervisor {
             revive_actions: 0,
             next_action_at: now,
             incident: None,
+            down_when_first_seen: !connected && !known,
         };
         self.hosts.insert(host.clone(), rec);
         let (state, reason) = if connected {
@@ -1187,7 +1197,9 @@ impl Supervisor {
                     } else {
                         "not connected, no management probe to confirm: waited"
                     };
-                    self.unreachable_log.push_back((now, host.clone()));
+                    if !self.hosts.get(host).is_some_and(|r| r.down_when_first_seen) {
+                        self.unreachable_log.push_back((now, host.clone()));
+                    }
                     self.set_host_state(
                         now,
                         host,
@@ -2120,6 +2132,21 @@ impl Supervisor {
             Severity::Critical,
             format!("{unplaced} protected VM(s) fit on no live host"),
         );
+        // A spare held back after a restart: in the inventory means it was added; after the
+        // window it was not, and it returns to the pool.
+        let inv = &self.inv;
+        let mut back = Vec::new();
+        self.pending_spares.retain(|(spare, until)| {
+            let added = inv
+                .hosts
+                .values()
+                .any(|h| h.id.as_str() == spare || h.name == *spare);
+            if !added && now >= *until {
+                back.push(spare.clone());
+            }
+            !added && now < *until
+        });
+        self.spares.extend(back);
         if !self.adding_spare {
             if let Some(spare) = self.spares.pop_front() {
                 self.adding_spare = true;

@@ -870,6 +870,23 @@ fn a_storm_of_unreachable_hosts_fails_nothing_over() {
 }
 
 #[test]
+fn hosts_already_down_when_first_seen_do_not_make_a_storm() {
+    // A restarted daemon finds h1 and h2 already not connected; then h3 dies: one new loss.
+    let mut inv = inventory(4, 1);
+    for h in ["h1", "h2"] {
+        if let Some(host) = inv.hosts.get_mut(&HostId::from(h)) {
+            host.connection = ConnectionState::NotResponding;
+        }
+    }
+    let mut s = Story::new(Config::default(), inv);
+    s.at(0.5).mgmt("h1", false).mgmt("h2", false);
+    crash_host(&mut s, "h3", 1.0);
+    s.at(10.0);
+    assert!(!s.alarmed(AlarmKind::StormSuspected));
+    assert_eq!(s.host_state("h3").name(), "dead");
+}
+
+#[test]
 fn an_isolated_manager_acts_on_nothing() {
     let mut s = Story::new(Config::default(), inventory(2, 1));
     s.at(1.0).feed(Observation::ManagerIsolation {
