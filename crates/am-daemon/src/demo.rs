@@ -104,6 +104,11 @@ pub fn run(opts: &Options, out: Arc<Mutex<dyn Write + Send>>) -> Result<Summary,
             });
             let _ = writeln!(w, "{}", serde_json::to_string_pretty(&json).unwrap_or_default());
         } else {
+            let _ = writeln!(
+                w,
+                "\n{}",
+                am_api::render_stats(&outcome.snapshot, am_api::terminal_width())
+            );
             let _ = writeln!(w, "\n{}", report::render(&outcome.summary));
             let verdict = if outcome.summary.ok() {
                 "OK: every protected VM runs again and no invariant broke"

@@ -19,6 +19,27 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The statistics of a running daemon, in text: hosts, VMs, cluster figures.
+    Stats {
+        /// The daemon's API.
+        #[arg(long, default_value = "http://127.0.0.1:8480")]
+        url: String,
+        /// Redraw every N seconds, like `top`.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
+    },
+    /// A running daemon's full status as JSON.
+    Status {
+        /// The daemon's API.
+        #[arg(long, default_value = "http://127.0.0.1:8480")]
+        url: String,
+    },
+    /// A running daemon's active alarms.
+    Alarms {
+        /// The daemon's API.
+        #[arg(long, default_value = "http://127.0.0.1:8480")]
+        url: String,
+    },
     /// Show the failover plans kept ready for every host and failure domain, and the admission
     /// figures, for the demo's cluster or a scenario's.
     Plan {
@@ -52,6 +73,24 @@ enum Command {
     },
 }
 
+/// Runs one client command on a small runtime; errors go to stderr with exit status 2.
+fn client(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.log_level.parse::<tracing::Level>() {
@@ -69,6 +108,45 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Stats { url, watch } => client(async move {
+            match watch {
+                Some(secs) => {
+                    let opts = am_api::WatchOptions {
+                        interval: std::time::Duration::from_secs(secs.max(1)),
+                        ..am_api::WatchOptions::default()
+                    };
+                    let mut out = std::io::stdout();
+                    tokio::select! {
+                        r = am_api::watch(&opts, || am_api::fetch_status(&url), &mut out) => r.map_err(|e| e.to_string()),
+                        _ = tokio::signal::ctrl_c() => Ok(()),
+                    }
+                }
+                None => am_api::fetch_status(&url)
+                    .await
+                    .map(|s| print!("{}", am_api::render_stats(&s, am_api::terminal_width())))
+                    .map_err(|e| format!("{url}: {e}")),
+            }
+        }),
+        Command::Status { url } => client(async move {
+            let s = am_api::fetch_status(&url)
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            serde_json::to_string_pretty(&s)
+                .map(|j| println!("{j}"))
+                .map_err(|e| e.to_string())
+        }),
+        Command::Alarms { url } => client(async move {
+            let alarms = am_api::fetch_alarms(&url)
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            if alarms.is_empty() {
+                println!("no active alarms");
+            }
+            for a in alarms {
+                println!("{}", serde_json::to_string(&a).unwrap_or_default());
+            }
+            Ok(())
+        }),
         Command::Plan { scenario, fail } => {
             let opts = demo::Options {
                 scenario,

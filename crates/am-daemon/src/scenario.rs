@@ -229,6 +229,8 @@ pub struct Outcome {
     pub summary: Summary,
     /// The simulated cluster as it ended (for further checks).
     pub sim: Sim,
+    /// The daemon's status at the end, as `am-daemon stats` shows it.
+    pub snapshot: am_api::Snapshot,
 }
 
 /// Whether a log line belongs in `log.expect`: every decision, but not the initial roll call of
@@ -341,7 +343,15 @@ pub async fn run(scenario: &Scenario, observer: Option<Observer>) -> Result<Outc
             .count(),
         ..summary
     };
-    Ok(Outcome { log, summary, sim })
+    let recent: Vec<LogEntry> = log.iter().rev().take(20).rev().cloned().collect();
+    let exec = engine.executor().status();
+    let snapshot = am_api::Snapshot::capture(end, engine.supervisor(), Some(&exec), &recent);
+    Ok(Outcome {
+        log,
+        summary,
+        sim,
+        snapshot,
+    })
 }
 
 /// Runs a scenario on a fresh current-thread runtime with a paused clock (virtual time).
