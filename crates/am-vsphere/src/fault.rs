@@ -166,8 +166,8 @@ fn vim_fault(f: &vsphere_soap::VimFault, e: &Error, s: &Subject<'_>) -> HvError 
         _ => HvError::Api {
             fault: f.type_name.clone(),
             message: match e {
-                Error::Task(t) => format!("{} ({}): {detail}", t.description_id, t.task),
-                _ => detail,
+                Error::Task(t) => format!("{} ({}): {}", t.description_id, t.task, f.message),
+                _ => f.message.clone(),
             },
             retryable: TRANSIENT.contains(&ty),
         },

@@ -140,11 +140,17 @@ impl Inner {
     }
 
     fn filter(&self, collector: Option<&MoRef>, view: &MoRef) -> PropertyFilterSpec {
-        let mut prop_set = vec![
+        let mut prop_set = Vec::new();
+        if collector.is_some() {
+            // First: vcsim (govmomi 0.24) panics matching a change of a session object (the
+            // collector) against a property spec of another type listed before its own.
+            prop_set.push(PropertySpec::new("EventHistoryCollector", &["latestPage"]));
+        }
+        prop_set.extend([
             PropertySpec::new("HostSystem", HOST_PROPS),
             PropertySpec::new("VirtualMachine", VM_PROPS),
             PropertySpec::new("Datastore", DS_PROPS),
-        ];
+        ]);
         let mut object_set = vec![ObjectSpec {
             obj: view.clone(),
             skip: true,
@@ -157,7 +163,6 @@ impl Inner {
             })],
         }];
         if let Some(c) = collector {
-            prop_set.push(PropertySpec::new("EventHistoryCollector", &["latestPage"]));
             object_set.push(ObjectSpec {
                 obj: c.clone(),
                 skip: false,
@@ -179,11 +184,12 @@ impl Inner {
 
     /// Makes a view, an event collector and a filter over both, and reads the full state.
     async fn open_feed(&self) -> Result<FirstLook, vsphere_soap::Error> {
-        let generation = self.client.session_generation();
         let view = self
             .client
             .create_container_view(&self.root, &["HostSystem", "VirtualMachine", "Datastore"], true)
             .await?;
+        // After the first call: it may have logged in again.
+        let generation = self.client.session_generation();
         let collector = match self.client.event_collector(&self.event_filter(PAGE)).await {
             Ok(c) => Some(c),
             Err(e) => {
@@ -225,10 +231,15 @@ impl Inner {
         if feed.generation != self.client.session_generation() {
             return; // gone with its session
         }
-        let _ = feed.watch.close().await;
-        let _ = self.client.destroy_view(&feed.view).await;
-        if let Some(c) = feed.collector {
-            let _ = c.destroy().await;
+        let tidy = async {
+            let _ = feed.watch.close().await;
+            let _ = self.client.destroy_view(&feed.view).await;
+            if let Some(c) = feed.collector {
+                let _ = c.destroy().await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), tidy).await.is_err() {
+            tracing::debug!("destroying the old feed timed out; its session will take it");
         }
     }
 
@@ -399,12 +410,17 @@ impl Inner {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        if self.client.session_generation() != feed.generation {
-                            return self.resync(st).await;
-                        }
-                        tracing::warn!(error = %e, "waiting for vCenter updates failed");
-                        st.feed = None;
-                        return Err(source_err(&e));
+                        // A new session, or a broken wait (a dropped connection; vcsim drops it
+                        // when it trips over an object deleted meanwhile): read everything again
+                        // and report the difference.
+                        tracing::warn!(error = %e, "waiting for vCenter updates failed; reading the inventory again");
+                        return match self.resync(st).await {
+                            Ok(c) => Ok(c),
+                            Err(again) => {
+                                st.feed = None;
+                                Err(again)
+                            }
+                        };
                     }
                 }
             }

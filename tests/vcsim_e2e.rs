@@ -1,0 +1,686 @@
+//! End to end against vCenter: the real engine (supervisor, executor with retries, journal,
+//! alarm sinks) drives the vcsim test bed (`testbed/vcsim`) through `am-vsphere`, started per test
+//! on a free loopback port. Faults come from the test bed's control endpoint; outcomes are checked
+//! in vcsim itself (a second vCenter session reads VMs, hosts and events) and in the journal.
+//!
+//! The binary comes from `$AM_VCSIM_BIN`, or is built with Go into `target/vcsim/` on first use.
+//! Nothing is probed: hosts have names, not addresses, and guests are not probed, so the only
+//! signals are vCenter's (connection state, tools heartbeat, power state, events).
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use am_core::{
+    Action, AlarmChange, AlarmKind, Clock, LogKind, MemoryJournal, ProbeResult, ProbeTarget, Prober, Record,
+    Subject, Time,
+};
+use am_daemon::alarm::AlarmSink;
+use am_daemon::engine::{Backends, Engine, EngineConfig};
+use am_vsphere::vsphere_soap::{Client, Credentials, EventFilter, MoRef, Password, PropertySpec, TlsMode};
+use am_vsphere::{ConnectError, ConnectSettings, Options, VsphereBackend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(90);
+
+// ----- the test bed ----------------------------------------------------------------------------
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// `$AM_VCSIM_BIN`, or `target/vcsim/am-vcsim` built with Go when missing or older than its source.
+fn vcsim_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("AM_VCSIM_BIN") {
+        return PathBuf::from(p);
+    }
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let root = workspace_root();
+    let src = root.join("testbed/vcsim/main.go");
+    let out = root.join("target/vcsim/am-vcsim");
+    let fresh = match (std::fs::metadata(&out), std::fs::metadata(&src)) {
+        (Ok(b), Ok(s)) => b.modified().ok() >= s.modified().ok(),
+        _ => false,
+    };
+    if fresh {
+        return out;
+    }
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(root.join("testbed/vcsim"))
+        .env(
+            "GOPATH",
+            std::env::var("AM_GOPATH").unwrap_or_else(|_| "/usr/share/gocode".into()),
+        )
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("running `go build` for the vcsim test bed (is golang-go installed? or set AM_VCSIM_BIN)");
+    assert!(status.success(), "go build of testbed/vcsim failed");
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+/// A free loopback port (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running am-vcsim; killed on drop.
+struct Vcsim {
+    child: Child,
+    url: String,
+    control: String,
+    ca_file: Option<PathBuf>,
+}
+
+impl Vcsim {
+    /// `hosts` hosts with `vms_per_host` VMs each; HTTPS with a CA of its own, or plain HTTP; on
+    /// `listen` (a fixed loopback address, to restart it there) or a free port.
+    fn start(hosts: u32, vms_per_host: u32, tls: bool, listen: Option<&str>) -> Vcsim {
+        let mut cmd = Command::new(vcsim_binary());
+        cmd.args([
+            "-hosts",
+            &hosts.to_string(),
+            "-vms-per-host",
+            &vms_per_host.to_string(),
+            "-exit-on-stdin-eof",
+            &format!("-tls={tls}"),
+        ]);
+        if let Some(l) = listen {
+            cmd.args(["-listen", l]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting am-vcsim");
+        let stdout = child.stdout.take().unwrap();
+        let (mut url, mut control, mut ca) = (None, None, None);
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("reading am-vcsim output");
+            if line == "VCSIM_READY" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once('=') {
+                match k {
+                    "VCSIM_URL" => url = Some(v.to_owned()),
+                    "VCSIM_CONTROL" => control = Some(v.to_owned()),
+                    "VCSIM_CA" => ca = Some(PathBuf::from(v)),
+                    _ => {}
+                }
+            }
+        }
+        Vcsim {
+            child,
+            url: url.expect("VCSIM_URL (did am-vcsim start?)"),
+            control: control.expect("VCSIM_CONTROL"),
+            ca_file: ca,
+        }
+    }
+
+    fn tls(&self) -> TlsMode {
+        match &self.ca_file {
+            Some(ca) => TlsMode::CaFile(ca.clone()),
+            None => TlsMode::SystemRoots,
+        }
+    }
+
+    /// The `host:port` the SDK listens on.
+    fn listen_addr(&self) -> String {
+        let after = self.url.split_once("://").map_or("", |(_, r)| r);
+        after.split('/').next().unwrap_or_default().to_owned()
+    }
+
+    /// A request to the control endpoint; its JSON answer.
+    async fn control(&self, method: &str, path: &str) -> serde_json::Value {
+        let addr = self.control.trim_start_matches("http://").to_owned();
+        let mut stream = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&addr))
+            .await
+            .expect("control endpoint: connect timed out")
+            .expect("control endpoint: connect");
+        let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw))
+            .await
+            .expect("control endpoint: answer timed out")
+            .unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "control {path}: {head} {body}"
+        );
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    }
+
+    async fn ctl(&self, path: &str) -> serde_json::Value {
+        self.control("POST", path).await
+    }
+
+    /// Hosts by name with the names of their VMs, as the test bed sees them.
+    async fn inventory(&self) -> BTreeMap<String, (String, Vec<String>)> {
+        let inv = self.control("GET", "/inventory").await;
+        inv.as_array()
+            .expect("inventory is a list")
+            .iter()
+            .map(|h| {
+                let vms = h["vms"]
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .map(|vm| vm["name"].as_str().unwrap().to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    h["name"].as_str().unwrap().to_owned(),
+                    (h["ref"].as_str().unwrap().to_owned(), vms),
+                )
+            })
+            .collect()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Vcsim {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ----- the manager -----------------------------------------------------------------------------
+
+/// Probes nothing (no target is ever given one in these tests).
+struct NoProbes;
+
+#[async_trait::async_trait]
+impl Prober for NoProbes {
+    async fn probe(&self, target: &ProbeTarget, _timeout: Duration) -> ProbeResult {
+        panic!("nothing may be probed in these tests, yet {target:?} was")
+    }
+}
+
+/// Milliseconds since it was made, on tokio's clock.
+struct TestClock(tokio::time::Instant);
+
+impl Clock for TestClock {
+    fn now(&self) -> Time {
+        Time::from_millis(u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Keeps every alarm change.
+struct Alarms(Arc<Mutex<Vec<AlarmChange>>>);
+
+impl AlarmSink for Alarms {
+    fn deliver(&mut self, change: &AlarmChange) {
+        self.0.lock().unwrap().push(change.clone());
+    }
+}
+
+const MANAGER: &str = "am-manager";
+
+/// The engine running against vcsim, and what it wrote.
+struct Manager {
+    journal: MemoryJournal,
+    alarms: Arc<Mutex<Vec<AlarmChange>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Manager {
+    async fn start(sim: &Vcsim) -> Manager {
+        let settings = ConnectSettings::new(&sim.url, MANAGER, Password::new("secret"), sim.tls());
+        let (client, session) = am_vsphere::connect(&settings).await.expect("connect to vcsim");
+        let clock: Arc<dyn Clock> = Arc::new(TestClock(tokio::time::Instant::now()));
+        let backend = VsphereBackend::new(client, Options::default(), clock.clone())
+            .await
+            .expect("backend");
+        let mut cfg = EngineConfig::default();
+        cfg.supervisor.manager_user = session.user_name.clone();
+        // No management probe: the connection state alone makes a host unreachable after this.
+        cfg.supervisor.single_signal_confirm = Duration::from_secs(2);
+        cfg.supervisor.revive_interval = Duration::from_secs(5);
+        let journal = MemoryJournal::default();
+        let alarms = Arc::new(Mutex::new(Vec::new()));
+        let backends = Backends {
+            hypervisor: Arc::new(executor::Retrying::new(Arc::new(backend.clone()))),
+            source: Arc::new(backend),
+            prober: Arc::new(NoProbes),
+            clock,
+            journal: Box::new(journal.clone()),
+            sinks: vec![Box::new(Alarms(alarms.clone()))],
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut engine = Engine::start(cfg, backends);
+            engine
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("the engine stopped with an error");
+        });
+        let m = Manager {
+            journal,
+            alarms,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        m.wait_for_inventory().await;
+        m
+    }
+
+    /// Waits until the supervisor has seen the inventory (its first roll call).
+    async fn wait_for_inventory(&self) {
+        eventually(self, "the inventory to be read", || async {
+            self.log()
+                .iter()
+                .any(|e| matches!(&e.kind, LogKind::Transition { from, .. } if from == "new"))
+                .then_some(())
+        })
+        .await;
+    }
+
+    fn log(&self) -> Vec<am_core::LogEntry> {
+        self.journal
+            .records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Decision(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn intents(&self) -> Vec<Action> {
+        self.journal
+            .records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Intent { action, .. } => Some(action),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn alarm_raised(&self, kind: AlarmKind, subject: &Subject) -> bool {
+        self.alarms
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| matches!(c, AlarmChange::Raise(a) if a.kind == kind && a.subject == *subject))
+    }
+
+    /// The audit trail, for failure messages.
+    fn story(&self) -> String {
+        self.log()
+            .iter()
+            .filter(|e| !matches!(&e.kind, LogKind::Transition { from, .. } if from == "new"))
+            .map(|e| format!("  {e}\n"))
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("the engine did not stop")
+                .expect("the engine task panicked");
+        }
+    }
+}
+
+/// Polls `check` every 250 ms until it gives `Some`, for at most [`WAIT`]; fails with the story.
+async fn eventually<T, F, Fut>(m: &Manager, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {}s waiting for {what}; the manager's story:\n{}",
+                WAIT.as_secs(),
+                m.story()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A second session on vcsim, to see what vCenter shows.
+async fn observer(sim: &Vcsim) -> Client {
+    Client::builder(&sim.url)
+        .tls(sim.tls())
+        .credentials(Credentials::new("observer", Password::new("x")))
+        .connect()
+        .await
+        .expect("observer login")
+}
+
+/// Every VM: moref, name, power state and host.
+async fn vms(c: &Client) -> Vec<(MoRef, String, String, Option<MoRef>)> {
+    c.retrieve_inventory(vec![PropertySpec::new(
+        "VirtualMachine",
+        &["name", "runtime.powerState", "runtime.host"],
+    )])
+    .await
+    .expect("reading VMs")
+    .into_iter()
+    .map(|o| {
+        (
+            o.obj.clone(),
+            o.get_str("name").unwrap_or_default().to_owned(),
+            o.get_str("runtime.powerState").unwrap_or_default().to_owned(),
+            o.get_moref("runtime.host").cloned(),
+        )
+    })
+    .collect()
+}
+
+// ----- the tests -------------------------------------------------------------------------------
+
+/// (a) A host vCenter stops hearing from (and which cannot be reconnected) is declared dead; its
+/// VMs end up registered and running on the other hosts, as vcsim reports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_not_responding_has_its_vms_restarted_elsewhere() {
+    let sim = Vcsim::start(3, 2, true, None);
+    let m = Manager::start(&sim).await;
+    let obs = observer(&sim).await;
+    let inv = sim.inventory().await;
+    let (dead_name, (dead_ref, dead_vms)) = inv
+        .iter()
+        .max_by_key(|(_, (_, vms))| vms.len())
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .expect("a host");
+    assert!(!dead_vms.is_empty(), "the busiest host has VMs: {inv:?}");
+    // A dead host cannot be reconnected.
+    sim.ctl("/fault?method=ReconnectHost_Task&fault=HostConnectFault&count=-1")
+        .await;
+    sim.ctl(&format!("/host/not-responding?name={dead_name}")).await;
+
+    let dead = MoRef::new("HostSystem", dead_ref.clone());
+    eventually(&m, "the dead host's VMs to run on other hosts", || async {
+        let all = vms(&obs).await;
+        dead_vms
+            .iter()
+            .all(|name| {
+                all.iter().any(|(_, n, power, host)| {
+                    n == name && power == "poweredOn" && host.as_ref().is_some_and(|h| *h != dead)
+                })
+            })
+            .then_some(())
+    })
+    .await;
+    // No copy of them is left on the dead host, and none runs twice.
+    let all = vms(&obs).await;
+    for name in &dead_vms {
+        let copies: Vec<_> = all.iter().filter(|(_, n, _, _)| n == name).collect();
+        assert_eq!(copies.len(), 1, "{name} is registered once: {copies:?}");
+    }
+    let after = sim.inventory().await;
+    assert!(
+        after[&dead_name].1.is_empty(),
+        "nothing registered on the dead host any more: {:?}",
+        after[&dead_name]
+    );
+    let story = m.story();
+    println!("{story}");
+    assert!(
+        m.intents()
+            .iter()
+            .filter(|a| matches!(a, Action::Failover { .. }))
+            .count()
+            >= dead_vms.len(),
+        "one failover per VM:\n{story}"
+    );
+    assert!(
+        m.alarm_raised(
+            AlarmKind::HostUnreachable,
+            &Subject::Host(dead_ref.as_str().into())
+        ),
+        "{story}"
+    );
+    m.stop().await;
+}
+
+/// (b) A VM a named user powers off raises a VmPoweredOff alarm and stays off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_power_off_raises_an_alarm_and_the_vm_stays_off() {
+    let sim = Vcsim::start(2, 2, true, None);
+    let m = Manager::start(&sim).await;
+    let obs = observer(&sim).await;
+    let (vm, name, _, _) = vms(&obs).await.into_iter().next().expect("a VM");
+    sim.ctl(&format!("/vm/power-off?name={name}&user=alice")).await;
+    let subject = Subject::Vm(vm.value.as_str().into());
+    eventually(&m, "the VmPoweredOff alarm", || async {
+        m.alarm_raised(AlarmKind::VmPoweredOff, &subject).then_some(())
+    })
+    .await;
+    let message = m
+        .alarms
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|c| match c {
+            AlarmChange::Raise(a) if a.kind == AlarmKind::VmPoweredOff => Some(a.message.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(message.contains("alice"), "{message}");
+    // Longer than the power-off grace and a recovery step: still off, nothing done to it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let now = vms(&obs).await;
+    let (_, _, power, _) = now
+        .iter()
+        .find(|(r, _, _, _)| *r == vm)
+        .expect("still registered");
+    assert_eq!(power, "poweredOff", "the user's power-off stands:\n{}", m.story());
+    let acted: Vec<Action> = m
+        .intents()
+        .into_iter()
+        .filter(|a| {
+            a.vm().is_some_and(|v| v.as_str() == vm.value)
+                && !matches!(a, Action::CreateSnapshot { .. } | Action::RemoveSnapshot { .. })
+        })
+        .collect();
+    assert!(
+        acted.is_empty(),
+        "no action on a VM a user switched off: {acted:?}\n{}",
+        m.story()
+    );
+    m.stop().await;
+}
+
+/// (c) A red VMware Tools heartbeat gets the VM reset (vcsim records the manager powering it off
+/// and on again), and no failover or migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_heartbeat_resets_the_vm_and_moves_nothing() {
+    let sim = Vcsim::start(2, 2, true, None);
+    let m = Manager::start(&sim).await;
+    let obs = observer(&sim).await;
+    let (vm, name, _, host) = vms(&obs).await.into_iter().next().expect("a VM");
+    let events_of = |vm: MoRef| {
+        let obs = obs.clone();
+        async move {
+            obs.query_events(&EventFilter {
+                entity: Some(vm),
+                max_count: Some(1000),
+                ..EventFilter::default()
+            })
+            .await
+            .expect("events")
+        }
+    };
+    let before = events_of(vm.clone())
+        .await
+        .iter()
+        .map(|e| e.key)
+        .max()
+        .unwrap_or(0);
+    sim.ctl(&format!("/vm/heartbeat?name={name}&status=red")).await;
+
+    eventually(&m, "vcsim to record the reset", || async {
+        let evs = events_of(vm.clone()).await;
+        evs.iter()
+            .any(|e| e.key > before && e.type_name == "VmPoweredOnEvent" && e.user_name == MANAGER)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        m.intents()
+            .iter()
+            .any(|a| matches!(a, Action::Reset { vm: v } if v.as_str() == vm.value)),
+        "the manager reset it:\n{}",
+        m.story()
+    );
+    // The guest is back after its reboot.
+    sim.ctl(&format!("/vm/heartbeat?name={name}&status=green")).await;
+    eventually(&m, "the VM to be healthy again", || async {
+        m.log()
+            .iter()
+            .any(|e| {
+                e.subject == Subject::Vm(vm.value.as_str().into())
+                    && matches!(&e.kind, LogKind::Transition { to, reason, .. } if to == "healthy" && reason.contains("restart"))
+            })
+            .then_some(())
+    })
+    .await;
+    let moved: Vec<Action> = m
+        .intents()
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Failover { .. }
+                    | Action::MigrateCold { .. }
+                    | Action::MigrateLive { .. }
+                    | Action::RestoreClone { .. }
+            )
+        })
+        .collect();
+    assert!(moved.is_empty(), "nothing moved: {moved:?}\n{}", m.story());
+    let now = vms(&obs).await;
+    let (_, _, power, on) = now
+        .iter()
+        .find(|(r, _, _, _)| *r == vm)
+        .expect("still registered");
+    assert_eq!((power.as_str(), on), ("poweredOn", &host), "running where it was");
+    m.stop().await;
+}
+
+/// (d) vCenter restarts (the process is killed and started again on the same port, its sessions
+/// gone): the manager logs in again, reads the inventory again and keeps working (a user
+/// power-off after the restart raises its alarm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manager_survives_a_vcenter_restart() {
+    let mut sim = Vcsim::start(2, 1, false, Some(&format!("127.0.0.1:{}", free_port())));
+    let m = Manager::start(&sim).await;
+    let first_sight = |m: &Manager| {
+        m.log()
+            .iter()
+            .filter(|e| matches!(&e.kind, LogKind::Transition { from, .. } if from == "new"))
+            .count()
+    };
+    let seen = first_sight(&m);
+    let listen = sim.listen_addr();
+    let url = sim.url.clone();
+    sim.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The new instance has more VMs: the manager has logged in again and read the inventory again
+    // when it sees them.
+    let sim = Vcsim::start(2, 2, false, Some(&listen));
+    assert_eq!(sim.url, url, "same address after the restart");
+    eventually(&m, "the inventory of the restarted vCenter", || async {
+        (first_sight(&m) > seen).then_some(())
+    })
+    .await;
+    let obs = observer(&sim).await;
+    let (vm, name, _, _) = vms(&obs).await.into_iter().next().expect("a VM");
+    sim.ctl(&format!("/vm/power-off?name={name}&user=bob")).await;
+    let subject = Subject::Vm(vm.value.as_str().into());
+    eventually(&m, "the VmPoweredOff alarm after the restart", || async {
+        m.alarm_raised(AlarmKind::VmPoweredOff, &subject).then_some(())
+    })
+    .await;
+    m.stop().await;
+}
+
+/// Connection problems are told apart and name the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_say_what_is_wrong() {
+    let sim = Vcsim::start(1, 1, true, None);
+    // The system trust store does not know the test bed's CA.
+    let e = am_vsphere::connect(&ConnectSettings::new(
+        &sim.url,
+        "am",
+        Password::new("x"),
+        TlsMode::SystemRoots,
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(e, ConnectError::Tls { .. }), "{e:?}");
+    assert!(e.to_string().contains(&sim.url), "{e}");
+    // Bad credentials.
+    sim.ctl("/fault?method=Login&fault=InvalidLogin&message=bad%20password")
+        .await;
+    let e = am_vsphere::connect(&ConnectSettings::new(
+        &sim.url,
+        "am",
+        Password::new("x"),
+        sim.tls(),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, ConnectError::Login { ref user, .. } if user == "am"),
+        "{e:?}"
+    );
+    // Nobody listening.
+    let nowhere = format!("https://127.0.0.1:{}/sdk", free_port());
+    let e = am_vsphere::connect(&ConnectSettings::new(
+        &nowhere,
+        "am",
+        Password::new("x"),
+        sim.tls(),
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(e.to_string().contains(&nowhere), "{e}");
+}
