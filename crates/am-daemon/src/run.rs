@@ -1,0 +1,270 @@
+//! `am-daemon run`: the engine against vCenter.
+//!
+//! [`run`] connects to the vCenter of `cfg.vcenter` (TLS as configured, the password from its
+//! secret source), builds the backends (the vCenter adapter as hypervisor, behind the retrying
+//! decorator, and as inventory source; the network prober when there is anything to probe; tokio's
+//! clock; the journal; the log alarm sink) and runs the engine until `shutdown` completes. The
+//! manager's user name, which its own power operations carry in vCenter's events, is the session's
+//! user as vCenter reports it (e.g. `VSPHERE.LOCAL\svc-am` for `svc-am@vsphere.local`).
+
+use crate::alarm::{AlarmSink, LogSink};
+use crate::config::{ConfigError, DaemonConfig, VcenterConfig};
+use crate::engine::{Backends, Engine, EngineConfig, EngineError};
+use crate::journal::{Journal, MemoryJournal};
+use am_core::{ProbeResult, ProbeTarget, Prober};
+use am_vsphere::vsphere_soap::{Password, Thumbprint, TlsMode};
+use am_vsphere::{ConnectError, ConnectSettings, SetupError, VsphereBackend};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why `run` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration has no `[vcenter]` section.
+    #[error("no [vcenter] section in the configuration: `run` needs url, user and password")]
+    NoVcenter,
+    /// A setting `run` needs is missing or wrong (e.g. the password's source).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// vCenter is unreachable, refused the TLS handshake or the login (each names the URL).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The adapter could not be set up (e.g. its scope does not exist).
+    #[error("vCenter at {url}: {source}")]
+    Setup {
+        /// The SDK URL.
+        url: String,
+        /// What failed.
+        #[source]
+        source: SetupError,
+    },
+    /// The engine stopped (e.g. the journal failed).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// What [`run_with`] takes beyond the configuration (tests and embedders; `run` uses the defaults).
+#[derive(Default)]
+pub struct RunExtras {
+    /// Settings of the vCenter adapter (scope, spares, hooks, what to probe, priorities).
+    pub vsphere: am_vsphere::Options,
+    /// A journal to use instead of the configured one.
+    pub journal: Option<Box<dyn Journal>>,
+    /// More alarm sinks (the log sink is always there).
+    pub sinks: Vec<Box<dyn AlarmSink>>,
+    /// A prober to use instead of the network prober.
+    pub prober: Option<Arc<dyn Prober>>,
+}
+
+/// Runs the daemon against the vCenter of `cfg` until `shutdown` completes.
+pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_with(cfg, RunExtras::default(), shutdown).await
+}
+
+/// [`run`] with adapter settings, journal, sinks or prober of the caller's.
+pub async fn run_with(
+    cfg: DaemonConfig,
+    extras: RunExtras,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let vc = cfg.vcenter.clone().ok_or(RunError::NoVcenter)?;
+    let password = vc.password.read("vcenter.password")?;
+    let settings = ConnectSettings::new(
+        &vc.url,
+        &vc.user,
+        Password::new(password.expose()),
+        tls_mode(&vc)?,
+    );
+    let (client, session) = am_vsphere::connect(&settings).await?;
+    let about = &client.service_content().about;
+    tracing::info!(
+        url = %vc.url,
+        user = %session.user_name,
+        server = %about.full_name,
+        "connected to vCenter"
+    );
+    let clock = Arc::new(probe::TokioClock::new());
+    let backend = VsphereBackend::new(client.clone(), extras.vsphere.clone(), clock.clone())
+        .await
+        .map_err(|source| RunError::Setup {
+            url: vc.url.clone(),
+            source,
+        })?;
+
+    let mut supervisor = cfg.supervisor.clone();
+    if supervisor.manager_user != session.user_name {
+        tracing::info!(
+            configured = %supervisor.manager_user,
+            session = %session.user_name,
+            "the manager's user is the vCenter session's"
+        );
+        supervisor.manager_user = session.user_name.clone();
+    }
+    let engine_cfg = EngineConfig {
+        supervisor,
+        probe: cfg.probe.clone(),
+        isolation_addresses: cfg.isolation_addresses.clone(),
+        ..EngineConfig::default()
+    };
+    let prober = match extras.prober {
+        Some(p) => p,
+        None if probes_anything(&cfg, &extras.vsphere) => Arc::new(probe::NetProber::new(None)),
+        None => Arc::new(NoProbes),
+    };
+    let journal = match extras.journal {
+        Some(j) => j,
+        None => open_journal(&cfg)?,
+    };
+    let mut sinks: Vec<Box<dyn AlarmSink>> = vec![Box::new(LogSink)];
+    sinks.extend(extras.sinks);
+    let backends = Backends {
+        hypervisor: Arc::new(executor::Retrying::new(Arc::new(backend.clone()))),
+        source: Arc::new(backend),
+        prober,
+        clock,
+        journal,
+        sinks,
+    };
+    let mut engine = Engine::start(engine_cfg, backends);
+    let result = engine.run_until(shutdown).await;
+    if tokio::time::timeout(Duration::from_secs(5), client.logout())
+        .await
+        .is_err()
+    {
+        tracing::debug!("vCenter logout timed out");
+    }
+    result.map_err(RunError::from)
+}
+
+/// The journal hook: an in-memory journal for now.
+///
+/// TODO(am-store): open `am_store::SqliteJournal` at `cfg.journal` here (falling back to memory
+/// only when no file is configured) and hand what it recovers to `Engine::restore` before the
+/// first inventory.
+fn open_journal(cfg: &DaemonConfig) -> Result<Box<dyn Journal>, RunError> {
+    if let Some(path) = &cfg.journal {
+        tracing::warn!(
+            path = %path.display(),
+            "the journal is kept in memory for now: decisions are not kept across restarts"
+        );
+    }
+    Ok(Box::new(MemoryJournal::default()))
+}
+
+/// How vCenter's certificate is checked: a pinned thumbprint, a CA file, insecure when asked for
+/// by name, else the system's trust store.
+fn tls_mode(vc: &VcenterConfig) -> Result<TlsMode, RunError> {
+    if vc.insecure_skip_tls_verify {
+        tracing::warn!(url = %vc.url, "TLS verification of vCenter is off (insecure_skip_tls_verify)");
+        return Ok(TlsMode::InsecureSkipVerify);
+    }
+    if let Some(t) = &vc.thumbprint {
+        let pin: Thumbprint = t.parse().map_err(|e| ConfigError::Invalid {
+            key: "vcenter.thumbprint".into(),
+            reason: format!("{e}"),
+        })?;
+        return Ok(TlsMode::Thumbprint(pin));
+    }
+    if let Some(ca) = &vc.ca_file {
+        return Ok(TlsMode::CaFile(ca.clone()));
+    }
+    Ok(TlsMode::SystemRoots)
+}
+
+/// Whether anything will ever be probed (else no ICMP socket is opened).
+fn probes_anything(cfg: &DaemonConfig, opts: &am_vsphere::Options) -> bool {
+    !cfg.isolation_addresses.is_empty()
+        || opts.probe_guests
+        || opts.probe_host_names
+        || !opts.host_addresses.is_empty()
+}
+
+/// The prober when nothing is to be probed.
+struct NoProbes;
+
+#[async_trait::async_trait]
+impl Prober for NoProbes {
+    async fn probe(&self, target: &ProbeTarget, _timeout: Duration) -> ProbeResult {
+        ProbeResult::Error(format!("probing is off; {} was not probed", target.address()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretSource;
+
+    fn vcenter(url: &str) -> VcenterConfig {
+        VcenterConfig {
+            url: url.into(),
+            user: "svc-am@vsphere.local".into(),
+            password: SecretSource {
+                env: Some("AM_RUN_TEST_SURELY_UNSET".into()),
+                file: None,
+            },
+            ..VcenterConfig::default()
+        }
+    }
+
+    #[test]
+    fn tls_follows_the_configuration() {
+        let mut vc = vcenter("https://vc/sdk");
+        assert_eq!(tls_mode(&vc).unwrap(), TlsMode::SystemRoots);
+        vc.ca_file = Some("/etc/am/ca.pem".into());
+        assert_eq!(tls_mode(&vc).unwrap(), TlsMode::CaFile("/etc/am/ca.pem".into()));
+        vc.thumbprint = Some("AB:".repeat(31) + "AB");
+        assert!(matches!(tls_mode(&vc).unwrap(), TlsMode::Thumbprint(_)));
+        vc.thumbprint = Some("nope".into());
+        let e = tls_mode(&vc).unwrap_err().to_string();
+        assert!(e.contains("vcenter.thumbprint"), "{e}");
+        let mut vc = vcenter("https://vc/sdk");
+        vc.insecure_skip_tls_verify = true;
+        assert_eq!(tls_mode(&vc).unwrap(), TlsMode::InsecureSkipVerify);
+    }
+
+    #[tokio::test]
+    async fn missing_settings_are_named() {
+        let never = std::future::pending::<()>();
+        let e = run(DaemonConfig::default(), never).await.unwrap_err();
+        assert!(matches!(e, RunError::NoVcenter), "{e}");
+        let cfg = DaemonConfig {
+            vcenter: Some(vcenter("https://vc.invalid/sdk")),
+            ..DaemonConfig::default()
+        };
+        let e = run(cfg, std::future::pending::<()>())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vcenter.password"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_vcenter_is_named() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("am-run-pw-{}", std::process::id()));
+        std::fs::write(&dir, "secret\n").unwrap();
+        let url = format!("https://127.0.0.1:{port}/sdk");
+        let mut vc = vcenter(&url);
+        vc.password = SecretSource {
+            env: None,
+            file: Some(dir.clone()),
+        };
+        vc.insecure_skip_tls_verify = true;
+        let cfg = DaemonConfig {
+            vcenter: Some(vc),
+            ..DaemonConfig::default()
+        };
+        let e = run(cfg, std::future::pending::<()>()).await.unwrap_err();
+        let _ = std::fs::remove_file(&dir);
+        assert!(
+            matches!(e, RunError::Connect(ConnectError::Unreachable { .. })),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(&url), "{e}");
+    }
+}
