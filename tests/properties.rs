@@ -4,7 +4,9 @@
 //! - no VM a user powered off is powered on by the manager;
 //! - no host's running VMs ever exceed its capacity;
 //! - every protected VM whose host died ends up running when capacity exists (a spare host that can
-//!   hold everything is in the pool, and faults are spaced wider than the storm window).
+//!   hold everything is in the pool, and faults are spaced wider than the storm window). A VM on a
+//!   host that is still isolated at the end is exempt: the manager cannot see whether it runs
+//!   there and, by design, never restarts it elsewhere.
 //!
 //! The simulator knows the truth and records every violation the moment it happens.
 
@@ -72,7 +74,17 @@ fn script(faults: &[F], hosts: usize, vms: usize) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 8, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 12,
+        max_shrink_iters: 8,
+        failure_persistence: None,
+        // The same cases on every run (CI is reproducible); PROPTEST_CASES / PROPTEST_RNG_SEED
+        // explore further.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_a11),
+        ),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn whatever_fails_no_vm_runs_twice_user_power_offs_stand_capacity_holds_and_protected_vms_run(
@@ -104,12 +116,16 @@ proptest! {
         let outcome = scenario::run_blocking(&scn, None).expect("scenario runs");
         let sim = &outcome.sim;
         prop_assert!(sim.violations().is_empty(), "violations: {:?}\nscript:\n{}", sim.violations(), scn.faults);
-        // Protected VMs run (a VM whose every rung failed counts as not recovered).
-        prop_assert!(
-            sim.protected_not_running().is_empty(),
-            "protected VMs down at the end: {:?}\nscript:\n{}",
-            sim.protected_not_running(),
-            scn.faults
-        );
+        // Protected VMs run (a VM whose every rung failed counts as not recovered), except on a
+        // host still isolated: whether they run there is unknowable from outside.
+        let down: Vec<_> = sim
+            .protected_not_running()
+            .into_iter()
+            .filter(|vm| {
+                let home = sim.vm_truth(vm).and_then(|t| t.registered);
+                !home.and_then(|h| sim.host_truth(&h)).is_some_and(|h| h.condition == sim::HostCondition::Isolated)
+            })
+            .collect();
+        prop_assert!(down.is_empty(), "protected VMs down at the end: {:?}\nscript:\n{}", down, scn.faults);
     }
 }

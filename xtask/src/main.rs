@@ -107,7 +107,7 @@ fn test(rest: &[&str]) -> Result<()> {
     ensure_packages()?;
     let vcsim = build_vcsim()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"])
+    cmd.args(["test", "--workspace", "--no-fail-fast"])
         .env("AM_VCSIM_BIN", &vcsim)
         .current_dir(root());
     if !rest.is_empty() {
