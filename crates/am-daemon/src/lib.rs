@@ -11,4 +11,5 @@ pub mod engine;
 pub mod journal;
 pub mod plan;
 pub mod report;
+pub mod run;
 pub mod scenario;

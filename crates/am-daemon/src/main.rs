@@ -19,6 +19,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the daemon against vCenter until SIGINT or SIGTERM.
+    Run {
+        /// The configuration file (TOML; AM_* environment variables override it).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// The statistics of a running daemon, in text: hosts, VMs, cluster figures.
     Stats {
         /// The daemon's API.
@@ -73,6 +79,23 @@ enum Command {
     },
 }
 
+/// Completes on SIGINT or SIGTERM (graceful stop: the engine stops taking decisions; what is in
+/// flight stays journaled as unfinished intents and is reconciled at the next start).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Runs one client command on a small runtime; errors go to stderr with exit status 2.
 fn client(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -108,6 +131,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Run { config } => {
+            let cfg = match am_daemon::config::DaemonConfig::load(Some(&config)) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            client(async move {
+                am_daemon::run::run(cfg, shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }
         Command::Stats { url, watch } => client(async move {
             match watch {
                 Some(secs) => {
