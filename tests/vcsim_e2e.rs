@@ -110,6 +110,9 @@ impl Vcsim {
         if let Some(l) = listen {
             cmd.args(["-listen", l]);
         }
+        if std::env::var_os("AM_VCSIM_VERBOSE").is_some() {
+            cmd.arg("-verbose");
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -683,4 +686,184 @@ async fn connection_errors_say_what_is_wrong() {
     .unwrap_err();
     assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
     assert!(e.to_string().contains(&nowhere), "{e}");
+}
+
+/// The inventory as a reader of `src` sees it, kept current with `changes`.
+struct View<'a> {
+    src: &'a VsphereBackend,
+    inv: am_core::Inventory,
+    version: String,
+}
+
+impl<'a> View<'a> {
+    async fn new(src: &'a VsphereBackend) -> View<'a> {
+        use am_core::InventorySource;
+        let (inv, version) = src.snapshot().await.expect("inventory");
+        View { src, inv, version }
+    }
+
+    /// Applies changes until `pred` holds (at most [`WAIT`]).
+    async fn until(&mut self, what: &str, pred: impl Fn(&am_core::Inventory) -> bool) {
+        use am_core::InventorySource;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !pred(&self.inv) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; inventory: {:#?}",
+                self.inv.vms
+            );
+            let c = self
+                .src
+                .changes(&self.version, Duration::from_secs(1))
+                .await
+                .expect("changes");
+            for d in &c.deltas {
+                self.inv.apply(d);
+            }
+            self.version = c.version;
+        }
+    }
+}
+
+/// Every action of the adapter, one after the other, as the inventory then shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_action_does_what_it_says_in_vcsim() {
+    use am_core::{HostId, HvError, Hypervisor, PowerState, RestartPriority, VmId};
+    let sim = Vcsim::start(2, 1, true, None);
+    let settings = ConnectSettings::new(&sim.url, MANAGER, Password::new("secret"), sim.tls());
+    let (client, _) = am_vsphere::connect(&settings).await.expect("connect");
+    let mut opts = Options::default();
+    opts.spares.insert(
+        "spare-1".into(),
+        am_vsphere::SpareHost {
+            address: "esx-spare.example".into(),
+            port: None,
+            user: "root".into(),
+            password: Password::new("esx"),
+            thumbprint: None,
+            cluster: None,
+        },
+    );
+    opts.fence_hook = Some(am_vsphere::Hook::new(
+        &["sh", "-c", "test {host_id} != ''"],
+        Duration::from_secs(10),
+    ));
+    let clock: Arc<dyn Clock> = Arc::new(TestClock(tokio::time::Instant::now()));
+    let hv = VsphereBackend::new(client, opts, clock).await.expect("backend");
+    let mut view = View::new(&hv).await;
+    assert_eq!(view.inv.hosts.len(), 2);
+    let vm: VmId = view.inv.vms.keys().next().cloned().expect("a VM");
+    let home: HostId = view.inv.vms[&vm].host.clone().expect("registered");
+    let other: HostId = view.inv.hosts.keys().find(|h| **h != home).cloned().unwrap();
+    let on = |vm: &VmId, host: &HostId| {
+        let (vm, host) = (vm.clone(), host.clone());
+        move |inv: &am_core::Inventory| {
+            inv.vms
+                .get(&vm)
+                .is_some_and(|v| v.host.as_ref() == Some(&host) && v.power == PowerState::PoweredOn)
+        }
+    };
+
+    // Power.
+    let e = hv.power_on(&vm).await.unwrap_err();
+    assert!(matches!(e, HvError::InvalidState { .. }), "{e:?}");
+    hv.power_off(&vm).await.unwrap();
+    view.until("power off", |i| i.vms[&vm].power == PowerState::PoweredOff)
+        .await;
+    hv.power_on(&vm).await.unwrap();
+    hv.reset(&vm).await.unwrap();
+    view.until("power on", on(&vm, &home)).await;
+
+    // Snapshots.
+    let snap = hv.create_snapshot(&vm, "am-backup-1").await.unwrap();
+    view.until("the snapshot", |i| {
+        i.snapshots
+            .get(&vm)
+            .is_some_and(|s| s.iter().any(|s| s.id == snap && s.name == "am-backup-1"))
+    })
+    .await;
+    hv.revert_snapshot(&vm, Some(snap.clone())).await.unwrap();
+    hv.revert_snapshot(&vm, None).await.unwrap();
+    hv.remove_snapshot(&vm, &snap).await.unwrap();
+    view.until("no snapshot", |i| !i.snapshots.contains_key(&vm))
+        .await;
+    let e = hv.remove_snapshot(&vm, &snap).await.unwrap_err();
+    assert!(matches!(e, HvError::NotFound { .. }), "{e:?}");
+
+    // Migrations.
+    hv.migrate(&vm, &other, true).await.unwrap();
+    view.until("live migration", on(&vm, &other)).await;
+    hv.migrate(&vm, &home, false).await.unwrap();
+    view.until("cold migration", on(&vm, &home)).await;
+
+    // A backup clone, and a restore from it onto the other host.
+    let backup = hv.clone_vm(&vm, "bk-1", &home, None).await.unwrap();
+    view.until("the backup clone", |i| {
+        i.vms.get(&backup).is_some_and(|b| {
+            b.backup_of.as_ref() == Some(&vm)
+                && b.priority == RestartPriority::Disabled
+                && b.power == PowerState::PoweredOff
+        })
+    })
+    .await;
+    assert_eq!(
+        view.inv.latest_clone(&vm).map(|c| c.id.clone()),
+        Some(backup.clone())
+    );
+    hv.restore_clone(&vm, &backup, &other).await.unwrap();
+    view.until("the VM restored on the other host, same id", on(&vm, &other))
+        .await;
+    assert!(
+        view.inv.vms[&vm].backup_of.is_none(),
+        "the restored VM is no backup"
+    );
+    assert!(view.inv.vms.contains_key(&backup), "the backup stays");
+    // Its new moref works for every action under the old id.
+    hv.reset(&vm).await.unwrap();
+
+    // Unregister, register again (another VM: vcsim cannot register a clone's files again).
+    let vm2: VmId = view
+        .inv
+        .vms
+        .keys()
+        .find(|v| **v != vm && **v != backup)
+        .cloned()
+        .expect("a second VM");
+    let home2 = view.inv.vms[&vm2].host.clone().expect("registered");
+    hv.power_off(&vm2).await.unwrap();
+    hv.unregister_vm(&vm2).await.unwrap();
+    view.until("unregistered: no host", |i| {
+        i.vms.get(&vm2).is_some_and(|v| v.host.is_none())
+    })
+    .await;
+    let e = hv.power_on(&vm2).await.unwrap_err();
+    assert!(matches!(e, HvError::InvalidState { .. }), "{e:?}");
+    hv.register_vm(&vm2, &home2).await.unwrap();
+    view.until("registered on its home, same id", |i| {
+        i.vms.get(&vm2).is_some_and(|v| v.host.as_ref() == Some(&home2))
+    })
+    .await;
+    hv.failover(&vm2, &home2).await.unwrap();
+    view.until("powered on where it is", on(&vm2, &home2)).await;
+
+    // Hosts.
+    hv.enter_maintenance(&other).await.unwrap();
+    view.until("maintenance", |i| i.hosts[&other].maintenance).await;
+    hv.exit_maintenance(&other).await.unwrap();
+    view.until("out of maintenance", |i| !i.hosts[&other].maintenance)
+        .await;
+    hv.fence_host(&other).await.unwrap();
+    let e = hv.revive_host(&other).await.unwrap_err();
+    assert!(matches!(e, HvError::NotSupported { .. }), "{e:?}");
+    let spare = hv.add_host("spare-1").await.unwrap();
+    view.until("the spare host", |i| {
+        i.hosts.get(&spare).is_some_and(|h| h.name == "esx-spare.example")
+    })
+    .await;
+    assert_eq!(hv.add_host("spare-1").await.unwrap(), spare, "added once");
+    let e = hv.add_host("spare-9").await.unwrap_err();
+    assert!(matches!(e, HvError::NotFound { .. }), "{e:?}");
+    hv.remove_host(&spare).await.unwrap();
+    view.until("the spare removed", |i| !i.hosts.contains_key(&spare))
+        .await;
 }

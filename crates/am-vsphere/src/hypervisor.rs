@@ -716,9 +716,9 @@ impl Hypervisor for VsphereBackend {
     async fn remove_host(&self, host: &HostId) -> Result<(), HvError> {
         let inner = &self.inner;
         let s = Subject::new("remove_host", "host", host.as_str());
-        inner
-            .wait(&s, inner.client.destroy(&host_ref(host)).await)
-            .await?;
+        let h = host_ref(host);
+        inner.wait(&s, inner.client.destroy(&h).await).await?;
+        inner.shared().refresh(h);
         Ok(())
     }
 
@@ -744,13 +744,13 @@ impl Hypervisor for VsphereBackend {
         let info = inner
             .wait(&s, inner.client.add_host(&cluster, &spec, true, None).await)
             .await?;
-        info.result_moref()
-            .map(|h| HostId::new(h.value.clone()))
-            .ok_or_else(|| HvError::Api {
-                fault: "MalformedResponse".into(),
-                message: "AddHost_Task returned no host".into(),
-                retryable: false,
-            })
+        let added = info.result_moref().cloned().ok_or_else(|| HvError::Api {
+            fault: "MalformedResponse".into(),
+            message: "AddHost_Task returned no host".into(),
+            retryable: false,
+        })?;
+        inner.shared().refresh(added.clone());
+        Ok(HostId::new(added.value))
     }
 
     async fn enter_maintenance(&self, host: &HostId) -> Result<(), HvError> {

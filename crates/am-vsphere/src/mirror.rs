@@ -69,13 +69,18 @@ impl Mirror {
         let mut m = Mirror::default();
         m.apply(updates, cx);
         if let Some(prev) = previous {
-            let orphans: Vec<VmId> = cx.with_shared(|s| s.orphans().keys().cloned().collect());
-            for id in orphans {
+            let orphans: Vec<(VmId, bool)> = cx.with_shared(|s| {
+                s.orphans()
+                    .iter()
+                    .map(|(id, o)| (id.clone(), o.keep_host))
+                    .collect()
+            });
+            for (id, keep_host) in orphans {
                 if m.vms.contains_key(&id) {
                     continue;
                 }
                 if let Some(ghost) = prev.vms.get(&id) {
-                    m.vms.insert(id.clone(), ghost.clone());
+                    m.vms.insert(id.clone(), orphaned(ghost.clone(), keep_host));
                     if let Some(s) = prev.snapshots.get(&id) {
                         m.snapshots.insert(id, s.clone());
                     }
@@ -235,13 +240,13 @@ impl Mirror {
         }
         let orphan = cx.with_shared(|s| s.orphan(id).map(|o| o.keep_host));
         match orphan {
-            Some(true) => {}
-            Some(false) => {
-                if let Some(v) = self.vms.get_mut(id)
-                    && v.host.is_some()
-                {
-                    v.host = None;
-                    out.vms.push(InventoryDelta::VmUpsert(v.clone()));
+            Some(keep_host) => {
+                if let Some(v) = self.vms.get_mut(id) {
+                    let ghost = orphaned(v.clone(), keep_host);
+                    if *v != ghost {
+                        *v = ghost;
+                        out.vms.push(InventoryDelta::VmUpsert(v.clone()));
+                    }
                 }
             }
             None => {
@@ -296,6 +301,17 @@ impl Mirror {
         }
         out.into_vec()
     }
+}
+
+/// How a VM the manager unregistered shows: off (vCenter unregisters only VMs it has as off),
+/// on its old host during a move (so a failed move is tried again), else on no host.
+fn orphaned(mut vm: Vm, keep_host: bool) -> Vm {
+    vm.power = am_core::PowerState::PoweredOff;
+    vm.cpu_usage_mhz = None;
+    if !keep_host {
+        vm.host = None;
+    }
+    vm
 }
 
 #[cfg(test)]
@@ -535,10 +551,14 @@ mod tests {
             },
         );
         let d = m.apply(&[upd(ObjectUpdateKind::Leave, vm("vm-1"), &[])], &cx);
-        assert!(
-            d.is_empty(),
-            "an orphan in a failover stays where it was: {:?}",
-            names(&d)
+        assert_eq!(
+            names(&d),
+            vec!["vm+ vm-1 on host-1"],
+            "an orphan in a failover stays where it was, off"
+        );
+        assert_eq!(
+            m.inventory().vms[&VmId::from("vm-1")].power,
+            PowerState::PoweredOff
         );
         assert!(m.inventory().vms.contains_key(&"vm-1".into()));
         // Registered again as vm-57: it is vm-1, now on host-2.

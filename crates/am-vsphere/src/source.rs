@@ -130,6 +130,16 @@ fn split(objects: Vec<ObjectUpdate>, inventory: &mut Vec<ObjectUpdate>, events: 
     }
 }
 
+/// `obj` no longer exists.
+fn gone(obj: MoRef) -> ObjectUpdate {
+    ObjectUpdate {
+        kind: ObjectUpdateKind::Leave,
+        obj,
+        changes: Vec::new(),
+        missing: Vec::new(),
+    }
+}
+
 impl Inner {
     fn cx(&self) -> Cx<'_> {
         Cx {
@@ -280,7 +290,8 @@ impl Inner {
         self.map_events(&new)
     }
 
-    /// Re-reads objects vCenter changed without telling (e.g. maintenance mode in vcsim).
+    /// Re-reads objects vCenter changed without telling (in vcsim: maintenance mode, hosts added
+    /// or removed).
     async fn refreshed(&self, objs: Vec<MoRef>) -> Vec<ObjectUpdate> {
         let mut out = Vec::new();
         for obj in objs {
@@ -307,7 +318,8 @@ impl Inner {
                         missing: Vec::new(),
                     });
                 }
-                Ok(_) => {}
+                Ok(_) => out.push(gone(obj)),
+                Err(e) if e.is_fault("ManagedObjectNotFound") => out.push(gone(obj)),
                 Err(e) => tracing::debug!(obj = %obj, error = %e, "refresh failed"),
             }
         }
