@@ -609,7 +609,8 @@ async fn a_red_heartbeat_resets_the_vm_and_moves_nothing() {
 
 /// (d) vCenter restarts (the process is killed and started again on the same port, its sessions
 /// gone): the manager logs in again, reads the inventory again and keeps working (a user
-/// power-off after the restart raises its alarm).
+/// power-off after the restart raises its alarm). Then its session is lost in the middle of a
+/// wait for updates: same again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manager_survives_a_vcenter_restart() {
     let mut sim = Vcsim::start(2, 1, false, Some(&format!("127.0.0.1:{}", free_port())));
@@ -639,6 +640,22 @@ async fn the_manager_survives_a_vcenter_restart() {
     let subject = Subject::Vm(vm.value.as_str().into());
     eventually(&m, "the VmPoweredOff alarm after the restart", || async {
         m.alarm_raised(AlarmKind::VmPoweredOff, &subject).then_some(())
+    })
+    .await;
+    // The session expires while the manager waits for updates: it logs in again, makes its
+    // collectors again in the new session, and still sees what happens.
+    sim.ctl("/fault?method=WaitForUpdatesEx&fault=NotAuthenticated")
+        .await;
+    let (vm2, name2, _, _) = vms(&obs)
+        .await
+        .into_iter()
+        .find(|(r, _, power, _)| *r != vm && power == "poweredOn")
+        .expect("another VM");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sim.ctl(&format!("/vm/power-off?name={name2}&user=carol")).await;
+    let subject2 = Subject::Vm(vm2.value.as_str().into());
+    eventually(&m, "the VmPoweredOff alarm after a lost session", || async {
+        m.alarm_raised(AlarmKind::VmPoweredOff, &subject2).then_some(())
     })
     .await;
     m.stop().await;
