@@ -590,6 +590,30 @@ mod tests {
             Some(&m),
         );
         assert!(m.diff(&again).is_empty(), "{:?}", names(&m.diff(&again)));
+        // Unregistered again (now as vm-57): it stays vm-1 until gone, then shows with no host.
+        env.shared.lock().unwrap().add_orphan(
+            &"vm-1".into(),
+            Orphan {
+                moref: "vm-57".into(),
+                vmx: "[ds] a/a.vmx".into(),
+                name: "name-vm-1".into(),
+                folder: None,
+                host: Some(host("host-2")),
+                keep_host: false,
+            },
+        );
+        let d = m.apply(
+            &[upd(
+                ObjectUpdateKind::Modify,
+                vm("vm-57"),
+                &[("runtime.powerState", Some(t("poweredOn")))],
+            )],
+            &cx,
+        );
+        assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
+        let d = m.apply(&[upd(ObjectUpdateKind::Leave, vm("vm-57"), &[])], &cx);
+        assert_eq!(names(&d), vec!["vm+ vm-1 on -"]);
+        assert_eq!(m.inventory().vms.len(), 1);
     }
 
     #[test]

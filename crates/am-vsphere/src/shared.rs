@@ -120,9 +120,8 @@ impl Shared {
         }
     }
 
-    /// Records that the manager unregistered `id`.
+    /// Records that the manager unregistered `id` (its moref keeps its id until it is gone).
     pub(crate) fn add_orphan(&mut self, id: &VmId, orphan: Orphan) {
-        self.unalias(&orphan.moref);
         self.orphans.insert(id.clone(), orphan);
         self.epoch += 1;
     }
