@@ -1,7 +1,9 @@
 //! End to end against vCenter: the real engine (supervisor, executor with retries, journal,
 //! alarm sinks) drives the vcsim test bed (`testbed/vcsim`) through `am-vsphere`, started per test
 //! on a free loopback port. Faults come from the test bed's control endpoint; outcomes are checked
-//! in vcsim itself (a second vCenter session reads VMs, hosts and events) and in the journal.
+//! in vcsim itself (a second vCenter session reads VMs, hosts and events) and in the journal. One
+//! test goes through the daemon's own entry point (`am_daemon::run::run_with`), one checks every
+//! action of the adapter on its own.
 //!
 //! The binary comes from `$AM_VCSIM_BIN`, or is built with Go into `target/vcsim/` on first use.
 //! Nothing is probed: hosts have names, not addresses, and guests are not probed, so the only
@@ -883,4 +885,75 @@ async fn every_action_does_what_it_says_in_vcsim() {
     hv.remove_host(&spare).await.unwrap();
     view.until("the spare removed", |i| !i.hosts.contains_key(&spare))
         .await;
+}
+
+/// The daemon's own entry point (`am_daemon::run::run_with`, what `am-daemon run` calls): TLS
+/// with the configured CA file, the password from a file, the manager's user from the session;
+/// a user's power-off raises its alarm; the shutdown future stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_against_vcenter_until_shut_down() {
+    use am_daemon::config::{DaemonConfig, SecretSource, VcenterConfig};
+    use am_daemon::run::{RunExtras, run_with};
+    let sim = Vcsim::start(2, 1, true, None);
+    let dir = std::env::temp_dir().join(format!("am-e2e-pw-{}", std::process::id()));
+    std::fs::write(&dir, "secret\n").unwrap();
+    let cfg = DaemonConfig {
+        vcenter: Some(VcenterConfig {
+            url: sim.url.clone(),
+            user: "svc-am".into(),
+            password: SecretSource {
+                env: None,
+                file: Some(dir.clone()),
+            },
+            ca_file: sim.ca_file.clone(),
+            ..VcenterConfig::default()
+        }),
+        ..DaemonConfig::default()
+    };
+    let journal = MemoryJournal::default();
+    let alarms = Arc::new(Mutex::new(Vec::new()));
+    let extras = RunExtras {
+        journal: Some(Box::new(journal.clone())),
+        sinks: vec![Box::new(Alarms(alarms.clone()))],
+        ..RunExtras::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(run_with(cfg, extras, async {
+        let _ = stopped.await;
+    }));
+    let obs = observer(&sim).await;
+    let (vm, name, _, _) = vms(&obs).await.into_iter().next().expect("a VM");
+    let read = || {
+        journal
+            .records()
+            .iter()
+            .any(|r| matches!(r, Record::Decision(e) if matches!(&e.kind, LogKind::Transition { from, .. } if from == "new")))
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !read() {
+        assert!(!daemon.is_finished(), "the daemon stopped: {:?}", daemon.await);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the daemon never read the inventory"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    sim.ctl(&format!("/vm/power-off?name={name}&user=alice")).await;
+    let subject = Subject::Vm(vm.value.as_str().into());
+    let raised = || {
+        alarms.lock().unwrap().iter().any(
+            |c| matches!(c, AlarmChange::Raise(a) if a.kind == AlarmKind::VmPoweredOff && a.subject == subject),
+        )
+    };
+    while !raised() {
+        assert!(tokio::time::Instant::now() < deadline, "no VmPoweredOff alarm");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("the daemon stops on shutdown")
+        .expect("the daemon task");
+    let _ = std::fs::remove_file(&dir);
+    result.expect("a clean stop");
 }
