@@ -816,10 +816,11 @@ async fn every_action_does_what_it_says_in_vcsim() {
     view.until("cold migration", on(&vm, &home)).await;
 
     // A backup clone, and a restore from it onto the other host.
-    let backup = hv.clone_vm(&vm, "bk-1", &home, None).await.unwrap();
-    view.until("the backup clone", |i| {
+    let backup = hv.clone_vm(&vm, "bk-1", &other, None).await.unwrap();
+    view.until("the backup clone, on the host asked for", |i| {
         i.vms.get(&backup).is_some_and(|b| {
-            b.backup_of.as_ref() == Some(&vm)
+            b.host.as_ref() == Some(&other)
+                && b.backup_of.as_ref() == Some(&vm)
                 && b.priority == RestartPriority::Disabled
                 && b.power == PowerState::PoweredOff
         })

@@ -325,18 +325,23 @@ impl Inner {
             Err(e) => return Err(e),
         };
         self.shared().set_alias(&new.value, id, &orphan.vmx);
-        let now = self.props(&new, &["runtime.host"], s).await?;
-        if map::moref(&now, "runtime.host") != Some(&to_ref) {
-            tracing::info!(vm = %id, to = %to, "registered elsewhere; moving it");
-            self.wait(
-                s,
-                self.client
-                    .migrate_vm(&new, None, Some(&to_ref), MovePriority::Default)
-                    .await,
-            )
-            .await?;
-        }
+        self.ensure_on(&new, &to_ref, s).await?;
         Ok(new)
+    }
+
+    /// Moves a VM just created or registered on `host` there, if vCenter put it elsewhere
+    /// (vcsim ignores the host of `CloneVM_Task`).
+    async fn ensure_on(&self, vm: &MoRef, host: &MoRef, s: &Subject<'_>) -> Result<(), HvError> {
+        let now = self.props(vm, &["runtime.host"], s).await?;
+        if map::moref(&now, "runtime.host") == Some(host) {
+            return Ok(());
+        }
+        tracing::info!(vm = %vm, host = %host, "placed elsewhere by vCenter; moving it");
+        let t = self
+            .client
+            .migrate_vm(vm, None, Some(host), MovePriority::Default)
+            .await;
+        self.wait(s, t).await.map(drop)
     }
 
     /// Frees a VM from its registration for a move to `to` (failover, register): `Ok(None)` when
@@ -573,7 +578,7 @@ impl Hypervisor for VsphereBackend {
                 folder: None,
                 datastore: datastore.map(|d| MoRef::new("Datastore", d.as_str())),
                 pool: Some(inner.pool_of(&to, &s).await?),
-                host: Some(to),
+                host: Some(to.clone()),
             },
             template: false,
             power_on: false,
@@ -584,13 +589,13 @@ impl Hypervisor for VsphereBackend {
             .clone_vm(&now.moref, &folder, &map::backup_name(name, vm), &spec)
             .await;
         let info = inner.wait(&s, t).await?;
-        info.result_moref()
-            .map(|r| VmId::new(r.value.clone()))
-            .ok_or_else(|| HvError::Api {
-                fault: "MalformedResponse".into(),
-                message: "CloneVM_Task returned no VM".into(),
-                retryable: false,
-            })
+        let clone = info.result_moref().cloned().ok_or_else(|| HvError::Api {
+            fault: "MalformedResponse".into(),
+            message: "CloneVM_Task returned no VM".into(),
+            retryable: false,
+        })?;
+        inner.ensure_on(&clone, &to, &s).await?;
+        Ok(VmId::new(clone.value))
     }
 
     /// Powers the VM off and unregisters it (its files stay), clones the backup under the VM's
@@ -653,18 +658,10 @@ impl Hypervisor for VsphereBackend {
             message: "CloneVM_Task returned no VM".into(),
             retryable: false,
         })?;
-        let p = inner
-            .props(&copy, &["summary.config.vmPathName", "runtime.host"], &s)
-            .await?;
+        let p = inner.props(&copy, &["summary.config.vmPathName"], &s).await?;
         let vmx = map::vmx_path(&p).unwrap_or_default().to_owned();
         inner.shared().set_alias(&copy.value, vm, &vmx);
-        if map::moref(&p, "runtime.host") != Some(&to) {
-            let t = inner
-                .client
-                .migrate_vm(&copy, None, Some(&to), MovePriority::Default)
-                .await;
-            inner.wait(&s, t).await?;
-        }
+        inner.ensure_on(&copy, &to, &s).await?;
         inner.power_on_ref(&copy, &s).await
     }
 

@@ -351,7 +351,7 @@ impl Inner {
 
     /// A new feed after a new session: what changed meanwhile, as deltas and events.
     async fn resync(&self, st: &mut State) -> Result<Changes, HvError> {
-        tracing::info!("new vCenter session: reading the inventory again");
+        tracing::info!("reading the inventory from vCenter again");
         if let Some(old) = st.feed.take() {
             self.close_feed(old).await;
         }
