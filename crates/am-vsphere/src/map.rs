@@ -560,6 +560,92 @@ mod tests {
         assert_eq!(time().at_text("2023-01-01T00:00:00Z"), Time::ZERO);
     }
 
+    /// The `returnval`s of a response recorded from vcsim (vsphere-soap's fixtures).
+    fn recorded(method: &str, body: &[u8]) -> Vec<Value> {
+        vsphere_soap::decode_response(method, 200, body).unwrap()
+    }
+
+    /// The objects of a recorded `RetrievePropertiesEx` answer, as property maps.
+    fn recorded_objects(body: &[u8]) -> Vec<(MoRef, Props)> {
+        let page = recorded("RetrievePropertiesEx", body).remove(0);
+        let Value::Data(page) = page else {
+            panic!("no page")
+        };
+        page.get_all("objects")
+            .map(|o| {
+                let obj = o.field("obj").and_then(Value::as_moref).unwrap().clone();
+                let props = o
+                    .as_data()
+                    .unwrap()
+                    .get_all("propSet")
+                    .map(|p| {
+                        let name = p.field("name").and_then(Value::as_str).unwrap().to_owned();
+                        (name, p.field("val").unwrap().clone())
+                    })
+                    .collect();
+                (obj, props)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recorded_hosts_vms_and_snapshots_map() {
+        let objects = recorded_objects(include_bytes!(
+            "../../vsphere-soap/tests/fixtures/RetrievePropertiesEx-1.xml"
+        ));
+        let opts = Options::default();
+        let (h, hp) = objects.iter().find(|(o, _)| o.kind == "HostSystem").unwrap();
+        let host = host(h, hp, &opts);
+        assert_eq!(host.capacity, Resources::new(2 * 2294, 4095));
+        assert_eq!(host.connection, ConnectionState::Connected);
+        assert!(!host.maintenance);
+        let (v, vp) = objects.iter().find(|(o, _)| o.value == "vm-36").unwrap();
+        let m = vm(VmId::from("vm-36"), v, vp, &opts).unwrap();
+        assert_eq!(m.name, "DC0_C0_RP0_VM0");
+        assert_eq!(m.power, PowerState::PoweredOn);
+        assert_eq!(m.host, Some(HostId::from("host-31")));
+        assert_eq!(m.demand, Resources::new(0, 32));
+        assert_eq!(m.heartbeat, GuestHeartbeat::Gray, "vcsim sets no heartbeat");
+        assert_eq!(m.cpu_usage_mhz, None, "vcsim's zero quick stats are not live");
+        assert!(m.datastore.is_some());
+        assert!(vmx_path(vp).is_some_and(|p| p.ends_with(".vmx")));
+
+        let objects = recorded_objects(include_bytes!(
+            "../../vsphere-soap/tests/fixtures/RetrievePropertiesEx-2.xml"
+        ));
+        let s = snapshots(&VmId::from("vm-36"), &objects[0].1, &time());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].name, "s1");
+        assert!(s[0].id.as_str().starts_with("snapshot-"));
+    }
+
+    #[test]
+    fn recorded_events_map() {
+        let values = recorded(
+            "QueryEvents",
+            include_bytes!("../../vsphere-soap/tests/fixtures/QueryEvents-1.xml"),
+        );
+        let events: Vec<Event> = values
+            .into_iter()
+            .map(|v| Event::from_value(v).unwrap())
+            .collect();
+        let id = |r: &MoRef| VmId::new(r.value.clone());
+        let mapped: Vec<ClusterEvent> = events.iter().filter_map(|e| event(e, &id, &time())).collect();
+        assert!(
+            mapped.iter().any(
+                |e| matches!(&e.kind, EventKind::VmPoweredOn { vm, .. } if vm.as_str().starts_with("vm-"))
+            ),
+            "{mapped:?}"
+        );
+        // Session and creation events are not the supervisor's business.
+        assert!(mapped.len() < events.len());
+        assert!(
+            !mapped
+                .iter()
+                .any(|e| matches!(&e.kind, EventKind::Other { message } if message.contains("logged out")))
+        );
+    }
+
     fn ev(ty: &str, user: &str, vm: Option<&str>, host: Option<&str>) -> Event {
         let arg = |kind: &str, field: &str, id: &str| {
             Value::Data(vsphere_soap::DataObject {
