@@ -522,6 +522,20 @@ impl Supervisor {
             .filter(|v| !inv.vms.contains_key(*v))
             .cloned()
             .collect();
+        // A resync (after vCenter was unreachable) may show VMs that went off meanwhile: the same
+        // judgement as a delta would have given.
+        let went_off: Vec<VmId> = inv
+            .vms
+            .values()
+            .filter(|v| v.power != PowerState::PoweredOn)
+            .filter(|v| {
+                self.inv
+                    .vms
+                    .get(&v.id)
+                    .is_some_and(|old| old.power == PowerState::PoweredOn)
+            })
+            .map(|v| v.id.clone())
+            .collect();
         self.inv = inv;
         self.plans = match planner::FailoverPlans::new(
             &self.inv,
@@ -547,6 +561,9 @@ impl Supervisor {
         let vms: Vec<VmId> = self.inv.vms.keys().cloned().collect();
         for v in vms {
             self.ensure_vm(now, &v);
+        }
+        for v in went_off {
+            self.on_power_off(now, &v);
         }
     }
 
@@ -810,6 +827,14 @@ impl Supervisor {
                     }
                     (VmState::Healthy | VmState::Verifying { .. } | VmState::Failed, user) if !is_off => {
                         self.early_power_offs.insert(vm, user);
+                    }
+                    // Off already, and not yet judged (the state change came without the event,
+                    // e.g. from a resync): the event decides now.
+                    (VmState::Healthy | VmState::Verifying { .. } | VmState::Failed, Some(u)) => {
+                        self.user_powered_off(now, &vm, u)
+                    }
+                    (VmState::Healthy | VmState::Verifying { .. } | VmState::Failed, None) => {
+                        self.begin_ladder(now, &vm, "powered off with no user (crash)".into())
                     }
                     _ => {}
                 }

@@ -548,6 +548,40 @@ fn an_unfinished_action_that_took_effect_ends_reconciliation_at_once() {
 }
 
 #[test]
+fn a_vm_that_went_off_while_vcenter_was_unreachable_is_judged_at_the_resync() {
+    let mut s = Story::new(Config::default(), inventory(1, 2));
+    // vCenter unreachable meanwhile: the next thing is a full inventory with both VMs off, then
+    // the events (one named user, one crash).
+    let mut inv = s.sup.inventory().clone();
+    for id in ["vm-11", "vm-12"] {
+        if let Some(vm) = inv.vms.get_mut(&VmId::from(id)) {
+            vm.power = PowerState::PoweredOff;
+        }
+    }
+    s.at(30.0).feed(Observation::Inventory(inv));
+    assert!(matches!(s.state("vm-11"), VmState::OffUnexplained { .. }));
+    s.feed(Observation::Event(ClusterEvent {
+        at: Time::from_secs(29),
+        kind: EventKind::VmPoweredOff {
+            vm: "vm-11".into(),
+            user: Some("alice".into()),
+        },
+    }));
+    assert_eq!(
+        s.state("vm-11"),
+        VmState::StayOff {
+            by: Some("alice".into())
+        }
+    );
+    s.at(33.0);
+    let actions = s.take_actions();
+    assert_eq!(
+        actions.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>(),
+        vec![Action::PowerOn { vm: "vm-12".into() }]
+    );
+}
+
+#[test]
 fn the_event_may_come_before_the_state_change() {
     let mut s = Story::new(Config::default(), inventory(1, 1));
     s.at(10.0).feed(Observation::Event(ClusterEvent {
