@@ -909,6 +909,11 @@ async fn the_daemon_runs_against_vcenter_until_shut_down() {
             ca_file: sim.ca_file.clone(),
             ..VcenterConfig::default()
         }),
+        // Its own ephemeral port: never the default one another process may hold.
+        api: am_daemon::config::ApiConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: None,
+        },
         ..DaemonConfig::default()
     };
     let journal = MemoryJournal::default();

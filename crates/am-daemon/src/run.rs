@@ -43,6 +43,17 @@ pub enum RunError {
     /// The engine stopped (e.g. the journal failed).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The journal file could not be opened or read.
+    #[error("journal: {0}")]
+    Journal(#[from] am_store::StoreError),
+    /// The HTTP API could not listen, or its token could not be read.
+    #[error("api on {addr}: {reason}")]
+    Api {
+        /// The listen address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// What [`run_with`] takes beyond the configuration (tests and embedders; `run` uses the defaults).
@@ -113,8 +124,8 @@ pub async fn run_with(
         None if probes_anything(&cfg, &extras.vsphere) => Arc::new(probe::NetProber::new(None)),
         None => Arc::new(NoProbes),
     };
-    let journal = match extras.journal {
-        Some(j) => j,
+    let (journal, restore) = match extras.journal {
+        Some(j) => (j, None),
         None => open_journal(&cfg)?,
     };
     let mut sinks: Vec<Box<dyn AlarmSink>> = vec![Box::new(LogSink)];
@@ -127,8 +138,60 @@ pub async fn run_with(
         journal,
         sinks,
     };
+    let policy = engine_cfg.supervisor.placement.clone();
     let mut engine = Engine::start(engine_cfg, backends);
-    let result = engine.run_until(shutdown).await;
+    if let Some(restore) = restore {
+        tracing::info!(
+            next_action = restore.next_action_id,
+            unfinished = restore.unfinished.len(),
+            "restored from the journal"
+        );
+        engine.restore(restore)?;
+    }
+
+    // The HTTP API, fed by the engine after every step; both stop on the same signal.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let board = am_api::Board::with_options(am_api::BoardOptions {
+        policy,
+        ..am_api::BoardOptions::default()
+    });
+    let exec = engine.executor().clone();
+    let observed = board.clone();
+    engine.set_observer(Box::new(move |now, out, sup| {
+        observed.observe(now, out, sup, Some(&exec.status()));
+    }));
+    let addr = cfg.api.listen;
+    let token = match &cfg.api.token {
+        Some(source) => {
+            let secret = source.read("api.token")?;
+            Some(am_api::Secret::new(secret.expose()).map_err(|e| RunError::Api {
+                addr,
+                reason: e.to_string(),
+            })?)
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| RunError::Api {
+            addr,
+            reason: format!("cannot listen: {e}"),
+        })?;
+    tracing::info!(%addr, "HTTP API listening");
+    let mut api_stop = stop_rx.clone();
+    let api = tokio::spawn(am_api::serve(listener, board, token, async move {
+        let _ = api_stop.wait_for(|s| *s).await.is_ok();
+    }));
+    let result = engine
+        .run_until(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    if tokio::time::timeout(Duration::from_secs(6), api).await.is_err() {
+        tracing::debug!("HTTP API did not stop in time");
+    }
+    drop(stop_rx);
     if tokio::time::timeout(Duration::from_secs(5), client.logout())
         .await
         .is_err()
@@ -143,14 +206,20 @@ pub async fn run_with(
 /// TODO(am-store): open `am_store::SqliteJournal` at `cfg.journal` here (falling back to memory
 /// only when no file is configured) and hand what it recovers to `Engine::restore` before the
 /// first inventory.
-fn open_journal(cfg: &DaemonConfig) -> Result<Box<dyn Journal>, RunError> {
-    if let Some(path) = &cfg.journal {
-        tracing::warn!(
-            path = %path.display(),
-            "the journal is kept in memory for now: decisions are not kept across restarts"
-        );
+/// The journal: SQLite at `cfg.journal` (what it recovers is restored into the supervisor), or in
+/// memory (with a warning: decisions are then not kept across restarts).
+fn open_journal(cfg: &DaemonConfig) -> Result<(Box<dyn Journal>, Option<supervisor::Restore>), RunError> {
+    match &cfg.journal {
+        Some(path) => {
+            let journal = crate::journal::SqliteJournal::open(path)?;
+            let restore = crate::journal::restore_of(&journal.recover()?);
+            Ok((Box::new(journal), Some(restore)))
+        }
+        None => {
+            tracing::warn!("no journal file configured: decisions are kept in memory, not across restarts");
+            Ok((Box::new(MemoryJournal::default()), None))
+        }
     }
-    Ok(Box::new(MemoryJournal::default()))
 }
 
 /// How vCenter's certificate is checked: a pinned thumbprint, a CA file, insecure when asked for
