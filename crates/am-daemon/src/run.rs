@@ -43,6 +43,9 @@ pub enum RunError {
     /// The engine stopped (e.g. the journal failed).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The alarm webhook could not be set up.
+    #[error(transparent)]
+    Alarms(#[from] crate::alarm::SinkError),
     /// The journal file could not be opened or read.
     #[error("journal: {0}")]
     Journal(#[from] am_store::StoreError),
@@ -129,6 +132,12 @@ pub async fn run_with(
         None => open_journal(&cfg)?,
     };
     let mut sinks: Vec<Box<dyn AlarmSink>> = vec![Box::new(LogSink)];
+    if let Some(url) = &cfg.alarms.webhook_url {
+        sinks.push(Box::new(crate::alarm::WebhookSink::new(
+            url,
+            cfg.alarms.alertmanager,
+        )?));
+    }
     sinks.extend(extras.sinks);
     let backends = Backends {
         hypervisor: Arc::new(executor::Retrying::new(Arc::new(backend.clone()))),
@@ -178,6 +187,26 @@ pub async fn run_with(
             reason: format!("cannot listen: {e}"),
         })?;
     tracing::info!(%addr, "HTTP API listening");
+    // Journal retention: a second connection prunes old audit rows and finished intents (never
+    // unfinished intents, active alarms or user power-off marks) every ten minutes.
+    if let Some(path) = cfg.journal.clone() {
+        let mut prune_stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = prune_stop.wait_for(|s| *s) => return,
+                }
+                match crate::journal::SqliteJournal::open(&path)
+                    .and_then(|mut j| j.prune(JOURNAL_KEEP_AUDIT, JOURNAL_KEEP_INTENTS))
+                {
+                    Ok(pruned) => tracing::debug!(?pruned, "journal pruned"),
+                    Err(e) => tracing::warn!(error = %e, "journal prune failed"),
+                }
+            }
+        });
+    }
     let mut api_stop = stop_rx.clone();
     let api = tokio::spawn(am_api::serve(listener, board, token, async move {
         let _ = api_stop.wait_for(|s| *s).await.is_ok();
@@ -206,6 +235,11 @@ pub async fn run_with(
 /// TODO(am-store): open `am_store::SqliteJournal` at `cfg.journal` here (falling back to memory
 /// only when no file is configured) and hand what it recovers to `Engine::restore` before the
 /// first inventory.
+/// Audit rows kept by the periodic prune.
+const JOURNAL_KEEP_AUDIT: usize = 200_000;
+/// Finished intents kept by the periodic prune.
+const JOURNAL_KEEP_INTENTS: usize = 20_000;
+
 /// The journal: SQLite at `cfg.journal` (what it recovers is restored into the supervisor), or in
 /// memory (with a warning: decisions are then not kept across restarts).
 fn open_journal(cfg: &DaemonConfig) -> Result<(Box<dyn Journal>, Option<supervisor::Restore>), RunError> {
