@@ -801,7 +801,7 @@ pub fn parse_alarm_kind(name: &str) -> Option<AlarmKind> {
 }
 
 /// Every alarm kind (the label values of the alarm metrics).
-pub const ALARM_KINDS: [AlarmKind; 10] = [
+pub const ALARM_KINDS: [AlarmKind; 11] = [
     AlarmKind::VmPoweredOff,
     AlarmKind::RecoveryFailed,
     AlarmKind::RestartLimit,
@@ -810,6 +810,7 @@ pub const ALARM_KINDS: [AlarmKind; 10] = [
     AlarmKind::HostRemoved,
     AlarmKind::SpareHostAdded,
     AlarmKind::CapacityInsufficient,
+    AlarmKind::FailoverAtRisk,
     AlarmKind::ManagerIsolated,
     AlarmKind::StormSuspected,
 ];

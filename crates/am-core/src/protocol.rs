@@ -103,6 +103,9 @@ pub enum AlarmKind {
     SpareHostAdded,
     /// Not enough capacity for the VMs that must run.
     CapacityInsufficient,
+    /// Admission control: the failure of some host would leave a protected VM with no place
+    /// (the cluster no longer tolerates a host failure).
+    FailoverAtRisk,
     /// The manager cannot reach its isolation addresses; it acts on nothing.
     ManagerIsolated,
     /// Most hosts became unreachable at once; no mass failover.

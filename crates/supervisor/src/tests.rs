@@ -921,6 +921,42 @@ fn hosts_already_down_when_first_seen_do_not_make_a_storm() {
 }
 
 #[test]
+fn admission_control_alarms_while_a_host_failure_would_leave_vms_without_a_place() {
+    let mut inv = Inventory::default();
+    for h in ["h1", "h2"] {
+        inv.apply(&InventoryDelta::HostUpsert(Host::new(
+            h,
+            Resources::new(10_000, 10_000),
+        )));
+    }
+    inv.apply(&InventoryDelta::VmUpsert(Vm::new(
+        "a",
+        Resources::new(1_000, 6_000),
+        "h1",
+    )));
+    inv.apply(&InventoryDelta::VmUpsert(Vm::new(
+        "b",
+        Resources::new(1_000, 6_000),
+        "h2",
+    )));
+    let mut s = Story::new(Config::default(), inv);
+    s.at(1.0);
+    assert!(
+        s.alarmed(AlarmKind::FailoverAtRisk),
+        "neither host can take the other's VM"
+    );
+    // b shrinks: now each host's VM fits on the other.
+    let mut b = s.vm("b");
+    b.demand = Resources::new(1_000, 3_000);
+    s.upsert_vm(b);
+    let mut a = s.vm("a");
+    a.demand = Resources::new(1_000, 3_000);
+    s.upsert_vm(a);
+    s.at(2.0);
+    assert!(!s.alarmed(AlarmKind::FailoverAtRisk));
+}
+
+#[test]
 fn an_isolated_manager_acts_on_nothing() {
     let mut s = Story::new(Config::default(), inventory(2, 1));
     s.at(1.0).feed(Observation::ManagerIsolation {
