@@ -132,6 +132,11 @@ pub async fn run_with(
         None => open_journal(&cfg)?,
     };
     let mut sinks: Vec<Box<dyn AlarmSink>> = vec![Box::new(LogSink)];
+    if cfg.alarms.vcenter_events {
+        sinks.push(Box::new(VcenterEventSink {
+            client: client.clone(),
+        }));
+    }
     if let Some(url) = &cfg.alarms.webhook_url {
         sinks.push(Box::new(crate::alarm::WebhookSink::new(
             url,
@@ -235,6 +240,65 @@ pub async fn run_with(
 /// TODO(am-store): open `am_store::SqliteJournal` at `cfg.journal` here (falling back to memory
 /// only when no file is configured) and hand what it recovers to `Engine::restore` before the
 /// first inventory.
+/// Alarms posted to vCenter as events, on the VM or host concerned (so they show in its Monitor
+/// tab), in the background; a failure is logged.
+struct VcenterEventSink {
+    client: am_vsphere::vsphere_soap::Client,
+}
+
+impl AlarmSink for VcenterEventSink {
+    fn deliver(&mut self, change: &am_core::AlarmChange) {
+        let event = posted_event(change);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.post_event(&event).await {
+                tracing::warn!(error = %e, "cannot post the alarm to vCenter as an event");
+            }
+        });
+    }
+}
+
+/// The vCenter event for an alarm change.
+fn posted_event(change: &am_core::AlarmChange) -> am_vsphere::vsphere_soap::PostedEvent {
+    use am_core::{AlarmChange, Severity, Subject};
+    use am_vsphere::vsphere_soap::{MoRef, PostedEvent, PostedEventKind};
+    let (kind, message, subject) = match change {
+        AlarmChange::Raise(a) => {
+            let kind = match a.severity {
+                Severity::Critical => PostedEventKind::Error,
+                Severity::Warning => PostedEventKind::Warning,
+                Severity::Info => PostedEventKind::Info,
+            };
+            (kind, format!("Availability Manager: {}", a.message), &a.subject)
+        }
+        AlarmChange::Clear { kind, subject, .. } => (
+            PostedEventKind::Info,
+            format!("Availability Manager: {kind:?} cleared for {subject}"),
+            subject,
+        ),
+    };
+    let moref = |kind: &str, id: &str| {
+        (
+            MoRef {
+                kind: kind.into(),
+                value: id.into(),
+            },
+            id.to_owned(),
+        )
+    };
+    let (vm, host) = match subject {
+        Subject::Vm(v) => (Some(moref("VirtualMachine", v.as_str())), None),
+        Subject::Host(h) => (None, Some(moref("HostSystem", h.as_str()))),
+        Subject::Cluster | Subject::Manager => (None, None),
+    };
+    PostedEvent {
+        kind,
+        message,
+        vm,
+        host,
+    }
+}
+
 /// Audit rows kept by the periodic prune.
 const JOURNAL_KEEP_AUDIT: usize = 200_000;
 /// Finished intents kept by the periodic prune.
@@ -380,5 +444,39 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains(&url), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::posted_event;
+    use am_core::{Alarm, AlarmChange, AlarmKind, Severity, Subject, Time};
+    use am_vsphere::vsphere_soap::PostedEventKind;
+
+    #[test]
+    fn alarms_become_vcenter_events_on_the_vm_or_host_concerned() {
+        let raise = AlarmChange::Raise(Alarm {
+            kind: AlarmKind::VmPoweredOff,
+            subject: Subject::Vm("vm-42".into()),
+            severity: Severity::Warning,
+            message: "VM powered off by alice; not failed over".into(),
+            at: Time::from_secs(3),
+        });
+        let e = posted_event(&raise);
+        assert_eq!(e.kind, PostedEventKind::Warning);
+        assert_eq!(
+            e.vm.as_ref().map(|(m, _)| (m.kind.as_str(), m.value.as_str())),
+            Some(("VirtualMachine", "vm-42"))
+        );
+        assert!(e.message.contains("powered off by alice"));
+        let clear = AlarmChange::Clear {
+            kind: AlarmKind::HostIsolated,
+            subject: Subject::Host("host-9".into()),
+            at: Time::ZERO,
+        };
+        let e = posted_event(&clear);
+        assert_eq!(e.kind, PostedEventKind::Info);
+        assert_eq!(e.host.as_ref().map(|(m, _)| m.value.as_str()), Some("host-9"));
+        assert!(e.vm.is_none());
     }
 }
