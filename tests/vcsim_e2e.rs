@@ -1040,17 +1040,9 @@ async fn the_daemon_keeps_its_journal_and_serves_its_api() {
     {
         until("the VmPoweredOff alarm over HTTP").await;
     }
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), daemon)
-        .await
-        .expect("stops")
-        .expect("task")
-        .expect("clean stop");
+    stop_daemon(stop, daemon).await;
 
-    let recovered = am_store::SqliteJournal::open(&journal)
-        .unwrap()
-        .recover()
-        .unwrap();
+    let recovered = recover(&journal);
     assert_eq!(
         recovered.user_offs.get(&id).map(String::as_str),
         Some("alice"),
@@ -1074,17 +1066,27 @@ async fn the_daemon_keeps_its_journal_and_serves_its_api() {
         );
         until("the second daemon's status").await;
     }
+    stop_daemon(stop, daemon).await;
+    let again = recover(&journal);
+    assert!(again.next_action_id >= first_next, "action ids never restart");
+    let _ = std::fs::remove_file(&pw);
+    let _ = std::fs::remove_file(&journal);
+}
+
+/// Stops a daemon started with `run_with` and waits (bounded) for its clean stop.
+async fn stop_daemon(
+    stop: tokio::sync::oneshot::Sender<()>,
+    daemon: tokio::task::JoinHandle<Result<(), am_daemon::run::RunError>>,
+) {
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), daemon)
         .await
         .expect("stops")
         .expect("task")
         .expect("clean stop");
-    let again = am_store::SqliteJournal::open(&journal)
-        .unwrap()
-        .recover()
-        .unwrap();
-    assert!(again.next_action_id >= first_next, "action ids never restart");
-    let _ = std::fs::remove_file(&pw);
-    let _ = std::fs::remove_file(&journal);
+}
+
+/// What a journal file recovers.
+fn recover(path: &std::path::Path) -> am_store::Recovered {
+    am_store::SqliteJournal::open(path).unwrap().recover().unwrap()
 }

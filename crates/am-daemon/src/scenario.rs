@@ -176,14 +176,7 @@ impl Scenario {
     /// The inventory the manager would see at the start (the simulated cluster's view).
     pub fn inventory(&self) -> Result<am_core::Inventory, ScenarioError> {
         let spec = self.cluster()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .map_err(|e| ScenarioError::Setting {
-                key: "runtime".into(),
-                reason: e.to_string(),
-            })?;
+        let rt = paused_runtime()?;
         rt.block_on(async { Ok(Sim::new(&spec)?.view()) })
     }
 
@@ -354,16 +347,21 @@ pub async fn run(scenario: &Scenario, observer: Option<Observer>) -> Result<Outc
     })
 }
 
-/// Runs a scenario on a fresh current-thread runtime with a paused clock (virtual time).
-pub fn run_blocking(scenario: &Scenario, observer: Option<Observer>) -> Result<Outcome, ScenarioError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A current-thread runtime whose clock is paused: time jumps ahead whenever every task waits.
+fn paused_runtime() -> Result<tokio::runtime::Runtime, ScenarioError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .map_err(|e| ScenarioError::Setting {
             key: "runtime".into(),
             reason: e.to_string(),
-        })?;
+        })
+}
+
+/// Runs a scenario on a fresh current-thread runtime with a paused clock (virtual time).
+pub fn run_blocking(scenario: &Scenario, observer: Option<Observer>) -> Result<Outcome, ScenarioError> {
+    let rt = paused_runtime()?;
     rt.block_on(run(scenario, observer))
 }
 
