@@ -186,6 +186,15 @@ pub struct VmRow {
     pub up_since: Option<Time>,
     /// `now - up_since`, in seconds.
     pub uptime_s: Option<f64>,
+    /// What it needs to run (for planning from a running daemon's status).
+    #[serde(default)]
+    pub demand: Resources,
+    /// Its anti-affinity group, if any.
+    #[serde(default)]
+    pub anti_affinity_group: Option<String>,
+    /// Set on the manager's backup clones: the VM it copies.
+    #[serde(default)]
+    pub backup_of: Option<VmId>,
     /// Recovery actions taken on it over all its incidents (restarts, reverts, restores,
     /// migrations, failovers).
     pub restarts: u32,
@@ -532,6 +541,9 @@ impl Snapshot {
                 protected: vm.is_protected(),
                 up_since,
                 uptime_s: up_since.map(|t| secs(now.as_millis().saturating_sub(t.as_millis()))),
+                demand: vm.demand,
+                anti_affinity_group: vm.anti_affinity_group.clone(),
+                backup_of: vm.backup_of.clone(),
                 restarts: idx.map_or(0, |i| i.steps),
                 incidents: idx.map_or(0, |i| i.count),
                 last_incident: last_incident.cloned(),

@@ -55,6 +55,9 @@ enum Command {
         /// Show what the failure of this host would do.
         #[arg(long)]
         fail: Option<String>,
+        /// Plan the cluster of a running daemon (its API) instead.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Check a configuration file (and AM_* environment variables): print every problem, each
     /// naming its key. Exit status 0 when the configuration is valid.
@@ -184,22 +187,33 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::Plan { scenario, fail } => {
+        Command::Plan { scenario, fail, url } => {
             let opts = demo::Options {
                 scenario,
                 ..demo::Options::default()
             };
-            let result = demo::scenario(&opts)
-                .and_then(|s| s.inventory())
-                .map_err(|e| e.to_string())
-                .and_then(|inv| {
-                    let policy = planner::Policy::default();
-                    match fail {
-                        Some(host) => am_daemon::plan::render_failure(&inv, &policy, &host),
-                        None => am_daemon::plan::render(&inv, &policy),
-                    }
+            let inventory = match url {
+                Some(url) => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
                     .map_err(|e| e.to_string())
-                });
+                    .and_then(|rt| {
+                        rt.block_on(am_api::fetch_status(&url))
+                            .map_err(|e| format!("{url}: {e}"))
+                    })
+                    .map(|status| am_daemon::plan::inventory_of(&status)),
+                None => demo::scenario(&opts)
+                    .and_then(|s| s.inventory())
+                    .map_err(|e| e.to_string()),
+            };
+            let result = inventory.and_then(|inv| {
+                let policy = planner::Policy::default();
+                match fail {
+                    Some(host) => am_daemon::plan::render_failure(&inv, &policy, &host),
+                    None => am_daemon::plan::render(&inv, &policy),
+                }
+                .map_err(|e| e.to_string())
+            });
             match result {
                 Ok(text) => {
                     print!("{text}");

@@ -143,6 +143,31 @@ pub fn render_failure(inv: &Inventory, policy: &Policy, host: &str) -> Result<St
     Ok(out)
 }
 
+/// The inventory a running daemon reports through its API (`/api/v1/status`), enough to plan.
+pub fn inventory_of(status: &am_api::Snapshot) -> Inventory {
+    use am_core::{ConnectionState, Host, InventoryDelta, Vm};
+    let mut inv = Inventory::default();
+    for h in &status.hosts {
+        let mut host = Host::new(h.id.clone(), h.capacity);
+        host.name = h.name.clone();
+        host.connection = h.connection.unwrap_or(ConnectionState::Connected);
+        host.maintenance = h.maintenance;
+        host.failure_domain = h.failure_domain.clone();
+        inv.apply(&InventoryDelta::HostUpsert(host));
+    }
+    for v in &status.vms {
+        let mut vm = Vm::new(v.id.clone(), v.demand, "");
+        vm.name = v.name.clone();
+        vm.host = v.host.clone();
+        vm.power = v.power;
+        vm.priority = v.priority;
+        vm.anti_affinity_group = v.anti_affinity_group.clone();
+        vm.backup_of = v.backup_of.clone();
+        inv.apply(&InventoryDelta::VmUpsert(vm));
+    }
+    inv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +200,23 @@ mod tests {
         );
         assert!(text.contains("host failures tolerated  0"), "{text}");
         assert!(text.contains("hosts at risk            h2"), "{text}");
+    }
+
+    #[test]
+    fn a_running_daemons_status_plans_like_its_inventory() {
+        let mut sup = supervisor::Supervisor::new(supervisor::Config::default());
+        sup.step(am_core::Time::ZERO, am_core::Observation::Inventory(inv()));
+        let status = am_api::Snapshot::capture(am_core::Time::ZERO, &sup, None, &[]);
+        let rebuilt = inventory_of(&status);
+        let policy = Policy::default();
+        assert_eq!(
+            render(&rebuilt, &policy).unwrap(),
+            render(&inv(), &policy).unwrap()
+        );
+        assert_eq!(
+            render_failure(&rebuilt, &policy, "h1").unwrap(),
+            render_failure(&inv(), &policy, "h1").unwrap()
+        );
     }
 
     #[test]
