@@ -25,7 +25,7 @@ use crate::alarm::{AlarmSink, LogSink};
 use crate::engine::{Backends, Engine, EngineConfig, EngineError, Observer};
 use crate::journal::{MemoryJournal, Record};
 use crate::report::{self, FaultRecord, Summary};
-use am_core::{LogEntry, LogKind, Subject, Time};
+use am_core::{LogEntry, LogKind, Subject};
 use executor::Retrying;
 use serde::{Deserialize, Serialize};
 use sim::{ClusterSpec, Fault, FaultScript, Sim};
@@ -398,9 +398,4 @@ fn fault_record(f: &sim::FaultRecord) -> Option<FaultRecord> {
         subject,
         what,
     })
-}
-
-/// The time of a log line relative to the start, for the live view.
-pub fn stamp(t: Time) -> String {
-    format!("{:>8}", t.to_string())
 }

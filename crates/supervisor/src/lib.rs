@@ -928,19 +928,21 @@ impl Supervisor {
                 detail,
             },
         );
+        if let Purpose::HostReconnect(h)
+        | Purpose::HostRevive(h)
+        | Purpose::HostFence(h)
+        | Purpose::HostRemove(h) = &done.purpose
+        {
+            // Whatever the outcome, the host is free for its next action after the interval.
+            if let Some(rec) = self.hosts.get_mut(h) {
+                rec.action = None;
+                rec.next_action_at = now + self.cfg.revive_interval;
+            }
+        }
         match done.purpose {
             Purpose::VmStep(vm, step) => self.vm_step_done(now, &vm, step, id, &done.action, result),
-            Purpose::HostReconnect(h) | Purpose::HostRevive(h) => {
-                if let Some(rec) = self.hosts.get_mut(&h) {
-                    rec.action = None;
-                    rec.next_action_at = now + self.cfg.revive_interval;
-                }
-            }
+            Purpose::HostReconnect(_) | Purpose::HostRevive(_) => {}
             Purpose::HostFence(h) => {
-                if let Some(rec) = self.hosts.get_mut(&h) {
-                    rec.action = None;
-                    rec.next_action_at = now + self.cfg.revive_interval;
-                }
                 if result.is_ok() && matches!(self.host_state(&h), Some(HostState::Isolated { .. })) {
                     self.host_dead(
                         now,
@@ -950,10 +952,6 @@ impl Supervisor {
                 }
             }
             Purpose::HostRemove(h) => {
-                if let Some(rec) = self.hosts.get_mut(&h) {
-                    rec.action = None;
-                    rec.next_action_at = now + self.cfg.revive_interval;
-                }
                 if result.is_ok() {
                     if self.host_state(&h) != Some(&HostState::Removed) {
                         self.set_host_state(now, &h, HostState::Removed, "removed after failed revival");
@@ -1714,17 +1712,8 @@ impl Supervisor {
         let host_state = host.as_ref().and_then(|h| self.host_state(h)).cloned();
         match (host_state, host) {
             (Some(HostState::Dead { .. } | HostState::Removed) | None, h) => {
-                let from = h.map(|h| h.to_string()).unwrap_or_else(|| "no host".into());
-                self.open_vm_incident(now, vm, format!("host {from} dead"));
-                if let Some(r) = self.vms.get_mut(vm) {
-                    r.failed_from = h_clone(&self.inv, vm);
-                }
-                self.set_vm_state(
-                    now,
-                    vm,
-                    VmState::AwaitingCapacity,
-                    format!("reconciled: host {from} dead"),
-                );
+                let from = h.as_ref().map_or_else(|| "no host".to_owned(), HostId::to_string);
+                self.await_failover(now, vm, h, format!("reconciled: host {from} dead"));
                 self.capacity_retry_at = now;
             }
             (Some(HostState::Isolated { .. }), Some(h)) => {
@@ -1902,6 +1891,21 @@ impl Supervisor {
         Cow::Owned(view)
     }
 
+    /// A VM whose host is dead waits to be restarted elsewhere: an incident, fresh failover
+    /// bookkeeping, the dead host remembered (its precomputed plan applies).
+    fn await_failover(&mut self, now: Time, vm: &VmId, host: Option<HostId>, reason: String) {
+        let from = host
+            .as_ref()
+            .map_or_else(|| "no host".to_owned(), HostId::to_string);
+        self.open_vm_incident(now, vm, format!("host {from} dead"));
+        if let Some(r) = self.vms.get_mut(vm) {
+            r.failover_tries = 0;
+            r.failover_excluded.clear();
+            r.failed_from = host;
+        }
+        self.set_vm_state(now, vm, VmState::AwaitingCapacity, reason);
+    }
+
     fn fail_over_host(&mut self, now: Time, host: &HostId) {
         let candidates: Vec<VmId> = self
             .inv
@@ -1920,13 +1924,7 @@ impl Supervisor {
             .map(|vm| vm.id.clone())
             .collect();
         for vm in &candidates {
-            self.open_vm_incident(now, vm, format!("host {host} dead"));
-            if let Some(r) = self.vms.get_mut(vm) {
-                r.failover_tries = 0;
-                r.failover_excluded.clear();
-                r.failed_from = Some(host.clone());
-            }
-            self.set_vm_state(now, vm, VmState::AwaitingCapacity, format!("host {host} dead"));
+            self.await_failover(now, vm, Some(host.clone()), format!("host {host} dead"));
         }
         self.capacity_retry_at = now;
         self.place_waiting(now);
@@ -2224,11 +2222,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// The host a VM is registered on.
-fn h_clone(inv: &Inventory, vm: &VmId) -> Option<HostId> {
-    inv.vms.get(vm).and_then(|v| v.host.clone())
 }
 
 /// A VM's offset in the backup period (FNV-1a of its id), so snapshots spread over the period.
