@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,49 +35,10 @@ const WAIT: Duration = Duration::from_secs(90);
 
 // ----- the test bed ----------------------------------------------------------------------------
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-static BUILD: Mutex<()> = Mutex::new(());
-
-/// `$AM_VCSIM_BIN`, or `target/vcsim/am-vcsim` built with Go when missing or older than its source.
-fn vcsim_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("AM_VCSIM_BIN") {
-        return PathBuf::from(p);
-    }
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let root = workspace_root();
-    let src = root.join("testbed/vcsim/main.go");
-    let out = root.join("target/vcsim/am-vcsim");
-    let fresh = match (std::fs::metadata(&out), std::fs::metadata(&src)) {
-        (Ok(b), Ok(s)) => b.modified().ok() >= s.modified().ok(),
-        _ => false,
-    };
-    if fresh {
-        return out;
-    }
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let status = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .current_dir(root.join("testbed/vcsim"))
-        .env(
-            "GOPATH",
-            std::env::var("AM_GOPATH").unwrap_or_else(|_| "/usr/share/gocode".into()),
-        )
-        .env("GO111MODULE", "off")
-        .status()
-        .expect("running `go build` for the vcsim test bed (is golang-go installed? or set AM_VCSIM_BIN)");
-    assert!(status.success(), "go build of testbed/vcsim failed");
-    std::fs::rename(&tmp, &out).unwrap();
-    out
-}
+// The vcsim binary (`$AM_VCSIM_BIN`, or built with Go) comes from the client's test support.
+#[path = "../crates/vsphere-soap/tests/support/mod.rs"]
+mod support;
+use support::vcsim_binary;
 
 /// A free loopback port (bound and released).
 fn free_port() -> u16 {

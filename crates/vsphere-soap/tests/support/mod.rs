@@ -15,12 +15,17 @@ use std::sync::{Arc, Mutex};
 
 use vsphere_soap::{RoundTripper, SoapRequest, SoapResponse, TransportError};
 
-/// The workspace root (two levels above this crate).
+/// The workspace root: the nearest directory above the including crate that holds the vcsim
+/// test bed (this module is also included by the workspace-level tests).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+    let start = Path::new(env!("CARGO_MANIFEST_DIR"))
         .canonicalize()
-        .expect("workspace root")
+        .expect("manifest dir");
+    start
+        .ancestors()
+        .find(|d| d.join("testbed/vcsim/main.go").is_file())
+        .map(Path::to_path_buf)
+        .expect("a workspace root holding testbed/vcsim")
 }
 
 static BUILD: Mutex<()> = Mutex::new(());
