@@ -3,45 +3,13 @@
 //!
 //! `cargo bench -p planner --bench cpu`
 #![allow(clippy::expect_used, clippy::unwrap_used)] // benchmark code
-use am_core::{Inventory, InventoryDelta, Vm};
-use planner::synth::{self, Params, Rng};
+use planner::synth::{self, Params, Rng, vm_change};
 use planner::{FailoverPlans, Policy};
 use std::time::{Duration, Instant};
 fn cpu() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap();
     let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-fn vm_change(inv: &Inventory, rng: &mut Rng, n: usize) -> (InventoryDelta, InventoryDelta) {
-    let vms: Vec<&Vm> = inv.vms.values().collect();
-    let vm = vms[rng.below(vms.len() as u64) as usize].clone();
-    let hosts: Vec<_> = inv.hosts.keys().collect();
-    match n % 4 {
-        0 => {
-            let mut v = vm.clone();
-            v.demand = synth::demand(rng);
-            (InventoryDelta::VmUpsert(v), InventoryDelta::VmUpsert(vm))
-        }
-        1 => {
-            let mut v = vm.clone();
-            v.host = Some(hosts[rng.below(hosts.len() as u64) as usize].clone());
-            (InventoryDelta::VmUpsert(v), InventoryDelta::VmUpsert(vm))
-        }
-        2 => {
-            let mut v = vm.clone();
-            v.id = format!("bench-new-{n}").into();
-            v.anti_affinity_group = None;
-            v.affinity_group = None;
-            (
-                InventoryDelta::VmUpsert(v.clone()),
-                InventoryDelta::VmRemoved(v.id),
-            )
-        }
-        _ => (
-            InventoryDelta::VmRemoved(vm.id.clone()),
-            InventoryDelta::VmUpsert(vm),
-        ),
-    }
 }
 fn main() {
     let policy = Policy::default();

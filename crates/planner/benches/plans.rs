@@ -4,44 +4,11 @@
 #![allow(missing_docs)] // criterion_group! defines an undocumented function.
 #![allow(clippy::expect_used)] // benchmark code
 
-use am_core::{Inventory, InventoryDelta, Vm};
+use am_core::InventoryDelta;
 use criterion::{Criterion, criterion_group, criterion_main};
-use planner::synth::{self, Params, Rng};
+use planner::synth::{self, Params, Rng, vm_change};
 use planner::{FailoverPlans, Policy, Updated};
 use std::time::{Duration, Instant};
-
-/// A change to one VM, and the change that undoes it.
-fn vm_change(inv: &Inventory, rng: &mut Rng, n: usize) -> (InventoryDelta, InventoryDelta) {
-    let vms: Vec<&Vm> = inv.vms.values().collect();
-    let vm = vms[rng.below(vms.len() as u64) as usize].clone();
-    let hosts: Vec<_> = inv.hosts.keys().collect();
-    match n % 4 {
-        0 => {
-            let mut v = vm.clone();
-            v.demand = synth::demand(rng);
-            (InventoryDelta::VmUpsert(v), InventoryDelta::VmUpsert(vm))
-        }
-        1 => {
-            let mut v = vm.clone();
-            v.host = Some(hosts[rng.below(hosts.len() as u64) as usize].clone());
-            (InventoryDelta::VmUpsert(v), InventoryDelta::VmUpsert(vm))
-        }
-        2 => {
-            let mut v = vm.clone();
-            v.id = format!("bench-new-{n}").into();
-            v.anti_affinity_group = None;
-            v.affinity_group = None;
-            (
-                InventoryDelta::VmUpsert(v.clone()),
-                InventoryDelta::VmRemoved(v.id),
-            )
-        }
-        _ => (
-            InventoryDelta::VmRemoved(vm.id.clone()),
-            InventoryDelta::VmUpsert(vm),
-        ),
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let policy = Policy::default();

@@ -264,3 +264,37 @@ pub fn random_delta(inv: &Inventory, rng: &mut Rng, next_id: &mut usize) -> Inve
         }
     }
 }
+
+/// A change to one VM of `inv` (resize, move, add, remove, by `n % 4`), and the change that
+/// undoes it: the unit of the incremental-update benchmarks.
+pub fn vm_change(inv: &Inventory, rng: &mut Rng, n: usize) -> (InventoryDelta, InventoryDelta) {
+    let vms: Vec<&Vm> = inv.vms.values().collect();
+    let vm = vms[rng.below(vms.len() as u64) as usize].clone();
+    let hosts: Vec<_> = inv.hosts.keys().collect();
+    match n % 4 {
+        0 => {
+            let mut v = vm.clone();
+            v.demand = demand(rng);
+            (InventoryDelta::VmUpsert(v), InventoryDelta::VmUpsert(vm))
+        }
+        1 => {
+            let mut v = vm.clone();
+            v.host = Some(hosts[rng.below(hosts.len() as u64) as usize].clone());
+            (InventoryDelta::VmUpsert(v), InventoryDelta::VmUpsert(vm))
+        }
+        2 => {
+            let mut v = vm.clone();
+            v.id = format!("bench-new-{n}").into();
+            v.anti_affinity_group = None;
+            v.affinity_group = None;
+            (
+                InventoryDelta::VmUpsert(v.clone()),
+                InventoryDelta::VmRemoved(v.id),
+            )
+        }
+        _ => (
+            InventoryDelta::VmRemoved(vm.id.clone()),
+            InventoryDelta::VmUpsert(vm),
+        ),
+    }
+}
