@@ -152,6 +152,33 @@ impl Inner {
     }
 
     /// The VM folder of the datacenter `obj` is in.
+    /// Where a clone goes on host `to`: into `folder` (else the VM folder nearest the host), in the
+    /// host's resource pool, powered off, not a template.
+    async fn clone_target(
+        &self,
+        to: &MoRef,
+        folder: Option<&MoRef>,
+        datastore: Option<MoRef>,
+        s: &Subject<'_>,
+    ) -> Result<(MoRef, CloneSpec), HvError> {
+        let folder = match folder {
+            Some(f) => f.clone(),
+            None => self.vm_folder_near(to, s).await?,
+        };
+        let spec = CloneSpec {
+            location: RelocateSpec {
+                folder: None,
+                datastore,
+                pool: Some(self.pool_of(to, s).await?),
+                host: Some(to.clone()),
+            },
+            template: false,
+            power_on: false,
+            snapshot: None,
+        };
+        Ok((folder, spec))
+    }
+
     async fn vm_folder_near(&self, obj: &MoRef, s: &Subject<'_>) -> Result<MoRef, HvError> {
         let mut current = obj.clone();
         for _ in 0..32 {
@@ -569,21 +596,8 @@ impl Hypervisor for VsphereBackend {
         let s = Subject::new("clone", "vm", vm.as_str()).on_host(host.as_str());
         let now = inner.vm_now(vm, "clone").await?;
         let to = host_ref(host);
-        let folder = match now.folder() {
-            Some(f) => f.clone(),
-            None => inner.vm_folder_near(&to, &s).await?,
-        };
-        let spec = CloneSpec {
-            location: RelocateSpec {
-                folder: None,
-                datastore: datastore.map(|d| MoRef::new("Datastore", d.as_str())),
-                pool: Some(inner.pool_of(&to, &s).await?),
-                host: Some(to.clone()),
-            },
-            template: false,
-            power_on: false,
-            snapshot: None,
-        };
+        let datastore = datastore.map(|d| MoRef::new("Datastore", d.as_str()));
+        let (folder, spec) = inner.clone_target(&to, now.folder(), datastore, &s).await?;
         let t = inner
             .client
             .clone_vm(&now.moref, &folder, &map::backup_name(name, vm), &spec)
@@ -622,21 +636,7 @@ impl Hypervisor for VsphereBackend {
             }
         };
         let to = host_ref(host);
-        let folder = match &orphan.folder {
-            Some(f) => f.clone(),
-            None => inner.vm_folder_near(&to, &s).await?,
-        };
-        let spec = CloneSpec {
-            location: RelocateSpec {
-                folder: None,
-                datastore: None,
-                pool: Some(inner.pool_of(&to, &s).await?),
-                host: Some(to.clone()),
-            },
-            template: false,
-            power_on: false,
-            snapshot: None,
-        };
+        let (folder, spec) = inner.clone_target(&to, orphan.folder.as_ref(), None, &s).await?;
         let t = inner
             .client
             .clone_vm(&b.moref, &folder, &orphan.name, &spec)
