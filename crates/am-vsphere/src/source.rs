@@ -7,7 +7,7 @@ use am_core::{Changes, ClusterEvent, HvError, Inventory, InventorySource};
 use async_trait::async_trait;
 use vsphere_soap::{
     Event, EventCollector, EventFilter, MoRef, ObjectSpec, ObjectUpdate, ObjectUpdateKind, PropertyChange,
-    PropertyChangeOp, PropertyFilterSpec, PropertySpec, PropertyWatch, SelectionSpec, TraversalSpec,
+    PropertyChangeOp, PropertyFilterSpec, PropertySpec, PropertyWatch,
 };
 
 use crate::fault::{Subject, hv_error};
@@ -161,25 +161,15 @@ impl Inner {
             PropertySpec::new("VirtualMachine", VM_PROPS),
             PropertySpec::new("Datastore", DS_PROPS),
         ]);
-        let mut object_set = vec![ObjectSpec {
-            obj: view.clone(),
-            skip: true,
-            select_set: vec![SelectionSpec::Traversal(TraversalSpec {
-                name: Some("traverseView".into()),
-                type_name: "ContainerView".into(),
-                path: "view".into(),
-                skip: false,
-                select_set: Vec::new(),
-            })],
-        }];
+        let mut spec = PropertyFilterSpec::for_container_view(view, prop_set);
         if let Some(c) = collector {
-            object_set.push(ObjectSpec {
+            spec.object_set.push(ObjectSpec {
                 obj: c.clone(),
                 skip: false,
                 select_set: Vec::new(),
             });
         }
-        PropertyFilterSpec { prop_set, object_set }
+        spec
     }
 
     fn event_filter(&self, max: i32) -> EventFilter {
