@@ -13,8 +13,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use am_core::{
-    Changes, DatastoreId, HostId, HvError, Hypervisor, Inventory, InventorySource, ProbeResult, ProbeTarget,
-    Prober, SnapshotId, VmId,
+    Action, ActionOutcome, Changes, HvError, Hypervisor, Inventory, InventorySource, ProbeResult,
+    ProbeTarget, Prober,
 };
 use am_daemon::engine::{Backends, Engine, EngineConfig};
 use am_daemon::journal::{self, Journal, SqliteJournal};
@@ -53,70 +53,8 @@ struct Killable<T> {
 
 #[async_trait]
 impl<T: Hypervisor> Hypervisor for Killable<T> {
-    async fn power_on(&self, vm: &VmId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.power_on(vm)).await
-    }
-    async fn power_off(&self, vm: &VmId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.power_off(vm)).await
-    }
-    async fn reset(&self, vm: &VmId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.reset(vm)).await
-    }
-    async fn migrate(&self, vm: &VmId, to: &HostId, live: bool) -> Result<(), HvError> {
-        self.kill.guard(self.inner.migrate(vm, to, live)).await
-    }
-    async fn revert_snapshot(&self, vm: &VmId, snapshot: Option<SnapshotId>) -> Result<(), HvError> {
-        self.kill.guard(self.inner.revert_snapshot(vm, snapshot)).await
-    }
-    async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotId, HvError> {
-        self.kill.guard(self.inner.create_snapshot(vm, name)).await
-    }
-    async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.remove_snapshot(vm, snapshot)).await
-    }
-    async fn clone_vm(
-        &self,
-        vm: &VmId,
-        name: &str,
-        host: &HostId,
-        datastore: Option<DatastoreId>,
-    ) -> Result<VmId, HvError> {
-        self.kill
-            .guard(self.inner.clone_vm(vm, name, host, datastore))
-            .await
-    }
-    async fn restore_clone(&self, vm: &VmId, backup: &VmId, host: &HostId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.restore_clone(vm, backup, host)).await
-    }
-    async fn register_vm(&self, vm: &VmId, host: &HostId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.register_vm(vm, host)).await
-    }
-    async fn unregister_vm(&self, vm: &VmId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.unregister_vm(vm)).await
-    }
-    async fn failover(&self, vm: &VmId, to: &HostId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.failover(vm, to)).await
-    }
-    async fn reconnect_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.reconnect_host(host)).await
-    }
-    async fn revive_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.revive_host(host)).await
-    }
-    async fn fence_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.fence_host(host)).await
-    }
-    async fn remove_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.remove_host(host)).await
-    }
-    async fn add_host(&self, spare: &str) -> Result<HostId, HvError> {
-        self.kill.guard(self.inner.add_host(spare)).await
-    }
-    async fn enter_maintenance(&self, host: &HostId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.enter_maintenance(host)).await
-    }
-    async fn exit_maintenance(&self, host: &HostId) -> Result<(), HvError> {
-        self.kill.guard(self.inner.exit_maintenance(host)).await
+    async fn execute(&self, action: &Action) -> Result<ActionOutcome, HvError> {
+        self.kill.guard(self.inner.execute(action)).await
     }
 }
 

@@ -745,39 +745,86 @@ async fn every_action_does_what_it_says_in_vcsim() {
     };
 
     // Power.
-    let e = hv.power_on(&vm).await.unwrap_err();
+    let e = hv.execute(&Action::PowerOn { vm: vm.clone() }).await.unwrap_err();
     assert!(matches!(e, HvError::InvalidState { .. }), "{e:?}");
-    hv.power_off(&vm).await.unwrap();
+    hv.execute(&Action::PowerOff { vm: vm.clone() }).await.unwrap();
     view.until("power off", |i| i.vms[&vm].power == PowerState::PoweredOff)
         .await;
-    hv.power_on(&vm).await.unwrap();
-    hv.reset(&vm).await.unwrap();
+    hv.execute(&Action::PowerOn { vm: vm.clone() }).await.unwrap();
+    hv.execute(&Action::Reset { vm: vm.clone() }).await.unwrap();
     view.until("power on", on(&vm, &home)).await;
 
     // Snapshots.
-    let snap = hv.create_snapshot(&vm, "am-backup-1").await.unwrap();
+    let snap = hv
+        .execute(&Action::CreateSnapshot {
+            vm: vm.clone(),
+            name: "am-backup-1".into(),
+        })
+        .await
+        .unwrap();
+    let snap = snap.snapshot().cloned().expect("a snapshot");
     view.until("the snapshot", |i| {
         i.snapshots
             .get(&vm)
             .is_some_and(|s| s.iter().any(|s| s.id == snap && s.name == "am-backup-1"))
     })
     .await;
-    hv.revert_snapshot(&vm, Some(snap.clone())).await.unwrap();
-    hv.revert_snapshot(&vm, None).await.unwrap();
-    hv.remove_snapshot(&vm, &snap).await.unwrap();
+    hv.execute(&Action::RevertSnapshot {
+        vm: vm.clone(),
+        snapshot: Some(snap.clone()),
+    })
+    .await
+    .unwrap();
+    hv.execute(&Action::RevertSnapshot {
+        vm: vm.clone(),
+        snapshot: None,
+    })
+    .await
+    .unwrap();
+    hv.execute(&Action::RemoveSnapshot {
+        vm: vm.clone(),
+        snapshot: snap.clone(),
+    })
+    .await
+    .unwrap();
     view.until("no snapshot", |i| !i.snapshots.contains_key(&vm))
         .await;
-    let e = hv.remove_snapshot(&vm, &snap).await.unwrap_err();
+    let e = hv
+        .execute(&Action::RemoveSnapshot {
+            vm: vm.clone(),
+            snapshot: snap.clone(),
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(e, HvError::NotFound { .. }), "{e:?}");
 
     // Migrations.
-    hv.migrate(&vm, &other, true).await.unwrap();
+    hv.execute(&Action::MigrateLive {
+        vm: vm.clone(),
+        to: other.clone(),
+    })
+    .await
+    .unwrap();
     view.until("live migration", on(&vm, &other)).await;
-    hv.migrate(&vm, &home, false).await.unwrap();
+    hv.execute(&Action::MigrateCold {
+        vm: vm.clone(),
+        to: home.clone(),
+    })
+    .await
+    .unwrap();
     view.until("cold migration", on(&vm, &home)).await;
 
     // A backup clone, and a restore from it onto the other host.
-    let backup = hv.clone_vm(&vm, "bk-1", &other, None).await.unwrap();
+    let backup = hv
+        .execute(&Action::Clone {
+            vm: vm.clone(),
+            name: "bk-1".into(),
+            host: other.clone(),
+            datastore: None,
+        })
+        .await
+        .unwrap();
+    let backup = backup.vm().cloned().expect("a clone");
     view.until("the backup clone, on the host asked for", |i| {
         i.vms.get(&backup).is_some_and(|b| {
             b.host.as_ref() == Some(&other)
@@ -791,7 +838,13 @@ async fn every_action_does_what_it_says_in_vcsim() {
         view.inv.latest_clone(&vm).map(|c| c.id.clone()),
         Some(backup.clone())
     );
-    hv.restore_clone(&vm, &backup, &other).await.unwrap();
+    hv.execute(&Action::RestoreClone {
+        vm: vm.clone(),
+        backup: backup.clone(),
+        host: other.clone(),
+    })
+    .await
+    .unwrap();
     view.until("the VM restored on the other host, same id", on(&vm, &other))
         .await;
     assert!(
@@ -800,7 +853,7 @@ async fn every_action_does_what_it_says_in_vcsim() {
     );
     assert!(view.inv.vms.contains_key(&backup), "the backup stays");
     // Its new moref works for every action under the old id.
-    hv.reset(&vm).await.unwrap();
+    hv.execute(&Action::Reset { vm: vm.clone() }).await.unwrap();
 
     // Unregister, register again (another VM: vcsim cannot register a clone's files again).
     let vm2: VmId = view
@@ -811,40 +864,84 @@ async fn every_action_does_what_it_says_in_vcsim() {
         .cloned()
         .expect("a second VM");
     let home2 = view.inv.vms[&vm2].host.clone().expect("registered");
-    hv.power_off(&vm2).await.unwrap();
-    hv.unregister_vm(&vm2).await.unwrap();
+    hv.execute(&Action::PowerOff { vm: vm2.clone() }).await.unwrap();
+    hv.execute(&Action::Unregister { vm: vm2.clone() }).await.unwrap();
     view.until("unregistered: no host", |i| {
         i.vms.get(&vm2).is_some_and(|v| v.host.is_none())
     })
     .await;
-    let e = hv.power_on(&vm2).await.unwrap_err();
+    let e = hv
+        .execute(&Action::PowerOn { vm: vm2.clone() })
+        .await
+        .unwrap_err();
     assert!(matches!(e, HvError::InvalidState { .. }), "{e:?}");
-    hv.register_vm(&vm2, &home2).await.unwrap();
+    hv.execute(&Action::Register {
+        vm: vm2.clone(),
+        host: home2.clone(),
+    })
+    .await
+    .unwrap();
     view.until("registered on its home, same id", |i| {
         i.vms.get(&vm2).is_some_and(|v| v.host.as_ref() == Some(&home2))
     })
     .await;
-    hv.failover(&vm2, &home2).await.unwrap();
+    hv.execute(&Action::Failover {
+        vm: vm2.clone(),
+        to: home2.clone(),
+    })
+    .await
+    .unwrap();
     view.until("powered on where it is", on(&vm2, &home2)).await;
 
     // Hosts.
-    hv.enter_maintenance(&other).await.unwrap();
+    hv.execute(&Action::EnterMaintenance { host: other.clone() })
+        .await
+        .unwrap();
     view.until("maintenance", |i| i.hosts[&other].maintenance).await;
-    hv.exit_maintenance(&other).await.unwrap();
+    hv.execute(&Action::ExitMaintenance { host: other.clone() })
+        .await
+        .unwrap();
     view.until("out of maintenance", |i| !i.hosts[&other].maintenance)
         .await;
-    hv.fence_host(&other).await.unwrap();
-    let e = hv.revive_host(&other).await.unwrap_err();
+    hv.execute(&Action::FenceHost { host: other.clone() })
+        .await
+        .unwrap();
+    let e = hv
+        .execute(&Action::ReviveHost { host: other.clone() })
+        .await
+        .unwrap_err();
     assert!(matches!(e, HvError::NotSupported { .. }), "{e:?}");
-    let spare = hv.add_host("spare-1").await.unwrap();
+    let spare = hv
+        .execute(&Action::AddHost {
+            spare: "spare-1".into(),
+        })
+        .await
+        .unwrap();
+    let spare = spare.host().cloned().expect("a host");
     view.until("the spare host", |i| {
         i.hosts.get(&spare).is_some_and(|h| h.name == "esx-spare.example")
     })
     .await;
-    assert_eq!(hv.add_host("spare-1").await.unwrap(), spare, "added once");
-    let e = hv.add_host("spare-9").await.unwrap_err();
+    assert_eq!(
+        hv.execute(&Action::AddHost {
+            spare: "spare-1".into()
+        })
+        .await
+        .unwrap()
+        .host(),
+        Some(&spare),
+        "added once"
+    );
+    let e = hv
+        .execute(&Action::AddHost {
+            spare: "spare-9".into(),
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(e, HvError::NotFound { .. }), "{e:?}");
-    hv.remove_host(&spare).await.unwrap();
+    hv.execute(&Action::RemoveHost { host: spare.clone() })
+        .await
+        .unwrap();
     view.until("the spare removed", |i| !i.hosts.contains_key(&spare))
         .await;
 }

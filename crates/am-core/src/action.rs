@@ -254,6 +254,32 @@ pub enum ActionOutcome {
     HostAdded(HostId),
 }
 
+impl ActionOutcome {
+    /// The snapshot created, if this outcome is one.
+    pub fn snapshot(&self) -> Option<&SnapshotId> {
+        match self {
+            ActionOutcome::SnapshotCreated(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The VM created, if this outcome is one.
+    pub fn vm(&self) -> Option<&VmId> {
+        match self {
+            ActionOutcome::VmCreated(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The host added, if this outcome is one.
+    pub fn host(&self) -> Option<&HostId> {
+        match self {
+            ActionOutcome::HostAdded(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

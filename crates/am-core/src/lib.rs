@@ -35,6 +35,6 @@ pub use protocol::{
     Alarm, AlarmChange, AlarmKind, Command, LogEntry, LogKind, Observation, Output, Severity, Subject,
 };
 pub use time::Time;
-pub use traits::{Changes, Clock, Hypervisor, InventorySource, ProbeResult, ProbeTarget, Prober, execute};
+pub use traits::{Changes, Clock, Hypervisor, InventorySource, ProbeResult, ProbeTarget, Prober};
 #[cfg(feature = "mock")]
 pub use traits::{MockHypervisor, MockInventorySource, MockProber};

@@ -1,6 +1,6 @@
 //! [`Hypervisor`] for vCenter: each action as vim25 tasks, awaited (see [`VsphereBackend`]).
 
-use am_core::{DatastoreId, HostId, HvError, Hypervisor, SnapshotId, VmId};
+use am_core::{Action, ActionOutcome, DatastoreId, HostId, HvError, Hypervisor, SnapshotId, VmId};
 use async_trait::async_trait;
 use vsphere_soap::{CloneSpec, HostConnectSpec, MoRef, MovePriority, PropertySpec, RelocateSpec, TaskInfo};
 
@@ -461,6 +461,48 @@ impl Inner {
 
 #[async_trait]
 impl Hypervisor for VsphereBackend {
+    async fn execute(&self, action: &Action) -> Result<ActionOutcome, HvError> {
+        use ActionOutcome::Done;
+        Ok(match action {
+            Action::PowerOn { vm } => self.power_on(vm).await.map(|()| Done)?,
+            Action::PowerOff { vm } => self.power_off(vm).await.map(|()| Done)?,
+            Action::Reset { vm } => self.reset(vm).await.map(|()| Done)?,
+            Action::RevertSnapshot { vm, snapshot } => {
+                self.revert_snapshot(vm, snapshot.clone()).await.map(|()| Done)?
+            }
+            Action::CreateSnapshot { vm, name } => {
+                ActionOutcome::SnapshotCreated(self.create_snapshot(vm, name).await?)
+            }
+            Action::RemoveSnapshot { vm, snapshot } => {
+                self.remove_snapshot(vm, snapshot).await.map(|()| Done)?
+            }
+            Action::Clone {
+                vm,
+                name,
+                host,
+                datastore,
+            } => ActionOutcome::VmCreated(self.clone_vm(vm, name, host, datastore.clone()).await?),
+            Action::RestoreClone { vm, backup, host } => {
+                self.restore_clone(vm, backup, host).await.map(|()| Done)?
+            }
+            Action::MigrateCold { vm, to } => self.migrate(vm, to, false).await.map(|()| Done)?,
+            Action::MigrateLive { vm, to } => self.migrate(vm, to, true).await.map(|()| Done)?,
+            Action::Failover { vm, to } => self.failover(vm, to).await.map(|()| Done)?,
+            Action::Register { vm, host } => self.register_vm(vm, host).await.map(|()| Done)?,
+            Action::Unregister { vm } => self.unregister_vm(vm).await.map(|()| Done)?,
+            Action::ReconnectHost { host } => self.reconnect_host(host).await.map(|()| Done)?,
+            Action::ReviveHost { host } => self.inner.hook(host, "revive_host").await.map(|()| Done)?,
+            Action::FenceHost { host } => self.inner.hook(host, "fence_host").await.map(|()| Done)?,
+            Action::RemoveHost { host } => self.remove_host(host).await.map(|()| Done)?,
+            Action::AddHost { spare } => ActionOutcome::HostAdded(self.add_host(spare).await?),
+            Action::EnterMaintenance { host } => self.enter_maintenance(host).await.map(|()| Done)?,
+            Action::ExitMaintenance { host } => self.exit_maintenance(host).await.map(|()| Done)?,
+        })
+    }
+}
+
+/// One method per action, as `execute` dispatches them.
+impl VsphereBackend {
     async fn power_on(&self, vm: &VmId) -> Result<(), HvError> {
         let s = Subject::new("power_on", "vm", vm.as_str());
         let m = self.inner.registered(vm)?;
@@ -700,14 +742,6 @@ impl Hypervisor for VsphereBackend {
         inner.wait(&s, inner.client.reconnect_host(&h).await).await?;
         inner.shared().refresh(h);
         Ok(())
-    }
-
-    async fn revive_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.inner.hook(host, "revive_host").await
-    }
-
-    async fn fence_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.inner.hook(host, "fence_host").await
     }
 
     async fn remove_host(&self, host: &HostId) -> Result<(), HvError> {

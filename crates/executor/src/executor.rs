@@ -400,7 +400,7 @@ impl Shared {
     async fn call(&self, action: &Action, limit: Duration) -> (Result<ActionOutcome, HvError>, bool) {
         let hv = Arc::clone(&self.hv);
         let a = action.clone();
-        let mut task = tokio::spawn(async move { am_core::execute(&*hv, &a).await }.in_current_span());
+        let mut task = tokio::spawn(async move { hv.execute(&a).await }.in_current_span());
         match tokio::time::timeout(limit, &mut task).await {
             Ok(Ok(result)) => (result, false),
             Ok(Err(join)) => (

@@ -47,7 +47,7 @@
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() {
 //!     let mut backend = MockHypervisor::new(); // a vCenter client or the simulator in real life
-//!     backend.expect_power_on().returning(|_| Ok(()));
+//!     backend.expect_execute().returning(|_| Ok(ActionOutcome::Done));
 //!     let hv = Arc::new(Retrying::new(Arc::new(backend)));
 //!     let cfg = ExecutorConfig::default().with_max_in_flight(8).with_per_host(2);
 //!     let (exec, mut results) = Executor::new(hv, cfg);

@@ -35,9 +35,8 @@
 //!   or host power cycle hits a guest or host that is already booting again, and a second revert
 //!   throws away what the VM did since the first.
 
-use am_core::{DatastoreId, HostId, HvError, Hypervisor, SnapshotId, VmId};
+use am_core::{Action, ActionOutcome, HvError, Hypervisor};
 use async_trait::async_trait;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -157,11 +156,16 @@ pub enum Repeat {
 }
 
 impl Repeat {
-    /// How the [`Hypervisor`] method named `op` (e.g. `"clone_vm"`) is retried.
-    pub fn of(op: &str) -> Repeat {
-        match op {
-            "clone_vm" | "create_snapshot" | "add_host" | "reset" | "revert_snapshot" | "revive_host"
-            | "restore_clone" => Repeat::Once,
+    /// How `action` is retried.
+    pub fn of(action: &Action) -> Repeat {
+        match action {
+            Action::Clone { .. }
+            | Action::CreateSnapshot { .. }
+            | Action::AddHost { .. }
+            | Action::Reset { .. }
+            | Action::RevertSnapshot { .. }
+            | Action::ReviveHost { .. }
+            | Action::RestoreClone { .. } => Repeat::Once,
             _ => Repeat::Convergent,
         }
     }
@@ -172,34 +176,20 @@ pub fn is_ambiguous(error: &HvError) -> bool {
     matches!(error, HvError::Timeout { .. } | HvError::Unreachable { .. })
 }
 
-fn already_in_state(e: &HvError) -> Option<()> {
-    matches!(e, HvError::InvalidState { .. }).then_some(())
-}
-
-fn already_gone(e: &HvError) -> Option<()> {
-    matches!(e, HvError::NotFound { .. }).then_some(())
-}
-
-/// How one operation is retried.
-struct Op<T> {
-    name: &'static str,
-    /// After an ambiguous attempt, maps the retry's error to "already done".
-    already_done: Option<fn(&HvError) -> Option<T>>,
-}
-
-impl<T> Op<T> {
-    fn plain(name: &'static str) -> Self {
-        Op {
-            name,
-            already_done: None,
+/// On the retry of `action` after an ambiguous failure, whether `error` means the first attempt
+/// did it: already in the wanted state, or already gone.
+fn already_done(action: &Action, error: &HvError) -> bool {
+    match action {
+        Action::PowerOn { .. }
+        | Action::PowerOff { .. }
+        | Action::FenceHost { .. }
+        | Action::EnterMaintenance { .. }
+        | Action::ExitMaintenance { .. }
+        | Action::ReconnectHost { .. } => matches!(error, HvError::InvalidState { .. }),
+        Action::Unregister { .. } | Action::RemoveSnapshot { .. } | Action::RemoveHost { .. } => {
+            matches!(error, HvError::NotFound { .. })
         }
-    }
-
-    fn done_if(name: &'static str, f: fn(&HvError) -> Option<T>) -> Self {
-        Op {
-            name,
-            already_done: Some(f),
-        }
+        _ => false,
     }
 }
 
@@ -242,34 +232,36 @@ impl<H: Hypervisor + ?Sized, P: RetryPolicy> Retrying<H, P> {
     pub fn policy(&self) -> &P {
         &self.policy
     }
+}
 
-    async fn run<T, F, Fut>(&self, op: Op<T>, mut call: F) -> Result<T, HvError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, HvError>>,
-    {
-        let repeat = Repeat::of(op.name);
+#[async_trait]
+impl<H, P> Hypervisor for Retrying<H, P>
+where
+    H: Hypervisor + ?Sized,
+    P: RetryPolicy,
+{
+    async fn execute(&self, action: &Action) -> Result<ActionOutcome, HvError> {
+        let op = action.name();
+        let repeat = Repeat::of(action);
         let mut attempt: u32 = 1;
         let mut ambiguous_before = false;
         loop {
-            let err = match call().await {
+            let err = match self.inner.execute(action).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if ambiguous_before {
-                if let Some(v) = op.already_done.and_then(|f| f(&err)) {
-                    tracing::info!(
-                        op = op.name,
-                        attempt,
-                        error = %err,
-                        "retry after an ambiguous failure finds the operation already done"
-                    );
-                    return Ok(v);
-                }
+            if ambiguous_before && already_done(action, &err) {
+                tracing::info!(
+                    op,
+                    attempt,
+                    error = %err,
+                    "retry after an ambiguous failure finds the operation already done"
+                );
+                return Ok(ActionOutcome::Done);
             }
             if repeat == Repeat::Once && is_ambiguous(&err) {
                 tracing::warn!(
-                    op = op.name,
+                    op,
                     attempt,
                     error = %err,
                     "not retried: the failed attempt may have taken effect"
@@ -278,12 +270,12 @@ impl<H: Hypervisor + ?Sized, P: RetryPolicy> Retrying<H, P> {
             }
             let Some(delay) = self.policy.retry_after(&err, attempt) else {
                 if attempt > 1 {
-                    tracing::warn!(op = op.name, attempt, error = %err, "giving up");
+                    tracing::warn!(op, attempt, error = %err, "giving up");
                 }
                 return Err(err);
             };
             tracing::info!(
-                op = op.name,
+                op,
                 attempt,
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 error = %err,
@@ -293,121 +285,6 @@ impl<H: Hypervisor + ?Sized, P: RetryPolicy> Retrying<H, P> {
             tokio::time::sleep(delay).await;
             attempt = attempt.saturating_add(1);
         }
-    }
-}
-
-#[async_trait]
-impl<H, P> Hypervisor for Retrying<H, P>
-where
-    H: Hypervisor + ?Sized,
-    P: RetryPolicy,
-{
-    async fn power_on(&self, vm: &VmId) -> Result<(), HvError> {
-        let op = Op::done_if("power_on", already_in_state);
-        self.run(op, || self.inner.power_on(vm)).await
-    }
-
-    async fn power_off(&self, vm: &VmId) -> Result<(), HvError> {
-        let op = Op::done_if("power_off", already_in_state);
-        self.run(op, || self.inner.power_off(vm)).await
-    }
-
-    async fn reset(&self, vm: &VmId) -> Result<(), HvError> {
-        self.run(Op::plain("reset"), || self.inner.reset(vm)).await
-    }
-
-    async fn migrate(&self, vm: &VmId, to: &HostId, live: bool) -> Result<(), HvError> {
-        self.run(Op::plain("migrate"), || self.inner.migrate(vm, to, live))
-            .await
-    }
-
-    async fn revert_snapshot(&self, vm: &VmId, snapshot: Option<SnapshotId>) -> Result<(), HvError> {
-        self.run(Op::plain("revert_snapshot"), || {
-            self.inner.revert_snapshot(vm, snapshot.clone())
-        })
-        .await
-    }
-
-    async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotId, HvError> {
-        self.run(Op::plain("create_snapshot"), || {
-            self.inner.create_snapshot(vm, name)
-        })
-        .await
-    }
-
-    async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotId) -> Result<(), HvError> {
-        let op = Op::done_if("remove_snapshot", already_gone);
-        self.run(op, || self.inner.remove_snapshot(vm, snapshot)).await
-    }
-
-    async fn clone_vm(
-        &self,
-        vm: &VmId,
-        name: &str,
-        host: &HostId,
-        datastore: Option<DatastoreId>,
-    ) -> Result<VmId, HvError> {
-        self.run(Op::plain("clone_vm"), || {
-            self.inner.clone_vm(vm, name, host, datastore.clone())
-        })
-        .await
-    }
-
-    async fn restore_clone(&self, vm: &VmId, backup: &VmId, host: &HostId) -> Result<(), HvError> {
-        self.run(Op::plain("restore_clone"), || {
-            self.inner.restore_clone(vm, backup, host)
-        })
-        .await
-    }
-
-    async fn register_vm(&self, vm: &VmId, host: &HostId) -> Result<(), HvError> {
-        self.run(Op::plain("register_vm"), || self.inner.register_vm(vm, host))
-            .await
-    }
-
-    async fn unregister_vm(&self, vm: &VmId) -> Result<(), HvError> {
-        let op = Op::done_if("unregister_vm", already_gone);
-        self.run(op, || self.inner.unregister_vm(vm)).await
-    }
-
-    async fn failover(&self, vm: &VmId, to: &HostId) -> Result<(), HvError> {
-        self.run(Op::plain("failover"), || self.inner.failover(vm, to))
-            .await
-    }
-
-    async fn reconnect_host(&self, host: &HostId) -> Result<(), HvError> {
-        let op = Op::done_if("reconnect_host", already_in_state);
-        self.run(op, || self.inner.reconnect_host(host)).await
-    }
-
-    async fn revive_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.run(Op::plain("revive_host"), || self.inner.revive_host(host))
-            .await
-    }
-
-    async fn fence_host(&self, host: &HostId) -> Result<(), HvError> {
-        let op = Op::done_if("fence_host", already_in_state);
-        self.run(op, || self.inner.fence_host(host)).await
-    }
-
-    async fn remove_host(&self, host: &HostId) -> Result<(), HvError> {
-        let op = Op::done_if("remove_host", already_gone);
-        self.run(op, || self.inner.remove_host(host)).await
-    }
-
-    async fn add_host(&self, spare: &str) -> Result<HostId, HvError> {
-        self.run(Op::plain("add_host"), || self.inner.add_host(spare))
-            .await
-    }
-
-    async fn enter_maintenance(&self, host: &HostId) -> Result<(), HvError> {
-        let op = Op::done_if("enter_maintenance", already_in_state);
-        self.run(op, || self.inner.enter_maintenance(host)).await
-    }
-
-    async fn exit_maintenance(&self, host: &HostId) -> Result<(), HvError> {
-        let op = Op::done_if("exit_maintenance", already_in_state);
-        self.run(op, || self.inner.exit_maintenance(host)).await
     }
 }
 
@@ -447,11 +324,21 @@ mod tests {
 
     #[test]
     fn only_creating_and_disruptive_operations_are_once() {
-        assert_eq!(Repeat::of("clone_vm"), Repeat::Once);
-        assert_eq!(Repeat::of("add_host"), Repeat::Once);
-        assert_eq!(Repeat::of("reset"), Repeat::Once);
-        assert_eq!(Repeat::of("power_on"), Repeat::Convergent);
-        assert_eq!(Repeat::of("fence_host"), Repeat::Convergent);
+        let vm = || am_core::VmId::from("v");
+        let clone = Action::Clone {
+            vm: vm(),
+            name: "b".into(),
+            host: "h".into(),
+            datastore: None,
+        };
+        assert_eq!(Repeat::of(&clone), Repeat::Once);
+        assert_eq!(Repeat::of(&Action::AddHost { spare: "s".into() }), Repeat::Once);
+        assert_eq!(Repeat::of(&Action::Reset { vm: vm() }), Repeat::Once);
+        assert_eq!(Repeat::of(&Action::PowerOn { vm: vm() }), Repeat::Convergent);
+        assert_eq!(
+            Repeat::of(&Action::FenceHost { host: "h".into() }),
+            Repeat::Convergent
+        );
         assert!(is_ambiguous(&HvError::Timeout { op: "x".into() }));
         assert!(!is_ambiguous(&HvError::Busy {
             id: "x".into(),

@@ -169,13 +169,12 @@ async fn a_timeout_cancels_the_call_reports_timeout_and_the_vm_next_action_runs(
 #[tokio::test(start_paused = true)]
 async fn outcomes_carry_their_ids_and_values() {
     let mut hv = MockHypervisor::new();
-    hv.expect_clone_vm()
-        .returning(|_, name, _, _| Ok(VmId::from(name)));
-    hv.expect_add_host().returning(|s| Ok(HostId::from(s)));
-    hv.expect_create_snapshot()
-        .returning(|_, _| Ok(SnapshotId::from("snap-1")));
-    hv.expect_power_on()
-        .returning(|vm| Err(HvError::not_found("vm", vm)));
+    hv.expect_execute().returning(|a| match a {
+        Action::Clone { name, .. } => Ok(ActionOutcome::VmCreated(VmId::from(name.as_str()))),
+        Action::AddHost { spare } => Ok(ActionOutcome::HostAdded(HostId::from(spare.as_str()))),
+        Action::CreateSnapshot { .. } => Ok(ActionOutcome::SnapshotCreated(SnapshotId::from("snap-1"))),
+        other => Err(HvError::not_found("vm", other.vm().map_or("?", |v| v.as_str()))),
+    });
     let (exec, mut rx) = Executor::new(Arc::new(hv), ExecutorConfig::default());
     exec.submit(
         ActionId(10),

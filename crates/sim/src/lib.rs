@@ -131,7 +131,7 @@
 //! backup clone; `hostlocal`: running on another host (cold migration, failover, restore there).
 //!
 //! ```
-//! use am_core::{Hypervisor, InventorySource};
+//! use am_core::{Action, Hypervisor, InventorySource};
 //! use sim::{ClusterSpec, FaultScript, Sim};
 //!
 //! let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
@@ -142,7 +142,7 @@
 //!     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
 //!     let (inv, _version) = sim.snapshot().await.unwrap();
 //!     assert_eq!(inv.vms[&"vm-001".into()].heartbeat, am_core::GuestHeartbeat::Red);
-//!     sim.reset(&"vm-001".into()).await.unwrap();
+//!     sim.execute(&Action::Reset { vm: "vm-001".into() }).await.unwrap();
 //!     assert!(sim.vm_healthy(&"vm-001".into()));
 //!     assert!(sim.violations().is_empty());
 //! });

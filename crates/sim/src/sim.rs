@@ -6,8 +6,8 @@ use crate::spec::{ClusterSpec, SpecError};
 use crate::truth::{FaultRecord, HostTruth, OpRecord, Outage, Violation, VmTruth};
 use crate::world::{InjectError, World};
 use am_core::{
-    Action, ActionOutcome, Changes, Clock, DatastoreId, HostId, HvError, Hypervisor, Inventory,
-    InventorySource, ProbeResult, ProbeTarget, Prober, SnapshotId, Time, VmId,
+    Action, ActionOutcome, Changes, Clock, HostId, HvError, Hypervisor, Inventory, InventorySource,
+    ProbeResult, ProbeTarget, Prober, Time, VmId,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -269,13 +269,12 @@ impl Sim {
     }
 
     /// One hypervisor call: busy check, latency, manager isolation, injected faults, then `f`.
-    async fn call<T>(
+    async fn call(
         &self,
-        action: Action,
+        action: &Action,
         busy: Option<String>,
-        outcome: impl Fn(&T) -> ActionOutcome,
-        f: impl FnOnce(&mut World, Time) -> Result<T, HvError>,
-    ) -> Result<T, HvError> {
+        f: impl FnOnce(&mut World, Time) -> Result<ActionOutcome, HvError>,
+    ) -> Result<ActionOutcome, HvError> {
         let op = action.name();
         let started = self.now();
         let subject = action
@@ -287,12 +286,12 @@ impl Sim {
             let ok = busy.as_ref().is_none_or(|k| w.set_busy(k));
             (w.manager_isolated, w.latency(op), ok)
         });
-        let record = |sim: &Sim, result: &Result<T, HvError>| {
+        let record = |sim: &Sim, result: &Result<ActionOutcome, HvError>| {
             let rec = OpRecord {
                 started,
                 finished: sim.now(),
                 action: action.clone(),
-                result: result.as_ref().map(&outcome).map_err(Clone::clone),
+                result: result.clone(),
             };
             sim.with(|w, _| w.record_op(rec));
         };
@@ -356,196 +355,64 @@ impl Sim {
     }
 }
 
-fn vm_key(vm: &VmId) -> Option<String> {
-    Some(format!("vm:{vm}"))
+/// What a call holds busy while it runs: its VM, else its host, else the spare it adds. Cloning
+/// reads the source: it does not lock it against other operations.
+fn busy_key(action: &Action) -> Option<String> {
+    match action {
+        Action::Clone { .. } => None,
+        Action::AddHost { spare } => Some(format!("spare:{spare}")),
+        a => match (a.vm(), a.host()) {
+            (Some(vm), _) => Some(format!("vm:{vm}")),
+            (None, Some(h)) => Some(format!("host:{h}")),
+            (None, None) => None,
+        },
+    }
 }
 
-fn host_key(host: &HostId) -> Option<String> {
-    Some(format!("host:{host}"))
+fn done(r: Result<(), HvError>) -> Result<ActionOutcome, HvError> {
+    r.map(|()| ActionOutcome::Done)
 }
 
-fn done(_: &()) -> ActionOutcome {
-    ActionOutcome::Done
+/// Carries `action` out on the world.
+fn apply(w: &mut World, now: Time, action: &Action) -> Result<ActionOutcome, HvError> {
+    match action {
+        Action::PowerOn { vm } => done(w.power_on(now, vm)),
+        Action::PowerOff { vm } => done(w.power_off(now, vm)),
+        Action::Reset { vm } => done(w.reset(now, vm)),
+        Action::MigrateLive { vm, to } => done(w.migrate(now, vm, to, true)),
+        Action::MigrateCold { vm, to } => done(w.migrate(now, vm, to, false)),
+        Action::RevertSnapshot { vm, snapshot } => done(w.revert_snapshot(now, vm, snapshot.as_ref())),
+        Action::CreateSnapshot { vm, name } => w
+            .create_snapshot(now, vm, name)
+            .map(ActionOutcome::SnapshotCreated),
+        Action::RemoveSnapshot { vm, snapshot } => done(w.remove_snapshot(now, vm, snapshot)),
+        Action::Clone {
+            vm,
+            name,
+            host,
+            datastore,
+        } => w
+            .clone_vm(now, vm, name, host, datastore.clone())
+            .map(ActionOutcome::VmCreated),
+        Action::RestoreClone { vm, backup, host } => done(w.restore_clone(now, vm, backup, host)),
+        Action::Register { vm, host } => done(w.register_vm(now, vm, host)),
+        Action::Unregister { vm } => done(w.unregister_vm(now, vm)),
+        Action::Failover { vm, to } => done(w.failover(now, vm, to)),
+        Action::ReconnectHost { host } => done(w.reconnect_host(now, host)),
+        Action::ReviveHost { host } => done(w.revive_host(now, host)),
+        Action::FenceHost { host } => done(w.fence_host(now, host)),
+        Action::RemoveHost { host } => done(w.remove_host(now, host)),
+        Action::AddHost { spare } => w.add_host(now, spare).map(ActionOutcome::HostAdded),
+        Action::EnterMaintenance { host } => done(w.set_maintenance(now, host, true)),
+        Action::ExitMaintenance { host } => done(w.set_maintenance(now, host, false)),
+    }
 }
 
 #[async_trait]
 impl Hypervisor for Sim {
-    async fn power_on(&self, vm: &VmId) -> Result<(), HvError> {
-        let a = Action::PowerOn { vm: vm.clone() };
-        self.call(a, vm_key(vm), done, |w, now| w.power_on(now, vm)).await
-    }
-
-    async fn power_off(&self, vm: &VmId) -> Result<(), HvError> {
-        let a = Action::PowerOff { vm: vm.clone() };
-        self.call(a, vm_key(vm), done, |w, now| w.power_off(now, vm))
+    async fn execute(&self, action: &Action) -> Result<ActionOutcome, HvError> {
+        self.call(action, busy_key(action), |w, now| apply(w, now, action))
             .await
-    }
-
-    async fn reset(&self, vm: &VmId) -> Result<(), HvError> {
-        let a = Action::Reset { vm: vm.clone() };
-        self.call(a, vm_key(vm), done, |w, now| w.reset(now, vm)).await
-    }
-
-    async fn migrate(&self, vm: &VmId, to: &HostId, live: bool) -> Result<(), HvError> {
-        let a = if live {
-            Action::MigrateLive {
-                vm: vm.clone(),
-                to: to.clone(),
-            }
-        } else {
-            Action::MigrateCold {
-                vm: vm.clone(),
-                to: to.clone(),
-            }
-        };
-        self.call(a, vm_key(vm), done, |w, now| w.migrate(now, vm, to, live))
-            .await
-    }
-
-    async fn revert_snapshot(&self, vm: &VmId, snapshot: Option<SnapshotId>) -> Result<(), HvError> {
-        let a = Action::RevertSnapshot {
-            vm: vm.clone(),
-            snapshot: snapshot.clone(),
-        };
-        self.call(a, vm_key(vm), done, |w, now| {
-            w.revert_snapshot(now, vm, snapshot.as_ref())
-        })
-        .await
-    }
-
-    async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotId, HvError> {
-        let a = Action::CreateSnapshot {
-            vm: vm.clone(),
-            name: name.to_owned(),
-        };
-        self.call(
-            a,
-            vm_key(vm),
-            |s: &SnapshotId| ActionOutcome::SnapshotCreated(s.clone()),
-            |w, now| w.create_snapshot(now, vm, name),
-        )
-        .await
-    }
-
-    async fn remove_snapshot(&self, vm: &VmId, snapshot: &SnapshotId) -> Result<(), HvError> {
-        let a = Action::RemoveSnapshot {
-            vm: vm.clone(),
-            snapshot: snapshot.clone(),
-        };
-        self.call(a, vm_key(vm), done, |w, now| w.remove_snapshot(now, vm, snapshot))
-            .await
-    }
-
-    async fn clone_vm(
-        &self,
-        vm: &VmId,
-        name: &str,
-        host: &HostId,
-        datastore: Option<DatastoreId>,
-    ) -> Result<VmId, HvError> {
-        let a = Action::Clone {
-            vm: vm.clone(),
-            name: name.to_owned(),
-            host: host.clone(),
-            datastore: datastore.clone(),
-        };
-        // Cloning reads the source: it does not lock it against other operations.
-        self.call(
-            a,
-            None,
-            |v: &VmId| ActionOutcome::VmCreated(v.clone()),
-            |w, now| w.clone_vm(now, vm, name, host, datastore),
-        )
-        .await
-    }
-
-    async fn restore_clone(&self, vm: &VmId, backup: &VmId, host: &HostId) -> Result<(), HvError> {
-        let a = Action::RestoreClone {
-            vm: vm.clone(),
-            backup: backup.clone(),
-            host: host.clone(),
-        };
-        self.call(a, vm_key(vm), done, |w, now| {
-            w.restore_clone(now, vm, backup, host)
-        })
-        .await
-    }
-
-    async fn register_vm(&self, vm: &VmId, host: &HostId) -> Result<(), HvError> {
-        let a = Action::Register {
-            vm: vm.clone(),
-            host: host.clone(),
-        };
-        self.call(a, vm_key(vm), done, |w, now| w.register_vm(now, vm, host))
-            .await
-    }
-
-    async fn unregister_vm(&self, vm: &VmId) -> Result<(), HvError> {
-        let a = Action::Unregister { vm: vm.clone() };
-        self.call(a, vm_key(vm), done, |w, now| w.unregister_vm(now, vm))
-            .await
-    }
-
-    async fn failover(&self, vm: &VmId, to: &HostId) -> Result<(), HvError> {
-        let a = Action::Failover {
-            vm: vm.clone(),
-            to: to.clone(),
-        };
-        self.call(a, vm_key(vm), done, |w, now| w.failover(now, vm, to))
-            .await
-    }
-
-    async fn reconnect_host(&self, host: &HostId) -> Result<(), HvError> {
-        let a = Action::ReconnectHost { host: host.clone() };
-        self.call(a, host_key(host), done, |w, now| w.reconnect_host(now, host))
-            .await
-    }
-
-    async fn revive_host(&self, host: &HostId) -> Result<(), HvError> {
-        let a = Action::ReviveHost { host: host.clone() };
-        self.call(a, host_key(host), done, |w, now| w.revive_host(now, host))
-            .await
-    }
-
-    async fn fence_host(&self, host: &HostId) -> Result<(), HvError> {
-        let a = Action::FenceHost { host: host.clone() };
-        self.call(a, host_key(host), done, |w, now| w.fence_host(now, host))
-            .await
-    }
-
-    async fn remove_host(&self, host: &HostId) -> Result<(), HvError> {
-        let a = Action::RemoveHost { host: host.clone() };
-        self.call(a, host_key(host), done, |w, now| w.remove_host(now, host))
-            .await
-    }
-
-    async fn add_host(&self, spare: &str) -> Result<HostId, HvError> {
-        let a = Action::AddHost {
-            spare: spare.to_owned(),
-        };
-        self.call(
-            a,
-            Some(format!("spare:{spare}")),
-            |h: &HostId| ActionOutcome::HostAdded(h.clone()),
-            |w, now| w.add_host(now, spare),
-        )
-        .await
-    }
-
-    async fn enter_maintenance(&self, host: &HostId) -> Result<(), HvError> {
-        let a = Action::EnterMaintenance { host: host.clone() };
-        self.call(a, host_key(host), done, |w, now| {
-            w.set_maintenance(now, host, true)
-        })
-        .await
-    }
-
-    async fn exit_maintenance(&self, host: &HostId) -> Result<(), HvError> {
-        let a = Action::ExitMaintenance { host: host.clone() };
-        self.call(a, host_key(host), done, |w, now| {
-            w.set_maintenance(now, host, false)
-        })
-        .await
     }
 }
 

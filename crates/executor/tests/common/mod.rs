@@ -3,9 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use am_core::{
-    Action, ActionId, ActionOutcome, DatastoreId, HostId, HvError, Hypervisor, Observation, SnapshotId, VmId,
-};
+use am_core::{Action, ActionId, ActionOutcome, HostId, HvError, Hypervisor, Observation, SnapshotId, VmId};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -147,71 +145,35 @@ impl Drop for EndGuard<'_> {
 
 #[async_trait]
 impl Hypervisor for FakeHv {
-    async fn power_on(&self, vm: &VmId) -> Result<(), HvError> {
-        self.work("power_on", vm.as_str(), None).await
-    }
-    async fn power_off(&self, vm: &VmId) -> Result<(), HvError> {
-        self.work("power_off", vm.as_str(), None).await
-    }
-    async fn reset(&self, vm: &VmId) -> Result<(), HvError> {
-        self.work("reset", vm.as_str(), None).await
-    }
-    async fn migrate(&self, vm: &VmId, to: &HostId, _live: bool) -> Result<(), HvError> {
-        self.work("migrate", vm.as_str(), Some(to)).await
-    }
-    async fn revert_snapshot(&self, vm: &VmId, _s: Option<SnapshotId>) -> Result<(), HvError> {
-        self.work("revert_snapshot", vm.as_str(), None).await
-    }
-    async fn create_snapshot(&self, vm: &VmId, name: &str) -> Result<SnapshotId, HvError> {
-        self.work("create_snapshot", vm.as_str(), None).await?;
-        Ok(SnapshotId::new(format!("{vm}/{name}")))
-    }
-    async fn remove_snapshot(&self, vm: &VmId, _s: &SnapshotId) -> Result<(), HvError> {
-        self.work("remove_snapshot", vm.as_str(), None).await
-    }
-    async fn clone_vm(
-        &self,
-        vm: &VmId,
-        name: &str,
-        host: &HostId,
-        _ds: Option<DatastoreId>,
-    ) -> Result<VmId, HvError> {
-        self.work("clone_vm", vm.as_str(), Some(host)).await?;
-        Ok(VmId::from(name))
-    }
-    async fn restore_clone(&self, vm: &VmId, _backup: &VmId, host: &HostId) -> Result<(), HvError> {
-        self.work("restore_clone", vm.as_str(), Some(host)).await
-    }
-    async fn register_vm(&self, vm: &VmId, host: &HostId) -> Result<(), HvError> {
-        self.work("register_vm", vm.as_str(), Some(host)).await
-    }
-    async fn unregister_vm(&self, vm: &VmId) -> Result<(), HvError> {
-        self.work("unregister_vm", vm.as_str(), None).await
-    }
-    async fn failover(&self, vm: &VmId, to: &HostId) -> Result<(), HvError> {
-        self.work("failover", vm.as_str(), Some(to)).await
-    }
-    async fn reconnect_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.work("reconnect_host", host.as_str(), Some(host)).await
-    }
-    async fn revive_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.work("revive_host", host.as_str(), Some(host)).await
-    }
-    async fn fence_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.work("fence_host", host.as_str(), Some(host)).await
-    }
-    async fn remove_host(&self, host: &HostId) -> Result<(), HvError> {
-        self.work("remove_host", host.as_str(), Some(host)).await
-    }
-    async fn add_host(&self, spare: &str) -> Result<HostId, HvError> {
-        self.work("add_host", spare, None).await?;
-        Ok(HostId::from(spare))
-    }
-    async fn enter_maintenance(&self, host: &HostId) -> Result<(), HvError> {
-        self.work("enter_maintenance", host.as_str(), Some(host)).await
-    }
-    async fn exit_maintenance(&self, host: &HostId) -> Result<(), HvError> {
-        self.work("exit_maintenance", host.as_str(), Some(host)).await
+    async fn execute(&self, action: &Action) -> Result<ActionOutcome, HvError> {
+        // The subject is the VM, else the host (the spare for an addition); moves count on
+        // their target host.
+        let subject = match (action.vm(), action.host(), action) {
+            (Some(vm), _, _) => vm.to_string(),
+            (None, Some(h), _) => h.to_string(),
+            (None, None, Action::AddHost { spare }) => spare.clone(),
+            _ => String::new(),
+        };
+        let host = match action {
+            Action::PowerOn { .. }
+            | Action::PowerOff { .. }
+            | Action::Reset { .. }
+            | Action::RevertSnapshot { .. }
+            | Action::CreateSnapshot { .. }
+            | Action::RemoveSnapshot { .. }
+            | Action::Unregister { .. }
+            | Action::AddHost { .. } => None,
+            other => other.host(),
+        };
+        self.work(action.name(), &subject, host).await?;
+        Ok(match action {
+            Action::CreateSnapshot { vm, name } => {
+                ActionOutcome::SnapshotCreated(SnapshotId::new(format!("{vm}/{name}")))
+            }
+            Action::Clone { name, .. } => ActionOutcome::VmCreated(VmId::from(name.as_str())),
+            Action::AddHost { spare } => ActionOutcome::HostAdded(HostId::from(spare.as_str())),
+            _ => ActionOutcome::Done,
+        })
     }
 }
 

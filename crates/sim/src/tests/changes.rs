@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::{Fault, FaultDepth};
-use am_core::Hypervisor;
+use am_core::{Action, Hypervisor};
 use am_core::{Inventory, InventoryDelta, PowerState};
 
 #[tokio::test(start_paused = true)]
@@ -127,8 +127,15 @@ async fn a_version_older_than_the_log_gets_a_full_resync() {
         permanent: true,
     })
     .unwrap();
-    sim.failover(&vm("web"), &host("h2")).await.unwrap();
-    sim.remove_host(&host("h1")).await.unwrap();
+    sim.execute(&Action::Failover {
+        vm: vm("web"),
+        to: host("h2"),
+    })
+    .await
+    .unwrap();
+    sim.execute(&Action::RemoveHost { host: host("h1") })
+        .await
+        .unwrap();
     sleep_s(30).await;
     let c = drain(&sim, &v0).await;
     assert!(c.deltas.contains(&InventoryDelta::HostRemoved(host("h1"))));

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::{FaultScript, SimProber};
-use am_core::{Hypervisor, ProbeTarget, Prober};
+use am_core::{Action, Hypervisor, ProbeTarget, Prober};
 
 const SCRIPT: &str = "
 at 5s probes loss 30%
@@ -42,7 +42,12 @@ async fn run(seed: u64) -> (Vec<String>, Vec<String>) {
             if !r.is_reply() {
                 for v in inv.vms_on(&h.id).filter(|v| v.is_protected()) {
                     let to = inv.hosts.keys().find(|o| **o != h.id).unwrap();
-                    let r = sim.failover(&v.id, to).await;
+                    let r = sim
+                        .execute(&Action::Failover {
+                            vm: v.id.clone(),
+                            to: to.clone(),
+                        })
+                        .await;
                     feed.push(format!("failover {} -> {to}: {r:?}", v.id));
                 }
             }
@@ -53,7 +58,7 @@ async fn run(seed: u64) -> (Vec<String>, Vec<String>) {
                 address: v.guest_address.clone().unwrap_or_default(),
             };
             if !prober.probe(&t, Duration::from_millis(500)).await.is_reply() {
-                let r = sim.reset(&v.id).await;
+                let r = sim.execute(&Action::Reset { vm: v.id.clone() }).await;
                 feed.push(format!("reset {}: {r:?}", v.id));
             }
         }

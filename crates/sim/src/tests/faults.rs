@@ -3,8 +3,8 @@
 use super::*;
 use crate::{Fault, FaultDepth, FaultScript, GuestState, HostCondition, InjectError, SimProber};
 use am_core::{
-    ConnectionState, EventKind, GuestHeartbeat, HvError, Hypervisor, InventoryDelta, PowerState, ProbeResult,
-    ProbeTarget, Prober,
+    Action, ConnectionState, EventKind, GuestHeartbeat, HvError, Hypervisor, InventoryDelta, PowerState,
+    ProbeResult, ProbeTarget, Prober,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -116,7 +116,7 @@ async fn an_isolated_host_runs_on_unseen_but_keeps_its_storage_heartbeat() {
     let hb = sim.view().hosts[&host("h1")].storage_heartbeat.unwrap();
     assert_eq!(hb, secs(10), "still writing its datastore heartbeat");
     assert!(matches!(
-        sim.reset(&vm("web")).await,
+        sim.execute(&Action::Reset { vm: vm("web") }).await,
         Err(HvError::Unreachable { .. })
     ));
     // Healing brings it back as it is.
@@ -141,7 +141,7 @@ async fn a_disconnected_host_is_not_responding_but_pingable() {
     assert!(host_answers(&p, "h2").await);
     assert!(guest_answers(&p, "app").await);
     assert!(matches!(
-        sim.power_off(&vm("app")).await,
+        sim.execute(&Action::PowerOff { vm: vm("app") }).await,
         Err(HvError::Unreachable { .. })
     ));
     sim.inject(Fault::HostHeal { host: host("h2") }).unwrap();
@@ -307,7 +307,7 @@ async fn manager_isolation_cuts_everything_off() {
     ));
     let t = sim.now();
     assert!(matches!(
-        sim.reset(&vm("web")).await,
+        sim.execute(&Action::Reset { vm: vm("web") }).await,
         Err(HvError::Unreachable { .. })
     ));
     assert_eq!(
@@ -327,13 +327,13 @@ async fn api_faults_fail_a_count_of_calls_then_stop() {
     let sim = new_sim();
     sim.run_script(FaultScript::parse("at 0s api power_off fail 2 busy").unwrap())
         .await;
-    let r1 = sim.power_off(&vm("web")).await;
-    let r2 = sim.power_off(&vm("web")).await;
+    let r1 = sim.execute(&Action::PowerOff { vm: vm("web") }).await;
+    let r2 = sim.execute(&Action::PowerOff { vm: vm("web") }).await;
     assert!(matches!(r1, Err(HvError::Busy { .. })));
     assert!(matches!(r2, Err(HvError::Busy { .. })));
     assert!(sim.vm_healthy(&vm("web")), "failed calls change nothing");
-    sim.reset(&vm("web")).await.unwrap();
-    sim.power_off(&vm("web")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("web") }).await.unwrap();
+    sim.execute(&Action::PowerOff { vm: vm("web") }).await.unwrap();
     // `*` matches every hypervisor call; `api` errors are not retryable.
     sim.inject(
         FaultScript::parse("at 0s api * fail 1 api").unwrap().faults[0]
@@ -341,7 +341,7 @@ async fn api_faults_fail_a_count_of_calls_then_stop() {
             .clone(),
     )
     .unwrap();
-    let err = sim.power_on(&vm("web")).await.unwrap_err();
+    let err = sim.execute(&Action::PowerOn { vm: vm("web") }).await.unwrap_err();
     assert!(matches!(err, HvError::Api { retryable: false, .. }), "{err}");
 }
 
@@ -357,7 +357,7 @@ async fn a_lost_reply_still_does_the_operation() {
     )
     .unwrap();
     assert_eq!(
-        sim.power_off(&vm("web")).await,
+        sim.execute(&Action::PowerOff { vm: vm("web") }).await,
         Err(HvError::Timeout {
             op: "power_off".into()
         })
@@ -367,7 +367,7 @@ async fn a_lost_reply_still_does_the_operation() {
         "it happened anyway"
     );
     assert!(matches!(
-        sim.power_off(&vm("web")).await,
+        sim.execute(&Action::PowerOff { vm: vm("web") }).await,
         Err(HvError::InvalidState { .. })
     ));
 }
@@ -379,7 +379,7 @@ async fn injected_latency_adds_up_and_can_be_removed() {
     for f in s.faults {
         sim.inject(f.fault).unwrap();
     }
-    sim.reset(&vm("web")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("web") }).await.unwrap();
     assert_eq!(sim.now(), secs(5), "1s + 3s + 1s");
     sim.inject(
         FaultScript::parse("at 0s api * latency 0s").unwrap().faults[0]
@@ -387,7 +387,7 @@ async fn injected_latency_adds_up_and_can_be_removed() {
             .clone(),
     )
     .unwrap();
-    sim.reset(&vm("web")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("web") }).await.unwrap();
     assert_eq!(sim.now(), secs(7), "1s + 1s");
 }
 

@@ -2,14 +2,19 @@
 
 use super::*;
 use crate::{Fault, Violation};
-use am_core::{Hypervisor, PowerState};
+use am_core::{Action, Hypervisor, PowerState};
 
 #[tokio::test(start_paused = true)]
 async fn failing_over_a_vm_of_an_isolated_host_is_a_split_brain() {
     let sim = new_sim();
     sleep_s(10).await;
     sim.inject(Fault::HostIsolate { host: host("h1") }).unwrap();
-    sim.failover(&vm("web"), &host("h2")).await.unwrap();
+    sim.execute(&Action::Failover {
+        vm: vm("web"),
+        to: host("h2"),
+    })
+    .await
+    .unwrap();
     let truth = sim.vm_truth(&vm("web")).unwrap();
     assert_eq!(truth.running_on, vec![host("h1"), host("h2")]);
     assert_eq!(
@@ -38,7 +43,12 @@ async fn failing_over_a_vm_of_an_isolated_host_is_a_split_brain() {
 async fn a_disconnected_host_is_a_split_brain_trap_too() {
     let sim = new_sim();
     sim.inject(Fault::HostDisconnect { host: host("h2") }).unwrap();
-    sim.failover(&vm("app"), &host("h1")).await.unwrap();
+    sim.execute(&Action::Failover {
+        vm: vm("app"),
+        to: host("h1"),
+    })
+    .await
+    .unwrap();
     assert!(matches!(
         sim.violations().as_slice(),
         [Violation::DoubleRun { .. }]
@@ -50,7 +60,12 @@ async fn overloading_a_host_is_recorded_when_capacity_is_not_enforced() {
     let mut spec = small_spec();
     spec.enforce_capacity = false;
     let sim = Sim::new(&spec).unwrap();
-    sim.migrate(&vm("db"), &host("h3"), true).await.unwrap();
+    sim.execute(&Action::MigrateLive {
+        vm: vm("db"),
+        to: host("h3"),
+    })
+    .await
+    .unwrap();
     match sim.violations().as_slice() {
         [
             Violation::OverCapacity {
@@ -68,7 +83,7 @@ async fn overloading_a_host_is_recorded_when_capacity_is_not_enforced() {
         other => panic!("{other:?}"),
     }
     // Recorded once per episode.
-    sim.reset(&vm("db")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("db") }).await.unwrap();
     assert_eq!(sim.violations().len(), 1);
 }
 
@@ -90,7 +105,7 @@ async fn the_manager_must_not_power_on_what_a_user_powered_off() {
     })
     .unwrap();
     sleep_s(5).await;
-    sim.power_on(&vm("web")).await.unwrap();
+    sim.execute(&Action::PowerOn { vm: vm("web") }).await.unwrap();
     assert_eq!(
         sim.violations(),
         vec![Violation::UserPowerOffOverridden {
@@ -115,15 +130,15 @@ async fn after_a_user_powers_it_back_on_the_manager_may_restart_it() {
         user: Some("alice".into()),
     })
     .unwrap();
-    sim.power_off(&vm("web")).await.unwrap();
-    sim.power_on(&vm("web")).await.unwrap();
+    sim.execute(&Action::PowerOff { vm: vm("web") }).await.unwrap();
+    sim.execute(&Action::PowerOn { vm: vm("web") }).await.unwrap();
     // A crash power-off (no user) may be recovered too.
     sim.inject(Fault::VmPowerOff {
         vm: vm("app"),
         user: None,
     })
     .unwrap();
-    sim.power_on(&vm("app")).await.unwrap();
+    sim.execute(&Action::PowerOn { vm: vm("app") }).await.unwrap();
     assert_eq!(sim.view().vms[&vm("app")].power, PowerState::PoweredOn);
     assert!(sim.violations().is_empty());
 }
@@ -136,7 +151,12 @@ async fn cold_migration_of_a_user_powered_off_vm_overrides_the_user_too() {
         user: Some("dave".into()),
     })
     .unwrap();
-    sim.migrate(&vm("app"), &host("h1"), false).await.unwrap();
+    sim.execute(&Action::MigrateCold {
+        vm: vm("app"),
+        to: host("h1"),
+    })
+    .await
+    .unwrap();
     assert!(matches!(
         sim.violations().as_slice(),
         [Violation::UserPowerOffOverridden { .. }]
@@ -153,7 +173,7 @@ async fn outages_measure_the_true_downtime() {
     })
     .unwrap();
     sleep_s(20).await;
-    sim.reset(&vm("web")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("web") }).await.unwrap();
     sim.inject(Fault::HostCrash {
         host: host("h2"),
         permanent: false,

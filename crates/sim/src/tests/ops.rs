@@ -3,7 +3,8 @@
 use super::*;
 use crate::{Fault, FaultDepth, GuestState, HostCondition};
 use am_core::{
-    ConnectionState, EventKind, GuestHeartbeat, HvError, Hypervisor, InventoryDelta, PowerState, SnapshotId,
+    Action, ConnectionState, EventKind, GuestHeartbeat, HvError, Hypervisor, InventoryDelta, PowerState,
+    SnapshotId,
 };
 
 fn user() -> Option<String> {
@@ -14,7 +15,7 @@ fn user() -> Option<String> {
 async fn power_off_and_on_take_their_latency_and_emit_manager_events() {
     let sim = new_sim();
     let v0 = sim.version();
-    sim.power_off(&vm("web")).await.unwrap();
+    sim.execute(&Action::PowerOff { vm: vm("web") }).await.unwrap();
     assert_eq!(sim.now(), secs(1), "power_off takes 1s");
     assert!(!sim.vm_truth(&vm("web")).unwrap().is_running());
     let c = drain(&sim, &v0).await;
@@ -28,7 +29,7 @@ async fn power_off_and_on_take_their_latency_and_emit_manager_events() {
     assert_eq!(shown.cpu_usage_mhz, Some(0));
 
     let v1 = c.version;
-    sim.power_on(&vm("web")).await.unwrap();
+    sim.execute(&Action::PowerOn { vm: vm("web") }).await.unwrap();
     assert_eq!(sim.now(), secs(2));
     assert!(sim.vm_healthy(&vm("web")));
     let c = drain(&sim, &v1).await;
@@ -48,27 +49,32 @@ async fn power_off_and_on_take_their_latency_and_emit_manager_events() {
 async fn power_operations_check_state_ids_reachability_and_capacity() {
     let sim = new_sim();
     assert!(matches!(
-        sim.power_on(&vm("web")).await,
+        sim.execute(&Action::PowerOn { vm: vm("web") }).await,
         Err(HvError::InvalidState { .. })
     ));
     assert!(matches!(
-        sim.power_off(&vm("batch")).await,
+        sim.execute(&Action::PowerOff { vm: vm("batch") }).await,
         Err(HvError::InvalidState { .. })
     ));
     assert!(matches!(
-        sim.reset(&vm("batch")).await,
+        sim.execute(&Action::Reset { vm: vm("batch") }).await,
         Err(HvError::InvalidState { .. })
     ));
     assert_eq!(
-        sim.power_on(&vm("nope")).await,
+        sim.execute(&Action::PowerOn { vm: vm("nope") }).await,
         Err(HvError::not_found("vm", "nope"))
     );
     // h3 has 2 GHz free: batch (1 GHz) fits, then nothing of 2 GHz more does.
-    sim.power_on(&vm("batch")).await.unwrap();
-    sim.power_off(&vm("big")).await.unwrap();
-    sim.migrate(&vm("app"), &host("h3"), false).await.unwrap();
+    sim.execute(&Action::PowerOn { vm: vm("batch") }).await.unwrap();
+    sim.execute(&Action::PowerOff { vm: vm("big") }).await.unwrap();
+    sim.execute(&Action::MigrateCold {
+        vm: vm("app"),
+        to: host("h3"),
+    })
+    .await
+    .unwrap();
     assert!(matches!(
-        sim.power_on(&vm("big")).await,
+        sim.execute(&Action::PowerOn { vm: vm("big") }).await,
         Err(HvError::InsufficientResources { host, .. }) if host == "h3"
     ));
     sim.inject(Fault::HostCrash {
@@ -76,7 +82,10 @@ async fn power_operations_check_state_ids_reachability_and_capacity() {
         permanent: false,
     })
     .unwrap();
-    let err = sim.power_off(&vm("web")).await.unwrap_err();
+    let err = sim
+        .execute(&Action::PowerOff { vm: vm("web") })
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, HvError::Unreachable { target, .. } if target == "h1"),
         "{err}"
@@ -93,7 +102,7 @@ async fn reset_fixes_transient_faults_only() {
     })
     .unwrap();
     assert!(!sim.vm_healthy(&vm("web")));
-    sim.reset(&vm("web")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("web") }).await.unwrap();
     assert!(sim.vm_healthy(&vm("web")));
 
     sim.inject(Fault::VmHang {
@@ -101,7 +110,7 @@ async fn reset_fixes_transient_faults_only() {
         depth: FaultDepth::Corrupt,
     })
     .unwrap();
-    sim.reset(&vm("db")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("db") }).await.unwrap();
     let t = sim.vm_truth(&vm("db")).unwrap();
     assert_eq!(
         t.guest,
@@ -125,25 +134,43 @@ async fn revert_to_a_snapshot_from_before_a_corruption_fixes_it() {
     })
     .unwrap();
     // A snapshot taken after the fault captures the corrupt disk.
-    let late = sim.create_snapshot(&vm("web"), "late").await.unwrap();
+    let late = sim
+        .execute(&Action::CreateSnapshot {
+            vm: vm("web"),
+            name: "late".into(),
+        })
+        .await
+        .unwrap();
+    let late = late.snapshot().cloned().unwrap();
     assert_ne!(late, initial);
-    sim.revert_snapshot(&vm("web"), None).await.unwrap();
+    sim.execute(&Action::RevertSnapshot {
+        vm: vm("web"),
+        snapshot: None,
+    })
+    .await
+    .unwrap();
     assert!(
         !sim.vm_healthy(&vm("web")),
         "the current (latest) snapshot is corrupt too"
     );
-    sim.revert_snapshot(&vm("web"), Some(initial.clone()))
-        .await
-        .unwrap();
+    sim.execute(&Action::RevertSnapshot {
+        vm: vm("web"),
+        snapshot: Some(initial.clone()),
+    })
+    .await
+    .unwrap();
     assert!(sim.vm_healthy(&vm("web")));
     // Errors.
     assert_eq!(
-        sim.revert_snapshot(&vm("web"), Some(SnapshotId::from("snap-999")))
-            .await,
+        sim.execute(&Action::RevertSnapshot {
+            vm: vm("web"),
+            snapshot: Some(SnapshotId::from("snap-999"))
+        })
+        .await,
         Err(HvError::not_found("snapshot", "snap-999"))
     );
     assert!(matches!(
-        sim.revert_snapshot(&vm("batch"), None).await,
+        sim.execute(&Action::RevertSnapshot { vm: vm("batch"), snapshot: None }).await,
         Err(HvError::NotFound { kind, .. }) if kind == "snapshot"
     ));
 }
@@ -151,9 +178,14 @@ async fn revert_to_a_snapshot_from_before_a_corruption_fixes_it() {
 #[tokio::test(start_paused = true)]
 async fn revert_powers_a_powered_off_vm_on() {
     let sim = new_sim();
-    sim.power_off(&vm("app")).await.unwrap();
+    sim.execute(&Action::PowerOff { vm: vm("app") }).await.unwrap();
     let v = sim.version();
-    sim.revert_snapshot(&vm("app"), None).await.unwrap();
+    sim.execute(&Action::RevertSnapshot {
+        vm: vm("app"),
+        snapshot: None,
+    })
+    .await
+    .unwrap();
     assert!(sim.vm_healthy(&vm("app")));
     let c = drain(&sim, &v).await;
     assert!(event_kinds(&c).contains(&EventKind::VmPoweredOn {
@@ -170,9 +202,14 @@ async fn disk_lost_survives_revert_and_reset() {
         depth: FaultDepth::DiskLost,
     })
     .unwrap();
-    sim.reset(&vm("app")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("app") }).await.unwrap();
     assert!(!sim.vm_healthy(&vm("app")));
-    sim.revert_snapshot(&vm("app"), None).await.unwrap();
+    sim.execute(&Action::RevertSnapshot {
+        vm: vm("app"),
+        snapshot: None,
+    })
+    .await
+    .unwrap();
     assert!(!sim.vm_healthy(&vm("app")));
 }
 
@@ -180,8 +217,22 @@ async fn disk_lost_survives_revert_and_reset() {
 async fn snapshots_are_created_listed_and_removed() {
     let sim = new_sim();
     let v = sim.version();
-    let a = sim.create_snapshot(&vm("app"), "one").await.unwrap();
-    let b = sim.create_snapshot(&vm("app"), "two").await.unwrap();
+    let a = sim
+        .execute(&Action::CreateSnapshot {
+            vm: vm("app"),
+            name: "one".into(),
+        })
+        .await
+        .unwrap();
+    let a = a.snapshot().cloned().unwrap();
+    let b = sim
+        .execute(&Action::CreateSnapshot {
+            vm: vm("app"),
+            name: "two".into(),
+        })
+        .await
+        .unwrap();
+    let b = b.snapshot().cloned().unwrap();
     assert_ne!(a, b);
     let list = &sim.view().snapshots[&vm("app")];
     assert_eq!(list.len(), 3);
@@ -193,14 +244,27 @@ async fn snapshots_are_created_listed_and_removed() {
             .iter()
             .any(|d| matches!(d, InventoryDelta::Snapshots { vm: v, snapshots } if *v == vm("app") && snapshots.len() == 3))
     );
-    sim.remove_snapshot(&vm("app"), &a).await.unwrap();
+    sim.execute(&Action::RemoveSnapshot {
+        vm: vm("app"),
+        snapshot: a.clone(),
+    })
+    .await
+    .unwrap();
     assert_eq!(sim.view().snapshots[&vm("app")].len(), 2);
     assert_eq!(
-        sim.remove_snapshot(&vm("app"), &a).await,
+        sim.execute(&Action::RemoveSnapshot {
+            vm: vm("app"),
+            snapshot: a.clone()
+        })
+        .await,
         Err(HvError::not_found("snapshot", &a))
     );
     assert!(matches!(
-        sim.create_snapshot(&vm("ghost"), "x").await,
+        sim.execute(&Action::CreateSnapshot {
+            vm: vm("ghost"),
+            name: "x".into()
+        })
+        .await,
         Err(HvError::NotFound { .. })
     ));
 }
@@ -209,9 +273,15 @@ async fn snapshots_are_created_listed_and_removed() {
 async fn clones_are_powered_off_backups_that_copy_the_disk_state() {
     let sim = new_sim();
     let clone = sim
-        .clone_vm(&vm("app"), "app-nightly", &host("h1"), None)
+        .execute(&Action::Clone {
+            vm: vm("app"),
+            name: "app-nightly".into(),
+            host: host("h1"),
+            datastore: None,
+        })
         .await
         .unwrap();
+    let clone = clone.vm().cloned().unwrap();
     assert_eq!(sim.now(), secs(10));
     let inv = sim.view();
     let c = &inv.vms[&clone];
@@ -231,24 +301,47 @@ async fn clones_are_powered_off_backups_that_copy_the_disk_state() {
     })
     .unwrap();
     let bad = sim
-        .clone_vm(&vm("app"), "app-bad", &host("h1"), None)
+        .execute(&Action::Clone {
+            vm: vm("app"),
+            name: "app-bad".into(),
+            host: host("h1"),
+            datastore: None,
+        })
         .await
         .unwrap();
-    sim.restore_clone(&vm("app"), &bad, &host("h2")).await.unwrap();
+    let bad = bad.vm().cloned().unwrap();
+    sim.execute(&Action::RestoreClone {
+        vm: vm("app"),
+        backup: bad.clone(),
+        host: host("h2"),
+    })
+    .await
+    .unwrap();
     assert!(!sim.vm_healthy(&vm("app")));
-    sim.restore_clone(&vm("app"), &clone, &host("h2")).await.unwrap();
+    sim.execute(&Action::RestoreClone {
+        vm: vm("app"),
+        backup: clone.clone(),
+        host: host("h2"),
+    })
+    .await
+    .unwrap();
     assert!(sim.vm_healthy(&vm("app")));
     // Errors.
     assert!(matches!(
-        sim.clone_vm(&vm("app"), "x", &host("h9"), None).await,
+        sim.execute(&Action::Clone { vm: vm("app"), name: "x".into(), host: host("h9"), datastore: None }).await,
         Err(HvError::NotFound { kind, .. }) if kind == "host"
     ));
     assert!(matches!(
-        sim.clone_vm(&vm("app"), "x", &host("h1"), Some("ds-nope".into())).await,
+        sim.execute(&Action::Clone { vm: vm("app"), name: "x".into(), host: host("h1"), datastore: Some("ds-nope".into()) }).await,
         Err(HvError::NotFound { kind, .. }) if kind == "datastore"
     ));
     assert!(matches!(
-        sim.restore_clone(&vm("web"), &clone, &host("h1")).await,
+        sim.execute(&Action::RestoreClone {
+            vm: vm("web"),
+            backup: clone.clone(),
+            host: host("h1")
+        })
+        .await,
         Err(HvError::InvalidState { .. })
     ));
 }
@@ -263,7 +356,13 @@ async fn restoring_a_backup_fixes_a_lost_disk_and_moves_the_vm() {
     })
     .unwrap();
     let v = sim.version();
-    sim.restore_clone(&vm("web"), &backup, &host("h2")).await.unwrap();
+    sim.execute(&Action::RestoreClone {
+        vm: vm("web"),
+        backup: backup.clone(),
+        host: host("h2"),
+    })
+    .await
+    .unwrap();
     assert_eq!(sim.now(), secs(8));
     let t = sim.vm_truth(&vm("web")).unwrap();
     assert!(t.is_healthy());
@@ -289,18 +388,34 @@ async fn host_local_faults_need_another_host() {
         depth: FaultDepth::HostLocal,
     })
     .unwrap();
-    sim.reset(&vm("web")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("web") }).await.unwrap();
     assert!(!sim.vm_healthy(&vm("web")));
-    sim.restore_clone(&vm("web"), &backup, &host("h1")).await.unwrap();
+    sim.execute(&Action::RestoreClone {
+        vm: vm("web"),
+        backup: backup.clone(),
+        host: host("h1"),
+    })
+    .await
+    .unwrap();
     assert!(
         !sim.vm_healthy(&vm("web")),
         "restoring on the same host does not help"
     );
-    sim.migrate(&vm("web"), &host("h2"), false).await.unwrap();
+    sim.execute(&Action::MigrateCold {
+        vm: vm("web"),
+        to: host("h2"),
+    })
+    .await
+    .unwrap();
     assert!(sim.vm_healthy(&vm("web")));
     assert_eq!(sim.vm_truth(&vm("web")).unwrap().running_on, vec![host("h2")]);
     // Moving back is fine: the fault is gone.
-    sim.migrate(&vm("web"), &host("h1"), true).await.unwrap();
+    sim.execute(&Action::MigrateLive {
+        vm: vm("web"),
+        to: host("h1"),
+    })
+    .await
+    .unwrap();
     assert!(sim.vm_healthy(&vm("web")));
 }
 
@@ -308,7 +423,12 @@ async fn host_local_faults_need_another_host() {
 async fn live_migration_needs_a_healthy_running_vm() {
     let sim = new_sim();
     let v = sim.version();
-    sim.migrate(&vm("web"), &host("h2"), true).await.unwrap();
+    sim.execute(&Action::MigrateLive {
+        vm: vm("web"),
+        to: host("h2"),
+    })
+    .await
+    .unwrap();
     assert_eq!(sim.now(), secs(8));
     assert_eq!(sim.vm_truth(&vm("web")).unwrap().running_on, vec![host("h2")]);
     let c = drain(&sim, &v).await;
@@ -320,7 +440,11 @@ async fn live_migration_needs_a_healthy_running_vm() {
         "a live migration does not stop the VM"
     );
     assert!(matches!(
-        sim.migrate(&vm("batch"), &host("h1"), true).await,
+        sim.execute(&Action::MigrateLive {
+            vm: vm("batch"),
+            to: host("h1")
+        })
+        .await,
         Err(HvError::InvalidState { .. })
     ));
     sim.inject(Fault::VmGuestCrash {
@@ -329,20 +453,34 @@ async fn live_migration_needs_a_healthy_running_vm() {
     })
     .unwrap();
     assert!(matches!(
-        sim.migrate(&vm("app"), &host("h1"), true).await,
+        sim.execute(&Action::MigrateLive {
+            vm: vm("app"),
+            to: host("h1")
+        })
+        .await,
         Err(HvError::InvalidState { .. })
     ));
     assert!(matches!(
-        sim.migrate(&vm("web"), &host("h2"), false).await,
+        sim.execute(&Action::MigrateCold {
+            vm: vm("web"),
+            to: host("h2")
+        })
+        .await,
         Err(HvError::InvalidState { .. })
     ));
     assert!(matches!(
-        sim.migrate(&vm("db"), &host("h3"), true).await,
+        sim.execute(&Action::MigrateLive {
+            vm: vm("db"),
+            to: host("h3")
+        })
+        .await,
         Err(HvError::InsufficientResources { .. })
     ));
-    sim.enter_maintenance(&host("h3")).await.unwrap();
+    sim.execute(&Action::EnterMaintenance { host: host("h3") })
+        .await
+        .unwrap();
     assert!(matches!(
-        sim.migrate(&vm("web"), &host("h3"), false).await,
+        sim.execute(&Action::MigrateCold { vm: vm("web"), to: host("h3") }).await,
         Err(HvError::InvalidState { id, .. }) if id == "h3"
     ));
 }
@@ -352,7 +490,11 @@ async fn failover_restarts_a_vm_of_a_dead_host_elsewhere() {
     let sim = new_sim();
     assert!(
         matches!(
-            sim.failover(&vm("web"), &host("h2")).await,
+            sim.execute(&Action::Failover {
+                vm: vm("web"),
+                to: host("h2")
+            })
+            .await,
             Err(HvError::InvalidState { .. })
         ),
         "not while it runs on a managed host"
@@ -363,7 +505,12 @@ async fn failover_restarts_a_vm_of_a_dead_host_elsewhere() {
     })
     .unwrap();
     let v = sim.version();
-    sim.failover(&vm("web"), &host("h2")).await.unwrap();
+    sim.execute(&Action::Failover {
+        vm: vm("web"),
+        to: host("h2"),
+    })
+    .await
+    .unwrap();
     assert_eq!(sim.now(), secs(4), "2s for the refused call, 2s for the failover");
     assert!(sim.vm_healthy(&vm("web")));
     assert_eq!(sim.view().vms[&vm("web")].host, Some(host("h2")));
@@ -373,11 +520,19 @@ async fn failover_restarts_a_vm_of_a_dead_host_elsewhere() {
         user: user()
     }));
     assert!(matches!(
-        sim.failover(&vm("db"), &host("h3")).await,
+        sim.execute(&Action::Failover {
+            vm: vm("db"),
+            to: host("h3")
+        })
+        .await,
         Err(HvError::InsufficientResources { .. })
     ));
     assert!(matches!(
-        sim.failover(&vm("db"), &host("h1")).await,
+        sim.execute(&Action::Failover {
+            vm: vm("db"),
+            to: host("h1")
+        })
+        .await,
         Err(HvError::Unreachable { .. })
     ));
     assert!(sim.violations().is_empty());
@@ -387,22 +542,31 @@ async fn failover_restarts_a_vm_of_a_dead_host_elsewhere() {
 async fn register_and_unregister() {
     let sim = new_sim();
     assert!(matches!(
-        sim.unregister_vm(&vm("web")).await,
+        sim.execute(&Action::Unregister { vm: vm("web") }).await,
         Err(HvError::InvalidState { .. })
     ));
-    sim.power_off(&vm("web")).await.unwrap();
-    sim.unregister_vm(&vm("web")).await.unwrap();
+    sim.execute(&Action::PowerOff { vm: vm("web") }).await.unwrap();
+    sim.execute(&Action::Unregister { vm: vm("web") }).await.unwrap();
     assert_eq!(sim.view().vms[&vm("web")].host, None);
     assert!(matches!(
-        sim.power_on(&vm("web")).await,
+        sim.execute(&Action::PowerOn { vm: vm("web") }).await,
         Err(HvError::InvalidState { .. })
     ));
-    sim.register_vm(&vm("web"), &host("h2")).await.unwrap();
+    sim.execute(&Action::Register {
+        vm: vm("web"),
+        host: host("h2"),
+    })
+    .await
+    .unwrap();
     assert!(matches!(
-        sim.register_vm(&vm("web"), &host("h3")).await,
+        sim.execute(&Action::Register {
+            vm: vm("web"),
+            host: host("h3")
+        })
+        .await,
         Err(HvError::InvalidState { .. })
     ));
-    sim.power_on(&vm("web")).await.unwrap();
+    sim.execute(&Action::PowerOn { vm: vm("web") }).await.unwrap();
     assert_eq!(sim.vm_truth(&vm("web")).unwrap().running_on, vec![host("h2")]);
     // A VM of a crashed host can be registered elsewhere.
     sim.inject(Fault::HostCrash {
@@ -410,7 +574,12 @@ async fn register_and_unregister() {
         permanent: false,
     })
     .unwrap();
-    sim.register_vm(&vm("db"), &host("h2")).await.unwrap();
+    sim.execute(&Action::Register {
+        vm: vm("db"),
+        host: host("h2"),
+    })
+    .await
+    .unwrap();
     assert_eq!(sim.view().vms[&vm("db")].power, PowerState::PoweredOff);
 }
 
@@ -422,7 +591,9 @@ async fn reconnect_fixes_a_disconnected_host_only() {
         sim.view().hosts[&host("h2")].connection,
         ConnectionState::NotResponding
     );
-    sim.reconnect_host(&host("h2")).await.unwrap();
+    sim.execute(&Action::ReconnectHost { host: host("h2") })
+        .await
+        .unwrap();
     assert_eq!(
         sim.view().hosts[&host("h2")].connection,
         ConnectionState::Connected
@@ -434,16 +605,16 @@ async fn reconnect_fixes_a_disconnected_host_only() {
     })
     .unwrap();
     assert!(matches!(
-        sim.reconnect_host(&host("h2")).await,
+        sim.execute(&Action::ReconnectHost { host: host("h2") }).await,
         Err(HvError::Unreachable { .. })
     ));
     sim.inject(Fault::HostIsolate { host: host("h1") }).unwrap();
     assert!(matches!(
-        sim.reconnect_host(&host("h1")).await,
+        sim.execute(&Action::ReconnectHost { host: host("h1") }).await,
         Err(HvError::Unreachable { .. })
     ));
     assert_eq!(
-        sim.reconnect_host(&host("h9")).await,
+        sim.execute(&Action::ReconnectHost { host: host("h9") }).await,
         Err(HvError::not_found("host", "h9"))
     );
 }
@@ -462,7 +633,9 @@ async fn revive_brings_a_crashed_host_back_with_its_vms_off() {
         "last known state"
     );
     let v = sim.version();
-    sim.revive_host(&host("h1")).await.unwrap();
+    sim.execute(&Action::ReviveHost { host: host("h1") })
+        .await
+        .unwrap();
     assert_eq!(sim.now(), secs(20));
     let inv = sim.view();
     assert_eq!(inv.hosts[&host("h1")].connection, ConnectionState::Connected);
@@ -483,7 +656,10 @@ async fn revive_brings_a_crashed_host_back_with_its_vms_off() {
         permanent: true,
     })
     .unwrap();
-    let err = sim.revive_host(&host("h2")).await.unwrap_err();
+    let err = sim
+        .execute(&Action::ReviveHost { host: host("h2") })
+        .await
+        .unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert_eq!(
         sim.host_truth(&host("h2")).unwrap().condition,
@@ -496,7 +672,9 @@ async fn revive_power_cycles_an_isolated_host() {
     let sim = new_sim();
     sim.inject(Fault::HostIsolate { host: host("h1") }).unwrap();
     assert!(sim.vm_healthy(&vm("web")));
-    sim.revive_host(&host("h1")).await.unwrap();
+    sim.execute(&Action::ReviveHost { host: host("h1") })
+        .await
+        .unwrap();
     assert_eq!(sim.host_truth(&host("h1")).unwrap().condition, HostCondition::Up);
     assert!(!sim.vm_truth(&vm("web")).unwrap().is_running());
     assert_eq!(sim.view().vms[&vm("web")].power, PowerState::PoweredOff);
@@ -506,11 +684,18 @@ async fn revive_power_cycles_an_isolated_host() {
 async fn fencing_stops_an_isolated_host_and_its_vms() {
     let sim = new_sim();
     sim.inject(Fault::HostIsolate { host: host("h1") }).unwrap();
-    sim.fence_host(&host("h1")).await.unwrap();
+    sim.execute(&Action::FenceHost { host: host("h1") })
+        .await
+        .unwrap();
     assert_eq!(sim.host_truth(&host("h1")).unwrap().condition, HostCondition::Off);
     assert!(sim.running_on(&host("h1")).is_empty());
     // Now a failover cannot make a double run.
-    sim.failover(&vm("web"), &host("h2")).await.unwrap();
+    sim.execute(&Action::Failover {
+        vm: vm("web"),
+        to: host("h2"),
+    })
+    .await
+    .unwrap();
     assert!(sim.violations().is_empty());
     // Its storage heartbeat stops.
     let hb = sim.view().hosts[&host("h1")].storage_heartbeat;
@@ -523,7 +708,7 @@ async fn fencing_stops_an_isolated_host_and_its_vms() {
 async fn remove_host_takes_its_vms_out_of_the_inventory() {
     let sim = new_sim();
     assert!(matches!(
-        sim.remove_host(&host("h1")).await,
+        sim.execute(&Action::RemoveHost { host: host("h1") }).await,
         Err(HvError::InvalidState { .. })
     ));
     sim.inject(Fault::HostCrash {
@@ -531,9 +716,16 @@ async fn remove_host_takes_its_vms_out_of_the_inventory() {
         permanent: true,
     })
     .unwrap();
-    sim.failover(&vm("web"), &host("h2")).await.unwrap();
+    sim.execute(&Action::Failover {
+        vm: vm("web"),
+        to: host("h2"),
+    })
+    .await
+    .unwrap();
     let v = sim.version();
-    sim.remove_host(&host("h1")).await.unwrap();
+    sim.execute(&Action::RemoveHost { host: host("h1") })
+        .await
+        .unwrap();
     let inv = sim.view();
     assert!(!inv.hosts.contains_key(&host("h1")));
     assert!(inv.vms.contains_key(&vm("web")), "failed over before");
@@ -542,9 +734,12 @@ async fn remove_host_takes_its_vms_out_of_the_inventory() {
     let c = drain(&sim, &v).await;
     assert!(c.deltas.contains(&InventoryDelta::HostRemoved(host("h1"))));
     assert!(c.deltas.contains(&InventoryDelta::VmRemoved(vm("db"))));
-    assert_eq!(sim.power_on(&vm("db")).await, Err(HvError::not_found("vm", "db")));
     assert_eq!(
-        sim.remove_host(&host("h1")).await,
+        sim.execute(&Action::PowerOn { vm: vm("db") }).await,
+        Err(HvError::not_found("vm", "db"))
+    );
+    assert_eq!(
+        sim.execute(&Action::RemoveHost { host: host("h1") }).await,
         Err(HvError::not_found("host", "h1"))
     );
 }
@@ -552,37 +747,56 @@ async fn remove_host_takes_its_vms_out_of_the_inventory() {
 #[tokio::test(start_paused = true)]
 async fn add_host_takes_a_spare_from_the_pool() {
     let sim = new_sim();
-    let id = sim.add_host("s1").await.unwrap();
+    let id = sim
+        .execute(&Action::AddHost { spare: "s1".into() })
+        .await
+        .unwrap();
+    let id = id.host().cloned().unwrap();
     assert_eq!(id, host("s1"));
     assert_eq!(sim.now(), secs(15));
     let inv = sim.view();
     assert_eq!(inv.hosts[&id].connection, ConnectionState::Connected);
     assert!(inv.datastores[&"ds-shared".into()].hosts.contains(&id));
-    assert_eq!(sim.add_host("s1").await, Err(HvError::not_found("spare", "s1")));
-    assert_eq!(sim.add_host("s9").await, Err(HvError::not_found("spare", "s9")));
-    sim.migrate(&vm("db"), &id, true).await.unwrap();
+    assert_eq!(
+        sim.execute(&Action::AddHost { spare: "s1".into() }).await,
+        Err(HvError::not_found("spare", "s1"))
+    );
+    assert_eq!(
+        sim.execute(&Action::AddHost { spare: "s9".into() }).await,
+        Err(HvError::not_found("spare", "s9"))
+    );
+    sim.execute(&Action::MigrateLive {
+        vm: vm("db"),
+        to: id.clone(),
+    })
+    .await
+    .unwrap();
     assert_eq!(sim.running_on(&id), vec![vm("db")]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn maintenance_mode_is_a_flag_that_keeps_new_vms_out() {
     let sim = new_sim();
-    sim.enter_maintenance(&host("h2")).await.unwrap();
+    sim.execute(&Action::EnterMaintenance { host: host("h2") })
+        .await
+        .unwrap();
     assert!(sim.view().hosts[&host("h2")].maintenance);
-    sim.power_off(&vm("app")).await.unwrap();
+    sim.execute(&Action::PowerOff { vm: vm("app") }).await.unwrap();
     assert!(matches!(
-        sim.power_on(&vm("app")).await,
+        sim.execute(&Action::PowerOn { vm: vm("app") }).await,
         Err(HvError::InvalidState { .. })
     ));
-    sim.exit_maintenance(&host("h2")).await.unwrap();
-    sim.power_on(&vm("app")).await.unwrap();
+    sim.execute(&Action::ExitMaintenance { host: host("h2") })
+        .await
+        .unwrap();
+    sim.execute(&Action::PowerOn { vm: vm("app") }).await.unwrap();
     sim.inject(Fault::HostCrash {
         host: host("h2"),
         permanent: false,
     })
     .unwrap();
     assert!(matches!(
-        sim.enter_maintenance(&host("h2")).await,
+        sim.execute(&Action::EnterMaintenance { host: host("h2") }).await,
         Err(HvError::Unreachable { .. })
     ));
 }
@@ -591,24 +805,29 @@ async fn maintenance_mode_is_a_flag_that_keeps_new_vms_out() {
 async fn concurrent_operations_on_one_vm_get_busy() {
     let sim = new_sim();
     let web = vm("web");
-    let (a, b) = tokio::join!(sim.reset(&web), async {
+    let reset = Action::Reset { vm: web.clone() };
+    let (a, b) = tokio::join!(sim.execute(&reset), async {
         sleep_s(0).await;
-        sim.power_off(&vm("web")).await
+        sim.execute(&Action::PowerOff { vm: vm("web") }).await
     });
-    assert_eq!(a, Ok(()));
+    assert_eq!(a, Ok(am_core::ActionOutcome::Done));
     assert!(matches!(b, Err(HvError::Busy { .. })), "{b:?}");
     // Once the first is done, the VM is free again.
-    sim.power_off(&vm("web")).await.unwrap();
+    sim.execute(&Action::PowerOff { vm: vm("web") }).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_operation_frees_its_vm() {
     let sim = new_sim();
-    let r = tokio::time::timeout(std::time::Duration::from_millis(500), sim.reset(&vm("web"))).await;
+    let r = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        sim.execute(&Action::Reset { vm: vm("web") }),
+    )
+    .await;
     assert!(r.is_err());
     assert!(
         sim.vm_truth(&vm("web")).unwrap().is_healthy(),
         "a dropped call did nothing"
     );
-    sim.reset(&vm("web")).await.unwrap();
+    sim.execute(&Action::Reset { vm: vm("web") }).await.unwrap();
 }
