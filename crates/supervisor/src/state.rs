@@ -1,5 +1,7 @@
-//! The states of the per-host and per-VM machines. Every change goes through
-//! `Supervisor::set_host_state` / `Supervisor::set_vm_state`, which record it in the audit log.
+//! The states of the per-host and per-VM machines and of the two guards. Every change goes
+//! through one transition writer (`Supervisor::record_transition`, reached through
+//! `set_host_state`, `set_vm_state`, `set_manager_net` and `set_storm`), which records it in the
+//! audit log with its reason.
 
 use am_core::{ActionId, HostId, Time};
 use serde::{Deserialize, Serialize};
@@ -171,5 +173,48 @@ impl HostState {
 impl fmt::Display for HostState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The manager's view of its own network (its isolation addresses).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManagerNet {
+    /// It reaches its isolation addresses: it may act.
+    #[default]
+    Connected,
+    /// It cannot: it fails nothing over, takes no backups, places nothing.
+    Isolated,
+}
+
+impl ManagerNet {
+    /// Short name for logs and status.
+    pub fn name(self) -> &'static str {
+        match self {
+            ManagerNet::Connected => "connected",
+            ManagerNet::Isolated => "isolated",
+        }
+    }
+}
+
+/// The storm guard: many hosts lost at once means the manager's own network is suspect.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StormGuard {
+    /// Hosts fail one by one: failover goes on.
+    #[default]
+    Calm,
+    /// More than `storm_fraction` of the hosts became unreachable within `storm_window`: no host
+    /// is declared dead until none is unreachable.
+    Storm,
+}
+
+impl StormGuard {
+    /// Short name for logs and status.
+    pub fn name(self) -> &'static str {
+        match self {
+            StormGuard::Calm => "calm",
+            StormGuard::Storm => "storm",
+        }
     }
 }

@@ -1,0 +1,77 @@
+//! The two guards of the manager's self-distrust, as state machines: its own network
+//! ([`ManagerNet`]) and the storm guard ([`StormGuard`]). While either holds, nothing is failed
+//! over.
+
+use super::*;
+
+impl Supervisor {
+    /// The manager's isolation check changed.
+    pub(crate) fn on_manager_isolation(&mut self, now: Time, isolated: bool, evidence: String) {
+        let new = if isolated {
+            ManagerNet::Isolated
+        } else {
+            ManagerNet::Connected
+        };
+        if new == self.manager_net {
+            return;
+        }
+        self.set_manager_net(now, new, evidence.clone());
+        if isolated {
+            self.raise(
+                now,
+                AlarmKind::ManagerIsolated,
+                Subject::Manager,
+                Severity::Critical,
+                format!("manager cannot reach its isolation addresses ({evidence}); acting on nothing"),
+            );
+        } else {
+            self.clear(now, AlarmKind::ManagerIsolated, Subject::Manager);
+        }
+    }
+
+    /// The storm guard, after the hosts were evaluated.
+    pub(crate) fn update_storm(&mut self, now: Time) {
+        let window = self.cfg.storm_window;
+        while self
+            .unreachable_log
+            .front()
+            .is_some_and(|(t, _)| now.since(*t) > window)
+        {
+            self.unreachable_log.pop_front();
+        }
+        let total = self
+            .hosts
+            .values()
+            .filter(|r| r.state != HostState::Removed)
+            .count();
+        let unreachable = |r: &HostRec| matches!(r.state, HostState::Unreachable { .. });
+        let recent: BTreeSet<&HostId> = self
+            .unreachable_log
+            .iter()
+            .filter(|(_, h)| self.hosts.get(h).is_some_and(unreachable))
+            .map(|(_, h)| h)
+            .collect();
+        let count = recent.len();
+        let calm = self.storm == StormGuard::Calm;
+        if calm && count >= 2 && total >= 3 && (count as f64) > self.cfg.storm_fraction * total as f64 {
+            self.set_storm(
+                now,
+                StormGuard::Storm,
+                format!(
+                    "{count} of {total} hosts unreachable within {}s",
+                    window.as_secs()
+                ),
+            );
+            self.raise(
+                now,
+                AlarmKind::StormSuspected,
+                Subject::Cluster,
+                Severity::Critical,
+                format!("{count} of {total} hosts unreachable at once: suspecting the manager's network; no failover"),
+            );
+        } else if !calm && !self.hosts.values().any(unreachable) {
+            self.set_storm(now, StormGuard::Calm, "no host unreachable".into());
+            self.clear(now, AlarmKind::StormSuspected, Subject::Cluster);
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Host states, one handler per state (`next_host_state_<state>`), as Proxmox's manager has one
+//! `next_state_<state>` per service state. Each reads the host's [`Signals`] and changes its state
+//! only through `set_host_state`, or issues the host's next action.
+
+use super::*;
+
+/// What is known of a host at one moment.
+struct Signals {
+    /// vCenter does not call it connected.
+    conn_bad: bool,
+    /// Its management probe says it stopped answering.
+    ping_bad: bool,
+    /// It has a management probe at all.
+    probed: bool,
+    /// Neither of the above.
+    reachable: bool,
+    /// Its storage heartbeat, if it has one.
+    heartbeat: Option<Time>,
+    /// No host action in flight, and the interval since the last one has passed.
+    idle: bool,
+}
+
+impl Supervisor {
+    pub(crate) fn vm_host_up(&self, vm: &VmId) -> bool {
+        self.inv
+            .vms
+            .get(vm)
+            .and_then(|v| v.host.as_ref())
+            .and_then(|h| self.hosts.get(h))
+            .is_some_and(|r| r.state == HostState::Up)
+    }
+
+    pub(crate) fn any_guest_alive(&self, host: &HostId) -> bool {
+        self.inv
+            .vms_on(host)
+            .any(|vm| self.vms.get(&vm.id).is_some_and(|r| r.guest_alive == Some(true)))
+    }
+
+    pub(crate) fn heartbeat_fresh(&self, host: &HostId, now: Time) -> bool {
+        self.inv
+            .hosts
+            .get(host)
+            .and_then(|h| h.storage_heartbeat)
+            .is_some_and(|hb| now.since(hb) < self.cfg.storage_heartbeat_window)
+    }
+
+    /// What is known of a host now; `None` for a host the supervisor or the inventory forgot.
+    fn signals(&self, now: Time, host: &HostId) -> Option<Signals> {
+        let rec = self.hosts.get(host)?;
+        let h = self.inv.hosts.get(host)?;
+        let conn_bad = h.connection != ConnectionState::Connected;
+        let ping_bad = rec.mgmt_alive == Some(false);
+        Some(Signals {
+            conn_bad,
+            ping_bad,
+            probed: rec.mgmt_alive.is_some(),
+            reachable: !conn_bad && !ping_bad,
+            heartbeat: h.storage_heartbeat,
+            idle: rec.action.is_none() && now >= rec.next_action_at,
+        })
+    }
+
+    /// One step of a host's state machine: the handler of its current state.
+    pub(crate) fn evaluate_host(&mut self, now: Time, host: &HostId) {
+        let Some(sig) = self.signals(now, host) else {
+            return;
+        };
+        let Some(state) = self.hosts.get(host).map(|r| r.state.clone()) else {
+            return;
+        };
+        match state {
+            HostState::Up => self.next_host_state_up(now, host, &sig),
+            HostState::Suspect { since } => self.next_host_state_suspect(now, host, &sig, since),
+            HostState::Unreachable {
+                since,
+                heartbeat_at_loss,
+            } => self.next_host_state_unreachable(now, host, &sig, since, heartbeat_at_loss),
+            HostState::Isolated { .. } => self.next_host_state_isolated(now, host, &sig),
+            HostState::Dead { .. } => self.next_host_state_dead(now, host, &sig),
+            HostState::Removed => {}
+        }
+    }
+
+    /// Issues the host's next action (reconnect, revival, fence, removal): one at a time per host.
+    fn issue_host_action(
+        &mut self,
+        now: Time,
+        host: &HostId,
+        action: Action,
+        purpose: Purpose,
+        priority: u8,
+        reason: String,
+    ) -> ActionId {
+        let id = self.issue(now, action, purpose, priority, reason);
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.action = Some(id);
+        }
+        id
+    }
+
+    /// Up: any failure signal makes it suspect.
+    fn next_host_state_up(&mut self, now: Time, host: &HostId, sig: &Signals) {
+        if sig.reachable {
+            return;
+        }
+        let why = match (sig.conn_bad, sig.ping_bad) {
+            (true, true) => "not connected and management probe lost",
+            (true, false) => "not connected in the management server",
+            _ => "management probe lost",
+        };
+        let evidence = self
+            .hosts
+            .get(host)
+            .map(|r| r.mgmt_evidence.clone())
+            .unwrap_or_default();
+        let reason = if sig.ping_bad {
+            format!("{why}: {evidence}")
+        } else {
+            why.to_owned()
+        };
+        self.set_host_state(now, host, HostState::Suspect { since: now }, reason);
+    }
+
+    /// Suspect: a second, independent signal makes it unreachable; a host that answers its probe
+    /// but is not connected gets a reconnect (the agent, not the host, is in trouble).
+    fn next_host_state_suspect(&mut self, now: Time, host: &HostId, sig: &Signals, since: Time) {
+        if sig.reachable {
+            self.set_host_state(now, host, HostState::Up, "signals recovered");
+        } else if sig.conn_bad
+            && (sig.ping_bad || (!sig.probed && now.since(since) >= self.cfg.single_signal_confirm))
+        {
+            if self.manager_isolated() {
+                return;
+            }
+            let reason = if sig.probed {
+                "two signals: not connected and management probe lost"
+            } else {
+                "not connected, no management probe to confirm: waited"
+            };
+            if !self.hosts.get(host).is_some_and(|r| r.down_when_first_seen) {
+                self.unreachable_log.push_back((now, host.clone()));
+            }
+            self.set_host_state(
+                now,
+                host,
+                HostState::Unreachable {
+                    since,
+                    heartbeat_at_loss: sig.heartbeat,
+                },
+                reason,
+            );
+            self.raise(
+                now,
+                AlarmKind::HostUnreachable,
+                Subject::Host(host.clone()),
+                Severity::Critical,
+                format!("host {host} unreachable"),
+            );
+        } else if sig.conn_bad
+            && !sig.ping_bad
+            && sig.probed
+            && sig.idle
+            && now.since(since) >= self.cfg.reconnect_after
+        {
+            self.issue_host_action(
+                now,
+                host,
+                Action::ReconnectHost { host: host.clone() },
+                Purpose::HostReconnect(host.clone()),
+                200,
+                "answers pings but is not connected".into(),
+            );
+        }
+    }
+
+    /// Unreachable: alive (storage heartbeat advancing, guests answering) is isolated; silent once
+    /// the guests' verdicts are in is dead.
+    fn next_host_state_unreachable(
+        &mut self,
+        now: Time,
+        host: &HostId,
+        sig: &Signals,
+        since: Time,
+        heartbeat_at_loss: Option<Time>,
+    ) {
+        if sig.reachable {
+            self.set_host_state(now, host, HostState::Up, "signals recovered");
+            self.clear(now, AlarmKind::HostUnreachable, Subject::Host(host.clone()));
+            return;
+        }
+        if self.manager_isolated() {
+            return;
+        }
+        let hb = sig.heartbeat;
+        let heartbeat_advanced = matches!((hb, heartbeat_at_loss), (Some(now_hb), Some(then)) if now_hb > then)
+            || (hb.is_some() && heartbeat_at_loss.is_none());
+        // Guests still "alive" right after the loss only means their detectors have not
+        // noticed yet; they count once the host has been unreachable long enough.
+        let guests_judged = now.since(since) >= self.cfg.guest_evidence_after;
+        let guests_alive = guests_judged && self.any_guest_alive(host);
+        if heartbeat_advanced || guests_alive {
+            let why = if heartbeat_advanced {
+                "still writing its storage heartbeat"
+            } else {
+                "its guests still answer"
+            };
+            self.host_isolated(now, host, format!("unreachable but alive: {why}"));
+        } else if !self.heartbeat_fresh(host, now) && guests_judged {
+            if self.storm == StormGuard::Storm {
+                return;
+            }
+            let why = if hb.is_some() {
+                "storage heartbeat stopped"
+            } else {
+                "no storage heartbeat signal, no guest answers"
+            };
+            self.host_dead(now, host, format!("unreachable and silent: {why}"));
+        }
+    }
+
+    /// Isolated: its VMs may still run. Back when reachable; dead when its heartbeat stops; in
+    /// the meantime the isolation response (reconnect, or fence and restart elsewhere).
+    fn next_host_state_isolated(&mut self, now: Time, host: &HostId, sig: &Signals) {
+        if sig.reachable {
+            self.host_back(now, host, "isolation ended");
+            return;
+        }
+        if !self.heartbeat_fresh(host, now)
+            && !self.any_guest_alive(host)
+            && sig.heartbeat.is_some()
+            && !self.manager_isolated()
+        {
+            self.host_dead(
+                now,
+                host,
+                "isolated host stopped writing its storage heartbeat".into(),
+            );
+            return;
+        }
+        if !sig.idle {
+            return;
+        }
+        let (action, purpose, reason) = match self.cfg.isolation_response {
+            IsolationResponse::PowerOffAndRestart => (
+                Action::FenceHost { host: host.clone() },
+                Purpose::HostFence(host.clone()),
+                "isolation response: fence, then restart its VMs elsewhere",
+            ),
+            IsolationResponse::LeaveRunning => (
+                Action::ReconnectHost { host: host.clone() },
+                Purpose::HostReconnect(host.clone()),
+                "isolation response: leave running; try to reconnect",
+            ),
+        };
+        self.issue_host_action(now, host, action, purpose, 200, reason.into());
+    }
+
+    /// Dead: its VMs were failed over. Reconnect and out-of-band revival alternate
+    /// `revive_attempts` times, then the host is removed.
+    fn next_host_state_dead(&mut self, now: Time, host: &HostId, sig: &Signals) {
+        if sig.reachable {
+            self.host_back(now, host, "answers again after revival");
+            return;
+        }
+        if !sig.idle {
+            return;
+        }
+        let done = self.hosts.get(host).map(|r| r.revive_actions).unwrap_or(0);
+        let (action, purpose, reason) = if done >= 2 * self.cfg.revive_attempts {
+            (
+                Action::RemoveHost { host: host.clone() },
+                Purpose::HostRemove(host.clone()),
+                format!("{} revival attempts failed", self.cfg.revive_attempts),
+            )
+        } else if done % 2 == 0 {
+            (
+                Action::ReconnectHost { host: host.clone() },
+                Purpose::HostReconnect(host.clone()),
+                format!("revival attempt {}: reconnect", done / 2 + 1),
+            )
+        } else {
+            (
+                Action::ReviveHost { host: host.clone() },
+                Purpose::HostRevive(host.clone()),
+                format!("revival attempt {}: out-of-band revival", done / 2 + 1),
+            )
+        };
+        let step = action.name();
+        self.issue_host_action(now, host, action, purpose, 100, reason);
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.revive_actions += 1;
+        }
+        let inc = self.hosts.get(host).and_then(|r| r.incident);
+        if let Some(i) = inc.and_then(|i| self.incidents.get_mut(i)) {
+            i.steps.push(step.to_owned());
+        }
+    }
+
+    pub(crate) fn host_isolated(&mut self, now: Time, host: &HostId, reason: String) {
+        self.set_host_state(now, host, HostState::Isolated { since: now }, reason.clone());
+        let inc = self.open_incident(now, Subject::Host(host.clone()), "isolated");
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.incident = Some(inc);
+        }
+        self.clear(now, AlarmKind::HostUnreachable, Subject::Host(host.clone()));
+        self.raise(
+            now,
+            AlarmKind::HostIsolated,
+            Subject::Host(host.clone()),
+            Severity::Critical,
+            format!("host {host} isolated ({reason}); its VMs may still run and are not restarted elsewhere"),
+        );
+        let on_host: Vec<VmId> = self.inv.vms_on(host).map(|v| v.id.clone()).collect();
+        for vm in on_host {
+            if matches!(
+                self.vm_state(&vm),
+                Some(
+                    VmState::Healthy
+                        | VmState::Verifying { .. }
+                        | VmState::Failed
+                        | VmState::OffUnexplained { .. }
+                )
+            ) {
+                self.set_vm_state(
+                    now,
+                    &vm,
+                    VmState::Frozen { host: host.clone() },
+                    "host isolated: may still run here",
+                );
+            }
+        }
+    }
+
+    pub(crate) fn host_back(&mut self, now: Time, host: &HostId, reason: &str) {
+        self.set_host_state(now, host, HostState::Up, reason);
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.revive_actions = 0;
+        }
+        let inc = self.hosts.get_mut(host).and_then(|r| r.incident.take());
+        self.close_incident(inc, Some(now), reason);
+        self.clear(now, AlarmKind::HostUnreachable, Subject::Host(host.clone()));
+        self.clear(now, AlarmKind::HostIsolated, Subject::Host(host.clone()));
+        let frozen: Vec<VmId> = self
+            .vms
+            .iter()
+            .filter(|(_, r)| matches!(&r.state, VmState::Frozen { host: h } if h == host))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for vm in frozen {
+            self.set_vm_state(now, &vm, VmState::Healthy, format!("host {host} reachable again"));
+        }
+    }
+
+    pub(crate) fn host_dead(&mut self, now: Time, host: &HostId, reason: String) {
+        self.set_host_state(now, host, HostState::Dead { since: now }, reason);
+        let existing = self.hosts.get(host).and_then(|r| r.incident);
+        let inc = match existing {
+            Some(i) => i,
+            None => self.open_incident(now, Subject::Host(host.clone()), "dead"),
+        };
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.incident = Some(inc);
+            r.next_action_at = now;
+        }
+        self.clear(now, AlarmKind::HostIsolated, Subject::Host(host.clone()));
+        self.raise(
+            now,
+            AlarmKind::HostUnreachable,
+            Subject::Host(host.clone()),
+            Severity::Critical,
+            format!("host {host} dead; restarting its VMs on other hosts"),
+        );
+        self.fail_over_host(now, host);
+    }
+}

@@ -1,0 +1,167 @@
+//! The recovery ladder of a VM on a live host: restart, revert to the last good snapshot, restore
+//! its backup clone, cold-migrate; each step started by `start_step`, the next chosen by
+//! `next_step`.
+
+use super::*;
+
+impl Supervisor {
+    pub(crate) fn restart_limited(&mut self, now: Time, vm: &VmId) -> bool {
+        let window = self.cfg.restart_window;
+        let limit = self.cfg.restart_limit as usize;
+        let Some(rec) = self.vms.get_mut(vm) else {
+            return true;
+        };
+        while rec.restarts.front().is_some_and(|t| now.since(*t) >= window) {
+            rec.restarts.pop_front();
+        }
+        rec.restarts.len() >= limit
+    }
+
+    /// Starts one recovery step of a VM: the transition (with the action's id), then the action,
+    /// and the step in the VM's incident.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_step(
+        &mut self,
+        now: Time,
+        vm: &VmId,
+        step: Step,
+        action: Action,
+        priority: u8,
+        reason: String,
+        label: String,
+    ) {
+        let id = ActionId(self.next_id);
+        self.set_vm_state(now, vm, VmState::Recovering { step, action: id }, reason.clone());
+        let issued = self.issue(now, action, Purpose::VmStep(vm.clone(), step), priority, reason);
+        debug_assert_eq!(issued, id);
+        let inc = self.vms.get(vm).and_then(|r| r.incident);
+        if let Some(i) = inc.and_then(|i| self.incidents.get_mut(i)) {
+            i.steps.push(label);
+        }
+    }
+
+    pub(crate) fn begin_ladder(&mut self, now: Time, vm: &VmId, cause: String) {
+        self.open_vm_incident(now, vm, cause.clone());
+        self.next_step(now, vm, None, cause);
+    }
+
+    /// The last snapshot taken before the current incident began.
+    pub(crate) fn good_snapshot(&self, vm: &VmId) -> Option<SnapshotId> {
+        let since = self
+            .vms
+            .get(vm)
+            .and_then(|r| r.incident)
+            .and_then(|i| self.incidents.get(i))
+            .map(|i| i.detected)?;
+        let failing_since = self
+            .vms
+            .get(vm)
+            .and_then(|r| r.failing_since)
+            .unwrap_or(since)
+            .min(since);
+        self.inv
+            .snapshots
+            .get(vm)?
+            .iter()
+            .filter(|s| s.created < failing_since)
+            .max_by_key(|s| s.created)
+            .map(|s| s.id.clone())
+    }
+
+    pub(crate) fn next_step(&mut self, now: Time, vm_id: &VmId, after: Option<Step>, reason: String) {
+        let Some(vm) = self.inv.vms.get(vm_id).cloned() else {
+            return;
+        };
+        let start = after
+            .and_then(|a| Step::LADDER.iter().position(|s| *s == a))
+            .map_or(0, |i| i + 1);
+        for &step in &Step::LADDER[start..] {
+            let action = match step {
+                Step::Restart => {
+                    if self.restart_limited(now, vm_id) {
+                        self.raise(
+                            now,
+                            AlarmKind::RestartLimit,
+                            Subject::Vm(vm_id.clone()),
+                            Severity::Warning,
+                            format!(
+                                "{} restarts within {}s: not restarting again",
+                                self.cfg.restart_limit,
+                                self.cfg.restart_window.as_secs()
+                            ),
+                        );
+                        continue;
+                    }
+                    if let Some(r) = self.vms.get_mut(vm_id) {
+                        r.restarts.push_back(now);
+                    }
+                    if vm.power == PowerState::PoweredOn {
+                        Action::Reset { vm: vm_id.clone() }
+                    } else {
+                        Action::PowerOn { vm: vm_id.clone() }
+                    }
+                }
+                Step::RevertSnapshot => match self.good_snapshot(vm_id) {
+                    Some(snapshot) => Action::RevertSnapshot {
+                        vm: vm_id.clone(),
+                        snapshot: Some(snapshot),
+                    },
+                    None => continue,
+                },
+                Step::RestoreClone => match (self.inv.latest_clone(vm_id), &vm.host) {
+                    (Some(clone), Some(host)) => Action::RestoreClone {
+                        vm: vm_id.clone(),
+                        backup: clone.id.clone(),
+                        host: host.clone(),
+                    },
+                    _ => continue,
+                },
+                Step::ColdMigrate => {
+                    let mut exclude = self.unusable_hosts();
+                    exclude.extend(vm.host.clone());
+                    let view = self.planning_view();
+                    let plan =
+                        planner::place(&view, std::slice::from_ref(vm_id), &exclude, &self.cfg.placement);
+                    match plan.placements.get(vm_id) {
+                        Some(to) => Action::MigrateCold {
+                            vm: vm_id.clone(),
+                            to: to.clone(),
+                        },
+                        None => continue,
+                    }
+                }
+                Step::Failover => continue,
+            };
+            self.start_step(
+                now,
+                vm_id,
+                step,
+                action,
+                priority_of(&vm),
+                reason,
+                step.name().to_owned(),
+            );
+            return;
+        }
+        self.set_vm_state(
+            now,
+            vm_id,
+            VmState::Failed,
+            format!("no recovery step left ({reason})"),
+        );
+        let inc = self.vms.get(vm_id).and_then(|r| r.incident);
+        self.close_incident(inc, None, "failed: no step left");
+        self.raise(
+            now,
+            AlarmKind::RecoveryFailed,
+            Subject::Vm(vm_id.clone()),
+            Severity::Critical,
+            format!("every recovery step failed for {vm_id}"),
+        );
+    }
+}
+
+/// The executor priority of a VM's actions: its restart priority.
+pub(crate) fn priority_of(vm: &Vm) -> u8 {
+    vm.priority as u8 * 40
+}

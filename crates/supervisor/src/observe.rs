@@ -1,0 +1,345 @@
+//! Observations in: the inventory (whole or a delta), management server events, probe verdicts.
+//! Each updates what the supervisor knows; decisions are taken by the state handlers afterwards.
+
+use super::*;
+
+impl Supervisor {
+    pub(crate) fn on_inventory(&mut self, now: Time, inv: Inventory) {
+        let gone_hosts: Vec<HostId> = self
+            .hosts
+            .keys()
+            .filter(|h| !inv.hosts.contains_key(*h))
+            .cloned()
+            .collect();
+        let gone_vms: Vec<VmId> = self
+            .vms
+            .keys()
+            .filter(|v| !inv.vms.contains_key(*v))
+            .cloned()
+            .collect();
+        // A resync (after vCenter was unreachable) may show VMs that went off meanwhile: the same
+        // judgement as a delta would have given.
+        let went_off: Vec<VmId> = inv
+            .vms
+            .values()
+            .filter(|v| v.power != PowerState::PoweredOn)
+            .filter(|v| {
+                self.inv
+                    .vms
+                    .get(&v.id)
+                    .is_some_and(|old| old.power == PowerState::PoweredOn)
+            })
+            .map(|v| v.id.clone())
+            .collect();
+        self.inv = inv;
+        self.plans = match planner::FailoverPlans::new(
+            &self.inv,
+            &planner::Constraints::default(),
+            &self.cfg.placement,
+        ) {
+            Ok(plans) => Some(plans),
+            Err(e) => {
+                self.note(now, Subject::Cluster, format!("no precomputed plans: {e}"));
+                None
+            }
+        };
+        for h in gone_hosts {
+            self.host_gone(now, &h);
+        }
+        for v in gone_vms {
+            self.vm_gone(now, &v);
+        }
+        let hosts: Vec<HostId> = self.inv.hosts.keys().cloned().collect();
+        for h in hosts {
+            self.ensure_host(now, &h);
+        }
+        let vms: Vec<VmId> = self.inv.vms.keys().cloned().collect();
+        for v in vms {
+            self.ensure_vm(now, &v);
+        }
+        for v in went_off {
+            self.on_power_off(now, &v);
+        }
+    }
+
+    pub(crate) fn ensure_host(&mut self, now: Time, host: &HostId) {
+        if self
+            .hosts
+            .get(host)
+            .is_some_and(|r| r.state != HostState::Removed)
+        {
+            return;
+        }
+        let connected = self
+            .inv
+            .hosts
+            .get(host)
+            .is_some_and(|h| h.connection == ConnectionState::Connected);
+        let known = self.hosts.contains_key(host);
+        let rec = HostRec {
+            state: HostState::Removed,
+            mgmt_alive: None,
+            mgmt_evidence: String::new(),
+            action: None,
+            revive_actions: 0,
+            next_action_at: now,
+            incident: None,
+            down_when_first_seen: !connected && !known,
+        };
+        self.hosts.insert(host.clone(), rec);
+        let (state, reason) = if connected {
+            (HostState::Up, "in the inventory, connected")
+        } else {
+            (
+                HostState::Suspect { since: now },
+                "in the inventory, not connected",
+            )
+        };
+        if known {
+            self.set_host_state(now, host, state, reason);
+            return;
+        }
+        // First sight: recorded like a transition, from `new`.
+        if state == HostState::Up {
+            self.capacity_retry_at = now;
+        }
+        let to = state.name().to_owned();
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.state = state;
+        }
+        self.record_transition(now, Subject::Host(host.clone()), "new".into(), to, reason.into());
+    }
+
+    pub(crate) fn ensure_vm(&mut self, now: Time, vm: &VmId) {
+        if self.vms.contains_key(vm) {
+            return;
+        }
+        let Some(v) = self.inv.vms.get(vm) else { return };
+        let user_off = self.restored.user_offs.remove(vm);
+        let pending = self
+            .restored
+            .unfinished
+            .iter()
+            .find(|(_, a)| a.vm() == Some(vm))
+            .map(|(id, a)| {
+                let target = match a {
+                    Action::Failover { to, .. }
+                    | Action::MigrateCold { to, .. }
+                    | Action::MigrateLive { to, .. } => Some(to.clone()),
+                    Action::RestoreClone { host, .. } => Some(host.clone()),
+                    _ => None,
+                };
+                (format!("{id} {a}"), target)
+            });
+        let (state, reason) = if !v.is_protected() {
+            (VmState::Unprotected, "not protected".to_owned())
+        } else if let (Some(user), false) = (&user_off, v.power == PowerState::PoweredOn) {
+            (
+                VmState::StayOff {
+                    by: Some(user.clone()),
+                },
+                format!("off by {user} before the restart"),
+            )
+        } else if let Some((action, target)) = pending {
+            let until = now + self.cfg.reconcile_window;
+            let reason = format!("{action} unfinished before the restart");
+            (
+                VmState::Reconciling {
+                    action,
+                    target,
+                    until,
+                },
+                reason,
+            )
+        } else if v.power == PowerState::PoweredOn {
+            (VmState::Healthy, "running when first seen".to_owned())
+        } else {
+            (
+                VmState::StayOff { by: None },
+                "off when first seen: left off".to_owned(),
+            )
+        };
+        let restarts: VecDeque<Time> = self.restored.restarts.remove(vm).unwrap_or_default().into();
+        self.vms.insert(
+            vm.clone(),
+            VmRec {
+                state: VmState::Unprotected,
+                guest_alive: None,
+                guest_evidence: String::new(),
+                failing_since: None,
+                cpu_zero_since: None,
+                restarts,
+                incident: None,
+                failover_tries: 0,
+                failover_excluded: BTreeSet::new(),
+                judge_after: Time::ZERO,
+                failed_from: None,
+                next_backup_at: None,
+            },
+        );
+        self.record_transition(now, Subject::Vm(vm.clone()), "new".into(), state.name(), reason);
+        if let Some(rec) = self.vms.get_mut(vm) {
+            rec.state = state;
+        }
+    }
+
+    pub(crate) fn host_gone(&mut self, now: Time, host: &HostId) {
+        if self
+            .hosts
+            .get(host)
+            .is_some_and(|r| r.state != HostState::Removed)
+        {
+            self.set_host_state(now, host, HostState::Removed, "gone from the inventory");
+            let inc = self.hosts.get(host).and_then(|r| r.incident);
+            self.close_incident(inc, Some(now), "removed");
+        }
+    }
+
+    pub(crate) fn vm_gone(&mut self, now: Time, vm: &VmId) {
+        if let Some(rec) = self.vms.remove(vm) {
+            self.close_incident(rec.incident, Some(now), "gone from the inventory");
+            self.note(now, Subject::Vm(vm.clone()), "gone from the inventory");
+        }
+    }
+
+    pub(crate) fn on_delta(&mut self, now: Time, delta: InventoryDelta) {
+        if let Some(plans) = self.plans.as_mut() {
+            plans.defer(&delta);
+        }
+        match &delta {
+            InventoryDelta::HostUpsert(h) => {
+                let id = h.id.clone();
+                self.inv.apply(&delta);
+                self.ensure_host(now, &id);
+            }
+            InventoryDelta::HostRemoved(id) => {
+                let id = id.clone();
+                self.inv.apply(&delta);
+                self.host_gone(now, &id);
+            }
+            InventoryDelta::VmUpsert(vm) => {
+                let id = vm.id.clone();
+                let was_on = self
+                    .inv
+                    .vms
+                    .get(&id)
+                    .map(|old| old.power == PowerState::PoweredOn);
+                let now_on = vm.power == PowerState::PoweredOn;
+                let cpu_zero = now_on && vm.cpu_usage_mhz == Some(0);
+                self.inv.apply(&delta);
+                self.ensure_vm(now, &id);
+                if let Some(rec) = self.vms.get_mut(&id) {
+                    match (cpu_zero, rec.cpu_zero_since) {
+                        (true, None) => rec.cpu_zero_since = Some(now),
+                        (false, Some(_)) => rec.cpu_zero_since = None,
+                        _ => {}
+                    }
+                }
+                if was_on == Some(true) && !now_on {
+                    self.on_power_off(now, &id);
+                }
+            }
+            InventoryDelta::VmRemoved(id) => {
+                let id = id.clone();
+                self.inv.apply(&delta);
+                self.vm_gone(now, &id);
+            }
+            InventoryDelta::DatastoreUpsert(_) | InventoryDelta::Snapshots { .. } => self.inv.apply(&delta),
+        }
+    }
+
+    pub(crate) fn on_power_off(&mut self, now: Time, vm: &VmId) {
+        let Some(rec) = self.vms.get(vm) else { return };
+        match rec.state {
+            VmState::Healthy | VmState::Verifying { .. } | VmState::Failed => {}
+            // Our own action (a migration, a revert) or a VM nobody protects: not news.
+            _ => return,
+        }
+        match self.early_power_offs.remove(vm) {
+            Some(Some(user)) => self.user_powered_off(now, vm, user),
+            Some(None) => self.begin_ladder(now, vm, "powered off with no user (crash)".into()),
+            None => self.set_vm_state(
+                now,
+                vm,
+                VmState::OffUnexplained { since: now },
+                "powered off; waiting for the event that says who did it",
+            ),
+        }
+    }
+
+    pub(crate) fn user_powered_off(&mut self, now: Time, vm: &VmId, user: String) {
+        let inc = self.open_vm_incident(now, vm, format!("powered off by {user}"));
+        self.set_vm_state(
+            now,
+            vm,
+            VmState::StayOff {
+                by: Some(user.clone()),
+            },
+            format!("powered off by user {user}: no failover"),
+        );
+        self.close_incident(Some(inc), Some(now), format!("left off (user {user})"));
+        self.raise(
+            now,
+            AlarmKind::VmPoweredOff,
+            Subject::Vm(vm.clone()),
+            Severity::Warning,
+            format!("VM powered off by {user}; not failed over"),
+        );
+    }
+
+    pub(crate) fn on_event(&mut self, now: Time, event: ClusterEvent) {
+        match event.kind {
+            EventKind::VmPoweredOff { vm, user } => {
+                if user.as_deref() == Some(self.cfg.manager_user.as_str()) {
+                    return;
+                }
+                let Some(rec) = self.vms.get(&vm) else { return };
+                let is_off = self
+                    .inv
+                    .vms
+                    .get(&vm)
+                    .is_some_and(|v| v.power != PowerState::PoweredOn);
+                match (&rec.state, user) {
+                    (VmState::OffUnexplained { .. }, Some(u)) => self.user_powered_off(now, &vm, u),
+                    (VmState::OffUnexplained { .. }, None) => {
+                        self.begin_ladder(now, &vm, "powered off with no user (crash)".into())
+                    }
+                    (VmState::Healthy | VmState::Verifying { .. } | VmState::Failed, user) if !is_off => {
+                        self.early_power_offs.insert(vm, user);
+                    }
+                    // Off already, and not yet judged (the state change came without the event,
+                    // e.g. from a resync): the event decides now.
+                    (VmState::Healthy | VmState::Verifying { .. } | VmState::Failed, Some(u)) => {
+                        self.user_powered_off(now, &vm, u)
+                    }
+                    (VmState::Healthy | VmState::Verifying { .. } | VmState::Failed, None) => {
+                        self.begin_ladder(now, &vm, "powered off with no user (crash)".into())
+                    }
+                    _ => {}
+                }
+            }
+            EventKind::VmPoweredOn { .. } | EventKind::Other { .. } => {}
+            EventKind::HostConnectionLost { host } => {
+                self.note(now, Subject::Host(host), "management server lost the connection");
+            }
+        }
+    }
+
+    pub(crate) fn on_liveness(&mut self, subject: Subject, alive: bool, evidence: String) {
+        match subject {
+            Subject::Host(h) => {
+                if let Some(rec) = self.hosts.get_mut(&h) {
+                    rec.mgmt_alive = Some(alive);
+                    rec.mgmt_evidence = evidence;
+                }
+            }
+            Subject::Vm(v) => {
+                if let Some(rec) = self.vms.get_mut(&v) {
+                    rec.guest_alive = Some(alive);
+                    rec.guest_evidence = evidence;
+                }
+            }
+            Subject::Cluster | Subject::Manager => {}
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! VM states, one handler per state (`next_vm_state_<state>`): what a VM's evidence means in
+//! each. The ladder's steps themselves are in `ladder`; failover from dead hosts in `failover`.
+
+use super::*;
+
+/// What is known of a VM at one moment.
+struct Seen {
+    /// Powered on.
+    on: bool,
+    /// Why it looks broken, if it does.
+    failing: Option<String>,
+    /// Its host is up (a VM is only judged on its own while its host is).
+    host_up: bool,
+}
+
+impl Supervisor {
+    pub(crate) fn vm_failing(&self, now: Time, vm: &Vm, rec: &VmRec) -> Option<String> {
+        if vm.power != PowerState::PoweredOn {
+            return None;
+        }
+        if rec.guest_alive == Some(false) {
+            return Some(format!("guest not answering: {}", rec.guest_evidence));
+        }
+        if vm.heartbeat == GuestHeartbeat::Red {
+            return Some("guest heartbeat red".into());
+        }
+        match rec.cpu_zero_since {
+            Some(since) if now.since(since) >= self.cfg.hang_after => Some(format!(
+                "hung: zero CPU for {}s while powered on",
+                now.since(since).as_secs()
+            )),
+            _ => None,
+        }
+    }
+
+    /// One step of a VM's state machine: the handler of its current state.
+    pub(crate) fn evaluate_vm(&mut self, now: Time, id: &VmId) {
+        let (Some(vm), Some(rec)) = (self.inv.vms.get(id), self.vms.get(id)) else {
+            return;
+        };
+        let protected = vm.is_protected();
+        let seen = Seen {
+            on: vm.power == PowerState::PoweredOn,
+            failing: self.vm_failing(now, vm, rec),
+            host_up: self.vm_host_up(id),
+        };
+        let state = rec.state.clone();
+        if let Some(r) = self.vms.get_mut(id) {
+            // Failing time only counts while the host is up: a VM is judged on its own, never
+            // for its host's trouble.
+            r.failing_since = match (&seen.failing, r.failing_since) {
+                _ if !seen.host_up => None,
+                (Some(_), None) => Some(now),
+                (Some(_), since) => since,
+                (None, _) => None,
+            };
+        }
+        if !protected {
+            if state != VmState::Unprotected {
+                self.set_vm_state(now, id, VmState::Unprotected, "protection disabled");
+            }
+            return;
+        }
+        match state {
+            VmState::Unprotected => self.next_vm_state_unprotected(now, id, &seen),
+            VmState::Healthy => self.next_vm_state_healthy(now, id, seen),
+            VmState::StayOff { .. } => self.next_vm_state_stay_off(now, id, &seen),
+            VmState::OffUnexplained { since } => self.next_vm_state_off_unexplained(now, id, &seen, since),
+            VmState::Verifying { step, until } => self.next_vm_state_verifying(now, id, seen, step, until),
+            VmState::Failed => self.next_vm_state_failed(now, id, &seen),
+            VmState::Reconciling { until, target, .. } => {
+                self.next_vm_state_reconciling(now, id, &seen, until, target)
+            }
+            // Waiting for an action's outcome, its host, or capacity: the outcome, the host's
+            // state or placement moves it on.
+            VmState::Recovering { .. } | VmState::Frozen { .. } | VmState::AwaitingCapacity => {}
+        }
+    }
+
+    /// Protection enabled again: healthy if it runs, else off on purpose.
+    fn next_vm_state_unprotected(&mut self, now: Time, id: &VmId, seen: &Seen) {
+        let next = if seen.on {
+            VmState::Healthy
+        } else {
+            VmState::StayOff { by: None }
+        };
+        self.set_vm_state(now, id, next, "protection enabled");
+    }
+
+    /// Healthy: failing for `vm_confirm` with its host up (and the manager not isolated) starts
+    /// the ladder.
+    fn next_vm_state_healthy(&mut self, now: Time, id: &VmId, seen: Seen) {
+        let since = self.vms.get(id).and_then(|r| r.failing_since);
+        let judged = self.vms.get(id).is_some_and(|r| now >= r.judge_after);
+        if let (Some(why), Some(since)) = (seen.failing, since) {
+            if judged && now.since(since) >= self.cfg.vm_confirm && seen.host_up && !self.manager_isolated() {
+                self.begin_ladder(now, id, why);
+            }
+        }
+    }
+
+    /// Off on purpose: only someone powering it on ends that.
+    fn next_vm_state_stay_off(&mut self, now: Time, id: &VmId, seen: &Seen) {
+        if seen.on {
+            self.set_vm_state(now, id, VmState::Healthy, "powered on again");
+            self.clear(now, AlarmKind::VmPoweredOff, Subject::Vm(id.clone()));
+        }
+    }
+
+    /// Off, nobody named yet: after `power_off_grace` with no user, a crash.
+    fn next_vm_state_off_unexplained(&mut self, now: Time, id: &VmId, seen: &Seen, since: Time) {
+        if seen.on {
+            self.set_vm_state(now, id, VmState::Healthy, "powered on again");
+        } else if now.since(since) >= self.cfg.power_off_grace && seen.host_up {
+            self.begin_ladder(
+                now,
+                id,
+                "powered off and no user named: treated as a crash".into(),
+            );
+        }
+    }
+
+    /// A step ran: answering again ends the incident; still failing at `until`, the next step.
+    fn next_vm_state_verifying(&mut self, now: Time, id: &VmId, seen: Seen, step: Step, until: Time) {
+        let positive = seen.on && seen.failing.is_none();
+        if positive && self.vms.get(id).is_some_and(|r| r.guest_alive != Some(false)) {
+            let inc = self.vms.get_mut(id).and_then(|r| {
+                r.failover_tries = 0;
+                r.failover_excluded.clear();
+                r.incident.take()
+            });
+            self.set_vm_state(
+                now,
+                id,
+                VmState::Healthy,
+                format!("answers again after {}", step.name()),
+            );
+            self.close_incident(inc, Some(now), format!("recovered by {}", step.name()));
+            self.clear(now, AlarmKind::RecoveryFailed, Subject::Vm(id.clone()));
+        } else if now >= until {
+            if !seen.host_up {
+                return;
+            }
+            let after = if step == Step::Failover { None } else { Some(step) };
+            let why = seen.failing.unwrap_or_else(|| "still not answering".into());
+            self.next_step(
+                now,
+                id,
+                after,
+                format!("{} did not bring it back: {why}", step.name()),
+            );
+        }
+    }
+
+    /// The ladder ran out: only the VM answering again ends that.
+    fn next_vm_state_failed(&mut self, now: Time, id: &VmId, seen: &Seen) {
+        if seen.on && seen.failing.is_none() && self.vms.get(id).is_some_and(|r| r.guest_alive != Some(false))
+        {
+            self.set_vm_state(now, id, VmState::Healthy, "answers again");
+            self.clear(now, AlarmKind::RecoveryFailed, Subject::Vm(id.clone()));
+        }
+    }
+
+    /// An action from before a restart may still run: only positive, fresh evidence counts (a
+    /// guest answering or, with no guest probe, a green heartbeat), on the host the old action was
+    /// moving it to; else, after the window, it is judged as it is.
+    fn next_vm_state_reconciling(
+        &mut self,
+        now: Time,
+        id: &VmId,
+        seen: &Seen,
+        until: Time,
+        target: Option<HostId>,
+    ) {
+        let probed = self.inv.vms.get(id).is_some_and(|v| v.guest_address.is_some());
+        let green = self
+            .inv
+            .vms
+            .get(id)
+            .is_some_and(|v| v.heartbeat == GuestHeartbeat::Green);
+        let alive = self.vms.get(id).is_some_and(|r| r.guest_alive == Some(true)) || (!probed && green);
+        let placed =
+            target.is_none() || self.inv.vms.get(id).and_then(|v| v.host.as_ref()) == target.as_ref();
+        if seen.on && seen.failing.is_none() && alive && placed {
+            self.set_vm_state(
+                now,
+                id,
+                VmState::Healthy,
+                "runs: the action from before the restart took effect",
+            );
+        } else if now >= until {
+            self.after_reconcile(now, id);
+        }
+    }
+
+    /// The reconcile window of a VM ended without the old action showing its effect: judge it as
+    /// it is now, by its host's state.
+    pub(crate) fn after_reconcile(&mut self, now: Time, vm: &VmId) {
+        let host = self.inv.vms.get(vm).and_then(|v| v.host.clone());
+        let on = self
+            .inv
+            .vms
+            .get(vm)
+            .is_some_and(|v| v.power == PowerState::PoweredOn);
+        let host_state = host.as_ref().and_then(|h| self.host_state(h)).cloned();
+        match (host_state, host) {
+            (Some(HostState::Dead { .. } | HostState::Removed) | None, h) => {
+                let from = h.as_ref().map_or_else(|| "no host".to_owned(), HostId::to_string);
+                self.await_failover(now, vm, h, format!("reconciled: host {from} dead"));
+                self.capacity_retry_at = now;
+            }
+            (Some(HostState::Isolated { .. }), Some(h)) => {
+                self.set_vm_state(now, vm, VmState::Frozen { host: h }, "reconciled: host isolated");
+            }
+            (_, _) if on => {
+                self.set_vm_state(now, vm, VmState::Healthy, "reconciled: judged as it is now");
+                if let Some(r) = self.vms.get_mut(vm) {
+                    r.judge_after = now;
+                }
+            }
+            (_, _) => {
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::OffUnexplained { since: now },
+                    "reconciled: it is off",
+                );
+            }
+        }
+    }
+}
