@@ -135,6 +135,14 @@ pub enum Action {
         /// The spare's name in the pool.
         spare: String,
     },
+    /// Make a datastore available on a host (after adding a spare): mount the same NFS export the
+    /// other hosts mount, or rescan for a VMFS volume.
+    MountDatastore {
+        /// The host.
+        host: HostId,
+        /// The datastore.
+        datastore: DatastoreId,
+    },
     /// Put a host into maintenance mode.
     EnterMaintenance {
         /// The host.
@@ -181,6 +189,7 @@ impl Action {
             | Action::ReviveHost { host }
             | Action::FenceHost { host }
             | Action::RemoveHost { host }
+            | Action::MountDatastore { host, .. }
             | Action::EnterMaintenance { host }
             | Action::ExitMaintenance { host } => Some(host),
             _ => None,
@@ -208,6 +217,7 @@ impl Action {
             Action::FenceHost { .. } => "fence_host",
             Action::RemoveHost { .. } => "remove_host",
             Action::AddHost { .. } => "add_host",
+            Action::MountDatastore { .. } => "mount_datastore",
             Action::EnterMaintenance { .. } => "enter_maintenance",
             Action::ExitMaintenance { .. } => "exit_maintenance",
         }
@@ -232,6 +242,7 @@ impl fmt::Display for Action {
             }
             Action::Register { vm, host } => write!(f, "register {vm} on {host}"),
             Action::AddHost { spare } => write!(f, "add_host {spare}"),
+            Action::MountDatastore { host, datastore } => write!(f, "mount_datastore {datastore} on {host}"),
             other => match (other.vm(), other.host()) {
                 (Some(vm), _) => write!(f, "{} {vm}", other.name()),
                 (None, Some(h)) => write!(f, "{} {h}", other.name()),

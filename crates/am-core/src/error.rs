@@ -57,6 +57,15 @@ pub enum HvError {
         /// The operation.
         op: String,
     },
+    /// The VM's files are locked by a host that still runs it: proof that it lives where it was
+    /// (vCenter's `FileLocked`, "Failed to lock the file"). Nothing was left half done.
+    #[error("{id}'s files are locked ({file}): it still runs on another host")]
+    Locked {
+        /// The VM.
+        id: String,
+        /// The locked file.
+        file: String,
+    },
     /// Any other fault reported by the API, with its type name.
     #[error("{fault}: {message}")]
     Api {
@@ -78,6 +87,7 @@ impl HvError {
             HvError::NotFound { .. }
             | HvError::InvalidState { .. }
             | HvError::InsufficientResources { .. }
+            | HvError::Locked { .. }
             | HvError::NotSupported { .. } => false,
         }
     }

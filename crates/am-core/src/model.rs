@@ -9,6 +9,7 @@ use std::ops::{Add, AddAssign, Sub};
 
 /// CPU and memory, as a capacity or a demand.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Resources {
     /// CPU in MHz.
     pub cpu_mhz: u64,
@@ -201,6 +202,20 @@ pub struct Vm {
     pub datastore: Option<DatastoreId>,
     /// Set on backup clones made by the manager: the VM this one is a copy of. Never protected.
     pub backup_of: Option<VmId>,
+    /// Where its configuration lives (vCenter: the `.vmx` path, `[datastore] dir/name.vmx`): what
+    /// finds it again after it was registered anew, and what a lock is checked on.
+    #[serde(default)]
+    pub config_path: Option<String>,
+    /// Its instance UUID, kept across re-registration.
+    #[serde(default)]
+    pub instance_uuid: Option<String>,
+    /// Whether the backup cache keeps snapshots and clones of it.
+    #[serde(default = "yes")]
+    pub backup: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Vm {
@@ -221,6 +236,9 @@ impl Vm {
             cpu_usage_mhz: None,
             datastore: None,
             backup_of: None,
+            config_path: None,
+            instance_uuid: None,
+            backup: true,
         }
     }
 

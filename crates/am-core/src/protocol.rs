@@ -62,6 +62,14 @@ pub enum Observation {
         /// Which addresses failed.
         evidence: String,
     },
+    /// The inventory source (vCenter) stopped answering, or answers again. While it does not,
+    /// the inventory is stale: nothing is judged from it that needs it fresh.
+    SourceHealth {
+        /// Whether it answers.
+        connected: bool,
+        /// What was seen (the error, or how long it was gone).
+        detail: String,
+    },
     /// An action finished.
     ActionDone {
         /// The action's id, as issued.
@@ -110,6 +118,17 @@ pub enum AlarmKind {
     ManagerIsolated,
     /// Most hosts became unreachable at once; no mass failover.
     StormSuspected,
+    /// Some hosts have only one failure signal (vCenter's connection state): their death can only
+    /// be confirmed by the VMs' file locks at failover.
+    FailoverDegraded,
+    /// The management server (vCenter) does not answer: the manager sees nothing new.
+    VcenterUnreachable,
+    /// Protected VMs fit nowhere and no spare host is left to add.
+    SparePoolEmpty,
+    /// Removing a dead host failed (it is not tried again on its own).
+    HostRemovalFailed,
+    /// Fencing a host failed: nothing of it is restarted elsewhere.
+    FenceFailed,
 }
 
 /// An alarm, identified by its kind and subject (raising it again does not duplicate it).

@@ -82,66 +82,111 @@ mod tests {
     }
 }
 
-/// Serde for [`Duration`] as a human string (`"500ms"`, `"30s"`, `"2m"`, `"1h"`; a bare number is
-/// seconds). Use with `#[serde(with = "am_core::time::duration_str")]`.
+/// The one duration grammar of the project (config files, scenarios, fault scripts): `"500ms"`,
+/// `"30s"`, `"1.5s"`, `"2m"`, `"1m30s"`, `"1h"`. The unit is required: a bare number (`"30"`, or
+/// `30` in TOML) is refused, because seconds and milliseconds are both plausible readings. Use
+/// with `#[serde(with = "am_core::time::duration_str")]`.
 pub mod duration_str {
-    use serde::{Deserialize, Deserializer, Serializer, de};
+    use serde::{Deserializer, Serializer, de};
+    use std::fmt;
     use std::time::Duration;
 
-    /// Parses `"500ms"`, `"30s"`, `"1.5s"`, `"2m"`, `"1h"` or `"30"` (seconds).
+    /// Parses `500ms`, `30s`, `1.5s`, `2m`, `1m30s`, `1h` (units `ms`, `s`, `m` or `min`, `h`).
     pub fn parse(text: &str) -> Result<Duration, String> {
-        let t = text.trim();
-        let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-            Some(i) => t.split_at(i),
-            None => (t, "s"),
-        };
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration (e.g. 500ms, 30s, 2m)"))?;
-        let scale = match unit.trim() {
-            "ms" => 0.001,
-            "s" | "" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            other => return Err(format!("unknown unit `{other}` in `{text}` (use ms, s, m or h)")),
-        };
-        if !value.is_finite() || value < 0.0 {
-            return Err(format!("`{text}` must be a positive duration"));
+        let s = text.trim();
+        if s.is_empty() {
+            return Err("empty duration (e.g. 500ms, 30s, 2m)".into());
         }
-        Ok(Duration::from_secs_f64(value * scale))
+        let mut total_ms: f64 = 0.0;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m or h, e.g. 30s)"))?;
+            if num_len == 0 {
+                return Err(format!("`{text}` is not a duration (e.g. 500ms, 30s, 2m)"));
+            }
+            let number: f64 = rest[..num_len]
+                .parse()
+                .map_err(|_| format!("`{}` in `{text}` is not a number", &rest[..num_len]))?;
+            rest = &rest[num_len..];
+            let unit_len = rest
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(rest.len());
+            let factor = match &rest[..unit_len] {
+                "ms" => 1.0,
+                "s" => 1_000.0,
+                "m" | "min" => 60_000.0,
+                "h" => 3_600_000.0,
+                other => return Err(format!("unknown unit `{other}` in `{text}` (use ms, s, m or h)")),
+            };
+            rest = &rest[unit_len..];
+            total_ms += number * factor;
+        }
+        if !total_ms.is_finite() || !(0.0..=1e15).contains(&total_ms) {
+            return Err(format!("`{text}` is out of range"));
+        }
+        Ok(Duration::from_millis(total_ms.round() as u64))
     }
 
-    /// Formats as milliseconds or seconds.
+    /// Writes a duration in the shortest form [`parse`] reads back (`5s`, `1500ms`).
     pub fn format(d: &Duration) -> String {
-        if d.subsec_millis() != 0 {
-            format!("{}ms", d.as_millis())
+        let ms = d.as_millis();
+        if ms % 1000 == 0 {
+            format!("{}s", ms / 1000)
         } else {
-            format!("{}s", d.as_secs())
+            format!("{ms}ms")
         }
     }
 
-    /// Serializes as a string.
+    /// Serializes as a string such as `"5s"`.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(d))
     }
 
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Secs(u64),
-        Float(f64),
+    /// Deserializes from a string such as `"5s"`; a number is refused, naming the fix.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration with its unit, such as \"500ms\", \"30s\" or \"2m\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "{v} has no unit: write it as a string with one, e.g. \"{v}s\" or \"{v}ms\""
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "{v} has no unit: write it as a string with one, e.g. \"{v}s\" or \"{v}ms\""
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "{v} has no unit: write it as a string with one, e.g. \"{v}s\""
+                )))
+            }
+        }
+        d.deserialize_any(V)
     }
 
-    /// Deserializes from a string or a number of seconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::Text(t) => parse(&t).map_err(de::Error::custom),
-            Raw::Secs(s) => Ok(Duration::from_secs(s)),
-            Raw::Float(f) if f.is_finite() && f >= 0.0 => Ok(Duration::from_secs_f64(f)),
-            Raw::Float(f) => Err(de::Error::custom(format!(
-                "{f} is not a positive number of seconds"
-            ))),
+    /// The same for a whole number of milliseconds kept as `u64` (detector settings).
+    pub mod millis {
+        use serde::{Deserializer, Serializer};
+        use std::time::Duration;
+
+        /// Serializes as a string such as `"100ms"`.
+        pub fn serialize<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+            super::serialize(&Duration::from_millis(*ms), s)
+        }
+
+        /// Deserializes from a string such as `"100ms"`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+            super::deserialize(d).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         }
     }
 
@@ -150,17 +195,33 @@ pub mod duration_str {
         use super::*;
 
         #[test]
-        fn parses_units_and_rejects_nonsense() {
+        fn one_grammar_with_units_required() {
             assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
             assert_eq!(parse("30s"), Ok(Duration::from_secs(30)));
             assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
             assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
+            assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
             assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
-            assert_eq!(parse("7"), Ok(Duration::from_secs(7)));
+            assert!(parse("7").unwrap_err().contains("no unit"));
             assert!(parse("soon").unwrap_err().contains("not a duration"));
             assert!(parse("3 weeks").unwrap_err().contains("unknown unit"));
+            assert!(parse("").is_err());
             assert_eq!(format(&Duration::from_millis(1500)), "1500ms");
             assert_eq!(format(&Duration::from_secs(30)), "30s");
+        }
+
+        #[derive(serde::Deserialize, Debug)]
+        struct T {
+            #[serde(with = "super")]
+            d: Duration,
+        }
+
+        #[test]
+        fn numbers_are_refused_with_the_fix() {
+            let e = serde_json::from_str::<T>(r#"{"d": 30}"#).unwrap_err().to_string();
+            assert!(e.contains("\"30s\""), "{e}");
+            let t: T = serde_json::from_str(r#"{"d": "250ms"}"#).unwrap();
+            assert_eq!(t.d, Duration::from_millis(250));
         }
     }
 }

@@ -22,14 +22,9 @@ fn scenario(seed: u64, faults: String, run_for: Duration) -> Scenario {
         run_for,
         faults,
         generate: Some(Generate {
-            hosts: 4,
-            vms: 16,
-            spares: 0,
             seed,
-            initial_snapshots: true,
             initial_clones: false,
-            spares_hold_everything: false,
-            storage_heartbeat_period: Duration::from_secs(2),
+            ..Generate::new(4, 16)
         }),
         cluster: None,
         supervisor: supervisor::Config::default(),

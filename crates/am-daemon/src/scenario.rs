@@ -99,6 +99,38 @@ pub struct Generate {
     /// How often live hosts write their storage heartbeat.
     #[serde(default = "two_seconds", with = "am_core::time::duration_str")]
     pub storage_heartbeat_period: Duration,
+    /// Whether hosts have a storage heartbeat at all (vCenter shows none).
+    #[serde(default = "yes")]
+    pub storage_heartbeats: bool,
+    /// Whether hosts have a management address to probe.
+    #[serde(default = "yes")]
+    pub mgmt_probes: bool,
+    /// Whether guests have an address to probe.
+    #[serde(default = "yes")]
+    pub guest_probes: bool,
+    /// Whether a running VM's files are locked against a second copy.
+    #[serde(default = "yes")]
+    pub file_locks: bool,
+}
+
+impl Generate {
+    /// `hosts` hosts and `vms` VMs with every default.
+    pub fn new(hosts: usize, vms: usize) -> Generate {
+        Generate {
+            hosts,
+            vms,
+            spares: 0,
+            seed: 0,
+            initial_snapshots: true,
+            initial_clones: true,
+            spares_hold_everything: false,
+            storage_heartbeat_period: two_seconds(),
+            storage_heartbeats: true,
+            mgmt_probes: true,
+            guest_probes: true,
+            file_locks: true,
+        }
+    }
 }
 
 fn two_seconds() -> Duration {
@@ -189,6 +221,18 @@ impl Scenario {
                 spec.initial_snapshots = g.initial_snapshots;
                 spec.initial_clones = g.initial_clones;
                 spec.storage_heartbeat_period = g.storage_heartbeat_period;
+                spec.storage_heartbeats = g.storage_heartbeats;
+                spec.file_locks = g.file_locks;
+                if !g.mgmt_probes {
+                    for h in spec.hosts.iter_mut().chain(spec.spares.values_mut()) {
+                        h.mgmt_address = None;
+                    }
+                }
+                if !g.guest_probes {
+                    for v in &mut spec.vms {
+                        v.guest_address = None;
+                    }
+                }
                 if g.spares_hold_everything {
                     let need = spec
                         .vms

@@ -39,6 +39,7 @@ pub(crate) const VM_PROPS: &[&str] = &[
     "summary.config.numCpu",
     "summary.config.cpuReservation",
     "summary.config.vmPathName",
+    "config.instanceUuid",
     "guest.ipAddress",
     "guestHeartbeatStatus",
     "summary.quickStats.overallCpuUsage",
@@ -265,6 +266,9 @@ pub(crate) fn vm(id: VmId, obj: &MoRef, p: &Props, opts: &Options) -> Option<Vm>
             .first()
             .map(|d| DatastoreId::new(d.value.clone())),
         backup_of,
+        config_path: vmx_path(p).map(str::to_owned),
+        instance_uuid: text(p, "config.instanceUuid").map(str::to_owned),
+        backup: true,
     })
 }
 

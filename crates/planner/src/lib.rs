@@ -72,7 +72,7 @@ use std::collections::BTreeSet;
 
 /// Placement policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Percent of every host's capacity that failover placements leave free (headroom), 0-100.
     pub headroom_pct: u8,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// How a target's probe results are turned into a verdict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Detector {
     /// Dead after `misses` probes in a row got no reply (lost, timed out or failed to send).
     ConsecutiveMisses {
@@ -19,15 +19,20 @@ pub enum Detector {
         /// Suspicion level that makes the verdict (8 to 12 is usual; 10 means a 1 in 10^10 chance
         /// under the model that the target is still alive).
         threshold: f64,
-        /// Floor for the learnt standard deviation of the gaps, in milliseconds.
+        /// Floor for the learnt standard deviation of the gaps, in milliseconds (written as a
+        /// duration, key `min_std_dev`).
+        #[serde(rename = "min_std_dev", with = "am_core::time::duration_str::millis")]
         min_std_dev_ms: u64,
-        /// Added to the learnt mean gap: silence tolerated on top of the normal rhythm, in ms.
+        /// Added to the learnt mean gap: silence tolerated on top of the normal rhythm, in ms
+        /// (key `acceptable_pause`).
+        #[serde(rename = "acceptable_pause", with = "am_core::time::duration_str::millis")]
         acceptable_pause_ms: u64,
         /// At least this many probes in a row must also have failed (so that no single late reply
         /// or lost probe can make a verdict).
         min_misses: u32,
         /// Dead after this much silence whatever the model says, in ms: keeps the detection bound
-        /// even after a history of long gaps.
+        /// even after a history of long gaps (key `max_silence`).
+        #[serde(rename = "max_silence", with = "am_core::time::duration_str::millis")]
         max_silence_ms: u64,
     },
 }
@@ -47,12 +52,13 @@ impl Detector {
 
 /// The rhythm and detector for one kind of target.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Timing {
     /// Time between two probes of one target.
-    #[serde(rename = "interval_ms", with = "millis")]
+    #[serde(with = "am_core::time::duration_str")]
     pub interval: Duration,
     /// How long one probe waits for its reply. It may exceed `interval` (probes overlap).
-    #[serde(rename = "timeout_ms", with = "millis")]
+    #[serde(with = "am_core::time::duration_str")]
     pub timeout: Duration,
     /// How results become a "dead" verdict.
     pub detector: Detector,
@@ -164,7 +170,7 @@ impl Timing {
 
 /// All settings of the [`Monitor`](crate::Monitor) and the [`drive`](crate::drive) loop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Hosts' management addresses and the manager's isolation addresses.
     pub hosts: Timing,
@@ -176,7 +182,7 @@ pub struct Settings {
     /// Before a host or guest is declared dead, the manager must have proof that it can reach the
     /// network itself: a reply from an isolation address, or from most other hosts, to a probe sent
     /// at most this long before the target's latest lost probe.
-    #[serde(rename = "isolation_proof_window_ms", with = "millis")]
+    #[serde(with = "am_core::time::duration_str")]
     pub isolation_proof_window: Duration,
     /// Seed of the schedule's spreading and jitter (deterministic for a given seed and target).
     pub seed: u64,
@@ -301,19 +307,6 @@ impl Settings {
 }
 
 /// Serde for a [`Duration`] as whole milliseconds.
-mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -403,6 +403,7 @@ fn apply(w: &mut World, now: Time, action: &Action) -> Result<ActionOutcome, HvE
         Action::FenceHost { host } => done(w.fence_host(now, host)),
         Action::RemoveHost { host } => done(w.remove_host(now, host)),
         Action::AddHost { spare } => w.add_host(now, spare).map(ActionOutcome::HostAdded),
+        Action::MountDatastore { host, datastore } => done(w.mount_datastore(now, host, datastore)),
         Action::EnterMaintenance { host } => done(w.set_maintenance(now, host, true)),
         Action::ExitMaintenance { host } => done(w.set_maintenance(now, host, false)),
     }

@@ -160,7 +160,8 @@ pub struct DatastoreSpec {
     /// Capacity in MiB (default 4 TiB).
     #[serde(default = "default_ds_capacity")]
     pub capacity_mib: u64,
-    /// Hosts that mount it; absent means every host, including spares added later (shared).
+    /// Hosts that mount it; absent means every host of the cluster (shared). A spare added later
+    /// mounts it only when asked to (`mount_datastore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
 }
@@ -239,6 +240,8 @@ latencies! {
     remove_host = 1_000;
     /// Add a spare host (default 15s).
     add_host = 15_000;
+    /// Mount a datastore on a host (default 2s).
+    mount_datastore = 2_000;
     /// Enter maintenance mode (default 1s).
     enter_maintenance = 1_000;
     /// Exit maintenance mode (default 1s).
@@ -288,6 +291,15 @@ pub struct ClusterSpec {
     /// How often live hosts write their datastore heartbeat (default 5s).
     #[serde(default = "default_storage_heartbeat_period", with = "serde_duration")]
     pub storage_heartbeat_period: Duration,
+    /// Whether hosts have a storage heartbeat the manager can read (default true). vCenter does
+    /// not expose one: `false` is a cluster as `am-daemon run` sees it.
+    #[serde(default = "default_true")]
+    pub storage_heartbeats: bool,
+    /// Whether a VM's files are locked by the host that runs it (default true), as on VMFS and
+    /// NFS: powering it on elsewhere fails with `Locked` while it still runs. `false` lets a
+    /// manager's mistake through, so the split-brain invariant can catch it.
+    #[serde(default = "default_true")]
+    pub file_locks: bool,
     /// How long a call takes to fail when the manager is isolated (default 1s).
     #[serde(default = "default_unreachable_delay", with = "serde_duration")]
     pub unreachable_delay: Duration,
@@ -327,6 +339,8 @@ impl ClusterSpec {
             initial_clones: false,
             heartbeat_delay: default_heartbeat_delay(),
             storage_heartbeat_period: default_storage_heartbeat_period(),
+            storage_heartbeats: true,
+            file_locks: true,
             unreachable_delay: default_unreachable_delay(),
             enforce_capacity: true,
             probe_loss: 0.0,
@@ -671,7 +685,7 @@ mod tests {
             power = "off"
             [latencies]
             power_on = "2s"
-            clone = 15000
+            clone = "15s"
             [spares.s1]
             cpu_mhz = 10000
             mem_mib = 32768

@@ -80,6 +80,12 @@ pub struct HostTruth {
     pub maintenance: bool,
     /// Last time it wrote its datastore heartbeat.
     pub last_heartbeat: Time,
+    /// Added from the spare pool: it mounts only the datastores mounted on it since.
+    #[serde(default)]
+    pub spare: bool,
+    /// Datastores mounted on it by `mount_datastore`.
+    #[serde(default)]
+    pub mounted: std::collections::BTreeSet<am_core::DatastoreId>,
 }
 
 /// A VM guest's state.

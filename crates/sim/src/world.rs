@@ -54,6 +54,8 @@ pub(crate) struct Settings {
     pub unreachable_delay: Duration,
     pub enforce_capacity: bool,
     pub log_capacity: usize,
+    pub storage_heartbeats: bool,
+    pub file_locks: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -66,7 +68,7 @@ struct DsTruth {
 
 #[derive(Clone, Debug, PartialEq)]
 enum Entry {
-    Delta(InventoryDelta),
+    Delta(Box<InventoryDelta>),
     Event(ClusterEvent),
 }
 
@@ -175,6 +177,8 @@ impl World {
             unreachable_delay: spec.unreachable_delay,
             enforce_capacity: spec.enforce_capacity,
             log_capacity: spec.change_log_capacity.max(1),
+            storage_heartbeats: spec.storage_heartbeats,
+            file_locks: spec.file_locks,
         };
         let hosts = spec
             .hosts
@@ -359,7 +363,7 @@ impl World {
                     maintenance: h.maintenance,
                     failure_domain: h.failure_domain.clone(),
                     mgmt_address: h.mgmt_address.clone(),
-                    storage_heartbeat: Some(h.last_heartbeat),
+                    storage_heartbeat: self.cfg.storage_heartbeats.then_some(h.last_heartbeat),
                 },
             );
         }
@@ -388,7 +392,7 @@ impl World {
             let hosts: Vec<HostId> = inv
                 .hosts
                 .keys()
-                .filter(|h| ds.hosts.as_ref().is_none_or(|set| set.contains(*h)))
+                .filter(|h| self.mounts(h, &ds.id))
                 .cloned()
                 .collect();
             inv.datastores.insert(
@@ -446,7 +450,74 @@ impl World {
             cpu_usage_mhz: Some(cpu),
             datastore: vm.datastore.clone(),
             backup_of: vm.backup_of.clone(),
+            config_path: Some(match &vm.datastore {
+                Some(ds) => format!("[{ds}] {}/{}.vmx", vm.name, vm.name),
+                None => format!("{}/{}.vmx", vm.name, vm.name),
+            }),
+            instance_uuid: None,
+            backup: true,
         }
+    }
+
+    /// Whether `host` mounts datastore `ds`: listed in its spec, or shared by the original hosts,
+    /// or mounted on it since.
+    fn mounts(&self, host: &HostId, ds: &DatastoreId) -> bool {
+        let Some(h) = self.hosts.get(host) else {
+            return false;
+        };
+        if h.mounted.contains(ds) {
+            return true;
+        }
+        match self.datastores.get(ds).map(|d| &d.hosts) {
+            Some(Some(set)) => set.contains(host),
+            Some(None) => !h.spare,
+            None => false,
+        }
+    }
+
+    /// Refuses to start `vm` on `host` while another host still runs it (its files are locked
+    /// there), or when `host` does not mount the VM's datastore.
+    fn check_files(&self, vm: &VmId, host: &HostId) -> Result<(), HvError> {
+        let v = self.vm(vm)?;
+        if let Some(holder) = v
+            .running_on
+            .iter()
+            .find(|h| *h != host)
+            .filter(|_| self.cfg.file_locks)
+        {
+            return Err(HvError::Locked {
+                id: vm.to_string(),
+                file: format!("{}/{}.vmx (held by {holder})", v.name, v.name),
+            });
+        }
+        self.check_datastore(vm, host)
+    }
+
+    /// Refuses `host` for `vm` when it does not mount the VM's datastore.
+    fn check_datastore(&self, vm: &VmId, host: &HostId) -> Result<(), HvError> {
+        let v = self.vm(vm)?;
+        if let Some(ds) = &v.datastore
+            && !self.mounts(host, ds)
+        {
+            return Err(HvError::invalid_state(
+                vm,
+                format!("datastore {ds} is not mounted on {host}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn mount_datastore(&mut self, _now: Time, host: &HostId, ds: &DatastoreId) -> Result<(), HvError> {
+        if !self.datastores.contains_key(ds) {
+            return Err(HvError::not_found("datastore", ds));
+        }
+        let h = self.host_mut(host)?;
+        if !h.condition.is_managed() {
+            return Err(unreachable_host(host, h.condition));
+        }
+        h.mounted.insert(ds.clone());
+        self.note(format!("datastore {ds} mounted on {host}"));
+        Ok(())
     }
 
     /// Recomputes the view at `t`, logs the deltas and pending events, checks the invariants.
@@ -510,7 +581,7 @@ impl World {
         self.view = new;
         for d in deltas {
             self.version += 1;
-            self.log.push_back((self.version, Entry::Delta(d)));
+            self.log.push_back((self.version, Entry::Delta(Box::new(d))));
         }
         for kind in events {
             self.version += 1;
@@ -545,7 +616,7 @@ impl World {
             Some(v) if v < self.version && v + 1 >= first_kept => {
                 for (_, entry) in self.log.iter().filter(|(ev, _)| *ev > v) {
                     match entry {
-                        Entry::Delta(d) => changes.deltas.push(d.clone()),
+                        Entry::Delta(d) => changes.deltas.push((**d).clone()),
                         Entry::Event(e) => changes.events.push(e.clone()),
                     }
                 }
@@ -1183,6 +1254,7 @@ impl World {
         if self.host(&host)?.maintenance {
             return Err(HvError::invalid_state(&host, "host is in maintenance mode"));
         }
+        self.check_files(vm, &host)?;
         self.check_capacity(&host, vm)?;
         let user = self.manager();
         self.boot(now, vm, &host, Boot::Plain, user, true);
@@ -1332,6 +1404,7 @@ impl World {
         if from == *to {
             return Err(HvError::invalid_state(vm, format!("already on {to}")));
         }
+        self.check_datastore(vm, to)?;
         self.check_capacity(to, vm)?;
         let was_on = self.is_on_at_home(vm);
         let user = self.manager();
@@ -1362,8 +1435,9 @@ impl World {
         Ok(())
     }
 
-    /// Registers `vm` on `to` and powers it on there, without checking whether it still runs on
-    /// a host vCenter cannot reach: that is how split brain happens.
+    /// Registers `vm` on `to` and powers it on there. A VM that still runs on a host vCenter
+    /// cannot reach holds its files locked: the power-on fails with `Locked` (the lock is the last
+    /// guard against split brain; the manager must not count on it).
     pub fn failover(&mut self, now: Time, vm: &VmId, to: &HostId) -> Result<(), HvError> {
         let v = self.vm(vm)?;
         if let Some(home) = &v.registered
@@ -1374,6 +1448,7 @@ impl World {
             return Err(HvError::invalid_state(vm, format!("powered on on {home}")));
         }
         self.placement_target(to)?;
+        self.check_files(vm, to)?;
         self.check_capacity(to, vm)?;
         let from = v.registered.clone();
         let user = self.manager();
@@ -1485,7 +1560,8 @@ impl World {
                 "a host with this id is already in the cluster",
             ));
         }
-        let truth = host_truth(id.as_str(), spec, now);
+        let mut truth = host_truth(id.as_str(), spec, now);
+        truth.spare = true;
         self.spares.remove(spare);
         self.hosts.insert(id.clone(), truth);
         self.note(format!("host {id} added from spare {spare}"));
@@ -1512,6 +1588,8 @@ fn host_truth(id: &str, h: &HostSpec, now: Time) -> HostTruth {
         removed: false,
         maintenance: false,
         last_heartbeat: now,
+        spare: false,
+        mounted: BTreeSet::new(),
     }
 }
 

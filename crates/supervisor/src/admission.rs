@@ -1,13 +1,20 @@
-//! Admission control from the precomputed plans: an alarm while the failure of some host would
-//! leave a protected VM with no place.
+//! Standing readiness alarms: admission control from the precomputed plans (an alarm while the
+//! failure of some host would leave a protected VM with no place), and hosts whose death could
+//! only be confirmed by their VMs' file locks (no second failure signal).
 
 use super::*;
+use crate::record::summarize;
 
 impl Supervisor {
     /// Admission control from the precomputed plans: an alarm while the failure of some host would
     /// leave a protected VM with no place.
     pub(crate) fn check_admission(&mut self, now: Time) {
         self.admission_check_at = now + std::time::Duration::from_secs(30);
+        if self.source == SourceState::Lost {
+            // A stale view would raise (or clear) it for hosts as they were.
+            return;
+        }
+        self.check_signals(now);
         let Some(plans) = self.plans.as_ref().filter(|p| p.is_fresh()) else {
             return;
         };
@@ -16,7 +23,7 @@ impl Supervisor {
             .hosts_at_risk
             .iter()
             .filter(|h| self.hosts.get(*h).is_some_and(|r| r.state == HostState::Up))
-            .map(|h| h.to_string())
+            .map(|h| self.host_label(h))
             .collect();
         if at_risk.is_empty() {
             self.clear(now, AlarmKind::FailoverAtRisk, Subject::Cluster);
@@ -28,10 +35,47 @@ impl Supervisor {
                 Severity::Warning,
                 format!(
                     "the failure of {} would leave protected VMs with no place (host failures tolerated: {})",
-                    at_risk.join(", "),
+                    summarize(&at_risk),
                     admission.host_failures_tolerated
                 ),
             );
         }
+    }
+
+    /// `FailoverDegraded` while some hosts have no failure signal but vCenter's connection state:
+    /// for them "dead" can only be confirmed by the VMs' file locks at failover (or, with
+    /// `single_signal = "wait"`, is never declared).
+    pub(crate) fn check_signals(&mut self, now: Time) {
+        let live: Vec<&HostId> = self
+            .hosts
+            .iter()
+            .filter(|(_, r)| r.state != HostState::Removed)
+            .map(|(id, _)| id)
+            .collect();
+        let single: Vec<String> = live
+            .iter()
+            .filter(|h| self.second_signals(h).is_empty())
+            .map(|h| self.host_label(h))
+            .collect();
+        if single.is_empty() {
+            self.clear(now, AlarmKind::FailoverDegraded, Subject::Cluster);
+            return;
+        }
+        let what = match self.cfg.single_signal {
+            SingleSignal::CheckLocks => "a failure is confirmed only by the VMs' file locks at failover",
+            SingleSignal::Wait => "they are never declared dead (single_signal = wait)",
+        };
+        let names = summarize(&single);
+        self.raise(
+            now,
+            AlarmKind::FailoverDegraded,
+            Subject::Cluster,
+            Severity::Warning,
+            format!(
+                "{} of {} hosts have no failure signal but vCenter's connection state ({names}): {what}; configure management or guest probes",
+                single.len(),
+                live.len()
+            ),
+        );
     }
 }

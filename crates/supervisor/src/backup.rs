@@ -9,7 +9,7 @@ impl Supervisor {
     /// its own offset in the period, at most `max_in_flight` at once.
     pub(crate) fn refresh_backups(&mut self, now: Time) {
         let policy = self.cfg.backup.clone();
-        if policy.snapshot_every.is_zero() || self.manager_isolated() {
+        if policy.snapshot_every.is_zero() || self.manager_isolated() || self.source == SourceState::Lost {
             return;
         }
         let mut busy = self
@@ -24,7 +24,17 @@ impl Supervisor {
                 continue;
             }
             let Some(vm) = self.inv.vms.get(id) else { continue };
-            if !vm.is_protected() || vm.power != PowerState::PoweredOn {
+            if !vm.is_protected() || !vm.backup || vm.power != PowerState::PoweredOn {
+                continue;
+            }
+            // Only on a host that is up: a suspect host's snapshot may never finish, and a VM
+            // whose host is in trouble has no "good" state to keep.
+            let host_up = vm
+                .host
+                .as_ref()
+                .and_then(|h| self.hosts.get(h))
+                .is_some_and(|r| r.state == HostState::Up);
+            if !host_up {
                 continue;
             }
             let next = *rec

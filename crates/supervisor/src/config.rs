@@ -15,10 +15,60 @@ pub enum IsolationResponse {
     PowerOffAndRestart,
 }
 
+/// What to do with a host whose only failure signal is the management server's connection state
+/// (no management probe, no storage heartbeat, no probed guest, no out-of-band power state).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SingleSignal {
+    /// Declare it dead after `single_signal_confirm` and fail its VMs over, each behind the check
+    /// of its files' lock: a VM found locked still runs there, and the host is isolated, not
+    /// dead. What vSphere HA does without heartbeat datastores.
+    #[default]
+    CheckLocks,
+    /// Never declare it dead on one signal: it stays unreachable, under an alarm, until a person
+    /// acts or a second signal appears.
+    Wait,
+}
+
+/// When a dead host may be removed from the management server (which drops whatever it still
+/// lists on it). Never while any sign of life was seen since it became unreachable, nor while
+/// protected VMs that were on it wait for a place or their failover is unfinished.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Removal {
+    /// After the revival attempts failed and an out-of-band fence of it is confirmed: then
+    /// nothing of it can run. Without a fence configured it is never removed.
+    #[default]
+    AfterFence,
+    /// After the revival attempts failed.
+    AfterRevival,
+    /// Never: it stays in the inventory, dead, under its alarm.
+    Never,
+}
+
+/// What the backend can do out of band (set by the daemon from its configuration, not read from
+/// the file): revival and fencing are only tried where they can work.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `ReviveHost` can work (a hook, a BMC, an admin vCenter).
+    pub revive: bool,
+    /// `FenceHost` can work.
+    pub fence: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            revive: true,
+            fence: true,
+        }
+    }
+}
+
 /// Supervisor settings. Every duration is virtual time in the simulator and monotonic time in the
 /// daemon.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The user name the manager's own operations carry in events (power-offs by it are not user
     /// power-offs).
@@ -69,6 +119,13 @@ pub struct Config {
     pub reconcile_window: Duration,
     /// What to do with the VMs of an isolated host.
     pub isolation_response: IsolationResponse,
+    /// What to do with a host that has only one failure signal.
+    pub single_signal: SingleSignal,
+    /// When a dead host may be removed.
+    pub removal: Removal,
+    /// What the backend can do out of band (from the daemon's configuration).
+    #[serde(skip)]
+    pub capabilities: Capabilities,
     /// More than this fraction of the hosts unreachable within `storm_window` is a storm: the
     /// manager suspects its own network and fails nothing over.
     pub storm_fraction: f64,
@@ -88,7 +145,7 @@ pub struct Config {
 /// never flooded); the manager's own snapshots beyond `keep_snapshots` are removed, oldest first.
 /// The recovery ladder reverts to the newest snapshot taken before an incident began.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BackupPolicy {
     /// How often each VM gets a new snapshot; `0s` turns the backup cache off.
     #[serde(with = "am_core::time::duration_str")]
@@ -130,6 +187,9 @@ impl Default for Config {
             revive_interval: Duration::from_secs(10),
             reconcile_window: Duration::from_secs(60),
             isolation_response: IsolationResponse::LeaveRunning,
+            single_signal: SingleSignal::CheckLocks,
+            removal: Removal::AfterFence,
+            capabilities: Capabilities::default(),
             storm_fraction: 0.5,
             storm_window: Duration::from_secs(10),
             spares: Vec::new(),

@@ -4,8 +4,58 @@
 
 use super::*;
 use crate::ladder::priority_of;
+use crate::record::summarize;
+
+/// Datastore reachability as placement rules: each of `vms` goes only to hosts that mount its
+/// datastore, where the inventory says which hosts do (a datastore with no known mounts rules
+/// nothing out).
+pub(crate) fn datastore_constraints<'a>(
+    inv: &Inventory,
+    vms: impl Iterator<Item = &'a VmId>,
+) -> planner::Constraints {
+    let mut c = planner::Constraints::default();
+    let mut by_ds: BTreeMap<&am_core::DatastoreId, BTreeSet<VmId>> = BTreeMap::new();
+    for id in vms {
+        let Some(ds) = inv.vms.get(id).and_then(|v| v.datastore.as_ref()) else {
+            continue;
+        };
+        if inv.datastores.get(ds).is_some_and(|d| !d.hosts.is_empty()) {
+            by_ds.entry(ds).or_default().insert(id.clone());
+        }
+    }
+    for (ds, vms) in by_ds {
+        let group = format!("datastore {ds}");
+        let hosts = inv.datastores[ds].hosts.iter().cloned().collect();
+        c.host_groups.insert(group.clone(), hosts);
+        c.host_rules.push(planner::HostRule {
+            name: format!("on datastore {ds}"),
+            vms,
+            host_group: group,
+            kind: planner::RuleKind::MustRunOn,
+        });
+    }
+    c
+}
+
+/// Whether `host` can run `vm` as far as its datastore goes (mounted there, or mounts unknown).
+pub(crate) fn sees_datastore(inv: &Inventory, vm: &VmId, host: &HostId) -> bool {
+    let Some(ds) = inv.vms.get(vm).and_then(|v| v.datastore.as_ref()) else {
+        return true;
+    };
+    match inv.datastores.get(ds) {
+        Some(d) if !d.hosts.is_empty() => d.hosts.contains(host),
+        _ => true,
+    }
+}
 
 impl Supervisor {
+    /// Places `vms` on `view` away from `exclude`, each on hosts that mount its datastore.
+    pub(crate) fn place(&self, view: &Inventory, vms: &[VmId], exclude: &BTreeSet<HostId>) -> planner::Plan {
+        let constraints = datastore_constraints(view, vms.iter());
+        planner::place_with(view, &constraints, vms, exclude, &self.cfg.placement)
+            .unwrap_or_else(|_| planner::place(view, vms, exclude, &self.cfg.placement))
+    }
+
     /// Hosts no VM may go to now.
     pub(crate) fn unusable_hosts(&self) -> BTreeSet<HostId> {
         self.hosts
@@ -121,10 +171,13 @@ impl Supervisor {
             let covered = vms
                 .iter()
                 .all(|v| plan.placements.contains_key(*v) || plan.unplaced.contains_key(*v));
-            let targets_up = vms
-                .iter()
-                .filter_map(|v| plan.placements.get(*v))
-                .all(|h| self.hosts.get(h).is_some_and(|r| r.state == HostState::Up));
+            let targets_up = vms.iter().all(|v| match plan.placements.get(*v) {
+                Some(h) => {
+                    self.hosts.get(h).is_some_and(|r| r.state == HostState::Up)
+                        && sees_datastore(&self.inv, v, h)
+                }
+                None => true,
+            });
             if !(covered && targets_up) {
                 continue;
             }
@@ -143,31 +196,40 @@ impl Supervisor {
         (placed, unplaced)
     }
 
-    /// VMs switched off on purpose stay off, but not on a dead host that will be removed (and
-    /// take them out of the inventory with it): they are registered, still off, on a live host.
+    /// VMs switched off on purpose stay off, and VMs nobody protects are not restarted, but
+    /// neither stays on a dead host that may be removed (and take them out of the inventory with
+    /// it): they are registered, still off, on a live host. The manager's own backup clones are
+    /// not: the backup cache makes new ones.
     pub(crate) fn rehome_stay_off(&mut self, now: Time, host: &HostId) {
         let off: Vec<VmId> = self
             .inv
             .vms_on(host)
-            .filter(|vm| vm.is_protected())
-            .filter(|vm| matches!(self.vm_state(&vm.id), Some(VmState::StayOff { .. })))
+            .filter(|vm| vm.backup_of.is_none())
+            .filter(|vm| {
+                matches!(
+                    self.vm_state(&vm.id),
+                    Some(VmState::StayOff { .. } | VmState::Unprotected)
+                )
+            })
             .map(|vm| vm.id.clone())
             .collect();
         if off.is_empty() {
             return;
         }
         let unusable = self.unusable_hosts();
-        let Some(target) = self
-            .inv
-            .hosts
-            .values()
-            .filter(|h| !unusable.contains(&h.id) && h.accepts_vms())
-            .max_by_key(|h| (self.inv.free(&h.id).mem_mib, std::cmp::Reverse(h.id.clone())))
-            .map(|h| h.id.clone())
-        else {
-            return;
-        };
         for vm in off {
+            let Some(target) = self
+                .inv
+                .hosts
+                .values()
+                .filter(|h| {
+                    !unusable.contains(&h.id) && h.accepts_vms() && sees_datastore(&self.inv, &vm, &h.id)
+                })
+                .max_by_key(|h| (self.inv.free(&h.id).mem_mib, std::cmp::Reverse(h.id.clone())))
+                .map(|h| h.id.clone())
+            else {
+                continue;
+            };
             let action = Action::Register {
                 vm: vm.clone(),
                 host: target.clone(),
@@ -177,7 +239,11 @@ impl Supervisor {
                 action,
                 Purpose::Rehome(vm),
                 10,
-                format!("host {host} dead: keep it off, registered on {target}"),
+                format!(
+                    "host {} dead: keep it off, registered on {}",
+                    self.host_label(host),
+                    self.host_label(&target)
+                ),
             );
         }
     }
@@ -199,7 +265,8 @@ impl Supervisor {
         }
         self.capacity_retry_at = now + std::time::Duration::from_secs(5);
         let unusable = self.unusable_hosts();
-        let (by_plan, plan_unplaced) = self.precomputed_placements(&waiting);
+        // A VM its plan left out is placed afresh: the plan may predate a host or a mount.
+        let (by_plan, _) = self.precomputed_placements(&waiting);
         let plan = {
             let mut view = self.planning_view();
             if !by_plan.is_empty() {
@@ -214,11 +281,10 @@ impl Supervisor {
             // VMs whose earlier failover failed on a host try the others first, one at a time.
             let (fresh, retried): (Vec<VmId>, Vec<VmId>) = waiting
                 .iter()
-                .filter(|v| !by_plan.contains_key(*v) && !plan_unplaced.contains_key(*v))
+                .filter(|v| !by_plan.contains_key(*v))
                 .cloned()
                 .partition(|v| self.vms.get(v).is_none_or(|r| r.failover_excluded.is_empty()));
-            let mut plan = planner::place(&view, &fresh, &unusable, &self.cfg.placement);
-            plan.unplaced.extend(plan_unplaced);
+            let mut plan = self.place(&view, &fresh, &unusable);
             for vm in retried {
                 let mut exclude = unusable.clone();
                 exclude.extend(
@@ -227,7 +293,7 @@ impl Supervisor {
                         .map(|r| r.failover_excluded.clone())
                         .unwrap_or_default(),
                 );
-                let single = planner::place(&view, std::slice::from_ref(&vm), &exclude, &self.cfg.placement);
+                let single = self.place(&view, std::slice::from_ref(&vm), &exclude);
                 plan.placements.extend(single.placements);
                 plan.unplaced.extend(single.unplaced);
             }
@@ -236,10 +302,14 @@ impl Supervisor {
         let mut plan = plan;
         plan.placements
             .extend(by_plan.iter().map(|(vm, to)| (vm.clone(), to.clone())));
-        // Running beats anti-affinity when nothing else can help: with no spare left to add,
-        // VMs kept out only by their anti-affinity group run beside a member, with a reason.
+        // A spare the manager added first gets the datastores the VMs left out live on.
+        let left_out: Vec<VmId> = plan.unplaced.keys().cloned().collect();
+        let mounting = self.mount_for(now, &left_out);
+        // Running beats anti-affinity when nothing else can help: with no spare left to add or
+        // to mount a datastore on, VMs kept out only by their anti-affinity group run beside a
+        // member, with a reason.
         let mut relaxed: BTreeSet<VmId> = BTreeSet::new();
-        if self.spares.is_empty() && !self.adding_spare {
+        if self.spares.is_empty() && !self.adding_spare && !mounting {
             let blocked: Vec<VmId> = plan
                 .unplaced
                 .iter()
@@ -259,7 +329,7 @@ impl Supervisor {
                         v.anti_affinity_group = None;
                     }
                 }
-                let second = planner::place(&view, &blocked, &unusable, &self.cfg.placement);
+                let second = self.place(&view, &blocked, &unusable);
                 for (vm, to) in second.placements {
                     plan.unplaced.remove(&vm);
                     relaxed.insert(vm.clone());
@@ -279,6 +349,32 @@ impl Supervisor {
             })
             .collect();
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // From a host dead on one signal, one VM first: if its files are locked the host lives,
+        // and the others are never touched.
+        let mut probing: BTreeSet<HostId> = self
+            .vms
+            .values()
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    VmState::Recovering {
+                        step: Step::Failover,
+                        ..
+                    }
+                )
+            })
+            .filter_map(|r| r.failed_from.clone())
+            .filter(|h| self.hosts.get(h).is_some_and(|r| r.unconfirmed))
+            .collect();
+        order.retain(|(_, vm, _)| {
+            let Some(from) = self.vms.get(vm).and_then(|r| r.failed_from.clone()) else {
+                return true;
+            };
+            if !self.hosts.get(&from).is_some_and(|r| r.unconfirmed) {
+                return true;
+            }
+            probing.insert(from)
+        });
         for (priority, vm, to) in order {
             let action = Action::Failover {
                 vm: vm.clone(),
@@ -301,9 +397,15 @@ impl Supervisor {
                 format!("failover to {to}"),
             );
         }
-        let unplaced = plan.unplaced.len();
+        let unplaced_vms: Vec<VmId> = plan.unplaced.keys().cloned().collect();
+        let unplaced = unplaced_vms.len();
         if unplaced == 0 {
             self.clear(now, AlarmKind::CapacityInsufficient, Subject::Cluster);
+            self.clear(now, AlarmKind::SparePoolEmpty, Subject::Cluster);
+            return;
+        }
+        if mounting {
+            // Placement goes on once the spare mounts what they need.
             return;
         }
         self.raise(
@@ -328,9 +430,13 @@ impl Supervisor {
             !added && now < *until
         });
         self.spares.extend(back);
-        if !self.adding_spare {
-            if let Some(spare) = self.spares.pop_front() {
+        if self.adding_spare || !self.pending_spares.is_empty() {
+            return;
+        }
+        match self.spares.pop_front() {
+            Some(spare) => {
                 self.adding_spare = true;
+                self.clear(now, AlarmKind::SparePoolEmpty, Subject::Cluster);
                 self.issue(
                     now,
                     Action::AddHost { spare: spare.clone() },
@@ -339,6 +445,68 @@ impl Supervisor {
                     format!("{unplaced} protected VM(s) fit on no live host"),
                 );
             }
+            None => {
+                let names: Vec<String> = unplaced_vms.iter().map(|v| self.vm_label(v)).collect();
+                self.raise(
+                    now,
+                    AlarmKind::SparePoolEmpty,
+                    Subject::Cluster,
+                    Severity::Critical,
+                    format!(
+                        "{unplaced} protected VM(s) fit on no live host and no spare host is left to add: {}",
+                        summarize(&names)
+                    ),
+                );
+            }
         }
+    }
+
+    /// Mounts on the spares the manager added the datastores `vms` live on (a new host mounts
+    /// nothing). True while such a mount is in flight: placement waits for it.
+    fn mount_for(&mut self, now: Time, vms: &[VmId]) -> bool {
+        let mut wanted: BTreeSet<(HostId, am_core::DatastoreId)> = BTreeSet::new();
+        for h in &self.added_spares {
+            if self.hosts.get(h).is_none_or(|r| r.state != HostState::Up) {
+                continue;
+            }
+            for vm in vms {
+                let Some(ds) = self.inv.vms.get(vm).and_then(|v| v.datastore.clone()) else {
+                    continue;
+                };
+                let known = self.inv.datastores.get(&ds).is_some_and(|d| !d.hosts.is_empty());
+                if known
+                    && !sees_datastore(&self.inv, vm, h)
+                    && !self.failed_mounts.contains(&(h.clone(), ds.clone()))
+                {
+                    wanted.insert((h.clone(), ds));
+                }
+            }
+        }
+        let mut pending = false;
+        for (host, datastore) in wanted {
+            let in_flight = self.in_flight.values().any(
+                |f| matches!(&f.action, Action::MountDatastore { host: h, datastore: d } if *h == host && *d == datastore),
+            );
+            pending = true;
+            if in_flight {
+                continue;
+            }
+            let waiting = vms
+                .iter()
+                .filter(|v| self.inv.vms.get(*v).and_then(|v| v.datastore.as_ref()) == Some(&datastore))
+                .count();
+            let label = self.host_label(&host);
+            self.issue(
+                now,
+                Action::MountDatastore {
+                    host: host.clone(),
+                    datastore: datastore.clone(),
+                },
+                Purpose::Mount(host),
+                250,
+                format!("{waiting} waiting VM(s) live on {datastore}, which spare {label} does not mount"),
+            );
+        }
+        pending
     }
 }

@@ -1,6 +1,7 @@
-//! The two guards of the manager's self-distrust, as state machines: its own network
-//! ([`ManagerNet`]) and the storm guard ([`StormGuard`]). While either holds, nothing is failed
-//! over.
+//! The guards of the manager's self-distrust, as state machines: its own network
+//! ([`ManagerNet`]) and the storm guard ([`StormGuard`]), while either holds nothing is failed
+//! over; and the inventory source ([`SourceState`]), while it is lost nothing is judged that
+//! needs a fresh inventory.
 
 use super::*;
 
@@ -26,6 +27,42 @@ impl Supervisor {
             );
         } else {
             self.clear(now, AlarmKind::ManagerIsolated, Subject::Manager);
+        }
+    }
+
+    /// The inventory source stopped answering, or answers again.
+    pub(crate) fn on_source_health(&mut self, now: Time, connected: bool, detail: String) {
+        let new = if connected {
+            SourceState::Connected
+        } else {
+            SourceState::Lost
+        };
+        if new == self.source {
+            return;
+        }
+        let from = self.source.name().to_owned();
+        self.source = new;
+        self.record_transition(
+            now,
+            Subject::Cluster,
+            format!("vcenter {from}"),
+            format!("vcenter {}", new.name()),
+            detail.clone(),
+        );
+        if connected {
+            self.clear(now, AlarmKind::VcenterUnreachable, Subject::Cluster);
+            // The inventory is read again; admission is judged on it then.
+            self.admission_check_at = now;
+        } else {
+            self.raise(
+                now,
+                AlarmKind::VcenterUnreachable,
+                Subject::Cluster,
+                Severity::Critical,
+                format!(
+                    "vCenter does not answer ({detail}): the inventory is stale; nothing is judged from it"
+                ),
+            );
         }
     }
 

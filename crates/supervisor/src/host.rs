@@ -3,6 +3,7 @@
 //! only through `set_host_state`, or issues the host's next action.
 
 use super::*;
+use crate::record::summarize;
 
 /// What is known of a host at one moment.
 struct Signals {
@@ -154,7 +155,7 @@ impl Supervisor {
                 AlarmKind::HostUnreachable,
                 Subject::Host(host.clone()),
                 Severity::Critical,
-                format!("host {host} unreachable"),
+                format!("host {} unreachable", self.host_label(host)),
             );
         } else if sig.conn_bad
             && !sig.ping_bad
@@ -209,13 +210,58 @@ impl Supervisor {
             if self.storm == StormGuard::Storm {
                 return;
             }
-            let why = if hb.is_some() {
-                "storage heartbeat stopped"
-            } else {
-                "no storage heartbeat signal, no guest answers"
+            let signals = self.second_signals(host);
+            if signals.is_empty() && self.cfg.single_signal == SingleSignal::Wait {
+                let name = self.host_label(host);
+                self.raise(
+                    now,
+                    AlarmKind::HostUnreachable,
+                    Subject::Host(host.clone()),
+                    Severity::Critical,
+                    format!(
+                        "host {name} unreachable; no second signal to tell dead from cut off: not failed over (single_signal = wait)"
+                    ),
+                );
+                return;
+            }
+            let why = match (hb.is_some(), signals.is_empty()) {
+                (true, _) => "storage heartbeat stopped".to_owned(),
+                (false, false) => format!("no sign of life ({} silent)", signals.join(", ")),
+                (false, true) => {
+                    "no second signal to confirm: failing over behind the VMs' file locks (single_signal = check_locks)"
+                        .to_owned()
+                }
             };
+            if signals.is_empty() && hb.is_none() {
+                if let Some(r) = self.hosts.get_mut(host) {
+                    r.unconfirmed = true;
+                }
+            }
             self.host_dead(now, host, format!("unreachable and silent: {why}"));
         }
+    }
+
+    /// The host's failure signals besides the management server's connection state: what can
+    /// tell a dead host from one only cut off from vCenter.
+    pub(crate) fn second_signals(&self, host: &HostId) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        let Some(h) = self.inv.hosts.get(host) else {
+            return found;
+        };
+        if h.mgmt_address.is_some() {
+            found.push("management probe");
+        }
+        if h.storage_heartbeat.is_some() {
+            found.push("storage heartbeat");
+        }
+        if self
+            .inv
+            .vms_on(host)
+            .any(|v| v.guest_address.is_some() && v.power == PowerState::PoweredOn)
+        {
+            found.push("guest probes");
+        }
+        found
     }
 
     /// Isolated: its VMs may still run. Back when reachable; dead when its heartbeat stops; in
@@ -255,61 +301,199 @@ impl Supervisor {
         self.issue_host_action(now, host, action, purpose, 200, reason.into());
     }
 
-    /// Dead: its VMs were failed over. Reconnect and out-of-band revival alternate
-    /// `revive_attempts` times, then the host is removed.
+    /// Dead: its VMs were failed over. Reconnect and out-of-band revival (where the backend can)
+    /// alternate `revive_attempts` times; then the removal rules decide (see [`Removal`]).
     fn next_host_state_dead(&mut self, now: Time, host: &HostId, sig: &Signals) {
         if sig.reachable {
             self.host_back(now, host, "answers again after revival");
             return;
         }
+        if sig.probed && !sig.ping_bad {
+            // Its management address answers: alive, only not managed.
+            if let Some(r) = self.hosts.get_mut(host) {
+                r.life_seen = true;
+            }
+        }
         if !sig.idle {
             return;
         }
         let done = self.hosts.get(host).map(|r| r.revive_actions).unwrap_or(0);
-        let (action, purpose, reason) = if done >= 2 * self.cfg.revive_attempts {
-            (
-                Action::RemoveHost { host: host.clone() },
-                Purpose::HostRemove(host.clone()),
-                format!("{} revival attempts failed", self.cfg.revive_attempts),
-            )
-        } else if done % 2 == 0 {
-            (
-                Action::ReconnectHost { host: host.clone() },
-                Purpose::HostReconnect(host.clone()),
-                format!("revival attempt {}: reconnect", done / 2 + 1),
-            )
-        } else {
-            (
-                Action::ReviveHost { host: host.clone() },
-                Purpose::HostRevive(host.clone()),
-                format!("revival attempt {}: out-of-band revival", done / 2 + 1),
-            )
-        };
+        let per_attempt = if self.cfg.capabilities.revive { 2 } else { 1 };
+        if done < per_attempt * self.cfg.revive_attempts {
+            let attempt = done / per_attempt + 1;
+            let (action, purpose, reason) = if done % per_attempt == 0 {
+                (
+                    Action::ReconnectHost { host: host.clone() },
+                    Purpose::HostReconnect(host.clone()),
+                    format!("revival attempt {attempt}: reconnect"),
+                )
+            } else {
+                (
+                    Action::ReviveHost { host: host.clone() },
+                    Purpose::HostRevive(host.clone()),
+                    format!("revival attempt {attempt}: out-of-band revival"),
+                )
+            };
+            self.host_step(now, host, action, purpose, reason);
+            if let Some(r) = self.hosts.get_mut(host) {
+                r.revive_actions += 1;
+            }
+            return;
+        }
+        self.consider_removal(now, host);
+    }
+
+    /// Issues a dead host's next action and counts it as a step of its incident.
+    fn host_step(&mut self, now: Time, host: &HostId, action: Action, purpose: Purpose, reason: String) {
         let step = action.name();
         self.issue_host_action(now, host, action, purpose, 100, reason);
-        if let Some(r) = self.hosts.get_mut(host) {
-            r.revive_actions += 1;
-        }
         let inc = self.hosts.get(host).and_then(|r| r.incident);
         if let Some(i) = inc.and_then(|i| self.incidents.get_mut(i)) {
             i.steps.push(step.to_owned());
         }
     }
 
-    pub(crate) fn host_isolated(&mut self, now: Time, host: &HostId, reason: String) {
-        self.set_host_state(now, host, HostState::Isolated { since: now }, reason.clone());
-        let inc = self.open_incident(now, Subject::Host(host.clone()), "isolated");
-        if let Some(r) = self.hosts.get_mut(host) {
-            r.incident = Some(inc);
+    /// Revival failed: remove the host if the rules allow it now, fence it first where they ask
+    /// for it; else say (once) why it stays.
+    fn consider_removal(&mut self, now: Time, host: &HostId) {
+        let Some(rec) = self.hosts.get(host) else { return };
+        if rec.removal_settled {
+            return;
         }
-        self.clear(now, AlarmKind::HostUnreachable, Subject::Host(host.clone()));
+        let fenced = rec.fenced;
+        if let Some(why) = self.removal_blocker(host) {
+            self.note_removal(now, host, why);
+            return;
+        }
+        let attempts = self.cfg.revive_attempts;
+        match self.cfg.removal {
+            Removal::Never => self.settle_removal(now, host, "left in the inventory (removal = never)"),
+            Removal::AfterFence if !fenced && !self.cfg.capabilities.fence => self.settle_removal(
+                now,
+                host,
+                "not removed: no fence is configured to make sure nothing of it runs (removal = after_fence)",
+            ),
+            Removal::AfterFence if !fenced => self.host_step(
+                now,
+                host,
+                Action::FenceHost { host: host.clone() },
+                Purpose::HostFence(host.clone()),
+                format!("{attempts} revival attempts failed: fence it before removal"),
+            ),
+            Removal::AfterFence | Removal::AfterRevival => {
+                if let Some(r) = self.hosts.get_mut(host) {
+                    r.removal_settled = true;
+                }
+                let why = if fenced {
+                    format!("{attempts} revival attempts failed; fenced")
+                } else {
+                    format!("{attempts} revival attempts failed")
+                };
+                self.host_step(
+                    now,
+                    host,
+                    Action::RemoveHost { host: host.clone() },
+                    Purpose::HostRemove(host.clone()),
+                    why,
+                );
+            }
+        }
+    }
+
+    /// Why a dead host may not be removed now, if it may not.
+    fn removal_blocker(&self, host: &HostId) -> Option<String> {
+        let rec = self.hosts.get(host)?;
+        if rec.life_seen {
+            return Some("a sign of life was seen since it became unreachable".into());
+        }
+        let waiting: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|(id, r)| {
+                let from_here = r.failed_from.as_ref() == Some(host)
+                    && matches!(
+                        r.state,
+                        VmState::AwaitingCapacity
+                            | VmState::Recovering {
+                                step: Step::Failover,
+                                ..
+                            }
+                            | VmState::Reconciling { .. }
+                    );
+                // Anything but the manager's own clones still registered there would be dropped
+                // from the inventory with it.
+                let still_here = self
+                    .inv
+                    .vms
+                    .get(*id)
+                    .is_some_and(|v| v.host.as_ref() == Some(host) && v.backup_of.is_none());
+                from_here || still_here
+            })
+            .map(|(id, _)| self.vm_label(id))
+            .collect();
+        (!waiting.is_empty()).then(|| {
+            format!(
+                "VMs from it are not placed elsewhere yet ({})",
+                summarize(&waiting)
+            )
+        })
+    }
+
+    /// Notes why a host stays, once per reason.
+    fn note_removal(&mut self, now: Time, host: &HostId, why: String) {
+        let Some(r) = self.hosts.get_mut(host) else { return };
+        if r.removal_note.as_deref() == Some(why.as_str()) {
+            return;
+        }
+        r.removal_note = Some(why.clone());
+        self.note(now, Subject::Host(host.clone()), format!("not removed: {why}"));
+    }
+
+    /// Ends the removal question for a host that stays.
+    fn settle_removal(&mut self, now: Time, host: &HostId, why: &str) {
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.removal_settled = true;
+        }
+        self.note(now, Subject::Host(host.clone()), why.to_owned());
+    }
+
+    /// The isolation alarm, naming the VMs found running there (by their locked files).
+    pub(crate) fn raise_isolated(&mut self, now: Time, host: &HostId, reason: &str) {
+        let name = self.host_label(host);
+        let running: Vec<String> = self
+            .hosts
+            .get(host)
+            .map(|r| r.locked_vms.iter().map(|v| self.vm_label(v)).collect())
+            .unwrap_or_default();
+        let found = if running.is_empty() {
+            String::new()
+        } else {
+            format!("; found running there: {}", summarize(&running))
+        };
         self.raise(
             now,
             AlarmKind::HostIsolated,
             Subject::Host(host.clone()),
             Severity::Critical,
-            format!("host {host} isolated ({reason}); its VMs may still run and are not restarted elsewhere"),
+            format!("host {name} isolated ({reason}); its VMs may still run and are not restarted elsewhere{found}"),
         );
+    }
+
+    /// Unreachable but alive: its VMs stay where they may still run. VMs waiting to be failed
+    /// over from it stop waiting.
+    pub(crate) fn host_isolated(&mut self, now: Time, host: &HostId, reason: String) {
+        self.set_host_state(now, host, HostState::Isolated { since: now }, reason.clone());
+        let existing = self.hosts.get(host).and_then(|r| r.incident);
+        let inc = match existing {
+            Some(i) => i,
+            None => self.open_incident(now, Subject::Host(host.clone()), "isolated"),
+        };
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.incident = Some(inc);
+            r.life_seen = true;
+        }
+        self.clear(now, AlarmKind::HostUnreachable, Subject::Host(host.clone()));
+        self.raise_isolated(now, host, &reason);
         let on_host: Vec<VmId> = self.inv.vms_on(host).map(|v| v.id.clone()).collect();
         for vm in on_host {
             if matches!(
@@ -329,17 +513,34 @@ impl Supervisor {
                 );
             }
         }
+        let waiting: Vec<VmId> = self
+            .vms
+            .iter()
+            .filter(|(_, r)| r.failed_from.as_ref() == Some(host) && r.state == VmState::AwaitingCapacity)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for vm in waiting {
+            let inc = self.vms.get_mut(&vm).and_then(|r| r.incident.take());
+            self.close_incident(inc, Some(now), "host isolated: not failed over");
+            self.set_vm_state(
+                now,
+                &vm,
+                VmState::Frozen { host: host.clone() },
+                "host isolated: may still run there; not failed over",
+            );
+        }
     }
 
     pub(crate) fn host_back(&mut self, now: Time, host: &HostId, reason: &str) {
         self.set_host_state(now, host, HostState::Up, reason);
         if let Some(r) = self.hosts.get_mut(host) {
-            r.revive_actions = 0;
+            r.recovered();
         }
         let inc = self.hosts.get_mut(host).and_then(|r| r.incident.take());
         self.close_incident(inc, Some(now), reason);
         self.clear(now, AlarmKind::HostUnreachable, Subject::Host(host.clone()));
         self.clear(now, AlarmKind::HostIsolated, Subject::Host(host.clone()));
+        self.clear(now, AlarmKind::FenceFailed, Subject::Host(host.clone()));
         let frozen: Vec<VmId> = self
             .vms
             .iter()
@@ -363,12 +564,13 @@ impl Supervisor {
             r.next_action_at = now;
         }
         self.clear(now, AlarmKind::HostIsolated, Subject::Host(host.clone()));
+        let name = self.host_label(host);
         self.raise(
             now,
             AlarmKind::HostUnreachable,
             Subject::Host(host.clone()),
             Severity::Critical,
-            format!("host {host} dead; restarting its VMs on other hosts"),
+            format!("host {name} dead; restarting its VMs on other hosts"),
         );
         self.fail_over_host(now, host);
     }

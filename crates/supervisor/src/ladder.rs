@@ -120,8 +120,7 @@ impl Supervisor {
                     let mut exclude = self.unusable_hosts();
                     exclude.extend(vm.host.clone());
                     let view = self.planning_view();
-                    let plan =
-                        planner::place(&view, std::slice::from_ref(vm_id), &exclude, &self.cfg.placement);
+                    let plan = self.place(&view, std::slice::from_ref(vm_id), &exclude);
                     match plan.placements.get(vm_id) {
                         Some(to) => Action::MigrateCold {
                             vm: vm_id.clone(),

@@ -54,8 +54,8 @@ mod record;
 mod state;
 mod vm;
 
-pub use config::{BackupPolicy, Config, IsolationResponse};
-pub use state::{HostState, ManagerNet, Step, StormGuard, VmState};
+pub use config::{BackupPolicy, Capabilities, Config, IsolationResponse, Removal, SingleSignal};
+pub use state::{HostState, ManagerNet, SourceState, Step, StormGuard, VmState};
 
 use am_core::{
     Action, ActionId, ActionOutcome, Alarm, AlarmChange, AlarmKind, ClusterEvent, Command, ConnectionState,
@@ -130,6 +130,56 @@ struct HostRec {
     /// Already not connected when first seen (e.g. by a restarted daemon): its loss is old news
     /// and does not count towards a storm.
     down_when_first_seen: bool,
+    /// Since it last became unreachable, something showed it alive (a probe answer, a guest, its
+    /// storage heartbeat, a VM's locked files): it is never removed while so.
+    life_seen: bool,
+    /// VMs whose files a failover found locked by it: they still run there.
+    locked_vms: BTreeSet<VmId>,
+    /// An out-of-band fence of it was confirmed since it died.
+    fenced: bool,
+    /// Its removal was refused once: not tried again on its own.
+    removal_failed: bool,
+    /// Removal was settled (done, not allowed, or refused): nothing more is tried.
+    removal_settled: bool,
+    /// Why its removal waits, as last noted (noted again only when it changes).
+    removal_note: Option<String>,
+    /// Declared dead on one signal, and no failover from it went through yet: its VMs are
+    /// failed over one at a time, so that a VM found locked stops the rest before they start.
+    unconfirmed: bool,
+}
+
+impl HostRec {
+    fn new(now: Time, down_when_first_seen: bool) -> HostRec {
+        HostRec {
+            state: HostState::Removed,
+            mgmt_alive: None,
+            mgmt_evidence: String::new(),
+            action: None,
+            revive_actions: 0,
+            next_action_at: now,
+            incident: None,
+            down_when_first_seen,
+            life_seen: false,
+            locked_vms: BTreeSet::new(),
+            fenced: false,
+            removal_failed: false,
+            removal_settled: false,
+            removal_note: None,
+            unconfirmed: false,
+        }
+    }
+
+    /// Forgets what belonged to its last trouble (it is up again).
+    fn recovered(&mut self) {
+        self.revive_actions = 0;
+        self.life_seen = false;
+        self.locked_vms.clear();
+        self.fenced = false;
+        self.removal_failed = false;
+        self.removal_settled = false;
+        self.removal_note = None;
+        self.unconfirmed = false;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -164,6 +214,8 @@ enum Purpose {
     Rehome(VmId),
     /// A backup-cache action (snapshot taken or removed).
     Backup(VmId),
+    /// A datastore mounted on a spare the manager added, for the VMs that wait for it.
+    Mount(HostId),
 }
 
 impl Purpose {
@@ -175,7 +227,8 @@ impl Purpose {
             Purpose::HostReconnect(h)
             | Purpose::HostRevive(h)
             | Purpose::HostFence(h)
-            | Purpose::HostRemove(h) => Subject::Host(h.clone()),
+            | Purpose::HostRemove(h)
+            | Purpose::Mount(h) => Subject::Host(h.clone()),
         }
     }
 }
@@ -198,11 +251,16 @@ pub struct Supervisor {
     alarms: BTreeMap<(AlarmKind, Subject), Alarm>,
     manager_net: ManagerNet,
     storm: StormGuard,
+    source: SourceState,
     unreachable_log: VecDeque<(Time, HostId)>,
     /// Power-off events that arrived before the inventory showed the VM off: who did it.
     early_power_offs: BTreeMap<VmId, Option<String>>,
     spares: VecDeque<String>,
     adding_spare: bool,
+    /// Spare hosts the manager added: it mounts on them the datastores waiting VMs need.
+    added_spares: BTreeSet<HostId>,
+    /// Datastore mounts that failed (not tried again on their own).
+    failed_mounts: BTreeSet<(HostId, am_core::DatastoreId)>,
     capacity_retry_at: Time,
     incidents: Vec<Incident>,
     out: Output,
@@ -231,9 +289,12 @@ impl Supervisor {
             alarms: BTreeMap::new(),
             manager_net: ManagerNet::Connected,
             storm: StormGuard::Calm,
+            source: SourceState::Connected,
             unreachable_log: VecDeque::new(),
             early_power_offs: BTreeMap::new(),
             adding_spare: false,
+            added_spares: BTreeSet::new(),
+            failed_mounts: BTreeSet::new(),
             capacity_retry_at: Time::ZERO,
             incidents: Vec::new(),
             out: Output::default(),
@@ -268,6 +329,7 @@ impl Supervisor {
             Observation::ManagerIsolation { isolated, evidence } => {
                 self.on_manager_isolation(now, isolated, evidence)
             }
+            Observation::SourceHealth { connected, detail } => self.on_source_health(now, connected, detail),
             Observation::ActionDone { id, result } => self.on_action_done(now, id, result),
         }
         self.evaluate(now);
@@ -346,6 +408,11 @@ impl Supervisor {
             .iter()
             .filter(|(_, r)| r.state == VmState::Healthy)
             .map(|(id, _)| id)
+    }
+
+    /// Whether the inventory source answers (else the inventory is stale).
+    pub fn source_connected(&self) -> bool {
+        self.source == SourceState::Connected
     }
 
     /// Whether the manager considers itself isolated (and so acts on nothing).

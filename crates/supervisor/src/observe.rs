@@ -32,17 +32,7 @@ impl Supervisor {
             .map(|v| v.id.clone())
             .collect();
         self.inv = inv;
-        self.plans = match planner::FailoverPlans::new(
-            &self.inv,
-            &planner::Constraints::default(),
-            &self.cfg.placement,
-        ) {
-            Ok(plans) => Some(plans),
-            Err(e) => {
-                self.note(now, Subject::Cluster, format!("no precomputed plans: {e}"));
-                None
-            }
-        };
+        self.rebuild_plans(now);
         for h in gone_hosts {
             self.host_gone(now, &h);
         }
@@ -76,16 +66,7 @@ impl Supervisor {
             .get(host)
             .is_some_and(|h| h.connection == ConnectionState::Connected);
         let known = self.hosts.contains_key(host);
-        let rec = HostRec {
-            state: HostState::Removed,
-            mgmt_alive: None,
-            mgmt_evidence: String::new(),
-            action: None,
-            revive_actions: 0,
-            next_action_at: now,
-            incident: None,
-            down_when_first_seen: !connected && !known,
-        };
+        let rec = HostRec::new(now, !connected && !known);
         self.hosts.insert(host.clone(), rec);
         let (state, reason) = if connected {
             (HostState::Up, "in the inventory, connected")
@@ -131,9 +112,12 @@ impl Supervisor {
                 };
                 (format!("{id} {a}"), target)
             });
+        let moving = self.restored.unfinished.iter().any(|(_, a)| {
+            a.vm() == Some(vm) && matches!(a, Action::Failover { .. } | Action::RestoreClone { .. })
+        });
         let (state, reason) = if !v.is_protected() {
             (VmState::Unprotected, "not protected".to_owned())
-        } else if let (Some(user), false) = (&user_off, v.power == PowerState::PoweredOn) {
+        } else if let (Some(user), false, false) = (&user_off, v.power == PowerState::PoweredOn, moving) {
             (
                 VmState::StayOff {
                     by: Some(user.clone()),
@@ -244,7 +228,19 @@ impl Supervisor {
                 self.inv.apply(&delta);
                 self.vm_gone(now, &id);
             }
-            InventoryDelta::DatastoreUpsert(_) | InventoryDelta::Snapshots { .. } => self.inv.apply(&delta),
+            InventoryDelta::DatastoreUpsert(d) => {
+                let mounts_changed = self
+                    .inv
+                    .datastores
+                    .get(&d.id)
+                    .is_none_or(|old| old.hosts != d.hosts);
+                self.inv.apply(&delta);
+                if mounts_changed {
+                    // Placement rules follow the mounts: the plans are made again.
+                    self.rebuild_plans(now);
+                }
+            }
+            InventoryDelta::Snapshots { .. } => self.inv.apply(&delta),
         }
     }
 
@@ -341,5 +337,17 @@ impl Supervisor {
             }
             Subject::Cluster | Subject::Manager => {}
         }
+    }
+
+    /// Makes every failover plan again, with the placement rules of the inventory now.
+    pub(crate) fn rebuild_plans(&mut self, now: Time) {
+        let constraints = crate::failover::datastore_constraints(&self.inv, self.inv.vms.keys());
+        self.plans = match planner::FailoverPlans::new(&self.inv, &constraints, &self.cfg.placement) {
+            Ok(plans) => Some(plans),
+            Err(e) => {
+                self.note(now, Subject::Cluster, format!("no precomputed plans: {e}"));
+                None
+            }
+        };
     }
 }

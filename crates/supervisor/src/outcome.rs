@@ -42,34 +42,60 @@ impl Supervisor {
         match done.purpose {
             Purpose::VmStep(vm, step) => self.vm_step_done(now, &vm, step, id, &done.action, result),
             Purpose::HostReconnect(_) | Purpose::HostRevive(_) => {}
-            Purpose::HostFence(h) => {
-                if result.is_ok() && matches!(self.host_state(&h), Some(HostState::Isolated { .. })) {
-                    self.host_dead(
-                        now,
-                        &h,
-                        "fenced: powered off out of band, its VMs cannot run".into(),
-                    );
-                }
-            }
+            Purpose::HostFence(h) => self.fence_done(now, &h, result),
             Purpose::HostRemove(h) => {
-                if result.is_ok() {
+                if let Err(e) = &result {
+                    // Not tried again on its own: a refusal is a person's to look at.
+                    if let Some(r) = self.hosts.get_mut(&h) {
+                        r.removal_failed = true;
+                        r.removal_settled = true;
+                    }
+                    let name = self.host_label(&h);
+                    self.raise(
+                        now,
+                        AlarmKind::HostRemovalFailed,
+                        Subject::Host(h.clone()),
+                        Severity::Warning,
+                        format!("removing dead host {name} failed ({e}); not tried again"),
+                    );
+                } else {
                     if self.host_state(&h) != Some(&HostState::Removed) {
                         self.set_host_state(now, &h, HostState::Removed, "removed after failed revival");
                     }
                     let inc = self.hosts.get(&h).and_then(|r| r.incident);
                     self.close_incident(inc, Some(now), "removed");
                     self.clear(now, AlarmKind::HostUnreachable, Subject::Host(h.clone()));
+                    let name = self.host_label(&h);
                     self.raise(
                         now,
                         AlarmKind::HostRemoved,
                         Subject::Host(h.clone()),
                         Severity::Warning,
                         format!(
-                            "host {h} removed after {} failed revival attempts",
+                            "host {name} removed after {} failed revival attempts",
                             self.cfg.revive_attempts
                         ),
                     );
                 }
+            }
+            Purpose::Mount(h) => {
+                if let Action::MountDatastore { datastore, .. } = &done.action {
+                    match &result {
+                        Err(_) => {
+                            self.failed_mounts.insert((h, datastore.clone()));
+                        }
+                        // Mounted: counted as such until the inventory says so itself.
+                        Ok(_) => {
+                            if let Some(d) = self.inv.datastores.get_mut(datastore)
+                                && !d.hosts.contains(&h)
+                            {
+                                d.hosts.push(h);
+                                self.rebuild_plans(now);
+                            }
+                        }
+                    }
+                }
+                self.capacity_retry_at = now;
             }
             Purpose::Rehome(_) => {}
             Purpose::Backup(vm) => {
@@ -80,13 +106,16 @@ impl Supervisor {
             Purpose::AddSpare(spare) => {
                 self.adding_spare = false;
                 match result {
-                    Ok(ActionOutcome::HostAdded(h)) => self.raise(
-                        now,
-                        AlarmKind::SpareHostAdded,
-                        Subject::Host(h.clone()),
-                        Severity::Info,
-                        format!("spare {spare} added as host {h}"),
-                    ),
+                    Ok(ActionOutcome::HostAdded(h)) => {
+                        self.added_spares.insert(h.clone());
+                        self.raise(
+                            now,
+                            AlarmKind::SpareHostAdded,
+                            Subject::Host(h.clone()),
+                            Severity::Info,
+                            format!("spare {spare} added as host {h}"),
+                        )
+                    }
                     Ok(_) => {}
                     Err(e) if e.is_retryable() => self.spares.push_front(spare),
                     Err(_) => {}
@@ -116,6 +145,9 @@ impl Supervisor {
         }
         match result {
             Ok(_) => {
+                if step == Step::Failover {
+                    self.failover_went_through(now, vm);
+                }
                 let until = now + self.cfg.recovery_grace;
                 self.set_vm_state(
                     now,
@@ -123,6 +155,9 @@ impl Supervisor {
                     VmState::Verifying { step, until },
                     format!("{} done; waiting for it to answer", step.name()),
                 );
+            }
+            Err(HvError::Locked { file, .. }) if step == Step::Failover => {
+                self.files_locked(now, vm, &file);
             }
             Err(e) if step == Step::Failover => {
                 let target = action.host().cloned();
@@ -154,6 +189,106 @@ impl Supervisor {
                     );
                 }
             }
+        }
+    }
+}
+
+impl Supervisor {
+    /// A VM of a host dead on one signal restarted elsewhere: none of its files was locked, so
+    /// the host does not run it; the host's other VMs follow.
+    fn failover_went_through(&mut self, now: Time, vm: &VmId) {
+        let Some(from) = self.vms.get(vm).and_then(|r| r.failed_from.clone()) else {
+            return;
+        };
+        let Some(r) = self.hosts.get_mut(&from).filter(|r| r.unconfirmed) else {
+            return;
+        };
+        r.unconfirmed = false;
+        self.capacity_retry_at = now;
+        let (host, vm) = (self.host_label(&from), self.vm_label(vm));
+        self.note(
+            now,
+            Subject::Host(from),
+            format!("{vm} restarted elsewhere with no lock in the way: {host} does not run it; its other VMs follow"),
+        );
+    }
+
+    /// A fence finished. Confirmed: an isolated host's VMs cannot run any more (dead: fail them
+    /// over), a dead host may be removed. Failed: an alarm, and nothing of it is restarted.
+    fn fence_done(&mut self, now: Time, host: &HostId, result: Result<ActionOutcome, HvError>) {
+        let name = self.host_label(host);
+        match result {
+            Ok(_) => {
+                self.clear(now, AlarmKind::FenceFailed, Subject::Host(host.clone()));
+                if let Some(r) = self.hosts.get_mut(host) {
+                    r.fenced = true;
+                }
+                if matches!(self.host_state(host), Some(HostState::Isolated { .. })) {
+                    self.host_dead(
+                        now,
+                        host,
+                        "fenced: powered off out of band, its VMs cannot run".into(),
+                    );
+                }
+            }
+            Err(e) => {
+                let what = match self.host_state(host) {
+                    Some(HostState::Isolated { .. }) => "none of its VMs is restarted elsewhere",
+                    _ => "it is not removed",
+                };
+                self.raise(
+                    now,
+                    AlarmKind::FenceFailed,
+                    Subject::Host(host.clone()),
+                    Severity::Critical,
+                    format!("fencing host {name} failed ({e}): {what}"),
+                );
+            }
+        }
+    }
+
+    /// A failover found the VM's files locked: it still runs on the host it was restarted away
+    /// from. That host is alive (isolated, not dead): the VM stays where it runs, its failover is
+    /// over (the backend undid it), and the host's other waiting VMs are not failed over either.
+    pub(crate) fn files_locked(&mut self, now: Time, vm: &VmId, file: &str) {
+        let from = self
+            .vms
+            .get(vm)
+            .and_then(|r| r.failed_from.clone())
+            .or_else(|| self.inv.vms.get(vm).and_then(|v| v.host.clone()));
+        let Some(host) = from else {
+            self.set_vm_state(
+                now,
+                vm,
+                VmState::Failed,
+                format!("its files are locked ({file}) by a host the manager does not know"),
+            );
+            return;
+        };
+        let label = self.host_label(&host);
+        if let Some(r) = self.hosts.get_mut(&host) {
+            r.life_seen = true;
+            r.locked_vms.insert(vm.clone());
+        }
+        let inc = self.vms.get_mut(vm).and_then(|r| r.incident.take());
+        self.close_incident(inc, Some(now), format!("still runs on {label} (files locked)"));
+        self.set_vm_state(
+            now,
+            vm,
+            VmState::Frozen { host: host.clone() },
+            format!("its files are locked ({file}): it still runs on {label}; not restarted elsewhere"),
+        );
+        match self.host_state(&host) {
+            Some(HostState::Dead { .. } | HostState::Unreachable { .. }) => {
+                let vm_label = self.vm_label(vm);
+                self.host_isolated(
+                    now,
+                    &host,
+                    format!("a failover found {vm_label}'s files locked: it still runs there"),
+                );
+            }
+            Some(HostState::Isolated { .. }) => self.raise_isolated(now, &host, "its VMs' files are locked"),
+            _ => {}
         }
     }
 }

@@ -183,4 +183,30 @@ impl Supervisor {
         self.close_incident(old, None, format!("superseded: {cause}"));
         inc
     }
+
+    /// How an operator reads a host: its name, with its id where they differ (`esx-1 (host-34)`).
+    pub(crate) fn host_label(&self, host: &HostId) -> String {
+        match self.inv.hosts.get(host) {
+            Some(h) if h.name != host.as_str() => format!("{} ({host})", h.name),
+            _ => host.to_string(),
+        }
+    }
+
+    /// How an operator reads a VM: its name, with its id where they differ.
+    pub(crate) fn vm_label(&self, vm: &VmId) -> String {
+        match self.inv.vms.get(vm) {
+            Some(v) if v.name != vm.as_str() => format!("{} ({vm})", v.name),
+            _ => vm.to_string(),
+        }
+    }
+}
+
+/// A list of names for an alarm text: all of them when few, else the first ones and how many
+/// (`a, b, c and 46 more`).
+pub(crate) fn summarize(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    if names.len() <= SHOWN + 1 {
+        return names.join(", ");
+    }
+    format!("{} and {} more", names[..SHOWN].join(", "), names.len() - SHOWN)
 }

@@ -218,3 +218,24 @@ impl StormGuard {
         }
     }
 }
+
+/// Whether the inventory source (vCenter) answers: while it does not, the inventory is stale.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// It answers: the inventory is current.
+    #[default]
+    Connected,
+    /// It does not: nothing that needs a fresh inventory is decided (admission, backups).
+    Lost,
+}
+
+impl SourceState {
+    /// Short name for logs and status.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceState::Connected => "connected",
+            SourceState::Lost => "lost",
+        }
+    }
+}

@@ -757,7 +757,7 @@ fn a_failed_fence_never_leads_to_a_restart_elsewhere() {
 }
 
 #[test]
-fn a_dead_host_is_reconnected_revived_then_removed() {
+fn a_dead_host_is_reconnected_revived_fenced_then_removed() {
     let cfg = Config {
         revive_attempts: 2,
         ..Config::default()
@@ -768,22 +768,26 @@ fn a_dead_host_is_reconnected_revived_then_removed() {
     assert_eq!(s.host_state("h1").name(), "dead");
     let mut names = Vec::new();
     let mut t = 8.0;
-    for _ in 0..5 {
-        let host_actions: Vec<(ActionId, Action)> = s
-            .take_actions()
-            .into_iter()
-            .filter(|(_, a)| a.vm().is_none())
-            .collect();
+    for _ in 0..6 {
+        let actions = s.take_actions();
+        let (host_actions, vm_actions): (Vec<_>, Vec<_>) =
+            actions.into_iter().partition(|(_, a)| a.vm().is_none());
         assert_eq!(host_actions.len(), 1, "at {t}");
         names.push(host_actions[0].1.name());
         t += 1.0;
+        // Its VM restarts elsewhere (until then the host is not removed).
+        for (id, a) in vm_actions {
+            s.at(t).done(id, ok());
+            if let (Some(vm), Some(to)) = (a.vm(), a.host()) {
+                let mut v = s.vm(vm.as_str());
+                v.host = Some(to.clone());
+                s.upsert_vm(v);
+            }
+        }
+        let fence_or_remove = matches!(host_actions[0].1.name(), "remove_host" | "fence_host");
         s.at(t).done(
             host_actions[0].0,
-            if host_actions[0].1.name() == "remove_host" {
-                ok()
-            } else {
-                unreachable()
-            },
+            if fence_or_remove { ok() } else { unreachable() },
         );
         t += 10.0;
         s.at(t);
@@ -795,6 +799,7 @@ fn a_dead_host_is_reconnected_revived_then_removed() {
             "revive_host",
             "reconnect_host",
             "revive_host",
+            "fence_host",
             "remove_host"
         ]
     );
@@ -1223,7 +1228,14 @@ fn unprotected_vms_are_left_alone() {
     let mut s = Story::new(Config::default(), inv);
     crash_host(&mut s, "h1", 1.0);
     s.at(10.0);
-    assert!(s.take_actions().iter().all(|(_, a)| a.vm().is_none()));
+    // Never restarted; only registered, still off, away from the dead host (which may be
+    // removed and take it out of the inventory).
+    let actions = s.take_actions();
+    let vm_actions: Vec<&Action> = actions.iter().filter_map(|(_, a)| a.vm().map(|_| a)).collect();
+    assert!(
+        vm_actions.iter().all(|a| matches!(a, Action::Register { .. })),
+        "{vm_actions:?}"
+    );
     assert_eq!(s.state("vm-11"), VmState::Unprotected);
 }
 

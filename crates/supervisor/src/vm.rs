@@ -163,7 +163,9 @@ impl Supervisor {
 
     /// An action from before a restart may still run: only positive, fresh evidence counts (a
     /// guest answering or, with no guest probe, a green heartbeat), on the host the old action was
-    /// moving it to; else, after the window, it is judged as it is.
+    /// moving it to; else, after the window, it is judged as it is. An unfinished failover is
+    /// finished at once where that is safe: the VM is already registered on its target (its old
+    /// registration is gone) and off; its power-on is convergent.
     fn next_vm_state_reconciling(
         &mut self,
         now: Time,
@@ -179,8 +181,11 @@ impl Supervisor {
             .get(id)
             .is_some_and(|v| v.heartbeat == GuestHeartbeat::Green);
         let alive = self.vms.get(id).is_some_and(|r| r.guest_alive == Some(true)) || (!probed && green);
-        let placed =
-            target.is_none() || self.inv.vms.get(id).and_then(|v| v.host.as_ref()) == target.as_ref();
+        let host = self.inv.vms.get(id).and_then(|v| v.host.clone());
+        let placed = target.is_none() || host.as_ref() == target.as_ref();
+        let failover = self
+            .restored_action(id)
+            .is_some_and(|a| matches!(a, Action::Failover { .. }));
         if seen.on && seen.failing.is_none() && alive && placed {
             self.set_vm_state(
                 now,
@@ -188,9 +193,41 @@ impl Supervisor {
                 VmState::Healthy,
                 "runs: the action from before the restart took effect",
             );
+        } else if failover
+            && !seen.on
+            && placed
+            && let Some(to) = target
+                .clone()
+                .filter(|t| self.hosts.get(t).is_some_and(|r| r.state == HostState::Up))
+        {
+            let label = self.host_label(&to);
+            self.open_vm_incident(now, id, "failover unfinished before the restart".into());
+            let action = Action::Failover {
+                vm: id.clone(),
+                to: to.clone(),
+            };
+            let priority = self.inv.vms.get(id).map(crate::ladder::priority_of).unwrap_or(0);
+            self.start_step(
+                now,
+                id,
+                Step::Failover,
+                action,
+                priority,
+                format!("finish the failover from before the restart: registered on {label}, off"),
+                format!("failover to {to} (resumed)"),
+            );
         } else if now >= until {
             self.after_reconcile(now, id);
         }
+    }
+
+    /// The journaled action that was unfinished on `vm` before the restart, if any.
+    fn restored_action(&self, vm: &VmId) -> Option<&Action> {
+        self.restored
+            .unfinished
+            .iter()
+            .find(|(_, a)| a.vm() == Some(vm))
+            .map(|(_, a)| a)
     }
 
     /// The reconcile window of a VM ended without the old action showing its effect: judge it as

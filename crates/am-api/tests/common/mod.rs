@@ -22,9 +22,10 @@ pub struct Cluster {
 
 pub fn inventory() -> Inventory {
     let mut inv = Inventory::default();
-    for (h, rack) in [("h1", "rack-a"), ("h2", "rack-b")] {
+    for (h, rack, ip) in [("h1", "rack-a", "10.0.0.1"), ("h2", "rack-b", "10.0.0.2")] {
         let mut host = Host::new(h, Resources::new(20_000, 65_536));
         host.failure_domain = Some(rack.into());
+        host.mgmt_address = Some(ip.into());
         inv.apply(&InventoryDelta::HostUpsert(host));
     }
     let mut web = Vm::new("web", Resources::new(2_000, 4_096), "h1");

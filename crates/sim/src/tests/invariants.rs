@@ -4,9 +4,34 @@ use super::*;
 use crate::{Fault, Violation};
 use am_core::{Action, Hypervisor, PowerState};
 
+/// A cluster whose VMs' files are not locked: nothing but the manager stands between a VM and
+/// a second copy.
+fn unlocked_sim() -> Sim {
+    let mut spec = small_spec();
+    spec.file_locks = false;
+    Sim::new(&spec).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_file_lock_refuses_a_second_copy() {
+    let sim = new_sim();
+    sleep_s(10).await;
+    sim.inject(Fault::HostIsolate { host: host("h1") }).unwrap();
+    let e = sim
+        .execute(&Action::Failover {
+            vm: vm("web"),
+            to: host("h2"),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, am_core::HvError::Locked { .. }), "{e:?}");
+    assert_eq!(sim.vm_truth(&vm("web")).unwrap().running_on, vec![host("h1")]);
+    assert!(sim.violations().is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn failing_over_a_vm_of_an_isolated_host_is_a_split_brain() {
-    let sim = new_sim();
+    let sim = unlocked_sim();
     sleep_s(10).await;
     sim.inject(Fault::HostIsolate { host: host("h1") }).unwrap();
     sim.execute(&Action::Failover {
@@ -41,7 +66,7 @@ async fn failing_over_a_vm_of_an_isolated_host_is_a_split_brain() {
 
 #[tokio::test(start_paused = true)]
 async fn a_disconnected_host_is_a_split_brain_trap_too() {
-    let sim = new_sim();
+    let sim = unlocked_sim();
     sim.inject(Fault::HostDisconnect { host: host("h2") }).unwrap();
     sim.execute(&Action::Failover {
         vm: vm("app"),

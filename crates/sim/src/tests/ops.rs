@@ -756,7 +756,24 @@ async fn add_host_takes_a_spare_from_the_pool() {
     assert_eq!(sim.now(), secs(15));
     let inv = sim.view();
     assert_eq!(inv.hosts[&id].connection, ConnectionState::Connected);
-    assert!(inv.datastores[&"ds-shared".into()].hosts.contains(&id));
+    assert!(
+        !inv.datastores[&"ds-shared".into()].hosts.contains(&id),
+        "a new host mounts nothing"
+    );
+    let e = sim
+        .execute(&Action::MigrateLive {
+            vm: vm("db"),
+            to: id.clone(),
+        })
+        .await;
+    assert!(matches!(e, Err(HvError::InvalidState { .. })), "{e:?}");
+    sim.execute(&Action::MountDatastore {
+        host: id.clone(),
+        datastore: "ds-shared".into(),
+    })
+    .await
+    .unwrap();
+    assert!(sim.view().datastores[&"ds-shared".into()].hosts.contains(&id));
     assert_eq!(
         sim.execute(&Action::AddHost { spare: "s1".into() }).await,
         Err(HvError::not_found("spare", "s1"))
