@@ -226,7 +226,11 @@ impl Manager {
         let settings = ConnectSettings::new(&sim.url, MANAGER, Password::new("secret"), sim.tls());
         let (client, session) = am_vsphere::connect(&settings).await.expect("connect to vcsim");
         let clock: Arc<dyn Clock> = Arc::new(TestClock(tokio::time::Instant::now()));
-        let backend = VsphereBackend::new(client, Options::default(), clock.clone())
+        let opts = Options {
+            targets: am_vsphere::Targets::none(),
+            ..Options::default()
+        };
+        let backend = VsphereBackend::new(client, opts, clock.clone())
             .await
             .expect("backend");
         let mut cfg = EngineConfig::default();

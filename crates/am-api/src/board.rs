@@ -74,6 +74,8 @@ struct View {
     /// When `snapshot` was captured, to age it when served.
     captured: Instant,
     ready: bool,
+    /// Why it is not ready although an inventory was seen (vCenter does not answer).
+    unready: Option<String>,
     recent: VecDeque<LogEntry>,
     acks: BTreeMap<(AlarmKind, Subject), Ack>,
 }
@@ -152,6 +154,7 @@ impl Board {
                     snapshot: Arc::new(Snapshot::default()),
                     captured: Instant::now(),
                     ready: false,
+                    unready: None,
                     recent: VecDeque::with_capacity(opts.recent_capacity.min(4096)),
                     acks: BTreeMap::new(),
                 }),
@@ -212,6 +215,8 @@ impl Board {
         let ready = !inv.hosts.is_empty() || !inv.vms.is_empty();
         drop(work);
         self.publish_inner(snapshot, ready);
+        write(&self.shared.view).unready =
+            (!sup.source_connected()).then(|| "vCenter does not answer: the inventory is stale".to_owned());
     }
 
     /// Replaces the snapshot with one captured elsewhere (acknowledgements are kept).
@@ -241,9 +246,19 @@ impl Board {
         write(&self.shared.view).ready = true;
     }
 
-    /// Whether the first inventory was seen.
+    /// Whether the first inventory was seen and vCenter answers.
     pub fn is_ready(&self) -> bool {
-        read(&self.shared.view).ready
+        self.readiness().is_ok()
+    }
+
+    /// Ready, or why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let view = read(&self.shared.view);
+        match (&view.unready, view.ready) {
+            (Some(why), _) => Err(why.clone()),
+            (None, false) => Err("no inventory seen yet".into()),
+            (None, true) => Ok(()),
+        }
     }
 
     /// The latest snapshot, its `now` advanced by the time since it was captured.

@@ -255,16 +255,10 @@ impl App {
         match segments.as_slice() {
             [] | [""] if read => json(StatusCode::OK, &self.index()),
             ["healthz"] if read => bytes_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-            ["readyz"] if read => {
-                if self.board.is_ready() {
-                    bytes_response(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
-                } else {
-                    error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not ready: no inventory seen yet",
-                    )
-                }
-            }
+            ["readyz"] if read => match self.board.readiness() {
+                Ok(()) => bytes_response(StatusCode::OK, "text/plain; charset=utf-8", "ready\n"),
+                Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
+            },
             ["metrics"] if read => {
                 let snap = self.board.snapshot();
                 if wants_openmetrics(req.headers()) {

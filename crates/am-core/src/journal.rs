@@ -30,6 +30,10 @@ pub enum Record {
         id: ActionId,
         /// What.
         action: Action,
+        /// The VM it moves, as the manager saw it when deciding (for actions that register a VM
+        /// anew: what finds it again after a restart, by its configuration path).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vm: Option<Box<crate::model::Vm>>,
     },
     /// An action's outcome.
     Outcome {

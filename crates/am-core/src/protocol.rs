@@ -24,6 +24,27 @@ pub enum Subject {
     Manager,
 }
 
+impl Subject {
+    /// The subject's id (`host-34`), or `cluster` / `manager`.
+    pub fn id(&self) -> &str {
+        match self {
+            Subject::Host(h) => h.as_str(),
+            Subject::Vm(v) => v.as_str(),
+            Subject::Cluster => "cluster",
+            Subject::Manager => "manager",
+        }
+    }
+
+    /// The subject written with `name` for its id: `host esx-07`.
+    pub fn named(&self, name: &str) -> String {
+        match self {
+            Subject::Host(_) => format!("host {name}"),
+            Subject::Vm(_) => format!("vm {name}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -235,6 +256,9 @@ pub struct LogEntry {
     pub at: Time,
     /// About what.
     pub subject: Subject,
+    /// The subject's inventory name, where it differs from its id (`esx-07` for `host-34`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// What.
     #[serde(flatten)]
     pub kind: LogKind,
@@ -242,7 +266,16 @@ pub struct LogEntry {
 
 impl fmt::Display for LogEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:>9} {}: ", self.at.to_string(), self.subject)?;
+        match &self.name {
+            Some(name) => write!(
+                f,
+                "{:>9} {} ({}): ",
+                self.at.to_string(),
+                self.subject.named(name),
+                self.subject.id()
+            )?,
+            None => write!(f, "{:>9} {}: ", self.at.to_string(), self.subject)?,
+        }
         match &self.kind {
             LogKind::Transition { from, to, reason } => write!(f, "{from} -> {to} ({reason})"),
             LogKind::Issued { id, action } => write!(f, "issue {id} {action}"),
@@ -286,6 +319,7 @@ mod tests {
         let e = LogEntry {
             at: Time::from_millis(12_500),
             subject: Subject::Vm("vm-7".into()),
+            name: None,
             kind: LogKind::Transition {
                 from: "healthy".into(),
                 to: "resetting".into(),
@@ -299,6 +333,7 @@ mod tests {
         let i = LogEntry {
             at: Time::from_secs(13),
             subject: Subject::Vm("vm-7".into()),
+            name: None,
             kind: LogKind::Issued {
                 id: ActionId(4),
                 action: Action::Reset { vm: "vm-7".into() },

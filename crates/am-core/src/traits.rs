@@ -42,6 +42,14 @@ pub trait InventorySource: Send + Sync {
     /// Changes after `since`, waiting up to `max_wait` for the first one. An empty result with the
     /// same version means nothing changed.
     async fn changes(&self, since: &str, max_wait: Duration) -> Result<Changes, HvError>;
+
+    /// Whether the source answers now, within `timeout`: a cheap call (vCenter: its clock). The
+    /// engine asks every few seconds, so that a source that accepts connections but never answers
+    /// is noticed long before its long calls time out. The default answers at once.
+    async fn health(&self, timeout: Duration) -> Result<(), HvError> {
+        let _ = timeout;
+        Ok(())
+    }
 }
 
 /// What to probe.

@@ -43,6 +43,11 @@ pub struct EngineConfig {
     pub changes_wait: Duration,
     /// Addresses that tell whether the manager itself is isolated (e.g. the gateway).
     pub isolation_addresses: Vec<String>,
+    /// How often the inventory source is asked whether it answers (`None`: never; a source
+    /// that fails its calls is noticed by the feed anyway).
+    pub health_interval: Option<Duration>,
+    /// How long that question may take.
+    pub health_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +61,8 @@ impl Default for EngineConfig {
             tick: Duration::from_millis(500),
             changes_wait: Duration::from_secs(1),
             isolation_addresses: Vec::new(),
+            health_interval: None,
+            health_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -121,6 +128,14 @@ impl Engine {
             tx.clone(),
             cfg.changes_wait,
         ));
+        if let Some(every) = cfg.health_interval {
+            tokio::spawn(watch_health(
+                backends.source.clone(),
+                tx.clone(),
+                every,
+                cfg.health_timeout,
+            ));
+        }
         let initial: BTreeSet<ProbeTarget> = cfg
             .isolation_addresses
             .iter()
@@ -220,6 +235,7 @@ impl Engine {
                 Command::Execute { id, action, .. } => records.push(Record::Intent {
                     id: *id,
                     action: action.clone(),
+                    vm: moved_vm(action, self.sup.inventory()),
                 }),
                 Command::Alarm(change) => records.push(Record::Alarm(change.clone())),
             }
@@ -282,20 +298,78 @@ impl Engine {
     }
 }
 
-fn log_line(line: &LogEntry) {
-    tracing::info!(target: "am::audit", "{line}");
+/// The VM an action registers anew, as the inventory shows it now: journaled with the intent, so
+/// that a restarted daemon finds it again under a new id (by its configuration path).
+fn moved_vm(action: &am_core::Action, inv: &am_core::Inventory) -> Option<Box<am_core::Vm>> {
+    use am_core::Action;
+    match action {
+        Action::Failover { vm, .. }
+        | Action::Register { vm, .. }
+        | Action::Unregister { vm }
+        | Action::RestoreClone { vm, .. } => inv.vms.get(vm).cloned().map(Box::new),
+        _ => None,
+    }
 }
 
-/// Feeds the inventory: a snapshot, then changes; on errors it backs off and resynchronises.
+/// One audit line in the daemon's log: the line as text, and its parts as fields (keys of the
+/// object with `--log-format json`).
+fn log_line(line: &LogEntry) {
+    use am_core::LogKind;
+    let at_ms = line.at.as_millis();
+    let subject = line.subject.to_string();
+    let name = line.name.as_deref().unwrap_or_default();
+    match &line.kind {
+        LogKind::Transition { from, to, reason } => tracing::info!(
+            target: "am::audit", at_ms, subject, name, kind = "transition", from = from.as_str(), to = to.as_str(),
+            reason = reason.as_str(), "{line}"
+        ),
+        LogKind::Issued { id, action } => tracing::info!(
+            target: "am::audit", at_ms, subject, name, kind = "issued", action_id = id.0, op = action.name(),
+            action = %action, "{line}"
+        ),
+        LogKind::Finished { id, ok, detail } => tracing::info!(
+            target: "am::audit", at_ms, subject, name, kind = "finished", action_id = id.0, ok,
+            detail = detail.as_str(), "{line}"
+        ),
+        LogKind::AlarmRaised { alarm, message } => tracing::info!(
+            target: "am::audit", at_ms, subject, name, kind = "alarm", alarm = ?alarm, message = message.as_str(), "{line}"
+        ),
+        LogKind::AlarmCleared { alarm } => {
+            tracing::info!(target: "am::audit", at_ms, subject, name, kind = "alarm_cleared", alarm = ?alarm, "{line}")
+        }
+        LogKind::Note { message } => {
+            tracing::info!(target: "am::audit", at_ms, subject, name, kind = "note", message = message.as_str(), "{line}")
+        }
+    }
+}
+
+/// The longest pause between two attempts to read the inventory again: a vCenter that answers
+/// again is read within this long.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Feeds the inventory: a snapshot, then changes; on errors it backs off (1 s, then 2 s) and
+/// resynchronises. The source's health goes with it: lost when a snapshot fails, back at the next
+/// one that works.
 async fn feed_inventory(
     source: Arc<dyn InventorySource>,
     tx: mpsc::UnboundedSender<Observation>,
     wait: Duration,
 ) {
     let mut backoff = Duration::from_secs(1);
+    let mut failing = false;
+    let health = |connected: bool, detail: String| Observation::SourceHealth { connected, detail };
     'resync: loop {
         let version = match source.snapshot().await {
             Ok((inv, version)) => {
+                if failing {
+                    failing = false;
+                    if tx
+                        .send(health(true, "the inventory is read again".into()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
                 if tx.send(Observation::Inventory(inv)).is_err() {
                     return;
                 }
@@ -303,9 +377,17 @@ async fn feed_inventory(
                 version
             }
             Err(e) => {
-                tracing::warn!(error = %e, "inventory snapshot failed; retrying in {}s", backoff.as_secs());
+                if !failing {
+                    failing = true;
+                    tracing::warn!(error = %e, "inventory snapshot failed; retrying every {}s", MAX_BACKOFF.as_secs());
+                    if tx.send(health(false, e.to_string())).is_err() {
+                        return;
+                    }
+                } else {
+                    tracing::debug!(error = %e, "inventory snapshot failed again");
+                }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue 'resync;
             }
         };
@@ -326,11 +408,54 @@ async fn feed_inventory(
                     version = changes.version;
                 }
                 Err(e) => {
+                    // A broken wait is resynchronised at once; only a resync that fails too
+                    // counts as the source being lost.
                     tracing::warn!(error = %e, "inventory changes failed; resynchronising");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue 'resync;
                 }
+            }
+        }
+    }
+}
+
+/// Asks the source every `every` whether it answers (within `timeout`), and reports when that
+/// changes: a source that hangs is noticed in seconds, not when its long calls time out.
+async fn watch_health(
+    source: Arc<dyn InventorySource>,
+    tx: mpsc::UnboundedSender<Observation>,
+    every: Duration,
+    timeout: Duration,
+) {
+    let mut last = true;
+    loop {
+        tokio::time::sleep(every).await;
+        let answer = match tokio::time::timeout(timeout, source.health(timeout)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {}ms", timeout.as_millis())),
+        };
+        let ok = answer.is_ok();
+        if ok != last {
+            last = ok;
+            let detail = match answer {
+                Ok(()) => "answers again".to_owned(),
+                Err(why) => why,
+            };
+            if ok {
+                tracing::info!("vCenter answers again");
+            } else {
+                tracing::warn!(detail = %detail, "vCenter does not answer");
+            }
+            if tx
+                .send(Observation::SourceHealth {
+                    connected: ok,
+                    detail,
+                })
+                .is_err()
+            {
+                return;
             }
         }
     }

@@ -15,6 +15,10 @@ struct Cli {
     /// Log level for the daemon's own log on stderr (error, warn, info, debug).
     #[arg(long, global = true, default_value = "warn")]
     log_level: String,
+    /// Log format on stderr: `text`, or `json` (one object a line; an audit line's subject,
+    /// transition, action and reason are its own keys).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +68,10 @@ enum Command {
     CheckConfig {
         /// The TOML file.
         file: PathBuf,
+        /// Also print every setting in effect (file and environment over the defaults), secrets
+        /// shown as where they come from, never as values.
+        #[arg(long)]
+        effective: bool,
     },
     /// Run the real daemon loop against the built-in simulated cluster (virtual time) and report.
     Demo {
@@ -129,10 +137,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+    match cli.log_format.as_str() {
+        "text" => tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .init(),
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .init(),
+        other => {
+            eprintln!("error: --log-format `{other}` is not one of text, json");
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
         Command::Run { config } => {
             let cfg = match am_daemon::config::DaemonConfig::load(Some(&config)) {
@@ -225,16 +246,30 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { file } => match am_daemon::config::DaemonConfig::load(Some(&file)) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
+        Command::CheckConfig { file, effective } => {
+            match am_daemon::config::DaemonConfig::load(Some(&file)) {
+                Ok(cfg) => {
+                    if effective {
+                        match cfg.effective() {
+                            Ok(text) => print!("{text}"),
+                            Err(e) => {
+                                eprintln!("{}: {e}", file.display());
+                                return ExitCode::from(2);
+                            }
+                        }
+                        for line in cfg.secret_checks() {
+                            println!("# {line}");
+                        }
+                    }
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Demo {
             scenario,
             seed,

@@ -35,7 +35,7 @@
 //!         subject: Subject::Vm("vm-7".into()),
 //!         kind: LogKind::Issued { id: ActionId(4), action: reset.clone() },
 //!     }),
-//!     Record::Intent { id: ActionId(4), action: reset.clone() },
+//!     Record::Intent { id: ActionId(4), action: reset.clone(), vm: None },
 //! ])?;
 //! drop(journal); // the daemon dies before the outcome arrives
 //!

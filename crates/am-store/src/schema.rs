@@ -98,8 +98,12 @@ CREATE TABLE backups (
 CREATE INDEX backups_vm ON backups (vm, action_id);
 ";
 
+/// Version 2: `intents.subject`, the VM an intent moves as the manager saw it (JSON), so that a
+/// restarted daemon finds a VM registered anew under another id by its configuration path.
+const V2: &str = "ALTER TABLE intents ADD COLUMN subject TEXT;";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Brings the schema from version `from` to [`SCHEMA_VERSION`], one transaction per step.
 pub(crate) fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {

@@ -36,6 +36,9 @@ pub struct Recovered {
     /// Intents without an outcome, by id: the actions that were (perhaps) running when the
     /// daemon stopped. Reconcile each with the real state before doing anything on its VM.
     pub unfinished: Vec<(ActionId, Action)>,
+    /// The VMs unfinished intents were moving, as the manager saw them when deciding (only for
+    /// actions that register a VM anew), by action id.
+    pub moving: BTreeMap<ActionId, am_core::Vm>,
     /// The alarms raised and not cleared, in the order they were first raised.
     pub active_alarms: Vec<Alarm>,
     /// VMs a user switched off (state `off(by USER)`), and by whom. Never failed over.
@@ -312,14 +315,20 @@ impl SqliteJournal {
         let last_time = Time::from_millis(meta("last_at_ms")?);
 
         let mut unfinished = Vec::new();
+        let mut moving = BTreeMap::new();
         let mut st = self
             .conn
-            .prepare("SELECT id, action FROM intents WHERE finished = 0 ORDER BY id")?;
+            .prepare("SELECT id, action, subject FROM intents WHERE finished = 0 ORDER BY id")?;
         let mut rows = st.query([])?;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let json: String = row.get(1)?;
-            unfinished.push((ActionId(uint(id)), serde_json::from_str(&json)?));
+            let subject: Option<String> = row.get(2)?;
+            let id = ActionId(uint(id));
+            unfinished.push((id, serde_json::from_str(&json)?));
+            if let Some(vm) = subject {
+                moving.insert(id, serde_json::from_str(&vm)?);
+            }
         }
 
         let mut active_alarms = Vec::new();
@@ -355,6 +364,7 @@ impl SqliteJournal {
         Ok(Recovered {
             next_action_id,
             unfinished,
+            moving,
             active_alarms,
             user_offs,
             restarts,

@@ -109,7 +109,7 @@ impl<'t> Batch<'t> {
     pub(crate) fn apply(&mut self, r: &Record) -> Result<(), Fail> {
         match r {
             Record::Decision(e) => self.decision(r, e),
-            Record::Intent { id, action } => self.intent(r, *id, action),
+            Record::Intent { id, action, vm } => self.intent(r, *id, action, vm.as_deref()),
             Record::Outcome { id, error } => self.outcome(r, *id, error.as_ref()),
             Record::Alarm(change) => self.alarm(r, change),
         }
@@ -142,15 +142,21 @@ impl<'t> Batch<'t> {
         Ok(())
     }
 
-    fn intent(&mut self, r: &Record, id: ActionId, action: &Action) -> Result<(), Fail> {
+    fn intent(
+        &mut self,
+        r: &Record,
+        id: ActionId,
+        action: &Action,
+        vm: Option<&am_core::Vm>,
+    ) -> Result<(), Fail> {
         let at = self.issued_at.get(&id).copied().unwrap_or(self.last_at);
         let seq = self.audit(at, &action_subject(action), "intent", action.name(), r)?;
         let id_sql = int("action id", id.0)?;
         let at_sql = int("time", at.as_millis())?;
         self.tx
             .prepare_cached(
-                "INSERT INTO intents (id, op, vm, host, action, issued_seq, issued_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO intents (id, op, vm, host, action, issued_seq, issued_at_ms, subject)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 id_sql,
@@ -159,7 +165,8 @@ impl<'t> Batch<'t> {
                 action.host().map(|h| h.as_str()),
                 serde_json::to_string(action)?,
                 seq,
-                at_sql
+                at_sql,
+                vm.map(serde_json::to_string).transpose()?
             ])?;
         self.max_id = self.max_id.max(id.0);
         match action {

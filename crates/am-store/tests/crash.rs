@@ -95,6 +95,7 @@ fn expected(kk: u64) -> Recovered {
         unfinished: (kk.saturating_sub(2).max(1)..=kk)
             .map(|k| (ActionId(k), action(k)))
             .collect(),
+        moving: Default::default(),
         active_alarms,
         user_offs: (0..VMS)
             .filter_map(|v| last_of(VMS, v))

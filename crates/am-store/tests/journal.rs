@@ -19,6 +19,7 @@ fn every_kind() -> Vec<Record> {
         Record::Decision(LogEntry {
             at: Time::from_millis(1_600),
             subject: Subject::Host("h1".into()),
+            name: None,
             kind: LogKind::Transition {
                 from: "up".into(),
                 to: "suspect".into(),
@@ -48,6 +49,7 @@ fn every_kind() -> Vec<Record> {
     r.push(Record::Decision(LogEntry {
         at: Time::from_millis(3_000),
         subject: vm("vm-1"),
+        name: None,
         kind: LogKind::Finished {
             id: ActionId(1),
             ok: true,
@@ -71,6 +73,7 @@ fn every_kind() -> Vec<Record> {
     r.push(Record::Decision(LogEntry {
         at: Time::from_millis(3_500),
         subject: Subject::Host("h3".into()),
+        name: None,
         kind: LogKind::AlarmRaised {
             alarm: AlarmKind::HostUnreachable,
             message: "h3 gone".into(),
@@ -80,6 +83,7 @@ fn every_kind() -> Vec<Record> {
     r.push(Record::Decision(LogEntry {
         at: Time::from_millis(4_000),
         subject: Subject::Cluster,
+        name: None,
         kind: LogKind::AlarmCleared {
             alarm: AlarmKind::StormSuspected,
         },
@@ -164,6 +168,7 @@ fn a_failing_batch_stores_nothing() {
     wide.push(Record::Intent {
         id: ActionId(u64::MAX),
         action: reset("vm-9"),
+        vm: None,
     });
     let err = j.append_batch(&wide).unwrap_err();
     assert!(
@@ -330,6 +335,7 @@ fn an_intent_takes_the_time_of_its_issued_line() {
     j.append(&[Record::Intent {
         id: ActionId(1),
         action: reset("vm-1"),
+        vm: None,
     }])
     .unwrap();
     j.append(&issue(9_000, 2, reset("vm-1"))).unwrap();
@@ -531,7 +537,8 @@ fn prune_keeps_what_a_restart_needs() {
         kept.last().unwrap().1,
         Record::Intent {
             id: ActionId(100),
-            action: reset("vm-0")
+            action: reset("vm-0"),
+            vm: None,
         }
     );
 

@@ -21,6 +21,8 @@ pub struct ConnectSettings {
     pub timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// Responses larger than this are refused.
+    pub max_response_bytes: usize,
 }
 
 impl ConnectSettings {
@@ -33,6 +35,7 @@ impl ConnectSettings {
             tls,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            max_response_bytes: vsphere_soap::DEFAULT_MAX_BODY,
         }
     }
 }
@@ -84,7 +87,8 @@ pub async fn connect(s: &ConnectSettings) -> Result<(Client, UserSession), Conne
         .tls(s.tls.clone())
         .credentials(Credentials::new(s.user.clone(), s.password.clone()))
         .timeout(s.timeout)
-        .connect_timeout(s.connect_timeout);
+        .connect_timeout(s.connect_timeout)
+        .max_response_bytes(s.max_response_bytes);
     let url = builder.url().to_owned();
     let client = builder.connect().await.map_err(|e| classify(&url, &s.user, &e))?;
     let session = client

@@ -10,6 +10,7 @@
 //! | `TaskInProgress`, `ConcurrentAccess`, `ResourceInUse` | `Busy` |
 //! | `NotSupported`, `NotImplemented`, `MethodNotFound` | `NotSupported` |
 //! | `Timedout`, a task not finished in time | `Timeout` |
+//! | `FileLocked`, or a fault saying a file is locked ("Failed to lock the file") | `Locked` |
 //! | anything else (also from a failed task) | `Api { fault: <type name>, retryable }` |
 //!
 //! `Api` faults are retryable when they are transient by nature (`HostCommunication`,
@@ -120,6 +121,17 @@ fn vim_fault(f: &vsphere_soap::VimFault, e: &Error, s: &Subject<'_>) -> HvError 
         format!("{}: {}", f.type_name, f.message)
     };
     let ty = f.type_name.as_str();
+    if is_lock(f) {
+        let file = f
+            .detail
+            .field("file")
+            .and_then(vsphere_soap::Value::as_str)
+            .map_or_else(|| detail.clone(), str::to_owned);
+        return HvError::Locked {
+            id: s.id.to_owned(),
+            file,
+        };
+    }
     match &f.kind {
         FaultKind::InvalidPowerState { .. } | FaultKind::InvalidState | FaultKind::HostNotConnected => {
             HvError::InvalidState {
@@ -172,6 +184,17 @@ fn vim_fault(f: &vsphere_soap::VimFault, e: &Error, s: &Subject<'_>) -> HvError 
             retryable: TRANSIENT.contains(&ty),
         },
     }
+}
+
+/// Whether a fault says a VM's file is locked by another host: `FileLocked`, or (as ESXi often
+/// words it) a configuration fault whose message says the file could not be locked.
+fn is_lock(f: &vsphere_soap::VimFault) -> bool {
+    let m = f.message.to_ascii_lowercase();
+    f.type_name == "FileLocked"
+        || (matches!(
+            f.type_name.as_str(),
+            "GenericVmConfigFault" | "FileFault" | "CannotAccessFile" | "SystemError"
+        ) && (m.contains("lock the file") || m.contains("is locked") || m.contains("file in use")))
 }
 
 #[cfg(test)]
@@ -233,6 +256,35 @@ mod tests {
     }
 
     #[test]
+    fn a_locked_file_is_proof_of_life() {
+        let detail = Value::Data(vsphere_soap::DataObject {
+            type_name: Some("FileLocked".into()),
+            fields: vec![("file".into(), Value::Text("[nfs] web/web.vmx".into()))],
+        });
+        let e = hv_error(&soap("FileLocked", detail), &s());
+        assert_eq!(
+            e,
+            HvError::Locked {
+                id: "vm-1".into(),
+                file: "[nfs] web/web.vmx".into()
+            }
+        );
+        assert!(!e.is_retryable());
+        let esx = Error::Task(Box::new(TaskError {
+            task: MoRef::new("Task", "task-9"),
+            description_id: "VirtualMachine.powerOn".into(),
+            entity: None,
+            fault: VimFault::from_value(
+                "GenericVmConfigFault",
+                Value::Text(String::new()),
+                "Failed to lock the file".into(),
+                String::new(),
+            ),
+        }));
+        assert!(matches!(hv_error(&esx, &s()), HvError::Locked { .. }));
+    }
+
+    #[test]
     fn not_found_names_the_missing_object() {
         let obj = |kind: &str, v: &str| {
             Value::Data(vsphere_soap::DataObject {
@@ -251,14 +303,14 @@ mod tests {
 
     #[test]
     fn other_faults_keep_their_type_name() {
-        let e = hv_error(&task("FileLocked"), &s());
+        let e = hv_error(&task("CannotDeleteFile"), &s());
         match e {
             HvError::Api {
                 fault,
                 message,
                 retryable,
             } => {
-                assert_eq!(fault, "FileLocked");
+                assert_eq!(fault, "CannotDeleteFile");
                 assert!(
                     message.contains("VirtualMachine.powerOn") && message.contains("why"),
                     "{message}"

@@ -17,6 +17,7 @@ const VM_NOW: &[&str] = &[
     "runtime.powerState",
     "runtime.host",
     "summary.config.vmPathName",
+    "datastore",
 ];
 
 struct VmNow {
@@ -215,14 +216,25 @@ impl Inner {
     async fn still_orphan(&self, id: &VmId) -> Option<Orphan> {
         let orphan = self.shared().orphan(id).cloned()?;
         let old = MoRef::new("VirtualMachine", orphan.moref.clone());
-        match self.client.retrieve_object(&old, &["name"]).await {
-            Ok(o) if !o.props.is_empty() => {
+        match self
+            .client
+            .retrieve_object(&old, &["name", "summary.config.vmPathName"])
+            .await
+        {
+            Ok(o) if o.get_str("summary.config.vmPathName") == Some(orphan.vmx.as_str()) => {
                 tracing::info!(vm = %id, "still registered: the unregistration did not happen");
                 self.shared().drop_orphan(id);
-                None
+                return None;
             }
-            _ => Some(orphan),
+            _ => {}
         }
+        // Registered again under another id (by an earlier attempt, or by its host coming back).
+        if let Some(found) = self.find_by_vmx(&orphan.vmx).await {
+            tracing::info!(vm = %id, moref = %found, "registered again under a new id: that is the VM");
+            self.shared().set_alias(&found.value, id, &orphan.vmx);
+            return None;
+        }
+        Some(orphan)
     }
 
     /// Unregisters a VM (keeping what is needed to register it again). With `force_off`, a VM
@@ -247,6 +259,7 @@ impl Inner {
             folder: now.folder().cloned(),
             host: now.host().cloned(),
             keep_host,
+            ghost: None,
         };
         self.shared().add_orphan(id, orphan.clone());
         let first = self
@@ -399,7 +412,30 @@ impl Inner {
                 ),
             ));
         }
+        if force_off && let Some(vmx) = now.vmx() {
+            // Before anything is unregistered: a VM whose files are still locked runs there.
+            self.check_lock(id, vmx, crate::storage::datastore_of(&now.props).as_ref())
+                .await?;
+        }
         self.unregister(id, &now, true, force_off, s).await.map(Some)
+    }
+
+    /// Unregisters the copy registered at `moref` by a failover that found the VM's files locked,
+    /// and keeps the VM known as the orphan it was, on its old host.
+    async fn undo_register(&self, id: &VmId, moref: &MoRef, orphan: Orphan, s: &Subject<'_>) {
+        match self.client.unregister_vm(moref).await {
+            Ok(()) => {
+                tracing::info!(vm = %id, copy = %moref, "failover undone: the copy is unregistered");
+                let old = orphan.moref.clone();
+                self.shared().add_orphan(id, orphan);
+                // The id points at the old moref again, gone from vCenter until its host is back.
+                self.shared().set_current(id, &old);
+            }
+            Err(e) => {
+                tracing::warn!(vm = %id, copy = %moref, error = %hv_error(&e, s), "cannot unregister the failover's copy")
+            }
+        }
+        self.shared().refresh(moref.clone());
     }
 
     async fn host_vars(&self, host: &HostId) -> (String, String) {
@@ -408,7 +444,14 @@ impl Inner {
             Err(_) => None,
         }
         .unwrap_or_else(|| host.to_string());
-        let address = self.opts.host_addresses.get(&name).cloned().unwrap_or_default();
+        let address = self
+            .opts
+            .targets
+            .hosts
+            .addresses
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
         (name, address)
     }
 
@@ -435,7 +478,7 @@ impl Inner {
 
     async fn cluster_for(&self, wanted: Option<&String>, s: &Subject<'_>) -> Result<MoRef, HvError> {
         let err = |e: vsphere_soap::Error| hv_error(&e, s);
-        if let Some(name) = wanted.or(self.opts.cluster.as_ref()) {
+        if let Some(name) = wanted.or(self.opts.clusters.first()) {
             return find_by_name(&self.client, "ClusterComputeResource", name)
                 .await
                 .map_err(err)?
@@ -496,7 +539,7 @@ impl Hypervisor for VsphereBackend {
             Action::RemoveHost { host } => self.remove_host(host).await.map(|()| Done)?,
             Action::AddHost { spare } => ActionOutcome::HostAdded(self.add_host(spare).await?),
             Action::MountDatastore { host, datastore } => {
-                self.mount_datastore(host, datastore).await.map(|()| Done)?
+                self.inner.mount_datastore(host, datastore).await.map(|()| Done)?
             }
             Action::EnterMaintenance { host } => self.enter_maintenance(host).await.map(|()| Done)?,
             Action::ExitMaintenance { host } => self.exit_maintenance(host).await.map(|()| Done)?,
@@ -731,11 +774,21 @@ impl VsphereBackend {
     async fn failover(&self, vm: &VmId, to: &HostId) -> Result<(), HvError> {
         let inner = &self.inner;
         let s = Subject::new("failover", "vm", vm.as_str()).on_host(to.as_str());
-        let moref = match inner.release_for(vm, to, true, &s).await? {
-            Some(orphan) => inner.register_on(vm, &orphan, to, &s).await?,
-            None => inner.registered(vm)?,
+        let (moref, orphan) = match inner.release_for(vm, to, true, &s).await? {
+            Some(orphan) => (inner.register_on(vm, &orphan, to, &s).await?, Some(orphan)),
+            None => (inner.registered(vm)?, None),
         };
-        inner.power_on_ref(&moref, &s).await
+        match inner.power_on_ref(&moref, &s).await {
+            Err(e @ HvError::Locked { .. }) => {
+                // It still runs where it was: undo the registration made here, so that it is
+                // registered once (its host's registration comes back with the host).
+                if let Some(orphan) = orphan {
+                    inner.undo_register(vm, &moref, orphan, &s).await;
+                }
+                Err(e)
+            }
+            other => other,
+        }
     }
 
     async fn reconnect_host(&self, host: &HostId) -> Result<(), HvError> {
@@ -785,13 +838,6 @@ impl VsphereBackend {
         })?;
         inner.shared().refresh(added.clone());
         Ok(HostId::new(added.value))
-    }
-
-    /// Not yet: the datastore's kind decides how (see the issue on spares).
-    async fn mount_datastore(&self, host: &HostId, datastore: &DatastoreId) -> Result<(), HvError> {
-        Err(HvError::NotSupported {
-            op: format!("mount_datastore {datastore} on {host}"),
-        })
     }
 
     async fn enter_maintenance(&self, host: &HostId) -> Result<(), HvError> {

@@ -50,12 +50,17 @@ mod hypervisor;
 mod map;
 mod mirror;
 mod options;
+mod scope;
 mod shared;
 mod source;
+mod storage;
 
 pub use connect::{ConnectError, ConnectSettings, classify, connect};
 pub use map::{backup_name, backup_source};
-pub use options::{Hook, Options, SpareHost};
+pub use options::{
+    Attributes, Capacity, GuestAddress, GuestTargets, Hook, HostAddress, HostTargets, MemoryModel, Options,
+    Priorities, PriorityRule, SpareHost, Targets, glob,
+};
 pub use vsphere_soap;
 
 use std::sync::{Arc, Mutex};
@@ -116,8 +121,8 @@ pub struct VsphereBackend {
 pub(crate) struct Inner {
     pub client: Client,
     pub opts: Options,
-    /// The container the inventory is read under.
-    pub root: MoRef,
+    /// What the inventory is read under.
+    pub scope: scope::Scope,
     pub time: map::TimeMap,
     pub shared: Mutex<shared::Shared>,
     pub source: tokio::sync::Mutex<source::State>,
@@ -126,7 +131,7 @@ pub(crate) struct Inner {
 impl std::fmt::Debug for VsphereBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VsphereBackend")
-            .field("root", &self.inner.root)
+            .field("scope", &self.inner.scope)
             .field("options", &self.inner.opts)
             .finish_non_exhaustive()
     }
@@ -137,13 +142,13 @@ impl VsphereBackend {
     /// snapshot times are converted to it. Looks the scope up (a datacenter or cluster named in
     /// `opts`), so a wrong name fails here.
     pub async fn new(client: Client, opts: Options, clock: Arc<dyn Clock>) -> Result<Self, SetupError> {
-        let root = resolve_scope(&client, &opts).await?;
+        let scope = scope::resolve(&client, &opts).await?;
         Ok(VsphereBackend {
             inner: Arc::new(Inner {
                 time: map::TimeMap::now(&clock),
                 client,
                 opts,
-                root,
+                scope,
                 shared: Mutex::new(shared::Shared::default()),
                 source: tokio::sync::Mutex::new(source::State::default()),
             }),
@@ -155,14 +160,44 @@ impl VsphereBackend {
         &self.inner.client
     }
 
-    /// The container the inventory is read under (root folder, datacenter or cluster).
-    pub fn root(&self) -> &MoRef {
-        &self.inner.root
+    /// The containers the hosts and VMs are read under (root folder, datacenter or clusters).
+    pub fn roots(&self) -> &[MoRef] {
+        &self.inner.scope.compute
     }
 
     /// The options.
     pub fn options(&self) -> &Options {
         &self.inner.opts
+    }
+
+    /// Before the first inventory of a restarted daemon: the VMs its journal says it was moving
+    /// (an unfinished failover, registration or restore), as they were. A VM the old daemon had
+    /// unregistered and not registered again is found nowhere in vCenter: it is shown, off, where
+    /// it was, until a failover registers its `.vmx` again; one it had registered anew under a
+    /// new managed object id is recognised by its `.vmx` path and keeps its id.
+    pub fn adopt(&self, moving: &[am_core::Vm]) {
+        let mut shared = self.inner.shared();
+        for vm in moving {
+            let Some(vmx) = vm.config_path.clone() else {
+                continue;
+            };
+            tracing::info!(vm = %vm.id, vmx = %vmx, "unfinished move from before the restart: known by its .vmx");
+            shared.add_orphan(
+                &vm.id,
+                shared::Orphan {
+                    moref: vm.id.to_string(),
+                    vmx,
+                    name: vm.name.clone(),
+                    folder: None,
+                    host: vm
+                        .host
+                        .as_ref()
+                        .map(|h| vsphere_soap::MoRef::new("HostSystem", h.as_str())),
+                    keep_host: true,
+                    ghost: Some(vm.clone()),
+                },
+            );
+        }
     }
 }
 
@@ -187,15 +222,4 @@ pub(crate) async fn find_by_name(
         .into_iter()
         .filter(|o| o.obj.kind == kind && o.get_str("name") == Some(name));
     Ok(matches.next().map(|o| o.obj))
-}
-
-async fn resolve_scope(client: &Client, opts: &Options) -> Result<MoRef, SetupError> {
-    let (kind, name) = match (&opts.cluster, &opts.datacenter) {
-        (Some(c), _) => ("ClusterComputeResource", c),
-        (None, Some(d)) => ("Datacenter", d),
-        (None, None) => return Ok(client.service_content().root_folder.clone()),
-    };
-    find_by_name(client, kind, name)
-        .await?
-        .ok_or_else(|| SetupError::Scope(format!("no {kind} named `{name}` in vCenter")))
 }

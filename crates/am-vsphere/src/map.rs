@@ -1,7 +1,7 @@
 //! Pure mappings from vim25 properties and events to `am-core` types. No I/O: unit tests feed them
 //! property maps and events as vCenter (and vcsim) send them.
 
-use crate::options::Options;
+use crate::options::{GuestAddress, HostAddress, MemoryModel, Options, glob};
 use am_core::{
     ClusterEvent, ConnectionState, Datastore, DatastoreId, EventKind, GuestHeartbeat, Host, HostId,
     PowerState, Resources, RestartPriority, Snapshot, SnapshotId, Time, Vm, VmId,
@@ -24,7 +24,12 @@ pub(crate) const HOST_PROPS: &[&str] = &[
     "summary.hardware.cpuMhz",
     "summary.hardware.numCpuCores",
     "summary.hardware.memorySize",
+    "config.network.vnic",
+    "datastore",
 ];
+
+/// Properties of the folders and resource pools VMs are in (their names decide priorities).
+pub(crate) const NAMED_PROPS: &[&str] = &["name"];
 
 /// `VirtualMachine` properties the adapter reads.
 pub(crate) const VM_PROPS: &[&str] = &[
@@ -39,11 +44,17 @@ pub(crate) const VM_PROPS: &[&str] = &[
     "summary.config.numCpu",
     "summary.config.cpuReservation",
     "summary.config.vmPathName",
+    "summary.config.memoryReservation",
     "config.instanceUuid",
+    "config.annotation",
+    "customValue",
     "guest.ipAddress",
+    "guest.net",
     "guestHeartbeatStatus",
     "summary.quickStats.overallCpuUsage",
     "summary.quickStats.uptimeSeconds",
+    "summary.quickStats.guestMemoryUsage",
+    "summary.quickStats.consumedOverheadMemory",
     "datastore",
     "snapshot",
 ];
@@ -149,17 +160,31 @@ pub(crate) fn connection(state: Option<&str>) -> ConnectionState {
     }
 }
 
-/// A `HostSystem`: capacity is cores x MHz per core and the physical memory.
+/// A `HostSystem`: capacity is cores x MHz per core and the physical memory (times the memory
+/// overcommit ratio); its management address as [`Options::targets`] says.
 pub(crate) fn host(id: &MoRef, p: &Props, opts: &Options) -> Host {
     let name = text(p, "name").unwrap_or(&id.value).to_owned();
     let cores = non_negative(int(p, "summary.hardware.numCpuCores"));
     let mhz = non_negative(int(p, "summary.hardware.cpuMhz"));
     let mem = non_negative(int(p, "summary.hardware.memorySize").map(|b| b / MIB));
-    let mgmt_address = opts
-        .host_addresses
+    let ratio = opts.capacity.memory_overcommit.clamp(1.0, 100.0);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let mem = (mem as f64 * ratio) as u64;
+    let t = &opts.targets.hosts;
+    let ip = match t.address {
+        HostAddress::Vmk => management_ip(p),
+        HostAddress::Name => name.parse::<IpAddr>().ok(),
+        HostAddress::None => None,
+    };
+    let mgmt_address = t
+        .addresses
         .get(&name)
         .cloned()
-        .or_else(|| (opts.probe_host_names && name.parse::<IpAddr>().is_ok()).then(|| name.clone()));
+        .or_else(|| ip.and_then(|ip| probe_address(ip, t.port)));
     Host {
         id: HostId::new(id.value.clone()),
         name,
@@ -171,6 +196,111 @@ pub(crate) fn host(id: &MoRef, p: &Props, opts: &Options) -> Host {
         // vCenter does not expose datastore heartbeats.
         storage_heartbeat: None,
     }
+}
+
+/// An address as the prober reads it: the IP for ICMP, `tcp:IP:PORT` for a TCP connect. An IPv6
+/// address is not probed by ICMP (the prober has no ICMPv6): `None`.
+pub(crate) fn probe_address(ip: IpAddr, port: u16) -> Option<String> {
+    match (port, ip) {
+        (0, IpAddr::V6(_)) => None,
+        (0, ip) => Some(ip.to_string()),
+        (port, IpAddr::V6(ip)) => Some(format!("tcp:[{ip}]:{port}")),
+        (port, ip) => Some(format!("tcp:{ip}:{port}")),
+    }
+}
+
+/// The management VMkernel address of a host: the IPv4 address of the vnic on a management port
+/// group, else of `vmk0`, else of the first vnic with one.
+pub(crate) fn management_ip(p: &Props) -> Option<IpAddr> {
+    let vnics = get(p, "config.network.vnic")?.items();
+    let ip_of = |v: &Value| {
+        v.path("spec.ip.ipAddress")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            .filter(|ip| !ip.is_unspecified())
+    };
+    let management = |v: &&Value| {
+        v.field("portgroup")
+            .and_then(Value::as_str)
+            .is_some_and(|g| g.to_ascii_lowercase().contains("management"))
+    };
+    let vmk0 = |v: &&Value| v.field("device").and_then(Value::as_str) == Some("vmk0");
+    vnics
+        .iter()
+        .filter(management)
+        .find_map(ip_of)
+        .or_else(|| vnics.iter().filter(vmk0).find_map(ip_of))
+        .or_else(|| vnics.iter().find_map(ip_of))
+}
+
+/// The datastores a host mounts (its `datastore` list).
+pub(crate) fn host_datastores(p: &Props) -> Vec<DatastoreId> {
+    morefs(p, "datastore")
+        .into_iter()
+        .map(|d| DatastoreId::new(d.value.clone()))
+        .collect()
+}
+
+/// What the VM mapping reads besides the VM's own properties: names of folders and pools, and
+/// the custom attribute definitions (key to name).
+pub(crate) struct VmContext<'a> {
+    /// The options.
+    pub opts: &'a Options,
+    /// The name of a folder or resource pool.
+    pub name_of: &'a dyn Fn(&MoRef) -> Option<String>,
+    /// Custom attribute names by key.
+    pub fields: &'a BTreeMap<i64, String>,
+}
+
+/// A VM's custom attribute values by attribute name.
+pub(crate) fn custom_values(p: &Props, fields: &BTreeMap<i64, String>) -> BTreeMap<String, String> {
+    get(p, "customValue")
+        .map(Value::items)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| {
+            let key = v.field("key").and_then(Value::as_i64)?;
+            let name = fields.get(&key)?;
+            let value = v.field("value").and_then(Value::as_str).unwrap_or_default();
+            Some((name.clone(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// The guest addresses VMware Tools reports, IPv4 first, link-local ones left out.
+pub(crate) fn tools_addresses(p: &Props) -> Vec<IpAddr> {
+    let mut found: Vec<IpAddr> = Vec::new();
+    let mut add = |s: &str| {
+        if let Ok(ip) = s.trim().parse::<IpAddr>() {
+            let link_local = match ip {
+                IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified(),
+                IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.is_unspecified(),
+            };
+            if !link_local && !found.contains(&ip) {
+                found.push(ip);
+            }
+        }
+    };
+    if let Some(ip) = text(p, "guest.ipAddress") {
+        add(ip);
+    }
+    for nic in get(p, "guest.net").map(Value::items).unwrap_or_default() {
+        for a in nic.field("ipAddress").map(Value::items).unwrap_or_default() {
+            if let Some(s) = a.as_str() {
+                add(s);
+            }
+        }
+    }
+    found.sort_by_key(|ip| !ip.is_ipv4());
+    found
+}
+
+/// `off`, `no`, `false` or `0`.
+fn is_off(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "off" | "no" | "false" | "0"
+    )
 }
 
 /// Whether a VM is a template (templates are not VMs the manager runs: left out).
@@ -218,22 +348,28 @@ pub(crate) fn power(state: Option<&str>) -> PowerState {
 /// A `VirtualMachine` as the id `id` (its moref, or the id it had before the manager registered
 /// it anew). `None` for templates.
 ///
-/// Demand: CPU is the reservation (MHz), memory the configured size. CPU usage is reported only
-/// while quick stats are live (`uptimeSeconds` > 0): vCenter leaves them at zero for a VM whose
-/// host does not report, and zero would read as a hang.
-pub(crate) fn vm(id: VmId, obj: &MoRef, p: &Props, opts: &Options) -> Option<Vm> {
+/// Demand: CPU is the reservation (MHz); memory as [`Options::capacity`] says. CPU usage is
+/// reported only while quick stats are live (`uptimeSeconds` > 0): vCenter leaves them at zero
+/// for a VM whose host does not report, and zero would read as a hang. Priority: the custom
+/// attribute, else the first matching rule, else the default. The guest address: from Tools, an
+/// attribute or the annotation, unless the VM or its folder is excluded from probing.
+pub(crate) fn vm(id: VmId, obj: &MoRef, p: &Props, cx: &VmContext<'_>) -> Option<Vm> {
     if is_template(p) {
         return None;
     }
+    let opts = cx.opts;
     let name = text(p, "name").unwrap_or(&obj.value).to_owned();
     let backup_of = backup_source(&name).filter(|source| *source != id);
+    let folder = moref(p, "parent").and_then(|f| (cx.name_of)(f));
+    let pool = moref(p, "resourcePool").and_then(|r| (cx.name_of)(r));
+    let attrs = custom_values(p, cx.fields);
+    let attr = |key: &str| (!key.is_empty()).then(|| attrs.get(key)).flatten();
     let priority = if backup_of.is_some() {
         RestartPriority::Disabled
     } else {
-        opts.priorities
-            .get(&name)
-            .copied()
-            .unwrap_or(opts.default_priority)
+        attr(&opts.attributes.priority)
+            .and_then(|v| parse_priority(v))
+            .unwrap_or_else(|| opts.priorities.of(&name, folder.as_deref(), pool.as_deref()))
     };
     let power = power(text(p, "runtime.powerState"));
     let live_stats = int(p, "summary.quickStats.uptimeSeconds").is_some_and(|u| u > 0);
@@ -241,19 +377,32 @@ pub(crate) fn vm(id: VmId, obj: &MoRef, p: &Props, opts: &Options) -> Option<Vm>
         .then(|| int(p, "summary.quickStats.overallCpuUsage"))
         .flatten()
         .and_then(|v| u64::try_from(v).ok());
-    let guest_address = opts
-        .probe_guests
-        .then(|| text(p, "guest.ipAddress"))
-        .flatten()
-        .filter(|a| a.parse::<IpAddr>().is_ok())
-        .map(str::to_owned);
+    let g = &opts.targets.guests;
+    let excluded = g.exclude_vms.iter().any(|pat| glob(pat, &name))
+        || folder.as_ref().is_some_and(|f| g.exclude_folders.contains(f))
+        || attr(&opts.attributes.probe).is_some_and(|v| is_off(v));
+    let ip = match g.address {
+        _ if excluded || backup_of.is_some() => None,
+        GuestAddress::Tools => tools_addresses(p)
+            .into_iter()
+            .find(|ip| g.port != 0 || ip.is_ipv4()),
+        GuestAddress::Attribute => attr(&opts.attributes.address).and_then(|a| a.trim().parse().ok()),
+        GuestAddress::Annotation => text(p, "config.annotation").and_then(annotation_address),
+        GuestAddress::None => None,
+    };
+    let guest_address = ip.and_then(|ip| probe_address(ip, g.port));
+    let reservation = non_negative(int(p, "summary.config.memoryReservation"));
+    let memory = match opts.capacity.memory {
+        MemoryModel::Configured => non_negative(int(p, "summary.config.memorySizeMB")),
+        MemoryModel::Reserved => {
+            reservation + non_negative(int(p, "summary.quickStats.consumedOverheadMemory"))
+        }
+        MemoryModel::Active => non_negative(int(p, "summary.quickStats.guestMemoryUsage")).max(reservation),
+    };
     Some(Vm {
         id,
         name,
-        demand: Resources::new(
-            non_negative(int(p, "summary.config.cpuReservation")),
-            non_negative(int(p, "summary.config.memorySizeMB")),
-        ),
+        demand: Resources::new(non_negative(int(p, "summary.config.cpuReservation")), memory),
         power,
         host: moref(p, "runtime.host").map(|h| HostId::new(h.value.clone())),
         priority,
@@ -268,7 +417,28 @@ pub(crate) fn vm(id: VmId, obj: &MoRef, p: &Props, opts: &Options) -> Option<Vm>
         backup_of,
         config_path: vmx_path(p).map(str::to_owned),
         instance_uuid: text(p, "config.instanceUuid").map(str::to_owned),
-        backup: true,
+        backup: !attr(&opts.attributes.backup).is_some_and(|v| is_off(v)),
+    })
+}
+
+/// `highest`, `high`, `medium`, `low`, `lowest`, `disabled` (any case).
+pub(crate) fn parse_priority(v: &str) -> Option<RestartPriority> {
+    Some(match v.trim().to_ascii_lowercase().as_str() {
+        "highest" => RestartPriority::Highest,
+        "high" => RestartPriority::High,
+        "medium" => RestartPriority::Medium,
+        "low" => RestartPriority::Low,
+        "lowest" => RestartPriority::Lowest,
+        "disabled" | "off" | "none" => RestartPriority::Disabled,
+        _ => return None,
+    })
+}
+
+/// The address of a line `am.address=IP` (or `am.address: IP`) in an annotation.
+pub(crate) fn annotation_address(notes: &str) -> Option<IpAddr> {
+    notes.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("am.address")?;
+        rest.trim_start_matches([' ', '=', ':']).trim().parse().ok()
     })
 }
 
@@ -392,9 +562,38 @@ mod tests {
         )
     }
 
+    /// A mapping context with no folders, pools or attribute definitions.
+    fn plain(opts: &Options) -> VmContext<'_> {
+        static NO_FIELDS: std::sync::OnceLock<BTreeMap<i64, String>> = std::sync::OnceLock::new();
+        VmContext {
+            opts,
+            name_of: &|_| None,
+            fields: NO_FIELDS.get_or_init(BTreeMap::new),
+        }
+    }
+
+    fn vnic(device: &str, portgroup: &str, ip: &str) -> Value {
+        let ip = Value::Data(vsphere_soap::DataObject {
+            type_name: Some("HostIpConfig".into()),
+            fields: vec![("ipAddress".into(), t(ip))],
+        });
+        let spec = Value::Data(vsphere_soap::DataObject {
+            type_name: None,
+            fields: vec![("ip".into(), ip)],
+        });
+        Value::Data(vsphere_soap::DataObject {
+            type_name: Some("HostVirtualNic".into()),
+            fields: vec![
+                ("device".into(), t(device)),
+                ("portgroup".into(), t(portgroup)),
+                ("spec".into(), spec),
+            ],
+        })
+    }
+
     #[test]
     fn hosts_map_capacity_connection_and_addresses() {
-        let p = props(&[
+        let mut p = props(&[
             ("name", t("10.0.0.7")),
             ("runtime.connectionState", t("notResponding")),
             ("runtime.inMaintenanceMode", Value::Bool(true)),
@@ -410,16 +609,40 @@ mod tests {
         assert_eq!(h.capacity, Resources::new(4588, 4095));
         assert_eq!(h.connection, ConnectionState::NotResponding);
         assert!(h.maintenance);
-        assert_eq!(h.mgmt_address, None, "probing host names is off by default");
+        assert_eq!(h.mgmt_address, None, "no vmk reported: nothing to probe");
         assert_eq!(h.storage_heartbeat, None);
-        opts.probe_host_names = true;
-        assert_eq!(host(&id, &p, &opts).mgmt_address.as_deref(), Some("10.0.0.7"));
-        opts.host_addresses
-            .insert("10.0.0.7".into(), "tcp:10.0.1.7:443".into());
+        // The management VMkernel address, by TCP to 443 by default.
+        p.insert(
+            "config.network.vnic".into(),
+            Value::Array(vec![
+                vnic("vmk1", "vMotion", "10.0.9.7"),
+                vnic("vmk0", "Management Network", "10.0.1.7"),
+            ]),
+        );
         assert_eq!(
             host(&id, &p, &opts).mgmt_address.as_deref(),
             Some("tcp:10.0.1.7:443")
         );
+        opts.targets.hosts.port = 0;
+        assert_eq!(
+            host(&id, &p, &opts).mgmt_address.as_deref(),
+            Some("10.0.1.7"),
+            "ICMP"
+        );
+        opts.targets.hosts.address = HostAddress::Name;
+        assert_eq!(host(&id, &p, &opts).mgmt_address.as_deref(), Some("10.0.0.7"));
+        opts.targets.hosts.address = HostAddress::None;
+        assert_eq!(host(&id, &p, &opts).mgmt_address, None);
+        opts.targets
+            .hosts
+            .addresses
+            .insert("10.0.0.7".into(), "tcp:10.0.1.7:902".into());
+        assert_eq!(
+            host(&id, &p, &opts).mgmt_address.as_deref(),
+            Some("tcp:10.0.1.7:902")
+        );
+        opts.capacity.memory_overcommit = 1.5;
+        assert_eq!(host(&id, &p, &opts).capacity.mem_mib, 6142);
         assert_eq!(connection(Some("connected")), ConnectionState::Connected);
         assert_eq!(connection(Some("disconnected")), ConnectionState::Disconnected);
         assert_eq!(connection(None), ConnectionState::NotResponding);
@@ -428,12 +651,18 @@ mod tests {
     fn vm_props() -> Props {
         props(&[
             ("name", t("web-1")),
+            ("parent", r("Folder", "group-v4")),
+            ("resourcePool", r("ResourcePool", "resgroup-8")),
             ("runtime.powerState", t("poweredOn")),
             ("runtime.host", r("HostSystem", "host-21")),
             ("summary.config.memorySizeMB", Value::Int(2048)),
+            ("summary.config.memoryReservation", Value::Int(512)),
+            ("summary.quickStats.consumedOverheadMemory", Value::Int(40)),
+            ("summary.quickStats.guestMemoryUsage", Value::Int(900)),
             ("summary.config.numCpu", Value::Int(2)),
             ("summary.config.cpuReservation", Value::Int(500)),
             ("summary.config.vmPathName", t("[ds1] web-1/web-1.vmx")),
+            ("config.instanceUuid", t("5012-abcd")),
             ("guest.ipAddress", t("192.0.2.10")),
             ("guestHeartbeatStatus", t("red")),
             ("summary.quickStats.overallCpuUsage", Value::Int(0)),
@@ -450,47 +679,189 @@ mod tests {
         let obj = MoRef::new("VirtualMachine", "vm-42");
         let mut opts = Options::default();
         let p = vm_props();
-        let v = vm(VmId::from("vm-42"), &obj, &p, &opts).unwrap();
+        let v = vm(VmId::from("vm-42"), &obj, &p, &plain(&opts)).unwrap();
         assert_eq!(v.name, "web-1");
-        assert_eq!(v.demand, Resources::new(500, 2048));
+        assert_eq!(
+            v.demand,
+            Resources::new(500, 552),
+            "reservation + overhead by default"
+        );
         assert_eq!(v.power, PowerState::PoweredOn);
         assert_eq!(v.host, Some(HostId::from("host-21")));
         assert_eq!(v.priority, RestartPriority::Medium);
         assert_eq!(v.heartbeat, GuestHeartbeat::Red);
-        assert_eq!(v.guest_address, None, "guests are probed only when asked");
+        assert_eq!(
+            v.guest_address.as_deref(),
+            Some("192.0.2.10"),
+            "Tools' address, ICMP"
+        );
         assert_eq!(v.cpu_usage_mhz, None, "stats without uptime are not live");
         assert_eq!(v.datastore, Some(DatastoreId::from("datastore-1")));
         assert_eq!(v.backup_of, None);
-        assert!(v.is_protected());
+        assert_eq!(v.config_path.as_deref(), Some("[ds1] web-1/web-1.vmx"));
+        assert_eq!(v.instance_uuid.as_deref(), Some("5012-abcd"));
+        assert!(v.is_protected() && v.backup);
         assert_eq!(vmx_path(&p), Some("[ds1] web-1/web-1.vmx"));
 
-        opts.probe_guests = true;
-        opts.priorities.insert("web-1".into(), RestartPriority::High);
+        opts.capacity.memory = MemoryModel::Configured;
+        opts.targets.guests.port = 22;
+        opts.priorities.rules.push(crate::PriorityRule {
+            vms: Some("web-*".into()),
+            folder: None,
+            pool: None,
+            priority: RestartPriority::High,
+        });
         let mut p = p;
         p.insert("summary.quickStats.uptimeSeconds".into(), Value::Int(300));
         p.insert("summary.quickStats.overallCpuUsage".into(), Value::Int(0));
-        let v = vm(VmId::from("vm-1"), &obj, &p, &opts).unwrap();
+        let v = vm(VmId::from("vm-1"), &obj, &p, &plain(&opts)).unwrap();
         assert_eq!(v.id, VmId::from("vm-1"), "the id given, not the moref");
-        assert_eq!(v.guest_address.as_deref(), Some("192.0.2.10"));
+        assert_eq!(v.guest_address.as_deref(), Some("tcp:192.0.2.10:22"));
         assert_eq!(v.cpu_usage_mhz, Some(0), "live stats: zero is zero");
         assert_eq!(v.priority, RestartPriority::High);
-
-        p.insert("guest.ipAddress".into(), t("fe80::1%eth0"));
+        assert_eq!(v.demand.mem_mib, 2048, "configured size");
+        opts.capacity.memory = MemoryModel::Active;
         assert_eq!(
-            vm(VmId::from("vm-1"), &obj, &p, &opts).unwrap().guest_address,
-            None
+            vm(VmId::from("vm-1"), &obj, &p, &plain(&opts))
+                .unwrap()
+                .demand
+                .mem_mib,
+            900
+        );
+
+        p.insert("guest.ipAddress".into(), t("fe80::1"));
+        assert_eq!(
+            vm(VmId::from("vm-1"), &obj, &p, &plain(&opts))
+                .unwrap()
+                .guest_address,
+            None,
+            "link-local addresses are not probed"
+        );
+        opts.targets.guests.exclude_vms.push("web-*".into());
+        p.insert("guest.ipAddress".into(), t("192.0.2.10"));
+        assert_eq!(
+            vm(VmId::from("vm-1"), &obj, &p, &plain(&opts))
+                .unwrap()
+                .guest_address,
+            None,
+            "excluded"
         );
         p.insert("runtime.powerState".into(), t("poweredOff"));
-        let v = vm(VmId::from("vm-1"), &obj, &p, &opts).unwrap();
+        let v = vm(VmId::from("vm-1"), &obj, &p, &plain(&opts)).unwrap();
         assert_eq!((v.power, v.cpu_usage_mhz), (PowerState::PoweredOff, None));
         p.insert("config.template".into(), Value::Bool(true));
-        assert!(vm(VmId::from("vm-1"), &obj, &p, &opts).is_none());
+        assert!(vm(VmId::from("vm-1"), &obj, &p, &plain(&opts)).is_none());
+    }
+
+    fn custom(key: i64, value: &str) -> Value {
+        Value::Data(vsphere_soap::DataObject {
+            type_name: Some("CustomFieldStringValue".into()),
+            fields: vec![("key".into(), Value::Int(key)), ("value".into(), t(value))],
+        })
+    }
+
+    #[test]
+    fn folders_pools_and_custom_attributes_set_policy() {
+        let obj = MoRef::new("VirtualMachine", "vm-42");
+        let mut opts = Options::default();
+        opts.priorities.rules = vec![
+            crate::PriorityRule {
+                vms: None,
+                folder: Some("prod".into()),
+                pool: None,
+                priority: RestartPriority::Highest,
+            },
+            crate::PriorityRule {
+                vms: None,
+                folder: None,
+                pool: Some("batch".into()),
+                priority: RestartPriority::Low,
+            },
+        ];
+        opts.targets.guests.exclude_folders.push("lab".into());
+        let fields: BTreeMap<i64, String> = [
+            (101, "am.priority".to_owned()),
+            (102, "am.backup".to_owned()),
+            (103, "am.address".to_owned()),
+        ]
+        .into();
+        let mut p = vm_props();
+        let folder = std::cell::Cell::new("prod");
+        let name_of = |m: &MoRef| match m.kind.as_str() {
+            "Folder" => Some(folder.get().to_owned()),
+            _ => Some("batch".to_owned()),
+        };
+        let cx = VmContext {
+            opts: &opts,
+            name_of: &name_of,
+            fields: &fields,
+        };
+        assert_eq!(
+            vm(VmId::from("vm-1"), &obj, &p, &cx).unwrap().priority,
+            RestartPriority::Highest
+        );
+        folder.set("test");
+        assert_eq!(
+            vm(VmId::from("vm-1"), &obj, &p, &cx).unwrap().priority,
+            RestartPriority::Low
+        );
+        folder.set("lab");
+        assert_eq!(
+            vm(VmId::from("vm-1"), &obj, &p, &cx).unwrap().guest_address,
+            None,
+            "lab is not probed"
+        );
+        p.insert(
+            "customValue".into(),
+            Value::Array(vec![
+                custom(101, "disabled"),
+                custom(102, "off"),
+                custom(103, "198.51.100.4"),
+            ]),
+        );
+        let v = vm(VmId::from("vm-1"), &obj, &p, &cx).unwrap();
+        assert_eq!(v.priority, RestartPriority::Disabled, "the attribute wins");
+        assert!(!v.backup);
+        folder.set("prod");
+        let mut opts2 = opts.clone();
+        opts2.targets.guests.address = GuestAddress::Attribute;
+        let cx = VmContext {
+            opts: &opts2,
+            name_of: &name_of,
+            fields: &fields,
+        };
+        assert_eq!(
+            vm(VmId::from("vm-1"), &obj, &p, &cx)
+                .unwrap()
+                .guest_address
+                .as_deref(),
+            Some("198.51.100.4")
+        );
+        assert_eq!(
+            annotation_address("owner: ops\nam.address = 10.1.2.3\n"),
+            Some("10.1.2.3".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn tools_addresses_put_ipv4_first() {
+        let nic = Value::Data(vsphere_soap::DataObject {
+            type_name: Some("GuestNicInfo".into()),
+            fields: vec![(
+                "ipAddress".into(),
+                Value::Array(vec![t("2001:db8::5"), t("169.254.1.1"), t("10.0.0.5")]),
+            )],
+        });
+        let p = props(&[("guest.net", Value::Array(vec![nic]))]);
+        let got: Vec<String> = tools_addresses(&p).iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["10.0.0.5", "2001:db8::5"]);
     }
 
     #[test]
     fn unset_properties_are_neutral() {
         let obj = MoRef::new("VirtualMachine", "vm-9");
-        let v = vm(VmId::from("vm-9"), &obj, &Props::new(), &Options::default()).unwrap();
+        let opts = Options::default();
+        let v = vm(VmId::from("vm-9"), &obj, &Props::new(), &plain(&opts)).unwrap();
         assert_eq!(v.name, "vm-9");
         assert_eq!(v.heartbeat, GuestHeartbeat::Gray, "no tools: no evidence");
         assert_eq!(v.power, PowerState::PoweredOff);
@@ -511,12 +882,12 @@ mod tests {
         let mut p = vm_props();
         p.insert("name".into(), t(&name));
         let obj = MoRef::new("VirtualMachine", "vm-77");
-        let v = vm(VmId::from("vm-77"), &obj, &p, &Options::default()).unwrap();
+        let v = vm(VmId::from("vm-77"), &obj, &p, &plain(&Options::default())).unwrap();
         assert_eq!(v.backup_of, Some(VmId::from("vm-42")));
         assert_eq!(v.priority, RestartPriority::Disabled);
         assert!(!v.is_protected());
         // A clone restored as the VM itself (same id) is no backup of itself.
-        let v = vm(VmId::from("vm-42"), &obj, &p, &Options::default()).unwrap();
+        let v = vm(VmId::from("vm-42"), &obj, &p, &plain(&Options::default())).unwrap();
         assert_eq!(v.backup_of, None);
     }
 
@@ -604,11 +975,24 @@ mod tests {
         assert_eq!(host.connection, ConnectionState::Connected);
         assert!(!host.maintenance);
         let (v, vp) = objects.iter().find(|(o, _)| o.value == "vm-36").unwrap();
-        let m = vm(VmId::from("vm-36"), v, vp, &opts).unwrap();
+        let m = vm(VmId::from("vm-36"), v, vp, &plain(&opts)).unwrap();
         assert_eq!(m.name, "DC0_C0_RP0_VM0");
         assert_eq!(m.power, PowerState::PoweredOn);
         assert_eq!(m.host, Some(HostId::from("host-31")));
-        assert_eq!(m.demand, Resources::new(0, 32));
+        assert_eq!(
+            m.demand,
+            Resources::ZERO,
+            "no reservation: as vSphere HA counts it"
+        );
+        let configured = Options {
+            capacity: crate::Capacity {
+                memory: MemoryModel::Configured,
+                memory_overcommit: 1.0,
+            },
+            ..Options::default()
+        };
+        let m2 = vm(VmId::from("vm-36"), v, vp, &plain(&configured)).unwrap();
+        assert_eq!(m2.demand, Resources::new(0, 32), "the configured size");
         assert_eq!(m.heartbeat, GuestHeartbeat::Gray, "vcsim sets no heartbeat");
         assert_eq!(m.cpu_usage_mhz, None, "vcsim's zero quick stats are not live");
         assert!(m.datastore.is_some());

@@ -68,23 +68,29 @@ impl Mirror {
     pub(crate) fn full(updates: &[ObjectUpdate], cx: &Cx<'_>, previous: Option<&Mirror>) -> Mirror {
         let mut m = Mirror::default();
         m.apply(updates, cx);
+        let orphans: Vec<(VmId, bool, Option<Vm>)> = cx.with_shared(|s| {
+            s.orphans()
+                .iter()
+                .map(|(id, o)| (id.clone(), o.keep_host, o.ghost.clone()))
+                .collect()
+        });
         if let Some(prev) = previous {
-            let orphans: Vec<(VmId, bool)> = cx.with_shared(|s| {
-                s.orphans()
-                    .iter()
-                    .map(|(id, o)| (id.clone(), o.keep_host))
-                    .collect()
-            });
-            for (id, keep_host) in orphans {
-                if m.vms.contains_key(&id) {
+            for (id, keep_host, _) in &orphans {
+                if m.vms.contains_key(id) {
                     continue;
                 }
-                if let Some(ghost) = prev.vms.get(&id) {
-                    m.vms.insert(id.clone(), orphaned(ghost.clone(), keep_host));
-                    if let Some(s) = prev.snapshots.get(&id) {
-                        m.snapshots.insert(id, s.clone());
+                if let Some(ghost) = prev.vms.get(id) {
+                    m.vms.insert(id.clone(), orphaned(ghost.clone(), *keep_host));
+                    if let Some(s) = prev.snapshots.get(id) {
+                        m.snapshots.insert(id.clone(), s.clone());
                     }
                 }
+            }
+        }
+        // Orphans known from before a restart (the journal's), as they were last seen.
+        for (id, keep_host, ghost) in orphans {
+            if let (false, Some(ghost)) = (m.vms.contains_key(&id), ghost) {
+                m.vms.insert(id, orphaned(ghost, keep_host));
             }
         }
         m
@@ -138,7 +144,14 @@ impl Mirror {
             }
         }
         let epoch = cx.with_shared(|s| s.epoch());
-        if epoch != self.epoch {
+        // VMs are mapped again when an id mapping changed, or a folder's or pool's name, or the
+        // custom attribute definitions (their priorities and addresses may follow);
+        // datastores when a host's mounts changed.
+        let names_changed = dirty
+            .iter()
+            .chain(&left)
+            .any(|o| matches!(o.kind.as_str(), "Folder" | "ResourcePool" | "CustomFieldsManager"));
+        if epoch != self.epoch || names_changed {
             self.epoch = epoch;
             dirty.extend(
                 self.objects
@@ -146,6 +159,9 @@ impl Mirror {
                     .filter(|o| o.kind == "VirtualMachine")
                     .cloned(),
             );
+        }
+        if dirty.iter().chain(&left).any(|o| o.kind == "HostSystem") {
+            dirty.extend(self.objects.keys().filter(|o| o.kind == "Datastore").cloned());
         }
         let mut out = Out::default();
         for obj in &dirty {
@@ -186,7 +202,16 @@ impl Mirror {
 
     fn emit_datastore(&mut self, obj: &MoRef, out: &mut Out) {
         let Some(p) = self.objects.get(obj) else { return };
-        let d = map::datastore(obj, p);
+        let mut d = map::datastore(obj, p);
+        // The hosts that list it among their datastores mount it too (the datastore's own mount
+        // list can lag, or miss hosts in simulators).
+        for (h, hp) in self.objects.iter().filter(|(o, _)| o.kind == "HostSystem") {
+            let id = HostId::new(h.value.clone());
+            if map::host_datastores(hp).contains(&d.id) && !d.hosts.contains(&id) {
+                d.hosts.push(id);
+            }
+        }
+        d.hosts.sort();
         if self.datastores.get(&d.id) != Some(&d) {
             self.datastores.insert(d.id.clone(), d.clone());
             out.datastores.push(InventoryDelta::DatastoreUpsert(d));
@@ -197,7 +222,19 @@ impl Mirror {
         let Some(p) = self.objects.get(obj) else { return };
         let vmx = map::vmx_path(p);
         let id = cx.with_shared(|s| s.id_of(&obj.value, vmx));
-        let mapped = map::vm(id.clone(), obj, p, cx.opts);
+        let fields = self.custom_fields();
+        let name_of = |m: &MoRef| {
+            self.objects
+                .get(m)
+                .and_then(|p| map::text(p, "name"))
+                .map(str::to_owned)
+        };
+        let vcx = map::VmContext {
+            opts: cx.opts,
+            name_of: &name_of,
+            fields: &fields,
+        };
+        let mapped = map::vm(id.clone(), obj, p, &vcx);
         let snaps = map::snapshots(&id, p, cx.time);
         if let Some(old) = self.vm_ids.insert(obj.value.clone(), id.clone())
             && old != id
@@ -230,6 +267,21 @@ impl Mirror {
                 }
             }
         }
+    }
+
+    /// The custom attribute definitions (key to name), from the custom fields manager.
+    fn custom_fields(&self) -> BTreeMap<i64, String> {
+        self.objects
+            .iter()
+            .filter(|(o, _)| o.kind == "CustomFieldsManager")
+            .filter_map(|(_, p)| p.get("field"))
+            .flat_map(|v| v.items().iter())
+            .filter_map(|f| {
+                let key = f.field("key").and_then(vsphere_soap::Value::as_i64)?;
+                let name = f.field("name").and_then(vsphere_soap::Value::as_str)?;
+                Some((key, name.to_owned()))
+            })
+            .collect()
     }
 
     /// `id` is no longer shown by the moref that showed it: it goes, unless another moref shows
@@ -548,6 +600,7 @@ mod tests {
                 folder: None,
                 host: Some(host("host-1")),
                 keep_host: true,
+                ghost: None,
             },
         );
         let d = m.apply(&[upd(ObjectUpdateKind::Leave, vm("vm-1"), &[])], &cx);
@@ -600,6 +653,7 @@ mod tests {
                 folder: None,
                 host: Some(host("host-2")),
                 keep_host: false,
+                ghost: None,
             },
         );
         let d = m.apply(
@@ -651,6 +705,7 @@ mod tests {
                 folder: None,
                 host: None,
                 keep_host: false,
+                ghost: None,
             },
         );
         let d = m.apply(&[upd(ObjectUpdateKind::Leave, vm("vm-3"), &[])], &cx);

@@ -28,6 +28,9 @@ pub(crate) struct Orphan {
     pub host: Option<MoRef>,
     /// Keep showing it on its old host (a failover in progress); else it shows with no host.
     pub keep_host: bool,
+    /// How it looked when the manager last saw it (after a restart of the daemon: from its
+    /// journal), to show it before vCenter lists it again.
+    pub ghost: Option<am_core::Vm>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +114,17 @@ impl Shared {
         self.epoch += 1;
     }
 
+    /// `id` is known by `moref` again (a registration elsewhere was undone).
+    pub(crate) fn set_current(&mut self, id: &VmId, moref: &str) {
+        if let Some(old) = self.current.remove(id) {
+            self.alias.remove(&old);
+        }
+        if moref != id.as_str() {
+            self.current.insert(id.clone(), moref.to_owned());
+        }
+        self.epoch += 1;
+    }
+
     fn unalias(&mut self, moref: &str) {
         if let Some(a) = self.alias.remove(moref) {
             if self.current.get(&a.id).is_some_and(|m| m == moref) {
@@ -171,6 +185,7 @@ mod tests {
             folder: None,
             host: None,
             keep_host: true,
+            ghost: None,
         }
     }
 

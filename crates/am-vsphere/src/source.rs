@@ -1,5 +1,6 @@
-//! [`InventorySource`] for vCenter: a container view, an event history collector and one property
-//! collector filter over both; `WaitForUpdatesEx` feeds the [`Mirror`].
+//! [`InventorySource`] for vCenter: container views of the scope, an event history collector, the
+//! custom fields manager and one property collector filter over them all; `WaitForUpdatesEx`
+//! feeds the [`Mirror`].
 
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,7 @@ use vsphere_soap::{
 };
 
 use crate::fault::{Subject, hv_error};
-use crate::map::{self, DS_PROPS, EVENT_TYPES, HOST_PROPS, VM_PROPS};
+use crate::map::{self, DS_PROPS, EVENT_TYPES, HOST_PROPS, NAMED_PROPS, VM_PROPS};
 use crate::mirror::{Cx, Mirror};
 use crate::{Inner, VsphereBackend};
 
@@ -24,7 +25,7 @@ const SMALL_PAGE: usize = 10;
 /// The live feed: the objects of one session.
 struct Feed {
     watch: PropertyWatch,
-    view: MoRef,
+    views: Vec<MoRef>,
     collector: Option<EventCollector>,
     /// The client's session generation it was made in.
     generation: u64,
@@ -149,7 +150,7 @@ impl Inner {
         }
     }
 
-    fn filter(&self, collector: Option<&MoRef>, view: &MoRef) -> PropertyFilterSpec {
+    fn filter(&self, collector: Option<&MoRef>, views: &[MoRef]) -> PropertyFilterSpec {
         let mut prop_set = Vec::new();
         if collector.is_some() {
             // First: vcsim (govmomi 0.24) panics matching a change of a session object (the
@@ -160,11 +161,27 @@ impl Inner {
             PropertySpec::new("HostSystem", HOST_PROPS),
             PropertySpec::new("VirtualMachine", VM_PROPS),
             PropertySpec::new("Datastore", DS_PROPS),
+            PropertySpec::new("Folder", NAMED_PROPS),
+            PropertySpec::new("ResourcePool", NAMED_PROPS),
         ]);
-        let mut spec = PropertyFilterSpec::for_container_view(view, prop_set);
-        if let Some(c) = collector {
+        let cfm = self.client.service_content().custom_fields_manager.clone();
+        if cfm.is_some() {
+            prop_set.push(PropertySpec::new("CustomFieldsManager", &["field"]));
+        }
+        let Some((first, rest)) = views.split_first() else {
+            return PropertyFilterSpec {
+                prop_set,
+                object_set: Vec::new(),
+            };
+        };
+        let mut spec = PropertyFilterSpec::for_container_view(first, prop_set);
+        for v in rest {
+            let more = PropertyFilterSpec::for_container_view(v, Vec::new());
+            spec.object_set.extend(more.object_set);
+        }
+        for obj in collector.into_iter().cloned().chain(cfm) {
             spec.object_set.push(ObjectSpec {
-                obj: c.clone(),
+                obj,
                 skip: false,
                 select_set: Vec::new(),
             });
@@ -174,7 +191,7 @@ impl Inner {
 
     fn event_filter(&self, max: i32) -> EventFilter {
         EventFilter {
-            entity: Some(self.root.clone()),
+            entity: Some(self.scope.events.clone()),
             recursive: true,
             types: EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect(),
             max_count: Some(max),
@@ -182,12 +199,20 @@ impl Inner {
         }
     }
 
-    /// Makes a view, an event collector and a filter over both, and reads the full state.
+    /// Makes the views, an event collector and a filter over them, and reads the full state.
     async fn open_feed(&self) -> Result<FirstLook, vsphere_soap::Error> {
-        let view = self
-            .client
-            .create_container_view(&self.root, &["HostSystem", "VirtualMachine", "Datastore"], true)
-            .await?;
+        let mut views = Vec::new();
+        for (container, types) in self.scope.views() {
+            match self.client.create_container_view(&container, &types, true).await {
+                Ok(v) => views.push(v),
+                Err(e) => {
+                    for v in &views {
+                        let _ = self.client.destroy_view(v).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
         // After the first call: it may have logged in again.
         let generation = self.client.session_generation();
         let collector = match self.client.event_collector(&self.event_filter(PAGE)).await {
@@ -197,7 +222,7 @@ impl Inner {
                 None
             }
         };
-        let spec = self.filter(collector.as_ref().map(EventCollector::moref), &view);
+        let spec = self.filter(collector.as_ref().map(EventCollector::moref), &views);
         let mut watch = self.client.watch(spec).await?;
         let mut objects = Vec::new();
         let mut events = Vec::new();
@@ -217,7 +242,7 @@ impl Inner {
         Ok(FirstLook {
             feed: Feed {
                 watch,
-                view,
+                views,
                 collector,
                 generation,
             },
@@ -233,7 +258,9 @@ impl Inner {
         }
         let tidy = async {
             let _ = feed.watch.close().await;
-            let _ = self.client.destroy_view(&feed.view).await;
+            for v in &feed.views {
+                let _ = self.client.destroy_view(v).await;
+            }
             if let Some(c) = feed.collector {
                 let _ = c.destroy().await;
             }
@@ -289,6 +316,7 @@ impl Inner {
                 "HostSystem" => HOST_PROPS,
                 "VirtualMachine" => VM_PROPS,
                 "Datastore" => DS_PROPS,
+                "Folder" | "ResourcePool" => NAMED_PROPS,
                 _ => continue,
             };
             match self.client.retrieve_object(&obj, paths).await {
@@ -453,6 +481,16 @@ impl InventorySource for VsphereBackend {
     /// `since` is the version this source handed out last (it serves one reader).
     async fn changes(&self, _since: &str, max_wait: Duration) -> Result<Changes, HvError> {
         self.inner.changes(max_wait).await
+    }
+
+    async fn health(&self, timeout: Duration) -> Result<(), HvError> {
+        match tokio::time::timeout(timeout, self.inner.client.current_time()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(source_err(&e)),
+            Err(_) => Err(HvError::Timeout {
+                op: format!("vCenter's clock (CurrentTime) within {}ms", timeout.as_millis()),
+            }),
+        }
     }
 }
 

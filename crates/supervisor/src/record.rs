@@ -5,9 +5,27 @@ use super::*;
 
 impl Supervisor {
     pub(crate) fn log(&mut self, now: Time, subject: Subject, kind: LogKind) {
+        let name = match &subject {
+            Subject::Host(h) => self
+                .inv
+                .hosts
+                .get(h)
+                .map(|x| &x.name)
+                .filter(|n| *n != h.as_str())
+                .cloned(),
+            Subject::Vm(v) => self
+                .inv
+                .vms
+                .get(v)
+                .map(|x| &x.name)
+                .filter(|n| *n != v.as_str())
+                .cloned(),
+            Subject::Cluster | Subject::Manager => None,
+        };
         self.out.log.push(LogEntry {
             at: now,
             subject,
+            name,
             kind,
         });
     }

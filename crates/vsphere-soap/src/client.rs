@@ -33,6 +33,8 @@ pub struct ServiceContent {
     pub perf_manager: Option<MoRef>,
     /// The search index.
     pub search_index: Option<MoRef>,
+    /// The custom fields (custom attributes) manager.
+    pub custom_fields_manager: Option<MoRef>,
 }
 
 /// Product information (`AboutInfo`).
@@ -90,6 +92,7 @@ pub struct ClientBuilder {
     keep_alive: Option<Duration>,
     api_version: String,
     transport: Option<Arc<dyn RoundTripper>>,
+    max_body: usize,
 }
 
 impl ClientBuilder {
@@ -112,6 +115,7 @@ impl ClientBuilder {
             keep_alive: Some(Duration::from_secs(300)),
             api_version: "7.0".into(),
             transport: None,
+            max_body: crate::transport::DEFAULT_MAX_BODY,
         }
     }
 
@@ -153,6 +157,12 @@ impl ClientBuilder {
     /// The vim25 version sent in `SOAPAction` (default `7.0`).
     pub fn api_version(mut self, version: &str) -> Self {
         self.api_version = version.into();
+        self
+    }
+
+    /// Refuse response bodies over `bytes` (default 64 MiB) with a `TooLarge` transport error.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
         self
     }
 
@@ -211,7 +221,12 @@ impl Client {
     async fn connect(b: ClientBuilder) -> Result<Client> {
         let transport: Arc<dyn RoundTripper> = match b.transport {
             Some(t) => t,
-            None => Arc::new(HttpTransport::new(&b.url, &b.tls, b.connect_timeout)?),
+            None => Arc::new(HttpTransport::with_limit(
+                &b.url,
+                &b.tls,
+                b.connect_timeout,
+                b.max_body,
+            )?),
         };
         let action = format!("urn:vim25/{}", b.api_version);
         let sc = call(

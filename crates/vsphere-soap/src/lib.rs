@@ -42,7 +42,7 @@ pub mod xml;
 pub use client::{AboutInfo, Client, ClientBuilder, ServiceContent, UserSession, decode_response};
 pub use error::{Error, FaultKind, Result, SoapFault, TaskError, VimFault};
 pub use event::{EntityArg, Event, EventCollector, EventFilter, PostedEvent, PostedEventKind};
-pub use methods::{CloneSpec, HostConnectSpec, MovePriority, RelocateSpec};
+pub use methods::{CloneSpec, FileInfo, HostConnectSpec, MovePriority, NasVolumeSpec, RelocateSpec};
 pub use property::{
     ObjectContent, ObjectSpec, ObjectUpdate, ObjectUpdateKind, PropertyChange, PropertyChangeOp,
     PropertyFilterSpec, PropertySpec, PropertyWatch, SelectionSpec, TraversalSpec, UpdateSet,
@@ -51,7 +51,8 @@ pub use secret::{Credentials, Password};
 pub use task::{TaskInfo, TaskState};
 pub use tls::{Thumbprint, TlsMode};
 pub use transport::{
-    HttpTransport, RoundTripper, SoapRequest, SoapResponse, TransportError, TransportErrorKind,
+    DEFAULT_MAX_BODY, HttpTransport, RoundTripper, SoapRequest, SoapResponse, TransportError,
+    TransportErrorKind,
 };
 pub use value::{DataObject, DecodeError, MoRef, Value, from_value};
 

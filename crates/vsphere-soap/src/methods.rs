@@ -319,6 +319,109 @@ impl Client {
     }
 }
 
+/// An NFS export to mount on a host (`HostNasVolumeSpec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NasVolumeSpec {
+    /// The NFS server.
+    pub remote_host: String,
+    /// The export's path on it.
+    pub remote_path: String,
+    /// The datastore's name on the host (the same on every host makes it the same datastore).
+    pub local_path: String,
+    /// `readWrite` or `readOnly`.
+    pub access_mode: String,
+    /// `NFS` (v3) or `NFS41`.
+    pub nfs_type: String,
+}
+
+impl Client {
+    /// `CreateNasDatastore` on a host's datastore system: mount an NFS export; returns the
+    /// datastore.
+    pub async fn create_nas_datastore(
+        &self,
+        datastore_system: &MoRef,
+        spec: &NasVolumeSpec,
+    ) -> Result<MoRef> {
+        let res = self
+            .invoke("CreateNasDatastore", datastore_system, |w| {
+                w.start("spec")
+                    .text("remoteHost", &spec.remote_host)
+                    .text("remotePath", &spec.remote_path)
+                    .text("localPath", &spec.local_path)
+                    .text("accessMode", &spec.access_mode)
+                    .text("type", &spec.nfs_type)
+                    .end("spec");
+            })
+            .await?;
+        single_moref("CreateNasDatastore", res)
+    }
+
+    /// `RescanAllHba` on a host's storage system (new LUNs show up).
+    pub async fn rescan_all_hba(&self, storage_system: &MoRef) -> Result<()> {
+        self.invoke("RescanAllHba", storage_system, |_| {})
+            .await
+            .map(drop)
+    }
+
+    /// `RescanVmfs` on a host's storage system (VMFS volumes on the LUNs are mounted).
+    pub async fn rescan_vmfs(&self, storage_system: &MoRef) -> Result<()> {
+        self.invoke("RescanVmfs", storage_system, |_| {}).await.map(drop)
+    }
+
+    /// `SearchDatastore_Task` on a datastore browser: the files of folder `path` (e.g.
+    /// `[ds1] web`) matching `patterns`, with their modification times. Await the task; its
+    /// result is a `HostDatastoreBrowserSearchResults` (see [`FileInfo::of_search`]).
+    pub async fn search_datastore(&self, browser: &MoRef, path: &str, patterns: &[&str]) -> Result<MoRef> {
+        self.task("SearchDatastore_Task", browser, |w| {
+            w.text("datastorePath", path);
+            w.start("searchSpec");
+            w.start("details")
+                .bool("fileType", true)
+                .bool("fileSize", true)
+                .bool("modification", true)
+                .bool("fileOwner", false)
+                .end("details");
+            for p in patterns {
+                w.text("matchPattern", p);
+            }
+            w.end("searchSpec");
+        })
+        .run()
+        .await
+    }
+}
+
+/// A file found by [`Client::search_datastore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Its name within the folder searched.
+    pub path: String,
+    /// When it was last written (xsd:dateTime), if the server said.
+    pub modification: Option<String>,
+    /// Its size in bytes.
+    pub size: Option<i64>,
+}
+
+impl FileInfo {
+    /// The files of a `HostDatastoreBrowserSearchResults` (a search task's result).
+    pub fn of_search(result: &crate::value::Value) -> Vec<FileInfo> {
+        use crate::value::Value;
+        result
+            .as_data()
+            .map(|d| d.get_all("file").flat_map(Value::items).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|f| {
+                Some(FileInfo {
+                    path: f.field("path").and_then(Value::as_str)?.to_owned(),
+                    modification: f.field("modification").and_then(Value::as_str).map(str::to_owned),
+                    size: f.field("fileSize").and_then(Value::as_i64),
+                })
+            })
+            .collect()
+    }
+}
+
 /// A prepared `_Task` call.
 struct TaskCall<'a> {
     client: &'a Client,

@@ -53,6 +53,8 @@ pub enum TransportErrorKind {
     Tls,
     /// No answer in time.
     Timeout,
+    /// The response body was larger than the transport's limit (it was not read further).
+    TooLarge,
     /// Anything else (body read error, protocol error, ...).
     Other,
 }
@@ -95,7 +97,11 @@ pub struct HttpTransport {
     client: reqwest::Client,
     url: reqwest::Url,
     cookie: Mutex<Option<String>>,
+    max_body: usize,
 }
+
+/// The default limit of a response body: 64 MiB (a full inventory of 10,000 VMs is a few MiB).
+pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 
 impl std::fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,8 +113,19 @@ impl std::fmt::Debug for HttpTransport {
 }
 
 impl HttpTransport {
-    /// A transport to `url` (the full SDK URL, e.g. `https://vc.example.com/sdk`).
+    /// A transport to `url` (the full SDK URL, e.g. `https://vc.example.com/sdk`) that refuses
+    /// response bodies over [`DEFAULT_MAX_BODY`].
     pub fn new(url: &str, tls: &TlsMode, connect_timeout: Duration) -> Result<Self, crate::Error> {
+        Self::with_limit(url, tls, connect_timeout, DEFAULT_MAX_BODY)
+    }
+
+    /// [`HttpTransport::new`] refusing response bodies over `max_body` bytes.
+    pub fn with_limit(
+        url: &str,
+        tls: &TlsMode,
+        connect_timeout: Duration,
+        max_body: usize,
+    ) -> Result<Self, crate::Error> {
         let url =
             reqwest::Url::parse(url).map_err(|e| crate::Error::Config(format!("bad URL {url:?}: {e}")))?;
         let mut builder = reqwest::Client::builder()
@@ -127,6 +144,7 @@ impl HttpTransport {
             client,
             url,
             cookie: Mutex::new(None),
+            max_body,
         })
     }
 
@@ -164,11 +182,27 @@ impl RoundTripper for HttpTransport {
             }
         }
         let status = res.status().as_u16();
-        let body = res.bytes().await.map_err(map_reqwest)?;
-        Ok(SoapResponse {
-            status,
-            body: Vec::from(body),
-        })
+        let too_large = |n: u64| {
+            TransportError::new(
+                TransportErrorKind::TooLarge,
+                format!(
+                    "{} response of {n} bytes or more is over the limit of {} bytes",
+                    req.method, self.max_body
+                ),
+            )
+        };
+        if let Some(n) = res.content_length().filter(|n| *n > self.max_body as u64) {
+            return Err(too_large(n));
+        }
+        let mut res = res;
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(map_reqwest)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(too_large((body.len() + chunk.len()) as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(SoapResponse { status, body })
     }
 }
 
@@ -192,7 +226,11 @@ fn map_reqwest(e: reqwest::Error) -> TransportError {
     let mut message = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
-        if s.downcast_ref::<rustls::Error>().is_some() || s.to_string().contains("certificate") {
+        let io_inner_tls = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        if s.downcast_ref::<rustls::Error>().is_some() || io_inner_tls || looks_like_tls(&s.to_string()) {
             kind = TransportErrorKind::Tls;
         }
         message.push_str(": ");
@@ -206,9 +244,35 @@ fn map_reqwest(e: reqwest::Error) -> TransportError {
     }
 }
 
+/// Whether an error text is about the TLS handshake (rustls and hyper word it many ways).
+fn looks_like_tls(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "certificate",
+        "tls",
+        "handshake",
+        "invalidcontenttype",
+        "corrupt message",
+        "alert",
+        "ssl",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_failures_are_told_apart() {
+        assert!(looks_like_tls(
+            "received corrupt message of type InvalidContentType"
+        ));
+        assert!(looks_like_tls("peer sent fatal alert: HandshakeFailure"));
+        assert!(looks_like_tls("invalid peer certificate: UnknownIssuer"));
+        assert!(!looks_like_tls("connection refused (os error 111)"));
+    }
 
     #[test]
     fn parses_session_cookie() {

@@ -50,6 +50,7 @@ pub fn note(at: u64, subject: Subject, message: &str) -> Record {
     Record::Decision(LogEntry {
         at: Time::from_millis(at),
         subject,
+        name: None,
         kind: LogKind::Note {
             message: message.into(),
         },
@@ -60,6 +61,7 @@ pub fn transition(at: u64, v: &str, from: &str, to: &str) -> Record {
     Record::Decision(LogEntry {
         at: Time::from_millis(at),
         subject: vm(v),
+        name: None,
         kind: LogKind::Transition {
             from: from.into(),
             to: to.into(),
@@ -79,6 +81,7 @@ pub fn issue(at: u64, id: u64, action: Action) -> [Record; 2] {
         Record::Decision(LogEntry {
             at: Time::from_millis(at),
             subject,
+            name: None,
             kind: LogKind::Issued {
                 id: ActionId(id),
                 action: action.clone(),
@@ -87,6 +90,7 @@ pub fn issue(at: u64, id: u64, action: Action) -> [Record; 2] {
         Record::Intent {
             id: ActionId(id),
             action,
+            vm: None,
         },
     ]
 }

@@ -6,124 +6,19 @@
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// A secret read from the environment or a file; never printed.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(String);
+mod secret;
+mod sections;
 
-impl SecretString {
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
+pub use secret::{SecretSource, SecretString};
+pub use sections::{AlarmConfig, ApiConfig, HookConfig, HooksConfig, SpareConfig, VcenterConfig};
 
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretString(***)")
-    }
-}
-
-/// Where a secret comes from: an environment variable or a file (never the config file itself).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretSource {
-    /// Name of an environment variable holding it.
-    pub env: Option<String>,
-    /// A file holding it (trailing newline ignored).
-    pub file: Option<PathBuf>,
-}
-
-impl SecretSource {
-    /// Reads the secret; `key` names the setting in errors.
-    pub fn read(&self, key: &str) -> Result<SecretString, ConfigError> {
-        match (&self.env, &self.file) {
-            (Some(var), None) => std::env::var(var)
-                .map(SecretString)
-                .map_err(|_| ConfigError::Invalid {
-                    key: key.to_owned(),
-                    reason: format!("environment variable {var} is not set"),
-                }),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| SecretString(s.trim_end_matches(['\n', '\r']).to_owned()))
-                .map_err(|e| ConfigError::Invalid {
-                    key: key.to_owned(),
-                    reason: format!("cannot read {}: {e}", path.display()),
-                }),
-            (Some(_), Some(_)) => Err(ConfigError::Invalid {
-                key: key.to_owned(),
-                reason: "give either env or file, not both".into(),
-            }),
-            (None, None) => Err(ConfigError::Invalid {
-                key: key.to_owned(),
-                reason: "missing: give env = \"VAR\" or file = \"/path\"".into(),
-            }),
-        }
-    }
-}
-
-/// How to reach vCenter.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VcenterConfig {
-    /// The SDK URL, e.g. `https://vcenter.example/sdk`.
-    pub url: String,
-    /// The user the manager logs in as (its power operations carry this name in events).
-    pub user: String,
-    /// Its password.
-    #[serde(default)]
-    pub password: SecretSource,
-    /// A PEM file of CA certificates to trust (instead of the system's).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Pin the server certificate by its SHA-256 thumbprint (hex, colons allowed).
-    #[serde(default)]
-    pub thumbprint: Option<String>,
-    /// Turn TLS verification off. Only when asked for by name; never the default.
-    #[serde(default)]
-    pub insecure_skip_tls_verify: bool,
-}
-
-/// Where the HTTP API listens.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Listen address (loopback by default).
-    pub listen: SocketAddr,
-    /// The token required for requests that change state.
-    pub token: Option<SecretSource>,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8480)),
-            token: None,
-        }
-    }
-}
-
-/// Alarm delivery.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlarmConfig {
-    /// A webhook receiving every alarm change as JSON.
-    pub webhook_url: Option<String>,
-    /// Send the Alertmanager-compatible payload instead of ours.
-    pub alertmanager: bool,
-    /// Also post alarms to vCenter as events.
-    pub vcenter_events: bool,
-}
-
-/// The whole configuration.
+/// The whole configuration. Every section refuses keys it does not know, nested ones included.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
-    /// vCenter connection (required by `run`).
+    /// vCenter connection and scope (required by `run`).
     pub vcenter: Option<VcenterConfig>,
     /// The journal database file.
     pub journal: Option<PathBuf>,
@@ -133,6 +28,18 @@ pub struct DaemonConfig {
     pub api: ApiConfig,
     /// Alarm delivery.
     pub alarms: AlarmConfig,
+    /// What to probe: hosts' management addresses, guests' addresses.
+    pub targets: am_vsphere::Targets,
+    /// Restart priorities by VM name, folder and resource pool.
+    pub priorities: am_vsphere::Priorities,
+    /// The vCenter custom attributes read per VM (priority, backup, probe, address).
+    pub attributes: am_vsphere::Attributes,
+    /// How VMs' demand and hosts' capacity are counted.
+    pub capacity: am_vsphere::Capacity,
+    /// Spare hosts that may be added when capacity runs out, by name.
+    pub spares: std::collections::BTreeMap<String, SpareConfig>,
+    /// Out-of-band revival and fencing commands.
+    pub hooks: HooksConfig,
     /// Supervisor policies.
     pub supervisor: supervisor::Config,
     /// Probe settings.
@@ -165,14 +72,18 @@ impl DaemonConfig {
     /// Loads `file` (if given) and `AM_*` environment variables over the defaults, then checks
     /// every value.
     pub fn load(file: Option<&Path>) -> Result<DaemonConfig, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(DaemonConfig::default()));
+        let text = match file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Parse(if path.exists() {
+                    format!("cannot read config file {}: {e}", path.display())
+                } else {
+                    format!("config file {} does not exist", path.display())
+                })
+            })?),
+            None => None,
+        };
+        let mut figment = Figment::from(Serialized::defaults(defaults_under(text.as_deref())));
         if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::Parse(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
             figment = figment.merge(Toml::file(path));
         }
         // Only variables that name a config key: nested ones (`AM_SUPERVISOR__RESTART_LIMIT`) or a
@@ -189,7 +100,7 @@ impl DaemonConfig {
 
     /// Loads from TOML text (tests, `check-config` on stdin).
     pub fn from_toml(text: &str) -> Result<DaemonConfig, ConfigError> {
-        let cfg: DaemonConfig = Figment::from(Serialized::defaults(DaemonConfig::default()))
+        let cfg: DaemonConfig = Figment::from(Serialized::defaults(defaults_under(Some(text))))
             .merge(Toml::string(text))
             .extract()
             .map_err(|e| ConfigError::Parse(describe(&e)))?;
@@ -254,6 +165,7 @@ impl DaemonConfig {
                 });
             }
         }
+        self.validate_vsphere(&mut bad);
         if let Some(url) = &self.alarms.webhook_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 bad.push(ConfigError::Invalid {
@@ -268,6 +180,164 @@ impl DaemonConfig {
             _ => Err(ConfigError::Many(bad)),
         }
     }
+}
+
+impl DaemonConfig {
+    /// The adapter's sections: scope, targets, priorities, capacity, spares, hooks.
+    fn validate_vsphere(&self, bad: &mut Vec<ConfigError>) {
+        let mut check = |ok: bool, key: String, reason: String| {
+            if !ok {
+                bad.push(ConfigError::Invalid { key, reason });
+            }
+        };
+        if let Some(vc) = &self.vcenter {
+            for (i, c) in vc.clusters.iter().enumerate() {
+                check(
+                    !c.trim().is_empty(),
+                    format!("vcenter.clusters[{i}]"),
+                    "must name a cluster".into(),
+                );
+            }
+            check(
+                vc.max_response_mib >= 1,
+                "vcenter.max_response_mib".into(),
+                "must be at least 1".into(),
+            );
+            check(
+                !vc.health_interval.is_zero() && !vc.health_timeout.is_zero(),
+                "vcenter.health_interval".into(),
+                "health_interval and health_timeout must be longer than 0s".into(),
+            );
+            check(
+                vc.call_timeout >= vc.health_timeout,
+                "vcenter.call_timeout".into(),
+                "must be at least health_timeout".into(),
+            );
+        }
+        for (host, a) in &self.targets.hosts.addresses {
+            check(
+                probe::parse_probe_addr(a, None).is_ok(),
+                format!("targets.hosts.addresses.{host}"),
+                format!("`{a}` is not an IP address (or tcp:IP:PORT)"),
+            );
+        }
+        for (i, r) in self.priorities.rules.iter().enumerate() {
+            check(
+                r.vms.is_some() || r.folder.is_some() || r.pool.is_some(),
+                format!("priorities.rules[{i}]"),
+                "needs at least one of vms, folder or pool".into(),
+            );
+        }
+        let ratio = self.capacity.memory_overcommit;
+        check(
+            ratio.is_finite() && (1.0..=10.0).contains(&ratio),
+            "capacity.memory_overcommit".into(),
+            format!("{ratio} is not between 1.0 (no overcommit) and 10.0"),
+        );
+        for (name, spare) in &self.spares {
+            check(
+                !spare.address.trim().is_empty(),
+                format!("spares.{name}.address"),
+                "must not be empty".into(),
+            );
+            check(
+                !spare.user.trim().is_empty(),
+                format!("spares.{name}.user"),
+                "must not be empty".into(),
+            );
+            check(
+                spare.password.env.is_some() != spare.password.file.is_some(),
+                format!("spares.{name}.password"),
+                "give either env = \"VAR\" or file = \"/path\"".into(),
+            );
+        }
+        for (key, hook) in [
+            ("hooks.revive", &self.hooks.revive),
+            ("hooks.fence", &self.hooks.fence),
+        ] {
+            if let Some(h) = hook {
+                check(
+                    h.command.first().is_some_and(|c| !c.trim().is_empty()),
+                    format!("{key}.command"),
+                    "must name a program".into(),
+                );
+                check(
+                    !h.timeout.is_zero(),
+                    format!("{key}.timeout"),
+                    "must be longer than 0s".into(),
+                );
+            }
+        }
+        if !self.spares.is_empty() {
+            for (i, s) in self.supervisor.spares.iter().enumerate() {
+                check(
+                    self.spares.contains_key(s),
+                    format!("supervisor.spares[{i}]"),
+                    format!("`{s}` is not a spare of the [spares] section"),
+                );
+            }
+        }
+    }
+
+    /// For each secret the configuration names: where it comes from and whether it can be read
+    /// (never its value).
+    pub fn secret_checks(&self) -> Vec<String> {
+        let mut sources: Vec<(String, &SecretSource)> = Vec::new();
+        if let Some(vc) = &self.vcenter {
+            sources.push(("vcenter.password".into(), &vc.password));
+        }
+        if let Some(t) = &self.api.token {
+            sources.push(("api.token".into(), t));
+        }
+        for (name, s) in &self.spares {
+            sources.push((format!("spares.{name}.password"), &s.password));
+        }
+        sources
+            .into_iter()
+            .map(|(key, src)| {
+                let from = match (&src.env, &src.file) {
+                    (Some(v), _) => format!("environment variable {v}"),
+                    (None, Some(f)) => format!("file {}", f.display()),
+                    (None, None) => "nowhere".into(),
+                };
+                match src.read(&key) {
+                    Ok(_) => format!("{key}: from {from}: readable"),
+                    Err(e) => format!("{key}: from {from}: NOT READABLE: {e}"),
+                }
+            })
+            .collect()
+    }
+
+    /// The settings in effect, as TOML: the file and the environment over the defaults. Secrets
+    /// show as where they come from (`env`/`file`), never as values.
+    pub fn effective(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self)
+            .map_err(|e| ConfigError::Parse(format!("cannot print the settings: {e}")))
+    }
+}
+
+/// The defaults the file is merged over. A detector table the file gives replaces the default
+/// one as a whole (its keys depend on its `kind`), so the default's is left out.
+fn defaults_under(text: Option<&str>) -> toml::Value {
+    let mut defaults =
+        toml::Value::try_from(DaemonConfig::default()).unwrap_or(toml::Value::Table(toml::Table::new()));
+    let user: Option<toml::Value> = text.and_then(|t| toml::from_str(t).ok());
+    for kind in ["hosts", "guests"] {
+        let given = user
+            .as_ref()
+            .and_then(|u| u.get("probe"))
+            .and_then(|p| p.get(kind))
+            .is_some_and(|t| t.get("detector").is_some());
+        if given
+            && let Some(t) = defaults
+                .get_mut("probe")
+                .and_then(|p| p.get_mut(kind))
+                .and_then(toml::Value::as_table_mut)
+        {
+            t.remove("detector");
+        }
+    }
+    defaults
 }
 
 /// figment's error with the key path it failed on.
@@ -322,7 +392,7 @@ mod tests {
 
     #[test]
     fn the_example_config_is_valid() {
-        let text = include_str!("../../../docs/am.example.toml");
+        let text = include_str!("../../../../docs/am.example.toml");
         let cfg = DaemonConfig::from_toml(text).unwrap();
         assert_eq!(cfg.vcenter.unwrap().user, "svc-am@vsphere.local");
     }

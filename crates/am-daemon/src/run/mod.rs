@@ -6,6 +6,12 @@
 //! clock; the journal; the log alarm sink) and runs the engine until `shutdown` completes. The
 //! manager's user name, which its own power operations carry in vCenter's events, is the session's
 //! user as vCenter reports it (e.g. `VSPHERE.LOCAL\svc-am` for `svc-am@vsphere.local`).
+//!
+//! Rooms: [`options`] turns the configuration into the adapter's and the supervisor's settings;
+//! `sinks` posts alarms to vCenter.
+
+pub mod options;
+mod sinks;
 
 use crate::alarm::{AlarmSink, LogSink};
 use crate::config::{ConfigError, DaemonConfig, VcenterConfig};
@@ -49,6 +55,16 @@ pub enum RunError {
     /// The journal file could not be opened or read.
     #[error("journal: {0}")]
     Journal(#[from] am_store::StoreError),
+    /// ICMP probes are asked for but the process may not send them.
+    #[error(
+        "ICMP probes are configured ({keys}) but cannot be sent: {reason}; grant CAP_NET_RAW (the systemd unit does: AmbientCapabilities=CAP_NET_RAW) or allow the daemon's group in net.ipv4.ping_group_range, or probe by TCP (a port in targets.hosts.port / targets.guests.port)"
+    )]
+    Icmp {
+        /// The settings that ask for ICMP.
+        keys: String,
+        /// Why no ICMP socket could be opened.
+        reason: String,
+    },
     /// The HTTP API could not listen, or its token could not be read.
     #[error("api on {addr}: {reason}")]
     Api {
@@ -62,8 +78,8 @@ pub enum RunError {
 /// What [`run_with`] takes beyond the configuration (tests and embedders; `run` uses the defaults).
 #[derive(Default)]
 pub struct RunExtras {
-    /// Settings of the vCenter adapter (scope, spares, hooks, what to probe, priorities).
-    pub vsphere: am_vsphere::Options,
+    /// Settings of the vCenter adapter instead of those the configuration gives.
+    pub vsphere: Option<am_vsphere::Options>,
     /// A journal to use instead of the configured one.
     pub journal: Option<Box<dyn Journal>>,
     /// More alarm sinks (the log sink is always there).
@@ -84,13 +100,36 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let vc = cfg.vcenter.clone().ok_or(RunError::NoVcenter)?;
+    let opts = match extras.vsphere {
+        Some(o) => o,
+        None => options::vsphere_options(&cfg)?,
+    };
+    let prober: Arc<dyn Prober> = match extras.prober {
+        Some(p) => p,
+        None if opts.targets.any() || !cfg.isolation_addresses.is_empty() => {
+            let icmp = options::icmp_wanted(&cfg, &opts);
+            if !icmp.is_empty()
+                && let Err(e) = probe::IcmpProber::new()
+            {
+                return Err(RunError::Icmp {
+                    keys: icmp.join(", "),
+                    reason: e.to_string(),
+                });
+            }
+            Arc::new(probe::NetProber::new(None))
+        }
+        None => Arc::new(NoProbes),
+    };
     let password = vc.password.read("vcenter.password")?;
-    let settings = ConnectSettings::new(
+    let mut settings = ConnectSettings::new(
         &vc.url,
         &vc.user,
         Password::new(password.expose()),
         tls_mode(&vc)?,
     );
+    settings.timeout = vc.call_timeout;
+    settings.max_response_bytes =
+        usize::try_from(vc.max_response_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let (client, session) = am_vsphere::connect(&settings).await?;
     let about = &client.service_content().about;
     tracing::info!(
@@ -100,40 +139,31 @@ pub async fn run_with(
         "connected to vCenter"
     );
     let clock = Arc::new(probe::TokioClock::new());
-    let backend = VsphereBackend::new(client.clone(), extras.vsphere.clone(), clock.clone())
+    let supervisor = options::supervisor_config(&cfg, &opts, &session.user_name);
+    let backend = VsphereBackend::new(client.clone(), opts, clock.clone())
         .await
         .map_err(|source| RunError::Setup {
             url: vc.url.clone(),
             source,
         })?;
-
-    let mut supervisor = cfg.supervisor.clone();
-    if supervisor.manager_user != session.user_name {
-        tracing::info!(
-            configured = %supervisor.manager_user,
-            session = %session.user_name,
-            "the manager's user is the vCenter session's"
-        );
-        supervisor.manager_user = session.user_name.clone();
-    }
     let engine_cfg = EngineConfig {
         supervisor,
         probe: cfg.probe.clone(),
         isolation_addresses: cfg.isolation_addresses.clone(),
+        health_interval: Some(vc.health_interval),
+        health_timeout: vc.health_timeout,
         ..EngineConfig::default()
-    };
-    let prober = match extras.prober {
-        Some(p) => p,
-        None if probes_anything(&cfg, &extras.vsphere) => Arc::new(probe::NetProber::new(None)),
-        None => Arc::new(NoProbes),
     };
     let (journal, restore) = match extras.journal {
         Some(j) => (j, None),
         None => open_journal(&cfg)?,
     };
+    if let Some((_, moving)) = &restore {
+        backend.adopt(moving);
+    }
     let mut sinks: Vec<Box<dyn AlarmSink>> = vec![Box::new(LogSink)];
     if cfg.alarms.vcenter_events {
-        sinks.push(Box::new(VcenterEventSink {
+        sinks.push(Box::new(sinks::VcenterEventSink {
             client: client.clone(),
         }));
     }
@@ -154,7 +184,7 @@ pub async fn run_with(
     };
     let policy = engine_cfg.supervisor.placement.clone();
     let mut engine = Engine::start(engine_cfg, backends);
-    if let Some(restore) = restore {
+    if let Some((restore, _)) = restore {
         tracing::info!(
             next_action = restore.next_action_id,
             unfinished = restore.unfinished.len(),
@@ -222,11 +252,15 @@ pub async fn run_with(
             let _ = stop_tx.send(true);
         })
         .await;
-    if tokio::time::timeout(Duration::from_secs(6), api).await.is_err() {
+    // A stop is quick even when vCenter hangs: what is in flight stays journaled as unfinished.
+    if tokio::time::timeout(Duration::from_millis(500), api)
+        .await
+        .is_err()
+    {
         tracing::debug!("HTTP API did not stop in time");
     }
     drop(stop_rx);
-    if tokio::time::timeout(Duration::from_secs(5), client.logout())
+    if tokio::time::timeout(Duration::from_millis(300), client.logout())
         .await
         .is_err()
     {
@@ -235,83 +269,25 @@ pub async fn run_with(
     result.map_err(RunError::from)
 }
 
-/// The journal hook: an in-memory journal for now.
-///
-/// TODO(am-store): open `am_store::SqliteJournal` at `cfg.journal` here (falling back to memory
-/// only when no file is configured) and hand what it recovers to `Engine::restore` before the
-/// first inventory.
-/// Alarms posted to vCenter as events, on the VM or host concerned (so they show in its Monitor
-/// tab), in the background; a failure is logged.
-struct VcenterEventSink {
-    client: am_vsphere::vsphere_soap::Client,
-}
-
-impl AlarmSink for VcenterEventSink {
-    fn deliver(&mut self, change: &am_core::AlarmChange) {
-        let event = posted_event(change);
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = client.post_event(&event).await {
-                tracing::warn!(error = %e, "cannot post the alarm to vCenter as an event");
-            }
-        });
-    }
-}
-
-/// The vCenter event for an alarm change.
-fn posted_event(change: &am_core::AlarmChange) -> am_vsphere::vsphere_soap::PostedEvent {
-    use am_core::{AlarmChange, Severity, Subject};
-    use am_vsphere::vsphere_soap::{MoRef, PostedEvent, PostedEventKind};
-    let (kind, message, subject) = match change {
-        AlarmChange::Raise(a) => {
-            let kind = match a.severity {
-                Severity::Critical => PostedEventKind::Error,
-                Severity::Warning => PostedEventKind::Warning,
-                Severity::Info => PostedEventKind::Info,
-            };
-            (kind, format!("Availability Manager: {}", a.message), &a.subject)
-        }
-        AlarmChange::Clear { kind, subject, .. } => (
-            PostedEventKind::Info,
-            format!("Availability Manager: {kind:?} cleared for {subject}"),
-            subject,
-        ),
-    };
-    let moref = |kind: &str, id: &str| {
-        (
-            MoRef {
-                kind: kind.into(),
-                value: id.into(),
-            },
-            id.to_owned(),
-        )
-    };
-    let (vm, host) = match subject {
-        Subject::Vm(v) => (Some(moref("VirtualMachine", v.as_str())), None),
-        Subject::Host(h) => (None, Some(moref("HostSystem", h.as_str()))),
-        Subject::Cluster | Subject::Manager => (None, None),
-    };
-    PostedEvent {
-        kind,
-        message,
-        vm,
-        host,
-    }
-}
-
 /// Audit rows kept by the periodic prune.
 const JOURNAL_KEEP_AUDIT: usize = 200_000;
 /// Finished intents kept by the periodic prune.
 const JOURNAL_KEEP_INTENTS: usize = 20_000;
 
+/// What a journal gives a restarted daemon: the supervisor's restore, and the VMs its unfinished
+/// intents were moving (for the adapter to find them again).
+type Restored = (supervisor::Restore, Vec<am_core::Vm>);
+
 /// The journal: SQLite at `cfg.journal` (what it recovers is restored into the supervisor), or in
 /// memory (with a warning: decisions are then not kept across restarts).
-fn open_journal(cfg: &DaemonConfig) -> Result<(Box<dyn Journal>, Option<supervisor::Restore>), RunError> {
+fn open_journal(cfg: &DaemonConfig) -> Result<(Box<dyn Journal>, Option<Restored>), RunError> {
     match &cfg.journal {
         Some(path) => {
             let journal = crate::journal::SqliteJournal::open(path)?;
-            let restore = crate::journal::restore_of(&journal.recover()?);
-            Ok((Box::new(journal), Some(restore)))
+            let recovered = journal.recover()?;
+            let restore = crate::journal::restore_of(&recovered);
+            let moving = recovered.moving.values().cloned().collect();
+            Ok((Box::new(journal), Some((restore, moving))))
         }
         None => {
             tracing::warn!("no journal file configured: decisions are kept in memory, not across restarts");
@@ -338,14 +314,6 @@ fn tls_mode(vc: &VcenterConfig) -> Result<TlsMode, RunError> {
         return Ok(TlsMode::CaFile(ca.clone()));
     }
     Ok(TlsMode::SystemRoots)
-}
-
-/// Whether anything will ever be probed (else no ICMP socket is opened).
-fn probes_anything(cfg: &DaemonConfig, opts: &am_vsphere::Options) -> bool {
-    !cfg.isolation_addresses.is_empty()
-        || opts.probe_guests
-        || opts.probe_host_names
-        || !opts.host_addresses.is_empty()
 }
 
 /// The prober when nothing is to be probed.
@@ -444,39 +412,5 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains(&url), "{e}");
-    }
-}
-
-#[cfg(test)]
-mod event_tests {
-    use super::posted_event;
-    use am_core::{Alarm, AlarmChange, AlarmKind, Severity, Subject, Time};
-    use am_vsphere::vsphere_soap::PostedEventKind;
-
-    #[test]
-    fn alarms_become_vcenter_events_on_the_vm_or_host_concerned() {
-        let raise = AlarmChange::Raise(Alarm {
-            kind: AlarmKind::VmPoweredOff,
-            subject: Subject::Vm("vm-42".into()),
-            severity: Severity::Warning,
-            message: "VM powered off by alice; not failed over".into(),
-            at: Time::from_secs(3),
-        });
-        let e = posted_event(&raise);
-        assert_eq!(e.kind, PostedEventKind::Warning);
-        assert_eq!(
-            e.vm.as_ref().map(|(m, _)| (m.kind.as_str(), m.value.as_str())),
-            Some(("VirtualMachine", "vm-42"))
-        );
-        assert!(e.message.contains("powered off by alice"));
-        let clear = AlarmChange::Clear {
-            kind: AlarmKind::HostIsolated,
-            subject: Subject::Host("host-9".into()),
-            at: Time::ZERO,
-        };
-        let e = posted_event(&clear);
-        assert_eq!(e.kind, PostedEventKind::Info);
-        assert_eq!(e.host.as_ref().map(|(m, _)| m.value.as_str()), Some("host-9"));
-        assert!(e.vm.is_none());
     }
 }
