@@ -167,7 +167,10 @@ fn go_build(pkg_dir: &str, out_name: &str) -> Result<PathBuf> {
 }
 
 fn build_vcsim() -> Result<PathBuf> {
-    go_build("testbed/vcsim", "am-vcsim")
+    let root = root();
+    let out = root.join("target/vcsim/am-vcsim");
+    am_testbed::build(&root, &out)?;
+    Ok(out)
 }
 
 fn start_vcsim(rest: &[&str]) -> Result<()> {

@@ -68,6 +68,10 @@ pub enum ProbeTarget {
         vm: VmId,
         /// Its address.
         address: String,
+        /// The host it runs on, if known: that host's own failure is no proof that the manager
+        /// is cut off when the guest stops answering with it.
+        #[serde(default)]
+        host: Option<HostId>,
     },
     /// One of the manager's isolation addresses (e.g. the gateway).
     Isolation {

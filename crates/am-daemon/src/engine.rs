@@ -284,6 +284,7 @@ impl Engine {
                 targets.insert(ProbeTarget::Guest {
                     vm: vm.id.clone(),
                     address: a.clone(),
+                    host: vm.host.clone(),
                 });
             }
         }

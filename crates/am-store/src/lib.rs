@@ -33,6 +33,7 @@
 //!     Record::Decision(LogEntry {
 //!         at: Time::from_secs(13),
 //!         subject: Subject::Vm("vm-7".into()),
+//!         name: None,
 //!         kind: LogKind::Issued { id: ActionId(4), action: reset.clone() },
 //!     }),
 //!     Record::Intent { id: ActionId(4), action: reset.clone(), vm: None },

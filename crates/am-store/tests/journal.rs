@@ -473,6 +473,57 @@ fn errors_name_the_file_and_say_what_is_wrong() {
     assert_eq!(j.quick_check().unwrap(), Ok(()));
 }
 
+/// A failover journaled with the VM it moves (its `.vmx` path): after a restart the journal says
+/// which VMs were being moved, as the manager saw them, so a VM registered anew under another id
+/// is found again. The VM goes when the outcome arrives.
+#[test]
+fn unfinished_moves_keep_the_vm_they_move() {
+    let dir = TempDir::new("moving");
+    let path = dir.file("j.db");
+    let mut j = SqliteJournal::open(&path).unwrap();
+    let failover = Action::Failover {
+        vm: "vm-42".into(),
+        to: "host-2".into(),
+    };
+    let mut vm = am_core::Vm::new("vm-42", am_core::Resources::new(0, 512), "host-1");
+    vm.config_path = Some("[nfs] web/web.vmx".into());
+    j.append(&issue(1_000, 7, failover.clone())).unwrap();
+    j.append(&[Record::Intent {
+        id: ActionId(8),
+        action: failover.clone(),
+        vm: Some(Box::new(vm.clone())),
+    }])
+    .unwrap();
+    drop(j);
+    let j = SqliteJournal::open(&path).unwrap();
+    let r = j.recover().unwrap();
+    assert_eq!(r.moving.get(&ActionId(8)), Some(&vm));
+    assert!(!r.moving.contains_key(&ActionId(7)), "no VM journaled with it");
+    drop(j);
+    let mut j = SqliteJournal::open(&path).unwrap();
+    j.append(&[outcome(8, None)]).unwrap();
+    assert!(j.recover().unwrap().moving.is_empty());
+}
+
+/// A journal written by the first schema (no `intents.subject`) is migrated when opened.
+#[test]
+fn a_version_1_journal_is_migrated() {
+    let dir = TempDir::new("migrate");
+    let path = dir.file("j.db");
+    {
+        let mut j = SqliteJournal::open(&path).unwrap();
+        j.append(&issue(1_000, 3, reset("vm-1"))).unwrap();
+    }
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("ALTER TABLE intents DROP COLUMN subject; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let j = SqliteJournal::open(&path).unwrap();
+    assert_eq!(j.stats().unwrap().schema_version, am_store::SCHEMA_VERSION);
+    assert_eq!(j.recover().unwrap().unfinished.len(), 1);
+}
+
 #[test]
 fn the_file_is_a_versioned_wal_journal() {
     let dir = TempDir::new("pragmas");

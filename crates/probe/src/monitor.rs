@@ -424,7 +424,18 @@ impl Monitor {
                 ));
             }
         }
-        let others = self.hosts.iter().filter(|&&h| h != idx).count();
+        // A guest's own host failing with it proves nothing about the manager's network.
+        let own_host = match &e.target {
+            ProbeTarget::Guest { host: Some(h), .. } => Some(h),
+            _ => None,
+        };
+        let counted = |h: u32| {
+            h != idx
+                && !self.entry(h).is_some_and(
+                    |x| matches!(&x.target, ProbeTarget::Host { host, .. } if Some(host) == own_host),
+                )
+        };
+        let others = self.hosts.iter().filter(|&&h| counted(h)).count();
         if others == 0 {
             return self
                 .isolation
@@ -435,7 +446,7 @@ impl Monitor {
         for h in self
             .hosts
             .iter()
-            .filter(|&&h| h != idx)
+            .filter(|&&h| counted(h))
             .filter_map(|&h| self.entry(h))
         {
             if h.track.replied_between(since, last_miss).is_some() {
@@ -551,7 +562,7 @@ fn target_hash(t: &ProbeTarget, seed: u64) -> u64 {
             eat(&[0xff]);
             eat(address.as_bytes());
         }
-        ProbeTarget::Guest { vm, address } => {
+        ProbeTarget::Guest { vm, address, .. } => {
             eat(b"g");
             eat(vm.as_str().as_bytes());
             eat(&[0xff]);
@@ -573,6 +584,7 @@ mod tests {
         ProbeTarget::Guest {
             vm: format!("vm-{i}").into(),
             address: format!("127.2.{}.{}", i / 250, i % 250 + 1),
+            host: None,
         }
     }
 

@@ -97,6 +97,7 @@ async fn net_prober_dispatches_by_address_and_host_port() {
     let guest = ProbeTarget::Guest {
         vm: "v".into(),
         address: "127.0.0.1".into(),
+        host: None,
     };
     assert!(p.probe(&guest, T).await.is_reply(), "guest: ICMP");
     drop(listener);

@@ -46,6 +46,39 @@ pub enum Removal {
     Never,
 }
 
+/// When the restarts of a lower priority start (vSphere HA's restart orchestration).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// As soon as they are placed (vSphere HA's default, "resources allocated").
+    #[default]
+    None,
+    /// Once every VM of the higher priorities being restarted is ready (VMware Tools heartbeat
+    /// green or its guest probe answering), or `ready_timeout` after its restart began.
+    Ready,
+}
+
+/// The order of restarts after a host failure: highest priority first, always; whether lower
+/// priorities also wait for the higher ones to be ready.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartOrder {
+    /// What a lower priority waits for.
+    pub wait_for: Readiness,
+    /// How long it waits at most for a VM of a higher priority to be ready.
+    #[serde(with = "am_core::time::duration_str")]
+    pub ready_timeout: Duration,
+}
+
+impl Default for RestartOrder {
+    fn default() -> Self {
+        RestartOrder {
+            wait_for: Readiness::None,
+            ready_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
 /// What the backend can do out of band (set by the daemon from its configuration, not read from
 /// the file): revival and fencing are only tried where they can work.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -123,6 +156,8 @@ pub struct Config {
     pub single_signal: SingleSignal,
     /// When a dead host may be removed.
     pub removal: Removal,
+    /// The order of restarts after a host failure.
+    pub restart_order: RestartOrder,
     /// What the backend can do out of band (from the daemon's configuration).
     #[serde(skip)]
     pub capabilities: Capabilities,
@@ -189,6 +224,7 @@ impl Default for Config {
             isolation_response: IsolationResponse::LeaveRunning,
             single_signal: SingleSignal::CheckLocks,
             removal: Removal::AfterFence,
+            restart_order: RestartOrder::default(),
             capabilities: Capabilities::default(),
             storm_fraction: 0.5,
             storm_window: Duration::from_secs(10),

@@ -375,6 +375,7 @@ impl Supervisor {
             }
             probing.insert(from)
         });
+        self.hold_lower_priorities(now, &mut order);
         for (priority, vm, to) in order {
             let action = Action::Failover {
                 vm: vm.clone(),
@@ -508,5 +509,41 @@ impl Supervisor {
             );
         }
         pending
+    }
+
+    /// Restart orchestration (`restart_order.wait_for = "ready"`): of the VMs about to restart,
+    /// only the highest priority goes, and only when no VM of a higher priority is still being
+    /// restarted and not ready (within `ready_timeout` of its start). The others wait.
+    fn hold_lower_priorities(&mut self, now: Time, order: &mut Vec<(u8, VmId, HostId)>) {
+        if self.cfg.restart_order.wait_for != Readiness::Ready {
+            return;
+        }
+        let timeout = self.cfg.restart_order.ready_timeout;
+        let gate = self
+            .vms
+            .iter()
+            .filter(|(_, r)| {
+                matches!(
+                    r.state,
+                    VmState::Recovering {
+                        step: Step::Failover,
+                        ..
+                    } | VmState::Verifying {
+                        step: Step::Failover,
+                        ..
+                    }
+                )
+            })
+            .filter(|(_, r)| r.failover_started.is_none_or(|t| now.since(t) < timeout))
+            .filter_map(|(id, _)| self.inv.vms.get(id).map(priority_of))
+            .max();
+        let Some(top) = order.iter().map(|(p, _, _)| *p).max() else {
+            return;
+        };
+        if gate.is_some_and(|g| g > top) {
+            order.clear();
+            return;
+        }
+        order.retain(|(p, _, _)| *p == top);
     }
 }

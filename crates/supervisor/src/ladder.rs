@@ -31,6 +31,11 @@ impl Supervisor {
         label: String,
     ) {
         let id = ActionId(self.next_id);
+        if step == Step::Failover
+            && let Some(r) = self.vms.get_mut(vm)
+        {
+            r.failover_started = Some(now);
+        }
         self.set_vm_state(now, vm, VmState::Recovering { step, action: id }, reason.clone());
         let issued = self.issue(now, action, Purpose::VmStep(vm.clone(), step), priority, reason);
         debug_assert_eq!(issued, id);

@@ -54,7 +54,9 @@ mod record;
 mod state;
 mod vm;
 
-pub use config::{BackupPolicy, Capabilities, Config, IsolationResponse, Removal, SingleSignal};
+pub use config::{
+    BackupPolicy, Capabilities, Config, IsolationResponse, Readiness, Removal, RestartOrder, SingleSignal,
+};
 pub use state::{HostState, ManagerNet, SourceState, Step, StormGuard, VmState};
 
 use am_core::{
@@ -200,6 +202,8 @@ struct VmRec {
     failed_from: Option<HostId>,
     /// When the backup cache takes its next snapshot.
     next_backup_at: Option<Time>,
+    /// When its current failover began (restart orchestration waits for it to be ready).
+    failover_started: Option<Time>,
 }
 
 #[derive(Clone, Debug)]

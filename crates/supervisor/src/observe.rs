@@ -159,6 +159,7 @@ impl Supervisor {
                 judge_after: Time::ZERO,
                 failed_from: None,
                 next_backup_at: None,
+                failover_started: None,
             },
         );
         self.record_transition(now, Subject::Vm(vm.clone()), "new".into(), state.name(), reason);

@@ -135,6 +135,10 @@ impl Supervisor {
                 VmState::Healthy,
                 format!("answers again after {}", step.name()),
             );
+            if step == Step::Failover {
+                // Ready: the next priority's restarts may start.
+                self.capacity_retry_at = now;
+            }
             self.close_incident(inc, Some(now), format!("recovered by {}", step.name()));
             self.clear(now, AlarmKind::RecoveryFailed, Subject::Vm(id.clone()));
         } else if now >= until {

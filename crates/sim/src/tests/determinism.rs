@@ -56,6 +56,7 @@ async fn run(seed: u64) -> (Vec<String>, Vec<String>) {
             let t = ProbeTarget::Guest {
                 vm: v.id.clone(),
                 address: v.guest_address.clone().unwrap_or_default(),
+                host: v.host.clone(),
             };
             if !prober.probe(&t, Duration::from_millis(500)).await.is_reply() {
                 let r = sim.execute(&Action::Reset { vm: v.id.clone() }).await;

@@ -21,6 +21,7 @@ async fn guest_answers(p: &SimProber, v: &str) -> bool {
     let t = ProbeTarget::Guest {
         vm: vm(v),
         address: format!("guest-{v}"),
+        host: None,
     };
     p.probe(&t, TIMEOUT).await.is_reply()
 }

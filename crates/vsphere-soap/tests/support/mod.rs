@@ -8,67 +8,18 @@
 )]
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use vsphere_soap::{RoundTripper, SoapRequest, SoapResponse, TransportError};
 
-/// The workspace root: the nearest directory above the including crate that holds the vcsim
-/// test bed (this module is also included by the workspace-level tests).
-pub fn workspace_root() -> PathBuf {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .canonicalize()
-        .expect("manifest dir");
-    start
-        .ancestors()
-        .find(|d| d.join("testbed/vcsim/main.go").is_file())
-        .map(Path::to_path_buf)
-        .expect("a workspace root holding testbed/vcsim")
-}
+#[allow(unused_imports)] // not every including test uses it
+pub use am_testbed::workspace_root;
 
-static BUILD: Mutex<()> = Mutex::new(());
-
-/// The am-vcsim binary: `$AM_VCSIM_BIN`, or `target/vcsim/am-vcsim` built with Go when missing or
-/// older than its source. Go's build cache makes rebuilds cheap.
-pub fn vcsim_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("AM_VCSIM_BIN") {
-        return PathBuf::from(p);
-    }
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let root = workspace_root();
-    let src = root.join("testbed/vcsim/main.go");
-    let out = root.join("target/vcsim/am-vcsim");
-    let fresh = match (std::fs::metadata(&out), std::fs::metadata(&src)) {
-        (Ok(b), Ok(s)) => b.modified().ok() >= s.modified().ok(),
-        _ => false,
-    };
-    if fresh {
-        return out;
-    }
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let status = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .current_dir(root.join("testbed/vcsim"))
-        .env(
-            "GOPATH",
-            std::env::var("AM_GOPATH").unwrap_or_else(|_| "/usr/share/gocode".into()),
-        )
-        .env("GO111MODULE", "off")
-        .status()
-        .expect("running `go build` for the vcsim test bed (is golang-go installed? or set AM_VCSIM_BIN)");
-    assert!(status.success(), "go build of testbed/vcsim failed");
-    std::fs::rename(&tmp, &out).unwrap();
-    out
-}
-
-/// A running am-vcsim; killed on drop.
+/// A running am-vcsim (the workspace's one launcher, `am-testbed`), with the fields and calls
+/// these tests use; killed on drop.
 pub struct Vcsim {
-    child: Child,
+    inner: am_testbed::Vcsim,
     pub url: String,
     pub control: String,
     pub thumbprint: String,
@@ -78,77 +29,28 @@ pub struct Vcsim {
 impl Vcsim {
     /// Start one with `hosts` hosts in one cluster and `vms_per_host` VMs per host.
     pub fn start(hosts: u32, vms_per_host: u32) -> Vcsim {
-        let mut child = Command::new(vcsim_binary())
-            .args([
-                "-hosts",
-                &hosts.to_string(),
-                "-vms-per-host",
-                &vms_per_host.to_string(),
-                "-exit-on-stdin-eof",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting am-vcsim");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut url, mut control, mut thumbprint, mut ca) = (None, None, None, None);
-        for line in lines.by_ref() {
-            let line = line.expect("reading am-vcsim output");
-            if line == "VCSIM_READY" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once('=') {
-                let v = Some(v.to_string());
-                match k {
-                    "VCSIM_URL" => url = v,
-                    "VCSIM_CONTROL" => control = v,
-                    "VCSIM_THUMBPRINT" => thumbprint = v,
-                    "VCSIM_CA" => ca = v,
-                    _ => {}
-                }
-            }
-        }
+        let inner = am_testbed::Vcsim::start(&am_testbed::Spec {
+            hosts,
+            vms_per_host,
+            ..am_testbed::Spec::default()
+        });
         Vcsim {
-            child,
-            url: url.expect("VCSIM_URL"),
-            control: control.expect("VCSIM_CONTROL"),
-            thumbprint: thumbprint.expect("VCSIM_THUMBPRINT"),
-            ca_file: PathBuf::from(ca.expect("VCSIM_CA")),
+            url: inner.url.clone(),
+            control: inner.control.clone(),
+            thumbprint: inner.thumbprint.clone().expect("VCSIM_THUMBPRINT"),
+            ca_file: inner.ca_file.clone().expect("VCSIM_CA"),
+            inner,
         }
     }
 
     /// POST to the control endpoint, e.g. `ctl("/vm/heartbeat?name=x&status=red")`.
     pub async fn ctl(&self, path_and_query: &str) -> serde_json::Value {
-        let res = reqwest::Client::new()
-            .post(format!("{}{}", self.control, path_and_query))
-            .send()
-            .await
-            .expect("control request");
-        let status = res.status();
-        let body: serde_json::Value =
-            serde_json::from_str(&res.text().await.unwrap_or_default()).unwrap_or(serde_json::Value::Null);
-        assert!(status.is_success(), "control {path_and_query}: {status} {body}");
-        body
+        self.inner.post(path_and_query)
     }
 
     /// The inventory as the test bed sees it: hosts with their VMs.
     pub async fn inventory(&self) -> serde_json::Value {
-        let text = reqwest::get(format!("{}/inventory", self.control))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-impl Drop for Vcsim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.inner.inventory()
     }
 }
 
