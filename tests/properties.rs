@@ -1,12 +1,18 @@
 //! Property tests: random fault sequences against a small simulated cluster, run through the real
 //! engine in virtual time. Whatever happens:
-//! - no VM ever runs on two hosts at once;
+//! - no VM ever runs on two hosts at once, and none leaves the inventory (with a host the manager
+//!   removed);
 //! - no VM a user powered off is powered on by the manager;
 //! - no host's running VMs ever exceed its capacity;
 //! - every protected VM whose host died ends up running when capacity exists (a spare host that can
 //!   hold everything is in the pool, and faults are spaced wider than the storm window). A VM on a
 //!   host that is still isolated at the end is exempt: the manager cannot see whether it runs
 //!   there and, by design, never restarts it elsewhere.
+//!
+//! Two kinds of cluster: one with every signal (management probes, storage heartbeats, guest
+//! probes) and no file locks, so that nothing but the manager's own judgement keeps a VM from a
+//! second copy; and one as `am-daemon run` sees vCenter without probes (the connection state is
+//! the only signal) with file locks, the guard the manager then relies on.
 //!
 //! The simulator knows the truth and records every violation the moment it happens.
 
@@ -75,7 +81,7 @@ fn script(faults: &[F], hosts: usize, vms: usize) -> String {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 12,
+        cases: 24,
         max_shrink_iters: 8,
         failure_persistence: None,
         // The same cases on every run (CI is reproducible); PROPTEST_CASES / PROPTEST_RNG_SEED
@@ -91,6 +97,7 @@ proptest! {
         hosts in 3..5usize,
         seed in 0..1000u64,
         faults in proptest::collection::vec(fault(), 1..7),
+        one_signal in any::<bool>(),
     ) {
         let vms = 12;
         let scn = Scenario {
@@ -103,7 +110,10 @@ proptest! {
                 spares: 1,
                 seed,
                 spares_hold_everything: true,
-                file_locks: false,
+                file_locks: one_signal,
+                mgmt_probes: !one_signal,
+                guest_probes: !one_signal,
+                storage_heartbeats: !one_signal,
                 ..Generate::new(hosts, vms)
             }),
             cluster: None,
@@ -114,7 +124,12 @@ proptest! {
         };
         let outcome = scenario::run_blocking(&scn, None).expect("scenario runs");
         let sim = &outcome.sim;
-        prop_assert!(sim.violations().is_empty(), "violations: {:?}\nscript:\n{}", sim.violations(), scn.faults);
+        prop_assert!(
+            sim.violations().is_empty(),
+            "violations (one signal: {one_signal}): {:?}\nscript:\n{}",
+            sim.violations(),
+            scn.faults
+        );
         // Protected VMs run (a VM whose every rung failed counts as not recovered), except on a
         // host still isolated: whether they run there is unknowable from outside.
         let down: Vec<_> = sim
@@ -125,6 +140,11 @@ proptest! {
                 !home.and_then(|h| sim.host_truth(&h)).is_some_and(|h| h.condition == sim::HostCondition::Isolated)
             })
             .collect();
-        prop_assert!(down.is_empty(), "protected VMs down at the end: {:?}\nscript:\n{}", down, scn.faults);
+        prop_assert!(
+            down.is_empty(),
+            "protected VMs down at the end (one signal: {one_signal}): {:?}\nscript:\n{}",
+            down,
+            scn.faults
+        );
     }
 }

@@ -215,6 +215,16 @@ pub enum Violation {
         /// When the manager powered it on.
         powered_on_at: Time,
     },
+    /// A VM (not one of the manager's backup clones) left the inventory with a host the manager
+    /// removed: vCenter drops what is registered on a removed host.
+    VmLost {
+        /// The VM.
+        vm: VmId,
+        /// The removed host.
+        host: HostId,
+        /// When.
+        at: Time,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -249,6 +259,9 @@ impl fmt::Display for Violation {
                 "{powered_on_at}: vm {vm} powered on by the manager although {user} powered it off at \
                  {powered_off_at}"
             ),
+            Violation::VmLost { vm, host, at } => {
+                write!(f, "{at}: vm {vm} left the inventory with host {host}, which the manager removed")
+            }
         }
     }
 }

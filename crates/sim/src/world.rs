@@ -1526,7 +1526,7 @@ impl World {
         Ok(())
     }
 
-    pub fn remove_host(&mut self, _now: Time, host: &HostId) -> Result<(), HvError> {
+    pub fn remove_host(&mut self, now: Time, host: &HostId) -> Result<(), HvError> {
         let h = self.host_mut(host)?;
         if h.condition.is_managed() && !h.maintenance {
             return Err(HvError::invalid_state(
@@ -1535,10 +1535,21 @@ impl World {
             ));
         }
         h.removed = true;
+        let mut lost = Vec::new();
         for vm in self.vms.values_mut() {
-            if vm.registered.as_ref() == Some(host) {
+            if vm.registered.as_ref() == Some(host) && vm.listed {
                 vm.listed = false;
+                if vm.backup_of.is_none() {
+                    lost.push(vm.id.clone());
+                }
             }
+        }
+        for vm in lost {
+            self.violations.push(Violation::VmLost {
+                vm,
+                host: host.clone(),
+                at: now,
+            });
         }
         self.note(format!("host {host} removed"));
         Ok(())
