@@ -134,6 +134,49 @@ async fn a_partition_with_nothing_probed_is_found_alive_by_the_locks() {
     m.stop().await;
 }
 
+/// The same partition, and then the partitioned host crashes: its VMs' locks were the only sign
+/// of life, and they go stale. The manager looks at one VM's lock every `lock_recheck`; once it
+/// is stale the host is dead, that VM is failed over first and the others follow: every VM runs
+/// exactly once, on the survivors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_host_that_crashes_is_found_dead_by_its_stale_locks() {
+    let sim = listening(3, 2);
+    let m = Manager::start_with(
+        &sim,
+        Setup {
+            opts: Options {
+                lock_fresh: Duration::from_secs(3),
+                ..Setup::default().opts
+            },
+            probes: false,
+            tune: Box::new(|cfg| cfg.supervisor.lock_recheck = Duration::from_secs(2)),
+        },
+    )
+    .await;
+    let (name, moref, _) = busiest(&sim);
+    let host = Subject::Host(HostId::from(moref.as_str()));
+    sim.post(&format!("/host/partition?name={name}"));
+    eventually(&m, "the host found alive by a lock and isolated", || async {
+        m.alarm_raised(AlarmKind::HostIsolated, &host).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(m.state_of(&host).as_deref(), Some("isolated"), "{}", m.story());
+    each_runs_once(&sim).unwrap_or_else(|e| panic!("still isolated, nothing moved: {e}\n{}", m.story()));
+    sim.post(&format!("/host/crash?name={name}"));
+    eventually(&m, "every VM to run exactly once on the survivors", || async {
+        let on_dead = sim.running().values().any(|hosts| hosts.contains(&name));
+        (each_runs_once(&sim).is_ok() && !on_dead).then_some(())
+    })
+    .await;
+    assert!(
+        m.story().contains("lock is gone"),
+        "found dead by the lock check:\n{}",
+        m.story()
+    );
+    m.stop().await;
+}
+
 /// Where the lock is not a file the manager can see (VMFS; here: the datastore browser fails),
 /// the failover gets as far as the power-on on the new host, which fails with `FileLocked`. The
 /// manager undoes its registration there (the VM is registered once: by its host, when the host

@@ -109,6 +109,13 @@ pub enum Action {
         /// The VM.
         vm: VmId,
     },
+    /// Look at a VM's files for fresh locks, changing nothing: `Err(HvError::Locked)` while a
+    /// host still runs it, done when nothing holds them. What tells a host that is only cut off
+    /// from one that died when its connection state is the only other signal.
+    CheckLocks {
+        /// The VM.
+        vm: VmId,
+    },
     /// Ask the management server to reconnect a host.
     ReconnectHost {
         /// The host.
@@ -171,7 +178,8 @@ impl Action {
             | Action::MigrateLive { vm, .. }
             | Action::Failover { vm, .. }
             | Action::Register { vm, .. }
-            | Action::Unregister { vm } => Some(vm),
+            | Action::Unregister { vm }
+            | Action::CheckLocks { vm } => Some(vm),
             _ => None,
         }
     }
@@ -212,6 +220,7 @@ impl Action {
             Action::Failover { .. } => "failover",
             Action::Register { .. } => "register",
             Action::Unregister { .. } => "unregister",
+            Action::CheckLocks { .. } => "check_locks",
             Action::ReconnectHost { .. } => "reconnect_host",
             Action::ReviveHost { .. } => "revive_host",
             Action::FenceHost { .. } => "fence_host",

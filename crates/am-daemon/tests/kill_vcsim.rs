@@ -130,7 +130,11 @@ fn each_runs_once(sim: &Vcsim, vms: &[String]) -> Result<(), String> {
             bad.push(format!("{vmx} is registered {n} times"));
         }
     }
-    if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("; "))
+    }
 }
 
 /// One kill point: the SOAP method held, and whether vCenter then does it (`forward`) or not
@@ -149,7 +153,10 @@ fn kill_during(method: &str, then: &str) {
     let log = dir.join("daemon.log");
     let first = Daemon::start(&cfg, &log);
     until("the daemon to read the inventory", &first, || {
-        first.log().contains("-> up (in the inventory, connected)").then_some(())
+        first
+            .log()
+            .contains("-> up (in the inventory, connected)")
+            .then_some(())
     });
     let vms: Vec<String> = sim.running().into_keys().collect();
     assert!(vms.len() >= 6, "the VMs to check: {vms:?}");
@@ -166,15 +173,20 @@ fn kill_during(method: &str, then: &str) {
     sim.post(&format!("/hold?method={method}&then={then}"));
     sim.post(&format!("/host/crash?name={victim}"));
     until(&format!("a {method} call to be held"), &first, || {
-        sim.get("/held").as_array().is_some_and(|a| !a.is_empty()).then_some(())
+        sim.get("/held")
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(())
     });
     first.kill9();
     // vCenter finishes (or never does) what the dead daemon started.
     sim.post(&format!("/release?method={method}"));
     let second = Daemon::start(&cfg, &log);
-    until("every VM to run exactly once, registered once, none left off", &second, || {
-        each_runs_once(&sim, &vms).ok()
-    });
+    until(
+        "every VM to run exactly once, registered once, none left off",
+        &second,
+        || each_runs_once(&sim, &vms).ok(),
+    );
     // And it stays so.
     std::thread::sleep(Duration::from_secs(5));
     each_runs_once(&sim, &vms).unwrap_or_else(|e| panic!("{e}\n{}", second.log()));

@@ -533,6 +533,7 @@ impl Hypervisor for VsphereBackend {
             Action::Failover { vm, to } => self.failover(vm, to).await.map(|()| Done)?,
             Action::Register { vm, host } => self.register_vm(vm, host).await.map(|()| Done)?,
             Action::Unregister { vm } => self.unregister_vm(vm).await.map(|()| Done)?,
+            Action::CheckLocks { vm } => self.check_locks(vm).await.map(|()| Done)?,
             Action::ReconnectHost { host } => self.reconnect_host(host).await.map(|()| Done)?,
             Action::ReviveHost { host } => self.inner.hook(host, "revive_host").await.map(|()| Done)?,
             Action::FenceHost { host } => self.inner.hook(host, "fence_host").await.map(|()| Done)?,
@@ -549,6 +550,21 @@ impl Hypervisor for VsphereBackend {
 
 /// One method per action, as `execute` dispatches them.
 impl VsphereBackend {
+    /// Lists the VM's folder for fresh lock files (a VM whose host is cut off: its orphan's
+    /// `.vmx`, else the registered one's).
+    async fn check_locks(&self, vm: &VmId) -> Result<(), HvError> {
+        if let Some(o) = self.inner.still_orphan(vm).await {
+            return self.inner.lock_files(vm, &o.vmx, None).await;
+        }
+        let now = self.inner.vm_now(vm, "check_locks").await?;
+        let vmx = now
+            .vmx()
+            .ok_or_else(|| HvError::invalid_state(vm, "vCenter shows no .vmx path"))?
+            .to_owned();
+        let ds = crate::storage::datastore_of(&now.props);
+        self.inner.lock_files(vm, &vmx, ds.as_ref()).await
+    }
+
     async fn power_on(&self, vm: &VmId) -> Result<(), HvError> {
         let s = Subject::new("power_on", "vm", vm.as_str());
         let m = self.inner.registered(vm)?;

@@ -63,62 +63,77 @@ impl Inner {
         vmx: &str,
         datastore: Option<&MoRef>,
     ) -> Result<(), HvError> {
-        let Some((ds_name, folder)) = vmx_folder(vmx) else {
-            return Ok(());
-        };
-        let s = Subject::new("failover", "vm", id.as_str());
-        let listed = async {
-            let ds = match datastore {
-                Some(d) => d.clone(),
-                None => crate::find_by_name(&self.client, "Datastore", ds_name)
-                    .await
-                    .map_err(|e| hv_error(&e, &s))?
-                    .ok_or_else(|| HvError::not_found("datastore", ds_name))?,
-            };
-            let p = self
-                .client
-                .retrieve_object(&ds, &["browser"])
-                .await
-                .map_err(|e| hv_error(&e, &s))?;
-            let browser = p
-                .get("browser")
-                .and_then(Value::as_moref)
-                .cloned()
-                .ok_or_else(|| HvError::not_found("datastore browser", ds.value.clone()))?;
-            let path = format!("[{ds_name}] {folder}");
-            let task = self
-                .client
-                .search_datastore(&browser, &path, LOCK_PATTERNS)
-                .await
-                .map_err(|e| hv_error(&e, &s))?;
-            let info = self
-                .client
-                .wait_for_task(&task, Duration::from_secs(60))
-                .await
-                .map_err(|e| hv_error(&e, &s))?;
-            let files = info.result.as_ref().map(FileInfo::of_search).unwrap_or_default();
-            let now = self
-                .client
-                .current_time()
-                .await
-                .ok()
-                .and_then(|t| vsphere_soap::datetime::parse(&t))
-                .unwrap_or_else(SystemTime::now);
-            Ok::<_, HvError>(fresh_locks(&files, now, self.opts.lock_fresh))
-        };
-        match listed.await {
-            Ok(locks) if !locks.is_empty() => {
-                tracing::info!(vm = %id, files = ?locks, "lock files are fresh: the VM still runs where it was");
-                Err(HvError::Locked {
-                    id: id.to_string(),
-                    file: format!("[{ds_name}] {folder}/{}", locks[0]),
-                })
-            }
-            Ok(_) => Ok(()),
+        match self.lock_files(id, vmx, datastore).await {
+            Ok(()) => Ok(()),
+            Err(e @ HvError::Locked { .. }) => Err(e),
             Err(e) => {
                 tracing::warn!(vm = %id, error = %e, "cannot list the VM's folder for locks; the power-on's lock stays the guard");
                 Ok(())
             }
+        }
+    }
+
+    /// The lock check itself: `Err(Locked)` on a fresh lock file, `Ok` when the folder holds
+    /// none, any other error when the folder cannot be listed (nothing is known then).
+    pub(crate) async fn lock_files(
+        &self,
+        id: &VmId,
+        vmx: &str,
+        datastore: Option<&MoRef>,
+    ) -> Result<(), HvError> {
+        let Some((ds_name, folder)) = vmx_folder(vmx) else {
+            return Err(HvError::invalid_state(
+                id,
+                format!("cannot read the .vmx path {vmx:?}"),
+            ));
+        };
+        let s = Subject::new("check_locks", "vm", id.as_str());
+        let ds = match datastore {
+            Some(d) => d.clone(),
+            None => crate::find_by_name(&self.client, "Datastore", ds_name)
+                .await
+                .map_err(|e| hv_error(&e, &s))?
+                .ok_or_else(|| HvError::not_found("datastore", ds_name))?,
+        };
+        let p = self
+            .client
+            .retrieve_object(&ds, &["browser"])
+            .await
+            .map_err(|e| hv_error(&e, &s))?;
+        let browser = p
+            .get("browser")
+            .and_then(Value::as_moref)
+            .cloned()
+            .ok_or_else(|| HvError::not_found("datastore browser", ds.value.clone()))?;
+        let path = format!("[{ds_name}] {folder}");
+        let task = self
+            .client
+            .search_datastore(&browser, &path, LOCK_PATTERNS)
+            .await
+            .map_err(|e| hv_error(&e, &s))?;
+        let info = self
+            .client
+            .wait_for_task(&task, Duration::from_secs(60))
+            .await
+            .map_err(|e| hv_error(&e, &s))?;
+        let files = info.result.as_ref().map(FileInfo::of_search).unwrap_or_default();
+        let now = self
+            .client
+            .current_time()
+            .await
+            .ok()
+            .and_then(|t| vsphere_soap::datetime::parse(&t))
+            .unwrap_or_else(SystemTime::now);
+        let locks = fresh_locks(&files, now, self.opts.lock_fresh);
+        match locks.first() {
+            Some(first) => {
+                tracing::info!(vm = %id, files = ?locks, "lock files are fresh: the VM still runs where it was");
+                Err(HvError::Locked {
+                    id: id.to_string(),
+                    file: format!("[{ds_name}] {folder}/{first}"),
+                })
+            }
+            None => Ok(()),
         }
     }
 

@@ -397,6 +397,7 @@ fn apply(w: &mut World, now: Time, action: &Action) -> Result<ActionOutcome, HvE
         Action::RestoreClone { vm, backup, host } => done(w.restore_clone(now, vm, backup, host)),
         Action::Register { vm, host } => done(w.register_vm(now, vm, host)),
         Action::Unregister { vm } => done(w.unregister_vm(now, vm)),
+        Action::CheckLocks { vm } => done(w.check_locks(vm)),
         Action::Failover { vm, to } => done(w.failover(now, vm, to)),
         Action::ReconnectHost { host } => done(w.reconnect_host(now, host)),
         Action::ReviveHost { host } => done(w.revive_host(now, host)),

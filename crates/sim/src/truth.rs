@@ -260,7 +260,10 @@ impl fmt::Display for Violation {
                  {powered_off_at}"
             ),
             Violation::VmLost { vm, host, at } => {
-                write!(f, "{at}: vm {vm} left the inventory with host {host}, which the manager removed")
+                write!(
+                    f,
+                    "{at}: vm {vm} left the inventory with host {host}, which the manager removed"
+                )
             }
         }
     }

@@ -493,6 +493,18 @@ impl World {
         self.check_datastore(vm, host)
     }
 
+    /// Looks at `vm`'s files for the lock of a host that runs it (changes nothing).
+    pub(crate) fn check_locks(&self, vm: &VmId) -> Result<(), HvError> {
+        let v = self.vm(vm)?;
+        match v.running_on.first().filter(|_| self.cfg.file_locks) {
+            Some(holder) => Err(HvError::Locked {
+                id: vm.to_string(),
+                file: format!("{}/{}.vmx (held by {holder})", v.name, v.name),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Refuses `host` for `vm` when it does not mount the VM's datastore.
     fn check_datastore(&self, vm: &VmId, host: &HostId) -> Result<(), HvError> {
         let v = self.vm(vm)?;

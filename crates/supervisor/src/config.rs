@@ -134,6 +134,11 @@ pub struct Config {
     /// unreachable after this long.
     #[serde(with = "am_core::time::duration_str")]
     pub single_signal_confirm: Duration,
+    /// A host found isolated by its VMs' file locks alone (no second signal) has one of its VMs'
+    /// locks looked at again this often: a lock that is gone means the host died since (it is
+    /// then declared dead, that VM failed over first).
+    #[serde(with = "am_core::time::duration_str")]
+    pub lock_recheck: Duration,
     /// A host that answers pings but is not connected in the management server gets a reconnect
     /// after this long.
     #[serde(with = "am_core::time::duration_str")]
@@ -216,6 +221,7 @@ impl Default for Config {
             restart_limit: 3,
             restart_window: Duration::from_secs(3600),
             single_signal_confirm: Duration::from_secs(10),
+            lock_recheck: Duration::from_secs(30),
             reconnect_after: Duration::from_secs(5),
             storage_heartbeat_window: Duration::from_secs(6),
             revive_attempts: 2,
@@ -279,6 +285,11 @@ impl Config {
         check(
             !self.recovery_grace.is_zero(),
             "recovery_grace",
+            "must be longer than 0s",
+        );
+        check(
+            !self.lock_recheck.is_zero(),
+            "lock_recheck",
             "must be longer than 0s",
         );
         check(

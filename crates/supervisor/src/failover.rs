@@ -370,8 +370,11 @@ impl Supervisor {
             let Some(from) = self.vms.get(vm).and_then(|r| r.failed_from.clone()) else {
                 return true;
             };
-            if !self.hosts.get(&from).is_some_and(|r| r.unconfirmed) {
+            let Some(rec) = self.hosts.get(&from).filter(|r| r.unconfirmed) else {
                 return true;
+            };
+            if rec.canary.as_ref().is_some_and(|c| c != vm) {
+                return false;
             }
             probing.insert(from)
         });

@@ -283,6 +283,9 @@ impl Supervisor {
             );
             return;
         }
+        if self.lock_recheck_due(now, host, sig) {
+            return;
+        }
         if !sig.idle {
             return;
         }
@@ -299,6 +302,48 @@ impl Supervisor {
             ),
         };
         self.issue_host_action(now, host, action, purpose, 200, reason.into());
+    }
+
+    /// An isolated host whose only sign of life is its VMs' file locks (no heartbeat, no probe:
+    /// nothing else would tell that it died since) has one VM's locks looked at every
+    /// `lock_recheck`. Whether it issued that look.
+    fn lock_recheck_due(&mut self, now: Time, host: &HostId, sig: &Signals) -> bool {
+        let Some(rec) = self.hosts.get(host) else {
+            return false;
+        };
+        if rec.action.is_some()
+            || now < rec.lock_check_at
+            || sig.heartbeat.is_some()
+            || self.cfg.single_signal != SingleSignal::CheckLocks
+            || !self.second_signals(host).is_empty()
+            || self.manager_isolated()
+        {
+            return false;
+        }
+        let frozen = |id: &VmId| matches!(self.vm_state(id), Some(VmState::Frozen { host: h }) if h == host);
+        let Some(vm) = rec
+            .locked_vms
+            .iter()
+            .find(|id| frozen(id))
+            .cloned()
+            .or_else(|| self.inv.vms_on(host).map(|v| v.id.clone()).find(|id| frozen(id)))
+        else {
+            return false;
+        };
+        let next = now + self.cfg.lock_recheck;
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.lock_check_at = next;
+        }
+        let name = self.vm_label(&vm);
+        self.issue_host_action(
+            now,
+            host,
+            Action::CheckLocks { vm: vm.clone() },
+            Purpose::HostLockCheck(host.clone(), vm),
+            200,
+            format!("isolated on its VMs' file locks alone: is {name}'s lock still held?"),
+        );
+        true
     }
 
     /// Dead: its VMs were failed over. Reconnect and out-of-band revival (where the backend can)
@@ -488,9 +533,13 @@ impl Supervisor {
             Some(i) => i,
             None => self.open_incident(now, Subject::Host(host.clone()), "isolated"),
         };
+        let recheck = now + self.cfg.lock_recheck;
         if let Some(r) = self.hosts.get_mut(host) {
             r.incident = Some(inc);
             r.life_seen = true;
+            r.lock_check_at = recheck;
+            r.unconfirmed = false;
+            r.canary = None;
         }
         self.clear(now, AlarmKind::HostUnreachable, Subject::Host(host.clone()));
         self.raise_isolated(now, host, &reason);
@@ -549,6 +598,36 @@ impl Supervisor {
             .collect();
         for vm in frozen {
             self.set_vm_state(now, &vm, VmState::Healthy, format!("host {host} reachable again"));
+        }
+        // VMs still waiting to be restarted away from it are where they were: judged again from
+        // what the host now reports (a user may power one off there; nothing may restart it
+        // elsewhere behind that).
+        let waiting: Vec<VmId> = self
+            .vms
+            .iter()
+            .filter(|(id, r)| {
+                r.failed_from.as_ref() == Some(host)
+                    && r.state == VmState::AwaitingCapacity
+                    && self
+                        .inv
+                        .vms
+                        .get(*id)
+                        .is_some_and(|v| v.host.as_ref() == Some(host))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for vm in waiting {
+            let inc = self.vms.get_mut(&vm).and_then(|r| {
+                r.failed_from = None;
+                r.incident.take()
+            });
+            self.close_incident(inc, Some(now), format!("host {host} back: not moved"));
+            self.set_vm_state(
+                now,
+                &vm,
+                VmState::Healthy,
+                format!("host {host} reachable again: stays there"),
+            );
         }
     }
 

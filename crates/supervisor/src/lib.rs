@@ -148,6 +148,10 @@ struct HostRec {
     /// Declared dead on one signal, and no failover from it went through yet: its VMs are
     /// failed over one at a time, so that a VM found locked stops the rest before they start.
     unconfirmed: bool,
+    /// While `unconfirmed`: the VM to fail over first (one whose lock was found gone).
+    canary: Option<VmId>,
+    /// When an isolated host's VM locks are looked at next.
+    lock_check_at: Time,
 }
 
 impl HostRec {
@@ -168,6 +172,8 @@ impl HostRec {
             removal_settled: false,
             removal_note: None,
             unconfirmed: false,
+            canary: None,
+            lock_check_at: now,
         }
     }
 
@@ -181,6 +187,7 @@ impl HostRec {
         self.removal_settled = false;
         self.removal_note = None;
         self.unconfirmed = false;
+        self.canary = None;
     }
 }
 
@@ -213,6 +220,8 @@ enum Purpose {
     HostRevive(HostId),
     HostFence(HostId),
     HostRemove(HostId),
+    /// A look at the locks of one of an isolated host's VMs (is the host still alive?).
+    HostLockCheck(HostId, VmId),
     AddSpare(String),
     /// Re-register a VM that stays off away from a dead host.
     Rehome(VmId),
@@ -232,6 +241,7 @@ impl Purpose {
             | Purpose::HostRevive(h)
             | Purpose::HostFence(h)
             | Purpose::HostRemove(h)
+            | Purpose::HostLockCheck(h, _)
             | Purpose::Mount(h) => Subject::Host(h.clone()),
         }
     }

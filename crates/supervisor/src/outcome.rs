@@ -31,7 +31,8 @@ impl Supervisor {
         if let Purpose::HostReconnect(h)
         | Purpose::HostRevive(h)
         | Purpose::HostFence(h)
-        | Purpose::HostRemove(h) = &done.purpose
+        | Purpose::HostRemove(h)
+        | Purpose::HostLockCheck(h, _) = &done.purpose
         {
             // Whatever the outcome, the host is free for its next action after the interval.
             if let Some(rec) = self.hosts.get_mut(h) {
@@ -43,6 +44,7 @@ impl Supervisor {
             Purpose::VmStep(vm, step) => self.vm_step_done(now, &vm, step, id, &done.action, result),
             Purpose::HostReconnect(_) | Purpose::HostRevive(_) => {}
             Purpose::HostFence(h) => self.fence_done(now, &h, result),
+            Purpose::HostLockCheck(h, vm) => self.lock_check_done(now, &h, &vm, result),
             Purpose::HostRemove(h) => {
                 if let Err(e) = &result {
                     // Not tried again on its own: a refusal is a person's to look at.
@@ -194,6 +196,45 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// A look at an isolated host's VM locks came back. Gone: the host stopped running that VM,
+    /// so it died since its isolation was found; it is declared dead and that VM is failed over
+    /// first (behind its lock check, as on the first loss). Still held or not readable: it stays
+    /// isolated.
+    fn lock_check_done(
+        &mut self,
+        now: Time,
+        host: &HostId,
+        vm: &VmId,
+        result: Result<ActionOutcome, HvError>,
+    ) {
+        if !matches!(self.host_state(host), Some(HostState::Isolated { .. })) {
+            return;
+        }
+        match result {
+            Ok(_) => {
+                if let Some(r) = self.hosts.get_mut(host) {
+                    r.unconfirmed = true;
+                    r.canary = Some(vm.clone());
+                }
+                let vm = self.vm_label(vm);
+                self.host_dead(
+                    now,
+                    host,
+                    format!("isolated on its VMs' file locks alone, and {vm}'s lock is gone: it no longer runs it (failed over first)"),
+                );
+            }
+            Err(HvError::Locked { .. }) => {}
+            Err(e) => {
+                let vm = self.vm_label(vm);
+                self.note(
+                    now,
+                    Subject::Host(host.clone()),
+                    format!("cannot look at {vm}'s locks ({e}): still taken for isolated"),
+                );
+            }
+        }
+    }
+
     /// A VM of a host dead on one signal restarted elsewhere: none of its files was locked, so
     /// the host does not run it; the host's other VMs follow.
     fn failover_went_through(&mut self, now: Time, vm: &VmId) {
@@ -204,6 +245,7 @@ impl Supervisor {
             return;
         };
         r.unconfirmed = false;
+        r.canary = None;
         self.capacity_retry_at = now;
         let (host, vm) = (self.host_label(&from), self.vm_label(vm));
         self.note(
@@ -272,6 +314,19 @@ impl Supervisor {
         }
         let inc = self.vms.get_mut(vm).and_then(|r| r.incident.take());
         self.close_incident(inc, Some(now), format!("still runs on {label} (files locked)"));
+        if matches!(self.host_state(&host), Some(HostState::Up)) {
+            // The host came back while the failover ran: the VM simply stays where it runs.
+            if let Some(r) = self.vms.get_mut(vm) {
+                r.failed_from = None;
+            }
+            self.set_vm_state(
+                now,
+                vm,
+                VmState::Healthy,
+                format!("its files are locked ({file}): it still runs on {label}, which is up again"),
+            );
+            return;
+        }
         self.set_vm_state(
             now,
             vm,

@@ -88,8 +88,14 @@ impl Supervisor {
     }
 
     /// Healthy: failing for `vm_confirm` with its host up (and the manager not isolated) starts
-    /// the ladder.
+    /// the ladder; found off with its host up, it is a power-off to explain.
     fn next_vm_state_healthy(&mut self, now: Time, id: &VmId, seen: Seen) {
+        if !seen.on && seen.host_up {
+            // Off while the manager could not see it (its host was cut off) or by a change it
+            // missed: the same as a power-off seen now.
+            self.on_power_off(now, id);
+            return;
+        }
         let since = self.vms.get(id).and_then(|r| r.failing_since);
         let judged = self.vms.get(id).is_some_and(|r| now >= r.judge_after);
         if let (Some(why), Some(since)) = (seen.failing, since) {
