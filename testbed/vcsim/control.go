@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -107,8 +108,8 @@ func (c *controller) inventory(w http.ResponseWriter, r *http.Request) {
 					hi.Cluster = p.Entity().Name
 				}
 			}
-			refs = append(refs, h.Vm...)
 		})
+		refs = vmsOn(h.Self)
 		hi.MgmtIP = theWorld.hostIP(h.Self)
 		for _, ref := range refs {
 			if vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine); ok {
@@ -127,6 +128,23 @@ func (c *controller) inventory(w http.ResponseWriter, r *http.Request) {
 		out = append(out, hi)
 	}
 	reply(w, out, nil)
+}
+
+// vmsOn lists the VMs whose runtime.host is h. vcsim's own HostSystem.vm list goes stale after a
+// migration or a clone placed on another host (RelocateVM_Task removes the VM from the target's
+// list instead of moving it there), so the test bed never reads it.
+func vmsOn(h types.ManagedObjectReference) []types.ManagedObjectReference {
+	var out []types.ManagedObjectReference
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		vm := e.(*simulator.VirtualMachine)
+		simulator.Map.WithLock(vm.Self, func() {
+			if vm.Runtime.Host != nil && *vm.Runtime.Host == h {
+				out = append(out, vm.Self)
+			}
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Value < out[j].Value })
+	return out
 }
 
 func findHost(name string) (*simulator.HostSystem, error) {
@@ -166,8 +184,8 @@ func hostState(h *simulator.HostSystem, state types.HostSystemConnectionState, v
 			{Name: "runtime.connectionState", Val: state},
 			{Name: "summary.runtime.connectionState", Val: state},
 		})
-		vms = append(vms, h.Vm...)
 	})
+	vms = vmsOn(h.Self)
 	for _, ref := range vms {
 		vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine)
 		if !ok {

@@ -251,7 +251,6 @@ func snapshotHosts() []hostSnap {
 		var s hostSnap
 		simulator.Map.WithLock(h.Self, func() { // the moref: vcsim's locker copies the object otherwise
 			s = hostSnap{ref: h.Self, name: h.Name, conn: h.Runtime.ConnectionState,
-				vms:        append([]types.ManagedObjectReference(nil), h.Vm...),
 				datastores: append([]types.ManagedObjectReference(nil), h.Datastore...)}
 			if h.Config != nil && h.Config.Network != nil && len(h.Config.Network.Vnic) > 0 && h.Config.Network.Vnic[0].Spec.Ip != nil {
 				s.vnicIP = h.Config.Network.Vnic[0].Spec.Ip.IpAddress
@@ -267,6 +266,7 @@ func snapshotHosts() []hostSnap {
 				}
 			}
 		})
+		s.vms = vmsOn(h.Self)
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })

@@ -511,13 +511,36 @@ async fn every_action_does_what_it_says_in_vcsim() {
     assert!(view.inv.vms.contains_key(&backup), "the backup stays");
     // Its new moref works for every action under the old id.
     hv.execute(&Action::Reset { vm: vm.clone() }).await.unwrap();
+    // Locks: the running VM's lock file is fresh.
+    let e = hv
+        .execute(&Action::CheckLocks { vm: vm.clone() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, HvError::Locked { .. }),
+        "a running VM holds its lock: {e:?}"
+    );
+    // Retention deletes the manager's clone, and refuses to delete anything else.
+    let e = hv
+        .execute(&Action::DeleteBackup { vm: vm.clone() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, HvError::InvalidState { .. }) && e.to_string().contains("not a backup clone"),
+        "{e}"
+    );
+    hv.execute(&Action::DeleteBackup { vm: backup.clone() })
+        .await
+        .unwrap();
+    view.until("the backup clone deleted", |i| !i.vms.contains_key(&backup))
+        .await;
 
     // Unregister, register again (another VM: vcsim cannot register a clone's files again).
     let vm2: VmId = view
         .inv
         .vms
         .keys()
-        .find(|v| **v != vm && **v != backup)
+        .find(|v| **v != vm)
         .cloned()
         .expect("a second VM");
     let home2 = view.inv.vms[&vm2].host.clone().expect("registered");

@@ -349,3 +349,87 @@ async fn a_hanging_vcenter_is_noticed_within_seconds() {
     .await;
     m.stop().await;
 }
+
+/// The backup cache's clones on vCenter: each VM gets a powered-off clone on a host other than
+/// its own, refreshed every `clone_every`; once a newer one exists the older is destroyed, so
+/// each VM keeps exactly `keep_clones` (1) of the manager's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_clones_are_kept_on_another_host_and_refreshed() {
+    let sim = Vcsim::start(&Spec {
+        hosts: 2,
+        vms_per_host: 1,
+        ..Spec::default()
+    });
+    let m = Manager::start_with(
+        &sim,
+        Setup {
+            tune: Box::new(|cfg| {
+                cfg.supervisor.backup.snapshot_every = Duration::ZERO;
+                cfg.supervisor.backup.clone_every = Duration::from_secs(4);
+                cfg.supervisor.backup.keep_clones = 1;
+            }),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let originals: Vec<(String, String)> = sim
+        .inventory()
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|h| {
+            let host = h["name"].as_str().unwrap().to_owned();
+            h["vms"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |v| (v["ref"].as_str().unwrap().to_owned(), host.clone()))
+        })
+        .collect();
+    // clone name -> host, for the manager's clones of `vm`.
+    let clones_of = |vm: &str| -> Vec<(String, String)> {
+        sim.inventory()
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|h| {
+                let host = h["name"].as_str().unwrap().to_owned();
+                h["vms"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(move |v| {
+                        let name = v["name"].as_str()?.to_owned();
+                        (name.starts_with("am-backup-") && name.ends_with(&format!("(am backup of {vm})")))
+                            .then(|| (name, host.clone()))
+                    })
+            })
+            .collect()
+    };
+    eventually(
+        &m,
+        "a second round of clones, the first ones destroyed",
+        || async {
+            m.intents()
+                .iter()
+                .filter(|a| matches!(a, Action::DeleteBackup { .. }))
+                .count()
+                .ge(&originals.len())
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(&m, "exactly one clone per VM, each off its VM's host", || async {
+        originals
+            .iter()
+            .all(|(vm, home)| {
+                let c = clones_of(vm);
+                c.len() == 1 && c[0].1 != *home
+            })
+            .then_some(())
+    })
+    .await;
+    m.stop().await;
+}

@@ -109,6 +109,12 @@ pub enum Action {
         /// The VM.
         vm: VmId,
     },
+    /// Delete one of the manager's own backup clones (powered off), files and all. The backend
+    /// refuses any VM that is not such a clone.
+    DeleteBackup {
+        /// The backup clone.
+        vm: VmId,
+    },
     /// Look at a VM's files for fresh locks, changing nothing: `Err(HvError::Locked)` while a
     /// host still runs it, done when nothing holds them. What tells a host that is only cut off
     /// from one that died when its connection state is the only other signal.
@@ -179,7 +185,8 @@ impl Action {
             | Action::Failover { vm, .. }
             | Action::Register { vm, .. }
             | Action::Unregister { vm }
-            | Action::CheckLocks { vm } => Some(vm),
+            | Action::CheckLocks { vm }
+            | Action::DeleteBackup { vm } => Some(vm),
             _ => None,
         }
     }
@@ -221,6 +228,7 @@ impl Action {
             Action::Register { .. } => "register",
             Action::Unregister { .. } => "unregister",
             Action::CheckLocks { .. } => "check_locks",
+            Action::DeleteBackup { .. } => "delete_backup",
             Action::ReconnectHost { .. } => "reconnect_host",
             Action::ReviveHost { .. } => "revive_host",
             Action::FenceHost { .. } => "fence_host",

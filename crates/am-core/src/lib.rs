@@ -15,6 +15,7 @@
 pub mod action;
 pub mod error;
 pub mod event;
+pub mod glob;
 pub mod ids;
 pub mod journal;
 pub mod model;

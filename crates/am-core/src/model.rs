@@ -351,7 +351,13 @@ impl Inventory {
         self.vms
             .values()
             .filter(|c| c.backup_of.as_ref() == Some(vm))
-            .max_by(|a, b| a.id.cmp(&b.id))
+            .max_by(|a, b| Inventory::clone_age(a, b))
+    }
+
+    /// Orders clones oldest first: by id, a longer id being newer (`vm-99` before `vm-100`, as
+    /// vCenter numbers its objects).
+    pub fn clone_age(a: &Vm, b: &Vm) -> std::cmp::Ordering {
+        (a.id.as_str().len(), a.id.as_str()).cmp(&(b.id.as_str().len(), b.id.as_str()))
     }
 }
 

@@ -534,6 +534,7 @@ impl Hypervisor for VsphereBackend {
             Action::Register { vm, host } => self.register_vm(vm, host).await.map(|()| Done)?,
             Action::Unregister { vm } => self.unregister_vm(vm).await.map(|()| Done)?,
             Action::CheckLocks { vm } => self.check_locks(vm).await.map(|()| Done)?,
+            Action::DeleteBackup { vm } => self.delete_backup(vm).await.map(|()| Done)?,
             Action::ReconnectHost { host } => self.reconnect_host(host).await.map(|()| Done)?,
             Action::ReviveHost { host } => self.inner.hook(host, "revive_host").await.map(|()| Done)?,
             Action::FenceHost { host } => self.inner.hook(host, "fence_host").await.map(|()| Done)?,
@@ -550,6 +551,27 @@ impl Hypervisor for VsphereBackend {
 
 /// One method per action, as `execute` dispatches them.
 impl VsphereBackend {
+    /// Destroys one of the manager's backup clones: only a VM named as one (`... (am backup of
+    /// vm-42)`) and powered off; anything else is refused.
+    async fn delete_backup(&self, vm: &VmId) -> Result<(), HvError> {
+        let s = Subject::new("delete_backup", "vm", vm.as_str());
+        let now = self.inner.vm_now(vm, "delete_backup").await?;
+        if map::backup_source(now.name()).is_none() {
+            return Err(HvError::invalid_state(
+                vm,
+                format!(
+                    "{:?} is not a backup clone of the manager's: never deleted",
+                    now.name()
+                ),
+            ));
+        }
+        if now.on() {
+            return Err(HvError::invalid_state(vm, "the backup clone is powered on"));
+        }
+        let t = self.inner.client.destroy(&now.moref).await;
+        self.inner.wait(&s, t).await.map(drop)
+    }
+
     /// Lists the VM's folder for fresh lock files (a VM whose host is cut off: its orphan's
     /// `.vmx`, else the registered one's).
     async fn check_locks(&self, vm: &VmId) -> Result<(), HvError> {

@@ -323,54 +323,11 @@ impl Hook {
     }
 }
 
-/// Whether `text` matches `pattern`, where `*` is any run of characters and `?` any one.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        match p.get(pi) {
-            Some('?') => {
-                pi += 1;
-                ti += 1;
-            }
-            Some('*') => {
-                star = Some(pi);
-                mark = ti;
-                pi += 1;
-            }
-            Some(c) if *c == t[ti] => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some(s) => {
-                    pi = s + 1;
-                    mark += 1;
-                    ti = mark;
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
+pub use am_core::glob::glob;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs_match_like_a_shell() {
-        assert!(glob("db-*", "db-1"));
-        assert!(glob("*", ""));
-        assert!(glob("web-?", "web-2"));
-        assert!(!glob("web-?", "web-22"));
-        assert!(glob("*-prod-*", "app-prod-3"));
-        assert!(!glob("db-*", "web-1"));
-        assert!(glob("a*b*c", "aXXbYYc"));
-        assert!(!glob("a*b*c", "aXXbYY"));
-    }
 
     #[test]
     fn the_first_matching_rule_wins_and_every_matcher_must_match() {

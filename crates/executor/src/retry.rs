@@ -186,7 +186,10 @@ fn already_done(action: &Action, error: &HvError) -> bool {
         | Action::EnterMaintenance { .. }
         | Action::ExitMaintenance { .. }
         | Action::ReconnectHost { .. } => matches!(error, HvError::InvalidState { .. }),
-        Action::Unregister { .. } | Action::RemoveSnapshot { .. } | Action::RemoveHost { .. } => {
+        Action::Unregister { .. }
+        | Action::RemoveSnapshot { .. }
+        | Action::RemoveHost { .. }
+        | Action::DeleteBackup { .. } => {
             matches!(error, HvError::NotFound { .. })
         }
         _ => false,

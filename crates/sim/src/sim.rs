@@ -398,6 +398,7 @@ fn apply(w: &mut World, now: Time, action: &Action) -> Result<ActionOutcome, HvE
         Action::Register { vm, host } => done(w.register_vm(now, vm, host)),
         Action::Unregister { vm } => done(w.unregister_vm(now, vm)),
         Action::CheckLocks { vm } => done(w.check_locks(vm)),
+        Action::DeleteBackup { vm } => done(w.delete_backup(now, vm)),
         Action::Failover { vm, to } => done(w.failover(now, vm, to)),
         Action::ReconnectHost { host } => done(w.reconnect_host(now, host)),
         Action::ReviveHost { host } => done(w.revive_host(now, host)),

@@ -1489,6 +1489,23 @@ impl World {
         Ok(())
     }
 
+    /// Deletes one of the manager's backup clones (never anything else, never a running one).
+    pub fn delete_backup(&mut self, _now: Time, vm: &VmId) -> Result<(), HvError> {
+        let v = self.vm(vm)?;
+        if v.backup_of.is_none() {
+            return Err(HvError::invalid_state(vm, "not a backup clone: never deleted"));
+        }
+        if !v.running_on.is_empty() {
+            return Err(HvError::invalid_state(vm, "the backup clone is powered on"));
+        }
+        if let Some(host) = v.registered.clone() {
+            self.managed_home(vm)?;
+            self.note(format!("backup clone {vm} deleted from {host}"));
+        }
+        self.vms.remove(vm);
+        Ok(())
+    }
+
     pub fn unregister_vm(&mut self, _now: Time, vm: &VmId) -> Result<(), HvError> {
         let host = self.managed_home(vm)?;
         if self.is_on_at_home(vm) {

@@ -1,15 +1,52 @@
-//! The backup cache: a snapshot of each healthy protected VM every `snapshot_every`, spread over
-//! the period, at most `max_in_flight` at once; the manager's own snapshots beyond the retention
-//! count are removed.
+//! The backup cache: a snapshot of each healthy protected VM every `snapshot_every`, and (when
+//! `clone_every` is set) a powered-off clone of it on another host, each VM at its own offset in
+//! the period; at most `max_in_flight` backup tasks at once and `tasks_per_minute` started a
+//! minute (vCenter's budget). The manager's own snapshots and clones beyond the retention counts
+//! are removed, before anything new is taken.
 
 use super::*;
+use am_core::glob::glob;
+use std::time::Duration;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// What a VM is due for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Snapshot,
+    Clone,
+}
 
 impl Supervisor {
-    /// The backup cache: a snapshot of each healthy protected VM every `snapshot_every`, each VM at
-    /// its own offset in the period, at most `max_in_flight` at once.
+    /// Whether the cache looks after `vm`: protected, not a clone itself, not opted out by its
+    /// attribute, and named by the policy's patterns.
+    fn backed_up(&self, vm: &Vm) -> bool {
+        let p = &self.cfg.backup;
+        vm.is_protected()
+            && vm.backup
+            && p.vms.iter().any(|g| glob(g, &vm.name))
+            && !p.exclude_vms.iter().any(|g| glob(g, &vm.name))
+    }
+
+    /// Backup tasks still allowed this minute.
+    fn backup_budget(&mut self, now: Time) -> usize {
+        while self.backup_tasks.front().is_some_and(|t| now.since(*t) >= MINUTE) {
+            self.backup_tasks.pop_front();
+        }
+        (self.cfg.backup.tasks_per_minute as usize).saturating_sub(self.backup_tasks.len())
+    }
+
+    fn issue_backup(&mut self, now: Time, vm: &VmId, action: Action, reason: &str) {
+        self.issue(now, action, Purpose::Backup(vm.clone()), 1, reason.into());
+        self.backup_tasks.push_back(now);
+    }
+
+    /// One round of the cache: retention first (it frees space), then what is due, oldest first,
+    /// within the budgets.
     pub(crate) fn refresh_backups(&mut self, now: Time) {
         let policy = self.cfg.backup.clone();
-        if policy.snapshot_every.is_zero() || self.manager_isolated() || self.source == SourceState::Lost {
+        let off = policy.snapshot_every.is_zero() && policy.clone_every.is_zero();
+        if off || self.manager_isolated() || self.source == SourceState::Lost {
             return;
         }
         let mut busy = self
@@ -17,89 +54,207 @@ impl Supervisor {
             .values()
             .filter(|f| matches!(f.purpose, Purpose::Backup(_)))
             .count();
-        let period = policy.snapshot_every.as_millis().max(1) as u64;
-        let mut due: Vec<(Time, VmId)> = Vec::new();
-        for (id, rec) in self.vms.iter_mut() {
-            if rec.state != VmState::Healthy || rec.failing_since.is_some() {
-                continue;
-            }
-            let Some(vm) = self.inv.vms.get(id) else { continue };
-            if !vm.is_protected() || !vm.backup || vm.power != PowerState::PoweredOn {
-                continue;
-            }
-            // Only on a host that is up: a suspect host's snapshot may never finish, and a VM
-            // whose host is in trouble has no "good" state to keep.
-            let host_up = vm
-                .host
-                .as_ref()
-                .and_then(|h| self.hosts.get(h))
-                .is_some_and(|r| r.state == HostState::Up);
-            if !host_up {
-                continue;
-            }
-            let next = *rec
-                .next_backup_at
-                .get_or_insert_with(|| now + std::time::Duration::from_millis(spread(id, period)));
-            if now >= next {
-                due.push((next, id.clone()));
+        let mut budget = self.backup_budget(now);
+        let prune: Vec<VmId> = std::mem::take(&mut self.prune_due).into_iter().collect();
+        for vm in prune {
+            for action in self.excess_backups(&vm) {
+                if busy >= policy.max_in_flight || budget == 0 {
+                    self.prune_due.insert(vm.clone());
+                    break;
+                }
+                self.issue_backup(now, &vm, action, "backup cache retention");
+                busy += 1;
+                budget -= 1;
             }
         }
+        let mut due = self.backups_due(now);
         due.sort();
-        for (_, vm) in due {
-            if busy >= policy.max_in_flight {
+        let oldest = due.first().map(|(at, ..)| *at);
+        for (_, vm, kind) in due {
+            if busy >= policy.max_in_flight || budget == 0 {
                 break;
             }
             if self.in_flight.values().any(|f| f.action.vm() == Some(&vm)) {
                 continue;
             }
-            let name = format!("{}{}", policy.prefix, now.as_millis());
-            let action = Action::CreateSnapshot { vm: vm.clone(), name };
-            self.issue(
-                now,
-                action,
-                Purpose::Backup(vm.clone()),
-                1,
-                "backup cache refresh".into(),
-            );
+            let action = match kind {
+                Due::Snapshot => {
+                    if let Some(r) = self.vms.get_mut(&vm) {
+                        r.next_backup_at = Some(now + policy.snapshot_every);
+                    }
+                    Action::CreateSnapshot {
+                        vm: vm.clone(),
+                        name: format!("{}{}", policy.prefix, now.as_millis()),
+                    }
+                }
+                Due::Clone => {
+                    if let Some(r) = self.vms.get_mut(&vm) {
+                        r.next_clone_at = Some(now + policy.clone_every);
+                    }
+                    let Some(host) = self.clone_host(&vm) else {
+                        continue;
+                    };
+                    let name = self
+                        .inv
+                        .vms
+                        .get(&vm)
+                        .map_or_else(|| vm.to_string(), |v| v.name.clone());
+                    Action::Clone {
+                        vm: vm.clone(),
+                        name: format!("{}{name}-{}", policy.prefix, now.as_millis()),
+                        host,
+                        datastore: None,
+                    }
+                }
+            };
+            let reason = match kind {
+                Due::Snapshot => "backup cache refresh",
+                Due::Clone => "backup clone refresh (kept on another host)",
+            };
+            self.issue_backup(now, &vm, action, reason);
             busy += 1;
-            if let Some(r) = self.vms.get_mut(&vm) {
-                r.next_backup_at = Some(now + policy.snapshot_every);
-            }
+            budget -= 1;
         }
+        self.note_backup_lag(now, oldest);
     }
 
-    /// Removes the manager's oldest snapshots of `vm` beyond the retention count.
-    pub(crate) fn prune_backups(&mut self, now: Time, vm: &VmId) {
+    /// Snapshots and clones due now, with the time each was due.
+    fn backups_due(&mut self, now: Time) -> Vec<(Time, VmId, Due)> {
         let policy = &self.cfg.backup;
-        let mut ours: Vec<&am_core::Snapshot> = self
+        let snap_period = policy.snapshot_every.as_millis() as u64;
+        let clone_period = policy.clone_every.as_millis() as u64;
+        let mut due = Vec::new();
+        let ids: Vec<VmId> = self
+            .vms
+            .iter()
+            .filter(|(_, r)| r.state == VmState::Healthy && r.failing_since.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let Some(vm) = self.inv.vms.get(&id) else { continue };
+            if !self.backed_up(vm) || vm.power != PowerState::PoweredOn {
+                continue;
+            }
+            // Only on a host that is up: a suspect host's snapshot may never finish, and a VM
+            // whose host is in trouble has no "good" state to keep.
+            if !self.vm_host_up(&id) {
+                continue;
+            }
+            let Some(rec) = self.vms.get_mut(&id) else {
+                continue;
+            };
+            if snap_period > 0 {
+                let next = *rec
+                    .next_backup_at
+                    .get_or_insert_with(|| now + Duration::from_millis(spread(id.as_str(), snap_period)));
+                if now >= next {
+                    due.push((next, id.clone(), Due::Snapshot));
+                }
+            }
+            if clone_period > 0 {
+                let key = format!("{id}/clone");
+                let next = *rec
+                    .next_clone_at
+                    .get_or_insert_with(|| now + Duration::from_millis(spread(&key, clone_period)));
+                if now >= next {
+                    due.push((next, id.clone(), Due::Clone));
+                }
+            }
+        }
+        due
+    }
+
+    /// Says once a period when the budget keeps the cache behind its period.
+    fn note_backup_lag(&mut self, now: Time, oldest_due: Option<Time>) {
+        let period = self.cfg.backup.snapshot_every.max(self.cfg.backup.clone_every);
+        let Some(oldest) = oldest_due else { return };
+        let behind = now.since(oldest);
+        if behind < period || self.backup_lag_noted.is_some_and(|t| now.since(t) < period) {
+            return;
+        }
+        self.backup_lag_noted = Some(now);
+        let budget = self.cfg.backup.tasks_per_minute;
+        self.note(
+            now,
+            Subject::Cluster,
+            format!(
+                "backup cache {}s behind its period: tasks_per_minute = {budget} (or max_in_flight) cannot keep up with this many VMs",
+                behind.as_secs()
+            ),
+        );
+    }
+
+    /// The host a new clone of `vm` goes to: up, not its own, not in maintenance, mounting its
+    /// datastore; the one holding fewest clones.
+    fn clone_host(&self, vm: &VmId) -> Option<HostId> {
+        let v = self.inv.vms.get(vm)?;
+        let mounts = |h: &HostId| {
+            v.datastore
+                .as_ref()
+                .and_then(|ds| self.inv.datastores.get(ds))
+                .is_none_or(|d| d.hosts.contains(h))
+        };
+        let clones_on = |h: &HostId| {
+            self.inv
+                .vms
+                .values()
+                .filter(|c| c.backup_of.is_some() && c.host.as_ref() == Some(h))
+                .count()
+        };
+        self.inv
+            .hosts
+            .values()
+            .filter(|h| Some(&h.id) != v.host.as_ref() && !h.maintenance)
+            .filter(|h| self.hosts.get(&h.id).is_some_and(|r| r.state == HostState::Up))
+            .filter(|h| mounts(&h.id))
+            .min_by_key(|h| (clones_on(&h.id), h.id.clone()))
+            .map(|h| h.id.clone())
+    }
+
+    /// The removals that bring `vm`'s snapshots and clones (the manager's own: named with the
+    /// prefix) back to the retention counts, oldest first; none already under way.
+    fn excess_backups(&self, vm: &VmId) -> Vec<Action> {
+        let policy = &self.cfg.backup;
+        let mut snaps: Vec<&am_core::Snapshot> = self
             .inv
             .snapshots
             .get(vm)
             .map(|s| s.iter().filter(|s| s.name.starts_with(&policy.prefix)).collect())
             .unwrap_or_default();
-        ours.sort_by_key(|s| s.created);
-        let excess = ours.len().saturating_sub(policy.keep_snapshots);
-        let old: Vec<am_core::SnapshotId> = ours.iter().take(excess).map(|s| s.id.clone()).collect();
-        for snapshot in old {
-            let action = Action::RemoveSnapshot {
+        snaps.sort_by_key(|s| s.created);
+        let excess = snaps.len().saturating_sub(policy.keep_snapshots);
+        let mut out: Vec<Action> = snaps
+            .iter()
+            .take(excess)
+            .map(|s| Action::RemoveSnapshot {
                 vm: vm.clone(),
-                snapshot,
-            };
-            self.issue(
-                now,
-                action,
-                Purpose::Backup(vm.clone()),
-                1,
-                "backup cache retention".into(),
-            );
-        }
+                snapshot: s.id.clone(),
+            })
+            .collect();
+        let mut clones: Vec<&Vm> = self
+            .inv
+            .vms
+            .values()
+            .filter(|c| c.backup_of.as_ref() == Some(vm) && c.name.starts_with(&policy.prefix))
+            .filter(|c| c.power != PowerState::PoweredOn)
+            .collect();
+        clones.sort_by(|a, b| Inventory::clone_age(a, b));
+        let excess = clones.len().saturating_sub(policy.keep_clones);
+        out.extend(
+            clones
+                .iter()
+                .take(excess)
+                .map(|c| Action::DeleteBackup { vm: c.id.clone() }),
+        );
+        out.retain(|a| !self.in_flight.values().any(|f| f.action == *a));
+        out
     }
 }
 
-/// A VM's offset in the backup period (FNV-1a of its id), so snapshots spread over the period.
-pub(crate) fn spread(vm: &VmId, period_ms: u64) -> u64 {
-    let hash = vm.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+/// An offset in a period of `period_ms` (FNV-1a of `key`), so backups spread over the period.
+pub(crate) fn spread(key: &str, period_ms: u64) -> u64 {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    hash % period_ms
+    hash % period_ms.max(1)
 }

@@ -194,8 +194,22 @@ pub struct BackupPolicy {
     pub keep_snapshots: usize,
     /// At most this many backup actions at once in the cluster.
     pub max_in_flight: usize,
-    /// Name prefix of the manager's snapshots (others are never removed).
+    /// Name prefix of the manager's snapshots and clones (others are never removed).
     pub prefix: String,
+    /// Only VMs whose name matches one of these patterns (`*`, `?`) are backed up.
+    pub vms: Vec<String>,
+    /// VMs whose name matches one of these are not (the `am.backup = off` attribute also says so).
+    pub exclude_vms: Vec<String>,
+    /// At most this many backup tasks (snapshots, clones, removals) are started per minute in
+    /// the whole cluster: vCenter's budget. A period the budget cannot keep stretches; the
+    /// status says by how much.
+    pub tasks_per_minute: u32,
+    /// How often each VM gets a fresh backup clone, kept powered off on another host; `0s` (the
+    /// default) takes none. Clones are full copies: mind the datastore space.
+    #[serde(with = "am_core::time::duration_str")]
+    pub clone_every: Duration,
+    /// How many of the manager's clones to keep per VM (older ones are deleted).
+    pub keep_clones: usize,
 }
 
 impl Default for BackupPolicy {
@@ -205,6 +219,11 @@ impl Default for BackupPolicy {
             keep_snapshots: 3,
             max_in_flight: 4,
             prefix: "am-backup-".into(),
+            vms: vec!["*".into()],
+            exclude_vms: Vec::new(),
+            tasks_per_minute: 60,
+            clone_every: Duration::ZERO,
+            keep_clones: 1,
         }
     }
 }
@@ -311,6 +330,21 @@ impl Config {
             self.backup.max_in_flight >= 1,
             "backup.max_in_flight",
             "must be at least 1 (set backup.snapshot_every = \"0s\" to turn backups off)",
+        );
+        check(
+            self.backup.tasks_per_minute >= 1,
+            "backup.tasks_per_minute",
+            "must be at least 1 (turn the cache off with snapshot_every = \"0s\")",
+        );
+        check(
+            self.backup.keep_clones >= 1,
+            "backup.keep_clones",
+            "must be at least 1 (turn clones off with clone_every = \"0s\")",
+        );
+        check(
+            self.backup.clone_every.is_zero() || self.backup.clone_every >= Duration::from_secs(60),
+            "backup.clone_every",
+            "must be 0s (off) or at least 60s: a clone is a full copy",
         );
         check(
             !self.backup.prefix.is_empty(),

@@ -209,6 +209,8 @@ struct VmRec {
     failed_from: Option<HostId>,
     /// When the backup cache takes its next snapshot.
     next_backup_at: Option<Time>,
+    /// When the backup cache takes its next clone.
+    next_clone_at: Option<Time>,
     /// When its current failover began (restart orchestration waits for it to be ready).
     failover_started: Option<Time>,
 }
@@ -287,6 +289,12 @@ pub struct Supervisor {
     pending_spares: Vec<(String, Time)>,
     /// When admission control is checked again at the latest.
     admission_check_at: Time,
+    /// When the backup tasks of the last minute started (the `tasks_per_minute` budget).
+    backup_tasks: VecDeque<Time>,
+    /// VMs whose snapshots or clones may exceed the retention counts.
+    prune_due: BTreeSet<VmId>,
+    /// When the backup cache last said it is behind.
+    backup_lag_noted: Option<Time>,
 }
 
 impl Supervisor {
@@ -316,6 +324,9 @@ impl Supervisor {
             restored: Restore::default(),
             pending_spares: Vec::new(),
             admission_check_at: Time::ZERO,
+            backup_tasks: VecDeque::new(),
+            prune_due: BTreeSet::new(),
+            backup_lag_noted: None,
         }
     }
 

@@ -159,6 +159,7 @@ impl Supervisor {
                 judge_after: Time::ZERO,
                 failed_from: None,
                 next_backup_at: None,
+                next_clone_at: None,
                 failover_started: None,
             },
         );
@@ -211,6 +212,10 @@ impl Supervisor {
                     .map(|old| old.power == PowerState::PoweredOn);
                 let now_on = vm.power == PowerState::PoweredOn;
                 let cpu_zero = now_on && vm.cpu_usage_mhz == Some(0);
+                if let (None, Some(src)) = (was_on, &vm.backup_of) {
+                    // A new clone: its source may now have more than the cache keeps.
+                    self.prune_due.insert(src.clone());
+                }
                 self.inv.apply(&delta);
                 self.ensure_vm(now, &id);
                 if let Some(rec) = self.vms.get_mut(&id) {
@@ -241,7 +246,10 @@ impl Supervisor {
                     self.rebuild_plans(now);
                 }
             }
-            InventoryDelta::Snapshots { .. } => self.inv.apply(&delta),
+            InventoryDelta::Snapshots { vm, .. } => {
+                self.prune_due.insert(vm.clone());
+                self.inv.apply(&delta);
+            }
         }
     }
 

@@ -101,8 +101,8 @@ impl Supervisor {
             }
             Purpose::Rehome(_) => {}
             Purpose::Backup(vm) => {
-                if let Ok(ActionOutcome::SnapshotCreated(_)) = result {
-                    self.prune_backups(now, &vm);
+                if let Ok(ActionOutcome::SnapshotCreated(_) | ActionOutcome::VmCreated(_)) = result {
+                    self.prune_due.insert(vm);
                 }
             }
             Purpose::AddSpare(spare) => {
