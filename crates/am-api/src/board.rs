@@ -23,6 +23,8 @@ pub struct BoardOptions {
     /// Admission control plans the failure of every host: it is recomputed when the hosts, or the
     /// count or total demand of powered-on VMs, change, and otherwise at most this often.
     pub admission_interval: Duration,
+    /// How VM demand and host capacity are counted, as plans and the status say it.
+    pub capacity_model: Option<String>,
 }
 
 impl Default for BoardOptions {
@@ -32,6 +34,7 @@ impl Default for BoardOptions {
             snapshot_recent: 50,
             policy: Policy::default(),
             admission_interval: Duration::from_secs(30),
+            capacity_model: None,
         }
     }
 }
@@ -268,6 +271,7 @@ impl Board {
             (view.snapshot.clone(), view.captured)
         };
         let mut snap = Arc::unwrap_or_clone(snap);
+        snap.capacity_model.clone_from(&self.shared.opts.capacity_model);
         let now = snap.at + captured.elapsed();
         snap.advance_to(now);
         snap

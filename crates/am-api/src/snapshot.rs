@@ -35,6 +35,9 @@ pub struct Snapshot {
     pub executor: Option<ExecutorView>,
     /// The latest audit lines (decisions), oldest first.
     pub recent: Vec<LogEntry>,
+    /// How VM demand and host capacity are counted (`run`: the `[capacity]` model), when known.
+    #[serde(default)]
+    pub capacity_model: Option<String>,
 }
 
 /// One host.
@@ -576,6 +579,7 @@ impl Snapshot {
             in_flight,
             executor: exec.map(ExecutorView::new),
             recent: recent.to_vec(),
+            capacity_model: None,
         }
     }
 

@@ -159,6 +159,9 @@ pub struct Alarm {
     pub kind: AlarmKind,
     /// What it is about.
     pub subject: Subject,
+    /// The subject's inventory name, where it differs from its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// How bad.
     pub severity: Severity,
     /// Human text.

@@ -109,7 +109,9 @@ pub fn payload(change: &AlarmChange, alertmanager: bool, now: std::time::SystemT
                 "subject": a.subject.to_string(),
                 "service": "availability-manager",
             },
-            "annotations": { "summary": a.message },
+            // Labels must match the resolving message, which carries no name: the name goes
+            // with the text.
+            "annotations": { "summary": a.message, "name": a.name.clone().unwrap_or_else(|| a.subject.to_string()) },
             "startsAt": stamp,
         }]),
         (AlarmChange::Clear { kind, subject, .. }, true) => serde_json::json!([{
@@ -157,6 +159,7 @@ mod tests {
 
     fn raise() -> AlarmChange {
         AlarmChange::Raise(Alarm {
+            name: Some("esx-3".into()),
             kind: AlarmKind::HostIsolated,
             subject: Subject::Host("h3".into()),
             severity: Severity::Critical,
@@ -184,7 +187,9 @@ mod tests {
         let ours = payload(&raise(), false, now);
         assert_eq!(ours["event"], "raised");
         assert_eq!(ours["alarm"]["kind"], "host_isolated");
+        assert_eq!(ours["alarm"]["name"], "esx-3", "operators read names");
         let am = payload(&raise(), true, now);
+        assert_eq!(am[0]["annotations"]["name"], "esx-3");
         assert_eq!(am[0]["labels"]["alertname"], "HostIsolated");
         assert_eq!(am[0]["labels"]["severity"], "critical");
         assert_eq!(am[0]["startsAt"], "2026-11-22T01:02:03Z");

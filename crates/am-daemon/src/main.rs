@@ -222,16 +222,23 @@ fn main() -> ExitCode {
                         rt.block_on(am_api::fetch_status(&url))
                             .map_err(|e| format!("{url}: {e}"))
                     })
-                    .map(|status| am_daemon::plan::inventory_of(&status)),
+                    .map(|status| {
+                        let model = status
+                            .capacity_model
+                            .clone()
+                            .unwrap_or_else(|| "as the daemon counts it (not reported)".into());
+                        (am_daemon::plan::inventory_of(&status), model)
+                    }),
                 None => demo::scenario(&opts)
                     .and_then(|s| s.inventory())
+                    .map(|inv| (inv, "the simulator's configured sizes".to_owned()))
                     .map_err(|e| e.to_string()),
             };
-            let result = inventory.and_then(|inv| {
+            let result = inventory.and_then(|(inv, model)| {
                 let policy = planner::Policy::default();
                 match fail {
                     Some(host) => am_daemon::plan::render_failure(&inv, &policy, &host),
-                    None => am_daemon::plan::render(&inv, &policy),
+                    None => am_daemon::plan::render(&inv, &policy, &model),
                 }
                 .map_err(|e| e.to_string())
             });

@@ -22,13 +22,38 @@ pub enum PlanViewError {
     },
 }
 
-/// The plans and admission figures of `inv` as a text table.
-pub fn render(inv: &Inventory, policy: &Policy) -> Result<String, PlanViewError> {
+/// How an operator reads a host: its name, with its id where they differ.
+fn host_label(inv: &Inventory, id: &HostId) -> String {
+    match inv.hosts.get(id) {
+        Some(h) if h.name != id.as_str() => format!("{} ({id})", h.name),
+        _ => id.to_string(),
+    }
+}
+
+/// How an operator reads a VM: its name, with its id where they differ.
+fn vm_label(inv: &Inventory, id: &am_core::VmId) -> String {
+    match inv.vms.get(id) {
+        Some(v) if v.name != id.as_str() => format!("{} ({id})", v.name),
+        _ => id.to_string(),
+    }
+}
+
+/// The plans and admission figures of `inv` as a text table; `model` says how VM demand and
+/// host capacity were counted.
+pub fn render(inv: &Inventory, policy: &Policy, model: &str) -> Result<String, PlanViewError> {
     let plans = FailoverPlans::new(inv, &Constraints::default(), policy)?;
     let mut out = String::new();
+    let _ = writeln!(out, "capacity model: {model}\n");
+    let width = inv
+        .hosts
+        .keys()
+        .map(|h| host_label(inv, h).len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let _ = writeln!(
         out,
-        "{:<12} {:>5} {:>8}  {:<40} left out",
+        "{:<width$} {:>5} {:>8}  {:<40} left out",
         "host", "VMs", "planned", "targets"
     );
     for (host, plan) in plans.host_plans() {
@@ -40,16 +65,24 @@ pub fn render(inv: &Inventory, policy: &Policy) -> Result<String, PlanViewError>
         for to in plan.placements.values() {
             *targets.entry(to).or_default() += 1;
         }
-        let targets: Vec<String> = targets.iter().map(|(h, n)| format!("{h}:{n}")).collect();
+        let targets: Vec<String> = targets
+            .iter()
+            .map(|(h, n)| {
+                format!(
+                    "{}:{n}",
+                    inv.hosts.get(*h).map_or(h.as_str(), |x| x.name.as_str())
+                )
+            })
+            .collect();
         let left: Vec<String> = plan
             .unplaced
             .iter()
-            .map(|(v, why)| format!("{v} ({why:?})"))
+            .map(|(v, why)| format!("{} ({why:?})", vm_label(inv, v)))
             .collect();
         let _ = writeln!(
             out,
-            "{:<12} {:>5} {:>8}  {:<40} {}",
-            host.as_str(),
+            "{:<width$} {:>5} {:>8}  {:<40} {}",
+            host_label(inv, host),
             on,
             plan.placements.len(),
             targets.join(" "),
@@ -99,7 +132,7 @@ pub fn render(inv: &Inventory, policy: &Policy) -> Result<String, PlanViewError>
         }
     );
     if !a.hosts_at_risk.is_empty() {
-        let hosts: Vec<&str> = a.hosts_at_risk.iter().map(HostId::as_str).collect();
+        let hosts: Vec<String> = a.hosts_at_risk.iter().map(|h| host_label(inv, h)).collect();
         let _ = writeln!(out, "hosts at risk            {}", hosts.join(", "));
     }
     Ok(out)
@@ -107,9 +140,14 @@ pub fn render(inv: &Inventory, policy: &Policy) -> Result<String, PlanViewError>
 
 /// What the failure of `host` would do: each VM and where it restarts, and what is left out.
 pub fn render_failure(inv: &Inventory, policy: &Policy, host: &str) -> Result<String, PlanViewError> {
-    let id = HostId::from(host);
+    // By id or by name.
+    let id = inv
+        .hosts
+        .values()
+        .find(|h| h.id.as_str() == host || h.name == host)
+        .map_or_else(|| HostId::from(host), |h| h.id.clone());
     if !inv.hosts.contains_key(&id) {
-        let known: Vec<&str> = inv.hosts.keys().map(HostId::as_str).collect();
+        let known: Vec<String> = inv.hosts.keys().map(|h| host_label(inv, h)).collect();
         return Err(PlanViewError::UnknownHost {
             host: host.to_owned(),
             known: known.join(", "),
@@ -123,7 +161,7 @@ pub fn render_failure(inv: &Inventory, policy: &Policy, host: &str) -> Result<St
         });
     };
     let mut out = String::new();
-    let _ = writeln!(out, "if {host} fails:");
+    let _ = writeln!(out, "if {} fails:", host_label(inv, &id));
     let mut order: Vec<_> = plan.placements.iter().collect();
     order.sort_by_key(|(vm, _)| std::cmp::Reverse(inv.vms.get(*vm).map(|v| v.priority)));
     for (vm, to) in order {
@@ -132,10 +170,16 @@ pub fn render_failure(inv: &Inventory, policy: &Policy, host: &str) -> Result<St
             .get(vm)
             .map(|v| format!("{:?}", v.priority))
             .unwrap_or_default();
-        let _ = writeln!(out, "  {:<14} {:<8} -> {to}", vm.as_str(), p);
+        let _ = writeln!(
+            out,
+            "  {:<14} {:<8} -> {}",
+            vm_label(inv, vm),
+            p,
+            host_label(inv, to)
+        );
     }
     for (vm, why) in &plan.unplaced {
-        let _ = writeln!(out, "  {:<14} LEFT OUT: {why:?}", vm.as_str());
+        let _ = writeln!(out, "  {:<14} LEFT OUT: {why:?}", vm_label(inv, vm));
     }
     if plan.placements.is_empty() && plan.unplaced.is_empty() {
         let _ = writeln!(out, "  (no protected VM runs there)");
@@ -191,7 +235,11 @@ mod tests {
 
     #[test]
     fn the_table_shows_every_host_and_the_admission_figures() {
-        let text = render(&inv(), &Policy::default()).unwrap();
+        let text = render(&inv(), &Policy::default(), "configured memory size").unwrap();
+        assert!(
+            text.starts_with("capacity model: configured memory size"),
+            "{text}"
+        );
         assert!(text.contains("h1"), "{text}");
         assert!(text.contains("h3:1"), "h1's VM goes to h3:\n{text}");
         assert!(
@@ -210,8 +258,8 @@ mod tests {
         let rebuilt = inventory_of(&status);
         let policy = Policy::default();
         assert_eq!(
-            render(&rebuilt, &policy).unwrap(),
-            render(&inv(), &policy).unwrap()
+            render(&rebuilt, &policy, "m").unwrap(),
+            render(&inv(), &policy, "m").unwrap()
         );
         assert_eq!(
             render_failure(&rebuilt, &policy, "h1").unwrap(),
@@ -229,5 +277,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("h9") && e.contains("h1, h2, h3"), "{e}");
+    }
+
+    #[test]
+    fn hosts_and_vms_are_shown_by_name_with_their_ids_and_found_by_name() {
+        let mut inv = inv();
+        for (id, name) in [("h1", "esx-a"), ("h2", "esx-b"), ("h3", "esx-c")] {
+            let mut h = inv.hosts[&HostId::from(id)].clone();
+            h.name = name.into();
+            inv.apply(&am_core::InventoryDelta::HostUpsert(h));
+        }
+        let mut web = inv.vms[&am_core::VmId::from("web")].clone();
+        web.name = "web-frontend".into();
+        inv.apply(&am_core::InventoryDelta::VmUpsert(web));
+        let text = render(&inv, &Policy::default(), "m").unwrap();
+        assert!(text.contains("esx-a (h1)") && text.contains("esx-c:1"), "{text}");
+        let text = render_failure(&inv, &Policy::default(), "esx-a").unwrap();
+        assert!(
+            text.contains("if esx-a (h1) fails")
+                && text.contains("web-frontend (web)")
+                && text.contains("-> esx-c (h3)"),
+            "{text}"
+        );
     }
 }

@@ -5,7 +5,18 @@ use super::*;
 
 impl Supervisor {
     pub(crate) fn log(&mut self, now: Time, subject: Subject, kind: LogKind) {
-        let name = match &subject {
+        let name = self.subject_name(&subject);
+        self.out.log.push(LogEntry {
+            at: now,
+            subject,
+            name,
+            kind,
+        });
+    }
+
+    /// The inventory name of a host or VM, where it differs from its id.
+    pub(crate) fn subject_name(&self, subject: &Subject) -> Option<String> {
+        match subject {
             Subject::Host(h) => self
                 .inv
                 .hosts
@@ -21,13 +32,7 @@ impl Supervisor {
                 .filter(|n| *n != v.as_str())
                 .cloned(),
             Subject::Cluster | Subject::Manager => None,
-        };
-        self.out.log.push(LogEntry {
-            at: now,
-            subject,
-            name,
-            kind,
-        });
+        }
     }
 
     pub(crate) fn note(&mut self, now: Time, subject: Subject, message: impl Into<String>) {
@@ -117,6 +122,7 @@ impl Supervisor {
         }
         let alarm = Alarm {
             kind,
+            name: self.subject_name(&subject),
             subject: subject.clone(),
             severity,
             message: message.clone(),

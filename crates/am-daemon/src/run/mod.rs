@@ -197,6 +197,11 @@ pub async fn run_with(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let board = am_api::Board::with_options(am_api::BoardOptions {
         policy,
+        capacity_model: Some(format!(
+            "{}, memory overcommit {:.2}",
+            cfg.capacity.memory.describe(),
+            cfg.capacity.memory_overcommit
+        )),
         ..am_api::BoardOptions::default()
     });
     let exec = engine.executor().clone();

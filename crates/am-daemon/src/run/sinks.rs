@@ -70,6 +70,7 @@ mod event_tests {
     #[test]
     fn alarms_become_vcenter_events_on_the_vm_or_host_concerned() {
         let raise = AlarmChange::Raise(Alarm {
+            name: None,
             kind: AlarmKind::VmPoweredOff,
             subject: Subject::Vm("vm-42".into()),
             severity: Severity::Warning,

@@ -104,6 +104,7 @@ pub fn outcome(id: u64, error: Option<HvError>) -> Record {
 
 pub fn alarm(at: u64, kind: AlarmKind, subject: Subject, message: &str) -> Alarm {
     Alarm {
+        name: None,
         kind,
         subject,
         severity: Severity::Warning,
