@@ -397,6 +397,225 @@ mod tests {
         assert_eq!(cfg.vcenter.unwrap().user, "svc-am@vsphere.local");
     }
 
+    /// The example with every optional section filled in: spares, hooks, a priority rule, an
+    /// explicit host address, a token, a webhook.
+    fn everything() -> String {
+        let example = include_str!("../../../../docs/am.example.toml");
+        example.replace("[spares]\n", "[spares.spare-1]\naddress = \"esx-9\"\nuser = \"root\"\npassword = { env = \"P\" }\n")
+            .replace("[hooks]\n", "[hooks]\nrevive = { command = [\"/bin/true\"], timeout = \"5s\" }\nfence = { command = [\"/bin/true\"] }\n")
+            .replace("rules = []\n", "rules = [{ vms = \"db-*\", priority = \"high\" }]\n")
+            .replace("[targets.hosts.addresses]", "[targets.hosts.addresses]\n\"esx-1\" = \"10.0.0.1\"")
+            .replace("[api]\n", "[api]\ntoken = { file = \"/etc/am/token\" }\n")
+            .replace("[alarms]\n", "[alarms]\nwebhook_url = \"https://alerts.example/am\"\n")
+    }
+
+    /// Every table of `v` (dotted paths; array elements as `key[i]`), except maps whose keys are
+    /// names (hosts by name, spares by name).
+    fn tables(v: &toml::Value, path: &str, out: &mut Vec<String>) {
+        const MAPS: [&str; 2] = ["targets.hosts.addresses", "spares"];
+        match v {
+            toml::Value::Table(t) => {
+                if !MAPS.contains(&path) {
+                    out.push(path.to_owned());
+                }
+                for (k, child) in t {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    tables(child, &p, out);
+                }
+            }
+            toml::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    tables(child, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The table at `path` inside `v`.
+    fn table_at<'a>(v: &'a mut toml::Value, path: &str) -> &'a mut toml::Table {
+        let mut cur = v;
+        for part in path.split('.').filter(|p| !p.is_empty()) {
+            let (key, index) = match part.split_once('[') {
+                Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+                None => (part, None),
+            };
+            cur = cur.get_mut(key).unwrap();
+            if let Some(i) = index {
+                cur = cur.get_mut(i).unwrap();
+            }
+        }
+        cur.as_table_mut().unwrap()
+    }
+
+    #[test]
+    fn every_section_refuses_an_unknown_key_nested_ones_included() {
+        let text = everything();
+        DaemonConfig::from_toml(&text).unwrap();
+        let full: toml::Value = toml::from_str(&text).unwrap();
+        let mut paths = Vec::new();
+        tables(&full, "", &mut paths);
+        for expected in [
+            "",
+            "vcenter",
+            "vcenter.password",
+            "targets.hosts",
+            "targets.guests",
+            "priorities.rules[0]",
+            "attributes",
+            "capacity",
+            "spares.spare-1",
+            "spares.spare-1.password",
+            "hooks",
+            "hooks.revive",
+            "supervisor",
+            "supervisor.restart_order",
+            "supervisor.placement",
+            "supervisor.placement.host_reserve",
+            "supervisor.backup",
+            "probe",
+            "probe.hosts",
+            "probe.hosts.detector",
+            "probe.guests.detector",
+            "api",
+            "api.token",
+            "alarms",
+        ] {
+            assert!(
+                paths.iter().any(|p| p == expected),
+                "{expected} is covered: {paths:?}"
+            );
+        }
+        for path in &paths {
+            let mut v = full.clone();
+            table_at(&mut v, path).insert("zz_typo".into(), toml::Value::Integer(1));
+            let e = DaemonConfig::from_toml(&toml::to_string(&v).unwrap())
+                .err()
+                .unwrap_or_else(|| panic!("an unknown key in [{path}] is accepted"))
+                .to_string();
+            assert!(e.contains("zz_typo"), "[{path}]: the error names the key: {e}");
+        }
+    }
+
+    /// Every key the daemon has (its settings in effect, secrets aside) is written, with its
+    /// default, in the example: the example documents them all.
+    #[test]
+    fn the_example_documents_every_key() {
+        let text = include_str!("../../../../docs/am.example.toml");
+        let example: toml::Value = toml::from_str(text).unwrap();
+        let effective: toml::Value = toml::from_str(
+            &DaemonConfig::from_toml(&everything())
+                .unwrap()
+                .effective()
+                .unwrap(),
+        )
+        .unwrap();
+        fn leaves(v: &toml::Value, path: &str, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, child) in t {
+                    leaves(
+                        child,
+                        &if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        },
+                        out,
+                    );
+                }
+            } else {
+                out.push(path.to_owned());
+            }
+        }
+        let mut keys = Vec::new();
+        leaves(&effective, "", &mut keys);
+        let optional = [
+            "spares.",
+            "hooks.",
+            "api.token",
+            "alarms.webhook_url",
+            "targets.hosts.addresses.",
+            "vcenter.password.",
+        ];
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|k| !optional.iter().any(|o| k.starts_with(o)))
+            .filter(|k| {
+                let mut cur = Some(&example);
+                for part in k.split('.') {
+                    cur = cur.and_then(|c| c.get(part));
+                }
+                cur.is_none()
+            })
+            .collect();
+        assert!(missing.is_empty(), "keys the example does not show: {missing:?}");
+        assert_eq!(
+            DaemonConfig::from_toml(text).unwrap().supervisor,
+            supervisor::Config {
+                manager_user: "am-manager".into(),
+                ..supervisor::Config::default()
+            },
+            "the example's supervisor values are the defaults"
+        );
+    }
+
+    #[test]
+    fn the_new_keys_values_that_make_no_sense_are_each_named() {
+        let text = r#"
+            [vcenter]
+            url = "https://vc/sdk"
+            user = "am"
+            clusters = [" "]
+            max_response_mib = 0
+            call_timeout = "1s"
+            health_timeout = "3s"
+            [targets.hosts.addresses]
+            "esx-1" = "not-an-ip"
+            [[priorities.rules]]
+            priority = "high"
+            [capacity]
+            memory_overcommit = 0.5
+            [spares.spare-1]
+            address = ""
+            user = "root"
+            password = {}
+            [hooks]
+            revive = { command = [] }
+            fence = { command = ["/bin/true"], timeout = "0s" }
+            [supervisor]
+            spares = ["nope"]
+            lock_recheck = "0s"
+            [supervisor.backup]
+            tasks_per_minute = 0
+            keep_clones = 0
+            clone_every = "10s"
+        "#;
+        let e = DaemonConfig::from_toml(text).unwrap_err().to_string();
+        for key in [
+            "vcenter.clusters[0]",
+            "vcenter.max_response_mib",
+            "vcenter.call_timeout",
+            "targets.hosts.addresses.esx-1",
+            "priorities.rules[0]",
+            "capacity.memory_overcommit",
+            "spares.spare-1.address",
+            "spares.spare-1.password",
+            "hooks.revive.command",
+            "hooks.fence.timeout",
+            "supervisor.spares[0]",
+            "supervisor.lock_recheck",
+            "supervisor.backup.tasks_per_minute",
+            "supervisor.backup.keep_clones",
+            "supervisor.backup.clone_every",
+        ] {
+            assert!(e.contains(key), "{key} missing from: {e}");
+        }
+    }
+
     #[test]
     fn an_empty_file_is_the_defaults() {
         let cfg = DaemonConfig::from_toml("").unwrap();
