@@ -221,3 +221,109 @@ async fn stop_daemon(
 fn recover(path: &std::path::Path) -> am_store::Recovered {
     am_store::SqliteJournal::open(path).unwrap().recover().unwrap()
 }
+
+/// `GET path` on the daemon's API: status and body (status 0 while nothing listens yet).
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// vCenter hangs (it accepts calls and never answers them): `/readyz` turns 503 and says why;
+/// when it answers again the daemon is ready again. Stopped while vCenter hangs (its calls and
+/// the logout held), the daemon does not wait for them: it has stopped while they are still held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_vcenter_makes_the_daemon_unready_and_does_not_hold_its_stop() {
+    use am_daemon::config::{ApiConfig, DaemonConfig, SecretSource, VcenterConfig};
+    use am_daemon::run::{RunExtras, run_with};
+    let sim = Vcsim::start(&Spec {
+        hosts: 2,
+        vms_per_host: 1,
+        tls: true,
+        ..Spec::default()
+    });
+    let pw = std::env::temp_dir().join(format!("am-e2e-pw-{}-{}", std::process::id(), line!()));
+    std::fs::write(&pw, "secret\n").unwrap();
+    let port = am_testbed::free_port();
+    let cfg = DaemonConfig {
+        vcenter: Some(VcenterConfig {
+            url: sim.url.clone(),
+            user: "svc-am".into(),
+            password: SecretSource {
+                env: None,
+                file: Some(pw.clone()),
+            },
+            ca_file: sim.ca_file.clone(),
+            health_interval: Duration::from_millis(500),
+            health_timeout: Duration::from_secs(1),
+            ..VcenterConfig::default()
+        }),
+        api: ApiConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            token: None,
+        },
+        ..DaemonConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(run_with(cfg, RunExtras::default(), async {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let until = |what: &'static str| {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200))
+    };
+    while get(port, "/readyz").0 != 200 {
+        assert!(!daemon.is_finished(), "the daemon stopped: {:?}", daemon.await);
+        until("ready").await;
+    }
+    sim.post("/hold?method=CurrentTime");
+    let body = loop {
+        let (status, body) = get(port, "/readyz");
+        if status == 503 {
+            break body;
+        }
+        until("/readyz 503 while vCenter hangs").await;
+    };
+    assert!(body.contains("vCenter"), "the reason is given: {body}");
+    sim.post("/release?method=CurrentTime");
+    while get(port, "/readyz").0 != 200 {
+        until("ready again once vCenter answers").await;
+    }
+    // Hang again, logout included, and stop.
+    sim.post("/hold?method=CurrentTime");
+    sim.post("/hold?method=Logout");
+    while get(port, "/readyz").0 != 503 {
+        until("unready again").await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("clean stop");
+    let held = sim.get("/held");
+    assert!(
+        held.as_array().is_some_and(|h| !h.is_empty()),
+        "stopped while its vCenter calls were still held (it did not wait for them): {held}"
+    );
+    let _ = std::fs::remove_file(&pw);
+}
