@@ -1,13 +1,11 @@
 //! [`Board`]: the latest [`Snapshot`], shared between the daemon loop (which writes it after each
 //! supervisor step) and the HTTP server (which reads it).
 
-use crate::snapshot::{Ack, AlarmView, Extra, Snapshot, compute_admission};
-use am_core::{AlarmKind, LogEntry, LogKind, Output, PowerState, Resources, Subject, Time};
+use crate::snapshot::{Ack, AlarmView, Extra, Snapshot};
+use am_core::{AlarmKind, LogEntry, LogKind, Output, Subject, Time};
 use executor::ExecutorStatus;
-use planner::{Admission, Policy};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
 use supervisor::Supervisor;
 use tokio::time::Instant;
 
@@ -18,11 +16,6 @@ pub struct BoardOptions {
     pub recent_capacity: usize,
     /// Of those, how many go into each [`Snapshot::recent`].
     pub snapshot_recent: usize,
-    /// The placement policy, for admission control (the daemon's `supervisor::Config::placement`).
-    pub policy: Policy,
-    /// Admission control plans the failure of every host: it is recomputed when the hosts, or the
-    /// count or total demand of powered-on VMs, change, and otherwise at most this often.
-    pub admission_interval: Duration,
     /// How VM demand and host capacity are counted, as plans and the status say it.
     pub capacity_model: Option<String>,
 }
@@ -32,8 +25,6 @@ impl Default for BoardOptions {
         BoardOptions {
             recent_capacity: 1000,
             snapshot_recent: 50,
-            policy: Policy::default(),
-            admission_interval: Duration::from_secs(30),
             capacity_model: None,
         }
     }
@@ -86,43 +77,6 @@ struct View {
 #[derive(Debug, Default)]
 struct Work {
     since: BTreeMap<Subject, Time>,
-    admission: Option<CachedAdmission>,
-}
-
-#[derive(Debug)]
-struct CachedAdmission {
-    at: Time,
-    key: AdmissionKey,
-    value: Option<Admission>,
-}
-
-/// What admission control depends on, cheaply: each host's capacity and whether it takes VMs,
-/// and the powered-on VMs' count and total demand.
-#[derive(Debug, PartialEq, Eq)]
-struct AdmissionKey {
-    hosts: Vec<(String, Resources, bool)>,
-    running: usize,
-    demand: Resources,
-}
-
-impl AdmissionKey {
-    fn of(sup: &Supervisor) -> Self {
-        let inv = sup.inventory();
-        let (running, demand) = inv
-            .vms
-            .values()
-            .filter(|v| v.power == PowerState::PoweredOn)
-            .fold((0, Resources::ZERO), |(n, d), v| (n + 1, d + v.demand));
-        AdmissionKey {
-            hosts: inv
-                .hosts
-                .values()
-                .map(|h| (h.id.0.clone(), h.capacity, h.accepts_vms()))
-                .collect(),
-            running,
-            demand,
-        }
-    }
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -187,17 +141,6 @@ impl Board {
                 Subject::Cluster | Subject::Manager => true,
             });
         }
-        let key = AdmissionKey::of(sup);
-        let fresh = work
-            .admission
-            .as_ref()
-            .is_some_and(|c| c.key == key && now.since(c.at) < opts.admission_interval && now >= c.at);
-        if !fresh {
-            let value = compute_admission(sup, Some(&opts.policy));
-            work.admission = Some(CachedAdmission { at: now, key, value });
-        }
-        let admission = work.admission.as_ref().and_then(|c| c.value.clone());
-
         let recent: Vec<LogEntry> = {
             let mut view = write(&self.shared.view);
             for e in &out.log {
@@ -211,8 +154,6 @@ impl Board {
         };
         let extra = Extra {
             since: Some(&work.since),
-            admission: Some(admission),
-            policy: Some(&opts.policy),
         };
         let snapshot = Snapshot::capture_with(now, sup, exec, &recent, &extra);
         let ready = !inv.hosts.is_empty() || !inv.vms.is_empty();

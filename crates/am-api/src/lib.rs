@@ -43,7 +43,7 @@
 //!
 //! ```text
 //! let board = am_api::Board::with_options(am_api::BoardOptions {
-//!     policy: cfg.engine.supervisor.placement.clone(),   // admission control with the real policy
+//!     capacity_model: Some("memory reservation + overhead".into()),
 //!     ..Default::default()
 //! });
 //! let exec = engine.executor().clone();
@@ -61,9 +61,8 @@
 //!
 //! [`Board::observe`] captures a whole snapshot on every step: one pass over hosts, VMs and
 //! incidents (a debug build takes about 16 ms for 2,000 VMs and 35 ms for 5,000; an optimized one a
-//! fraction of that). Admission control plans the failure of every host and is recomputed only
-//! when hosts or the running VMs change, and at most every [`BoardOptions::admission_interval`]
-//! otherwise. Readers clone the snapshot and never block the daemon loop for long.
+//! fraction of that). Admission control is the supervisor's own (from the plans it keeps), never
+//! planned here. Readers clone the snapshot and never block the daemon loop for long.
 //!
 //! ## Example
 //!

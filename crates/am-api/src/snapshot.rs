@@ -9,10 +9,10 @@ use am_core::{
     RestartPriority, Severity, Subject, Time, VmId,
 };
 use executor::ExecutorStatus;
-use planner::{Admission, Constraints, Policy};
+use planner::Admission;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use supervisor::{HostState, Incident, Supervisor, VmState};
+use supervisor::{Ending, HostState, Incident, Supervisor, VmState};
 
 /// The daemon's state at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -70,98 +70,10 @@ pub struct HostRow {
     pub last_incident: Option<Incident>,
 }
 
-/// The kinds of VM state, without their details: the label of the metrics and the key of
-/// [`ClusterStats::vms_by_state`].
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VmClass {
-    /// Running and answering.
-    Healthy,
-    /// Not protected: watched, never acted on.
-    Unprotected,
-    /// Off on purpose.
-    Off,
-    /// Off, nobody named yet.
-    OffUnexplained,
-    /// A recovery step runs.
-    Recovering,
-    /// A step ran; waiting for the VM to answer.
-    Verifying,
-    /// Its host is isolated: left alone.
-    Frozen,
-    /// Must run, no host has room.
-    AwaitingCapacity,
-    /// An action from before a daemon restart may still be running on it: left alone until the
-    /// inventory shows its outcome.
-    Reconciling,
-    /// The ladder ran out of steps.
-    Failed,
-    /// In the inventory but not (yet) known to the supervisor, or in a state this crate has no
-    /// class for.
-    Unknown,
-}
-
-impl VmClass {
-    /// Every class, in display order.
-    pub const ALL: [VmClass; 11] = [
-        VmClass::Healthy,
-        VmClass::Unprotected,
-        VmClass::Off,
-        VmClass::OffUnexplained,
-        VmClass::Recovering,
-        VmClass::Verifying,
-        VmClass::Frozen,
-        VmClass::AwaitingCapacity,
-        VmClass::Reconciling,
-        VmClass::Failed,
-        VmClass::Unknown,
-    ];
-
-    /// The class of a state. Read from [`VmState::name`] (the part before any detail in
-    /// parentheses), so that a state added to the supervisor shows as [`VmClass::Unknown`] here
-    /// until it is given a class, instead of breaking the build of this crate.
-    pub fn of(state: &VmState) -> VmClass {
-        let name = state.name();
-        let kind = name.split('(').next().unwrap_or_default();
-        VmClass::from_state_name(kind)
-    }
-
-    fn from_state_name(kind: &str) -> VmClass {
-        match kind {
-            "healthy" => VmClass::Healthy,
-            "unprotected" => VmClass::Unprotected,
-            "off" => VmClass::Off,
-            "off-unexplained" => VmClass::OffUnexplained,
-            "recovering" => VmClass::Recovering,
-            "verifying" => VmClass::Verifying,
-            "frozen" => VmClass::Frozen,
-            "awaiting-capacity" => VmClass::AwaitingCapacity,
-            "reconciling" => VmClass::Reconciling,
-            "failed" => VmClass::Failed,
-            _ => VmClass::Unknown,
-        }
-    }
-
-    /// Its name (as serialized).
-    pub fn name(self) -> &'static str {
-        match self {
-            VmClass::Healthy => "healthy",
-            VmClass::Unprotected => "unprotected",
-            VmClass::Off => "off",
-            VmClass::OffUnexplained => "off_unexplained",
-            VmClass::Recovering => "recovering",
-            VmClass::Verifying => "verifying",
-            VmClass::Frozen => "frozen",
-            VmClass::AwaitingCapacity => "awaiting_capacity",
-            VmClass::Reconciling => "reconciling",
-            VmClass::Failed => "failed",
-            VmClass::Unknown => "unknown",
-        }
-    }
-}
+pub use supervisor::VmClass;
 
 /// Every host state name, in display order (the label values of the host metrics).
-pub const HOST_STATES: [&str; 6] = ["up", "suspect", "unreachable", "isolated", "dead", "removed"];
+pub const HOST_STATES: [&str; 6] = supervisor::HostState::NAMES;
 
 /// One VM.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -404,10 +316,6 @@ impl ExecutorView {
 pub(crate) struct Extra<'a> {
     /// When each host and VM entered its current state.
     pub since: Option<&'a BTreeMap<Subject, Time>>,
-    /// Admission control computed by the caller: `Some(None)` when it failed.
-    pub admission: Option<Option<Admission>>,
-    /// The placement policy for admission control, when computed here.
-    pub policy: Option<&'a Policy>,
 }
 
 fn secs(ms: u64) -> f64 {
@@ -431,8 +339,9 @@ impl Snapshot {
     ///   know); a VM's uptime counts from when it became healthy, or from the end of its last
     ///   incident when no transition is at hand.
     /// - **Restarts**: the recovery steps in the VM's incidents.
-    /// - **Host failures tolerated**: [`planner::admission`] over the supervisor's inventory with
-    ///   the default [`Policy`] and no extra constraints (the board takes the daemon's policy).
+    /// - **Host failures tolerated**: the supervisor's own admission control
+    ///   ([`Supervisor::admission`]), from the plans it keeps with its placement policy: what
+    ///   `FailoverAtRisk` is raised from.
     ///   This plans the failure of every host: on large clusters capture through the board, which
     ///   recomputes it only when hosts change or every few seconds.
     /// - **MTTR**: mean of (end - detection) over VM incidents that ended with the VM answering
@@ -522,7 +431,7 @@ impl Snapshot {
         let mut vms = Vec::with_capacity(inv.vms.len());
         for vm in inv.vms.values() {
             let state = status.vms.get(&vm.id);
-            let class = state.map_or(VmClass::Unknown, VmClass::of);
+            let class = state.map_or(VmClass::Unknown, VmState::class);
             let subject = Subject::Vm(vm.id.clone());
             let since = since_of(&subject);
             let idx = by_subject.get(&subject);
@@ -563,10 +472,7 @@ impl Snapshot {
         });
 
         let in_flight = in_flight_actions(&status.in_flight, exec);
-        let admission = match &extra.admission {
-            Some(a) => a.clone(),
-            None => compute_admission(sup, extra.policy),
-        };
+        let admission = sup.admission().cloned();
         let cluster = cluster_stats(now, sup, &hosts, &vms, admission, extra.since, &status);
 
         Snapshot {
@@ -611,19 +517,6 @@ fn host_state_since(state: &HostState) -> Option<Time> {
         | HostState::Dead { since } => Some(*since),
         // Up, Removed, and any state added later: no time in the state itself.
         _ => None,
-    }
-}
-
-/// Admission control for the supervisor's inventory, `None` when the planner refuses the input.
-pub(crate) fn compute_admission(sup: &Supervisor, policy: Option<&Policy>) -> Option<Admission> {
-    let default = Policy::default();
-    let policy = policy.unwrap_or(&default);
-    match planner::admission(sup.inventory(), &Constraints::default(), policy) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            tracing::debug!(error = %e, "admission control not computed");
-            None
-        }
     }
 }
 
@@ -708,7 +601,7 @@ fn cluster_stats(
     let recovered: Vec<&Incident> = incidents
         .iter()
         .filter(|i| matches!(i.subject, Subject::Vm(_)))
-        .filter(|i| i.resolved.is_some() && i.outcome.as_deref().is_some_and(|o| o.starts_with("recovered")))
+        .filter(|i| i.resolved.is_some() && i.ending == Some(Ending::Recovered))
         .collect();
     let mttr_s = if recovered.is_empty() {
         None
@@ -780,8 +673,7 @@ fn availability(
     let mut down_ms: u64 = 0;
     for (i, inc) in incidents.iter().enumerate() {
         let Subject::Vm(vm) = &inc.subject else { continue };
-        let outcome = inc.outcome.as_deref().unwrap_or("");
-        if outcome.starts_with("left off") {
+        if inc.ending == Some(Ending::LeftOff) {
             continue;
         }
         let next = || {
@@ -792,7 +684,7 @@ fn availability(
         };
         let end = match inc.resolved {
             Some(r) => r,
-            None if outcome.starts_with("superseded") => next().unwrap_or(now),
+            None if inc.ending == Some(Ending::Superseded) => next().unwrap_or(now),
             None => match healthy_since.get(vm).copied().flatten() {
                 Some(t) if t >= inc.detected => t,
                 _ => now,
@@ -908,9 +800,7 @@ mod tests {
             (VmState::AwaitingCapacity, VmClass::AwaitingCapacity),
             (VmState::Failed, VmClass::Failed),
         ] {
-            assert_eq!(VmClass::of(&state), class, "{state}");
+            assert_eq!(state.class(), class, "{state}");
         }
-        assert_eq!(VmClass::from_state_name("reconciling"), VmClass::Reconciling);
-        assert_eq!(VmClass::from_state_name("something-new"), VmClass::Unknown);
     }
 }

@@ -136,7 +136,7 @@ pub fn summarize(
                 }
                 let recovered = vm_incidents
                     .iter()
-                    .filter(|i| i.outcome.as_deref().is_some_and(|o| o.starts_with("recovered")))
+                    .filter(|i| i.ending == Some(supervisor::Ending::Recovered))
                     .count();
                 let mut outcome = match own {
                     Some(i) => format!("host {}", i.outcome.as_deref().unwrap_or(i.cause.as_str())),
@@ -170,11 +170,11 @@ pub fn summarize(
         .collect();
     let recovered: Vec<&&Incident> = vm_incidents
         .iter()
-        .filter(|i| i.outcome.as_deref().is_some_and(|o| o.starts_with("recovered")))
+        .filter(|i| i.ending == Some(supervisor::Ending::Recovered))
         .collect();
     let left_off = vm_incidents
         .iter()
-        .filter(|i| i.outcome.as_deref().is_some_and(|o| o.starts_with("left off")))
+        .filter(|i| i.ending == Some(supervisor::Ending::LeftOff))
         .count();
     let unrecovered = vm_incidents.iter().filter(|i| i.resolved.is_none()).count();
     let repair: Vec<f64> = recovered
@@ -191,7 +191,7 @@ pub fn summarize(
     };
     let downtime: f64 = vm_incidents
         .iter()
-        .filter(|i| !i.outcome.as_deref().is_some_and(|o| o.starts_with("left off")))
+        .filter(|i| i.ending != Some(supervisor::Ending::LeftOff))
         .map(|i| {
             let start = fault_of(i).map(|f| f.at).unwrap_or(i.detected);
             secs(i.resolved.unwrap_or(end).since(start))
@@ -294,6 +294,14 @@ mod tests {
             resolved: resolved.map(Time::from_secs),
             steps: steps.iter().map(|s| s.to_string()).collect(),
             outcome: Some(outcome.into()),
+            // As the supervisor classifies its words.
+            ending: Some(if outcome.starts_with("recovered") {
+                supervisor::Ending::Recovered
+            } else if outcome.starts_with("left off") {
+                supervisor::Ending::LeftOff
+            } else {
+                supervisor::Ending::HostBack
+            }),
         }
     }
 

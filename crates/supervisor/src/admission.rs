@@ -19,6 +19,7 @@ impl Supervisor {
             return;
         };
         let admission = plans.admission();
+        self.admission = Some(admission.clone());
         let at_risk: Vec<String> = admission
             .hosts_at_risk
             .iter()

@@ -570,7 +570,12 @@ impl Supervisor {
             .collect();
         for vm in waiting {
             let inc = self.vms.get_mut(&vm).and_then(|r| r.incident.take());
-            self.close_incident(inc, Some(now), "host isolated: not failed over");
+            self.close_incident(
+                inc,
+                Some(now),
+                Ending::StillRuns,
+                "host isolated: not failed over",
+            );
             self.set_vm_state(
                 now,
                 &vm,
@@ -586,7 +591,7 @@ impl Supervisor {
             r.recovered();
         }
         let inc = self.hosts.get_mut(host).and_then(|r| r.incident.take());
-        self.close_incident(inc, Some(now), reason);
+        self.close_incident(inc, Some(now), Ending::HostBack, reason);
         self.clear(now, AlarmKind::HostUnreachable, Subject::Host(host.clone()));
         self.clear(now, AlarmKind::HostIsolated, Subject::Host(host.clone()));
         self.clear(now, AlarmKind::FenceFailed, Subject::Host(host.clone()));
@@ -621,7 +626,12 @@ impl Supervisor {
                 r.failed_from = None;
                 r.incident.take()
             });
-            self.close_incident(inc, Some(now), format!("host {host} back: not moved"));
+            self.close_incident(
+                inc,
+                Some(now),
+                Ending::HostBack,
+                format!("host {host} back: not moved"),
+            );
             self.set_vm_state(
                 now,
                 &vm,

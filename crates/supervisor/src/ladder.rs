@@ -154,7 +154,7 @@ impl Supervisor {
             format!("no recovery step left ({reason})"),
         );
         let inc = self.vms.get(vm_id).and_then(|r| r.incident);
-        self.close_incident(inc, None, "failed: no step left");
+        self.close_incident(inc, None, Ending::Failed, "failed: no step left");
         self.raise(
             now,
             AlarmKind::RecoveryFailed,

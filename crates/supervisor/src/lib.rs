@@ -57,7 +57,7 @@ mod vm;
 pub use config::{
     BackupPolicy, Capabilities, Config, IsolationResponse, Readiness, Removal, RestartOrder, SingleSignal,
 };
-pub use state::{HostState, ManagerNet, SourceState, Step, StormGuard, VmState};
+pub use state::{HostState, ManagerNet, SourceState, Step, StormGuard, VmClass, VmState};
 
 use am_core::{
     Action, ActionId, ActionOutcome, Alarm, AlarmChange, AlarmKind, ClusterEvent, Command, ConnectionState,
@@ -82,8 +82,31 @@ pub struct Incident {
     pub resolved: Option<Time>,
     /// Recovery steps taken, in order.
     pub steps: Vec<String>,
-    /// How it ended.
+    /// How it ended, in words.
     pub outcome: Option<String>,
+    /// How it ended, as a kind (what reports and figures count by).
+    #[serde(default)]
+    pub ending: Option<Ending>,
+}
+
+/// The kinds of end of an [`Incident`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    /// The VM answers again after a step (or a failover).
+    Recovered,
+    /// A user switched the VM off: it is left off.
+    LeftOff,
+    /// A newer incident of the same subject took over.
+    Superseded,
+    /// The ladder ran out of steps.
+    Failed,
+    /// The host is reachable again (its VMs stay where they run).
+    HostBack,
+    /// Found still running where it was (an isolated host, locked files): not moved.
+    StillRuns,
+    /// Removed (a host after failed revival), or gone from the inventory.
+    Removed,
 }
 
 /// What a restarted daemon knows from its journal (see `am-store`'s `recover`).
@@ -295,6 +318,8 @@ pub struct Supervisor {
     prune_due: BTreeSet<VmId>,
     /// When the backup cache last said it is behind.
     backup_lag_noted: Option<Time>,
+    /// Admission control as last computed from fresh plans.
+    admission: Option<planner::Admission>,
 }
 
 impl Supervisor {
@@ -327,6 +352,7 @@ impl Supervisor {
             backup_tasks: VecDeque::new(),
             prune_due: BTreeSet::new(),
             backup_lag_noted: None,
+            admission: None,
         }
     }
 
@@ -405,6 +431,13 @@ impl Supervisor {
     /// A host's state.
     pub fn host_state(&self, host: &HostId) -> Option<&HostState> {
         self.hosts.get(host).map(|r| &r.state)
+    }
+
+    /// Admission control (host failures tolerated, slots, hosts at risk) as the supervisor last
+    /// computed it from its precomputed plans, with its placement policy; `None` before the first
+    /// plans. What `FailoverAtRisk` is raised from: status and alarm never disagree.
+    pub fn admission(&self) -> Option<&planner::Admission> {
+        self.admission.as_ref()
     }
 
     /// A VM's state.

@@ -177,13 +177,18 @@ impl Supervisor {
         {
             self.set_host_state(now, host, HostState::Removed, "gone from the inventory");
             let inc = self.hosts.get(host).and_then(|r| r.incident);
-            self.close_incident(inc, Some(now), "removed");
+            self.close_incident(inc, Some(now), Ending::Removed, "removed");
         }
     }
 
     pub(crate) fn vm_gone(&mut self, now: Time, vm: &VmId) {
         if let Some(rec) = self.vms.remove(vm) {
-            self.close_incident(rec.incident, Some(now), "gone from the inventory");
+            self.close_incident(
+                rec.incident,
+                Some(now),
+                Ending::Removed,
+                "gone from the inventory",
+            );
             self.note(now, Subject::Vm(vm.clone()), "gone from the inventory");
         }
     }
@@ -282,7 +287,12 @@ impl Supervisor {
             },
             format!("powered off by user {user}: no failover"),
         );
-        self.close_incident(Some(inc), Some(now), format!("left off (user {user})"));
+        self.close_incident(
+            Some(inc),
+            Some(now),
+            Ending::LeftOff,
+            format!("left off (user {user})"),
+        );
         self.raise(
             now,
             AlarmKind::VmPoweredOff,

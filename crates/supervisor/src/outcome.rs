@@ -65,7 +65,7 @@ impl Supervisor {
                         self.set_host_state(now, &h, HostState::Removed, "removed after failed revival");
                     }
                     let inc = self.hosts.get(&h).and_then(|r| r.incident);
-                    self.close_incident(inc, Some(now), "removed");
+                    self.close_incident(inc, Some(now), Ending::Removed, "removed");
                     self.clear(now, AlarmKind::HostUnreachable, Subject::Host(h.clone()));
                     let name = self.host_label(&h);
                     self.raise(
@@ -313,7 +313,12 @@ impl Supervisor {
             r.locked_vms.insert(vm.clone());
         }
         let inc = self.vms.get_mut(vm).and_then(|r| r.incident.take());
-        self.close_incident(inc, Some(now), format!("still runs on {label} (files locked)"));
+        self.close_incident(
+            inc,
+            Some(now),
+            Ending::StillRuns,
+            format!("still runs on {label} (files locked)"),
+        );
         if matches!(self.host_state(&host), Some(HostState::Up)) {
             // The host came back while the failover ran: the VM simply stays where it runs.
             if let Some(r) = self.vms.get_mut(vm) {

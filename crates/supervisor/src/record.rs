@@ -181,6 +181,7 @@ impl Supervisor {
             resolved: None,
             steps: Vec::new(),
             outcome: None,
+            ending: None,
         });
         self.incidents.len() - 1
     }
@@ -190,12 +191,14 @@ impl Supervisor {
         &mut self,
         idx: Option<usize>,
         now: Option<Time>,
+        ending: Ending,
         outcome: impl Into<String>,
     ) {
         if let Some(inc) = idx.and_then(|i| self.incidents.get_mut(i)) {
             if inc.outcome.is_none() {
                 inc.resolved = now;
                 inc.outcome = Some(outcome.into());
+                inc.ending = Some(ending);
             }
         }
     }
@@ -204,7 +207,7 @@ impl Supervisor {
     pub(crate) fn open_vm_incident(&mut self, now: Time, vm: &VmId, cause: String) -> usize {
         let inc = self.open_incident(now, Subject::Vm(vm.clone()), cause.clone());
         let old = self.vms.get_mut(vm).and_then(|r| r.incident.replace(inc));
-        self.close_incident(old, None, format!("superseded: {cause}"));
+        self.close_incident(old, None, Ending::Superseded, format!("superseded: {cause}"));
         inc
     }
 

@@ -117,6 +117,89 @@ impl VmState {
     }
 }
 
+impl VmState {
+    /// The kind of state, without its details.
+    pub fn class(&self) -> VmClass {
+        match self {
+            VmState::Healthy => VmClass::Healthy,
+            VmState::Unprotected => VmClass::Unprotected,
+            VmState::StayOff { .. } => VmClass::Off,
+            VmState::OffUnexplained { .. } => VmClass::OffUnexplained,
+            VmState::Recovering { .. } => VmClass::Recovering,
+            VmState::Verifying { .. } => VmClass::Verifying,
+            VmState::Frozen { .. } => VmClass::Frozen,
+            VmState::AwaitingCapacity => VmClass::AwaitingCapacity,
+            VmState::Reconciling { .. } => VmClass::Reconciling,
+            VmState::Failed => VmClass::Failed,
+        }
+    }
+}
+
+/// The kinds of VM state, without their details: the label of the metrics and the key of
+/// `am_api::ClusterStats::vms_by_state`. Owned here, next to the states, so that a state added
+/// to [`VmState`] cannot build until it has a class.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmClass {
+    /// Running and answering.
+    Healthy,
+    /// Not protected: watched, never acted on.
+    Unprotected,
+    /// Off on purpose.
+    Off,
+    /// Off, nobody named yet.
+    OffUnexplained,
+    /// A recovery step runs.
+    Recovering,
+    /// A step ran; waiting for the VM to answer.
+    Verifying,
+    /// Its host is isolated: left alone.
+    Frozen,
+    /// Must run, no host has room.
+    AwaitingCapacity,
+    /// An action from before a daemon restart may still be running on it: left alone until the
+    /// inventory shows its outcome.
+    Reconciling,
+    /// The ladder ran out of steps.
+    Failed,
+    /// In the inventory but not (yet) known to the supervisor.
+    Unknown,
+}
+
+impl VmClass {
+    /// Every class, in display order.
+    pub const ALL: [VmClass; 11] = [
+        VmClass::Healthy,
+        VmClass::Unprotected,
+        VmClass::Off,
+        VmClass::OffUnexplained,
+        VmClass::Recovering,
+        VmClass::Verifying,
+        VmClass::Frozen,
+        VmClass::AwaitingCapacity,
+        VmClass::Reconciling,
+        VmClass::Failed,
+        VmClass::Unknown,
+    ];
+
+    /// Its name (as serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            VmClass::Healthy => "healthy",
+            VmClass::Unprotected => "unprotected",
+            VmClass::Off => "off",
+            VmClass::OffUnexplained => "off_unexplained",
+            VmClass::Recovering => "recovering",
+            VmClass::Verifying => "verifying",
+            VmClass::Frozen => "frozen",
+            VmClass::AwaitingCapacity => "awaiting_capacity",
+            VmClass::Reconciling => "reconciling",
+            VmClass::Failed => "failed",
+            VmClass::Unknown => "unknown",
+        }
+    }
+}
+
 impl fmt::Display for VmState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
@@ -157,6 +240,9 @@ pub enum HostState {
 }
 
 impl HostState {
+    /// Every state's name, in display order (the label values of the host metrics).
+    pub const NAMES: [&'static str; 6] = ["up", "suspect", "unreachable", "isolated", "dead", "removed"];
+
     /// Short name for logs and status.
     pub fn name(&self) -> &'static str {
         match self {

@@ -145,7 +145,12 @@ impl Supervisor {
                 // Ready: the next priority's restarts may start.
                 self.capacity_retry_at = now;
             }
-            self.close_incident(inc, Some(now), format!("recovered by {}", step.name()));
+            self.close_incident(
+                inc,
+                Some(now),
+                Ending::Recovered,
+                format!("recovered by {}", step.name()),
+            );
             self.clear(now, AlarmKind::RecoveryFailed, Subject::Vm(id.clone()));
         } else if now >= until {
             if !seen.host_up {

@@ -182,7 +182,6 @@ pub async fn run_with(
         journal,
         sinks,
     };
-    let policy = engine_cfg.supervisor.placement.clone();
     let mut engine = Engine::start(engine_cfg, backends);
     if let Some((restore, _)) = restore {
         tracing::info!(
@@ -196,7 +195,6 @@ pub async fn run_with(
     // The HTTP API, fed by the engine after every step; both stop on the same signal.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let board = am_api::Board::with_options(am_api::BoardOptions {
-        policy,
         capacity_model: Some(format!(
             "{}, memory overcommit {:.2}",
             cfg.capacity.memory.describe(),
