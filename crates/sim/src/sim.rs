@@ -106,7 +106,7 @@ impl Sim {
     /// A simulated cluster as `spec` describes it, at time zero.
     pub fn new(spec: &ClusterSpec) -> Result<Sim, SpecError> {
         let world = World::new(spec)?;
-        let (version, _) = watch::channel(world.version);
+        let (version, _) = watch::channel(world.version());
         Ok(Sim {
             shared: Arc::new(Shared {
                 world: Mutex::new(world),
@@ -123,7 +123,7 @@ impl Sim {
         w.advance(now);
         let r = f(&mut w, now);
         w.publish(now);
-        let v = w.version;
+        let v = w.version();
         drop(w);
         self.shared.version.send_if_modified(|old| {
             let changed = *old != v;
@@ -265,7 +265,7 @@ impl Sim {
 
     /// The current change-log version.
     pub fn version(&self) -> String {
-        self.with(|w, _| w.version.to_string())
+        self.with(|w, _| w.version().to_string())
     }
 
     /// One hypervisor call: busy check, latency, manager isolation, injected faults, then `f`.
@@ -284,7 +284,7 @@ impl Sim {
             .unwrap_or_default();
         let (isolated, latency, busy_ok) = self.with(|w, _| {
             let ok = busy.as_ref().is_none_or(|k| w.set_busy(k));
-            (w.manager_isolated, w.latency(op), ok)
+            (w.manager_isolated(), w.latency(op), ok)
         });
         let record = |sim: &Sim, result: &Result<ActionOutcome, HvError>| {
             let rec = OpRecord {
@@ -318,11 +318,11 @@ impl Sim {
         tokio::time::sleep(latency).await;
         drop(guard);
         let r = self.with(|w, now| {
-            if w.manager_isolated {
+            if w.manager_isolated() {
                 return Err(vcenter_unreachable());
             }
             let fault = w.take_api_fault(op);
-            w.dirty = true;
+            w.mark_dirty();
             match fault {
                 None => f(w, now),
                 Some(ApiErrorKind::LostReply) => {
@@ -338,7 +338,7 @@ impl Sim {
     /// An inventory call's preamble: isolation and injected faults make it fail after a delay.
     async fn inventory_gate(&self, op: &str, max_wait: Duration) -> Result<(), HvError> {
         let (err, delay) = self.with(|w, _| {
-            let err = if w.manager_isolated {
+            let err = if w.manager_isolated() {
                 Some(vcenter_unreachable())
             } else {
                 w.take_api_fault(op).map(|k| k.to_error(op, "inventory"))
@@ -426,10 +426,10 @@ impl InventorySource for Sim {
         self.inventory_gate("snapshot", Duration::MAX).await?;
         tokio::time::sleep(latency).await;
         self.with(|w, _| {
-            if w.manager_isolated {
+            if w.manager_isolated() {
                 return Err(vcenter_unreachable());
             }
-            Ok((w.view().clone(), w.version.to_string()))
+            Ok((w.view().clone(), w.version().to_string()))
         })
     }
 
@@ -441,7 +441,7 @@ impl InventorySource for Sim {
         loop {
             let mut rx = self.shared.version.subscribe();
             let (found, next_timer) = self.with(|w, now| {
-                if w.manager_isolated {
+                if w.manager_isolated() {
                     return (Some(Err(vcenter_unreachable())), now);
                 }
                 (w.changes_since(since).map(Ok), w.next_timer_after(now))
