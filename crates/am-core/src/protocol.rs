@@ -202,6 +202,15 @@ pub enum Command {
     },
     /// Raise or clear an alarm.
     Alarm(AlarmChange),
+    /// Give up an action issued earlier (queued or running): its call is dropped and no outcome
+    /// comes back. Only for actions that re-register nothing (backups, a reset or a revert of a
+    /// VM whose host died), so that a more urgent action on the VM need not wait for it.
+    Cancel {
+        /// The action.
+        id: ActionId,
+        /// Why (for the journal).
+        reason: String,
+    },
 }
 
 /// What an audit log line records.

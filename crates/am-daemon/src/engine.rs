@@ -238,6 +238,15 @@ impl Engine {
                     vm: moved_vm(action, self.sup.inventory()),
                 }),
                 Command::Alarm(change) => records.push(Record::Alarm(change.clone())),
+                // Ended for the journal: a restart does not wait for it.
+                Command::Cancel { id, reason } => records.push(Record::Outcome {
+                    id: *id,
+                    error: Some(am_core::HvError::Api {
+                        fault: "Cancelled".into(),
+                        message: reason.clone(),
+                        retryable: false,
+                    }),
+                }),
             }
         }
         self.journal.append(&records)?;
@@ -251,6 +260,7 @@ impl Engine {
                         sink.deliver(change);
                     }
                 }
+                Command::Cancel { id, .. } => self.exec.cancel(*id),
             }
         }
         for line in &out.log {

@@ -190,6 +190,16 @@ struct Started {
     submission: Submission,
     at: Instant,
     timeout: Duration,
+    /// Notified by [`ExecutorHandle::cancel`].
+    cancel: Arc<tokio::sync::Notify>,
+}
+
+/// How a call ended.
+enum Ended {
+    /// With this result (the flag: the deadline was hit).
+    Result(Result<ActionOutcome, HvError>, bool),
+    /// Cancelled: no outcome is reported.
+    Cancelled,
 }
 
 /// A job the scheduler let through, to be spawned once the lock is released.
@@ -232,6 +242,27 @@ impl ExecutorHandle {
                     since: Instant::now(),
                 },
             );
+            self.shared.dispatch(&mut st)
+        };
+        self.shared.spawn_all(jobs);
+    }
+
+    /// Gives up action `id`: removed if still queued, its call dropped if running (what the
+    /// server already started goes on). No outcome is reported for it; its VM's next action may
+    /// start at once. Unknown or finished ids are ignored.
+    pub fn cancel(&self, id: ActionId) {
+        let jobs = {
+            let mut st = self.shared.lock();
+            if let Some((_, started)) = st.running.iter().find(|(_, s)| s.submission.id == id) {
+                tracing::info!(id = %id, op = started.submission.action.name(), "cancelling");
+                // notify_one stores a permit: a call that has not reached its select yet still sees it.
+                started.cancel.notify_one();
+                return;
+            }
+            if st.sched.remove_queued(|p| p.submission.id == id).is_none() {
+                return;
+            }
+            tracing::info!(id = %id, "cancelled before it started");
             self.shared.dispatch(&mut st)
         };
         self.shared.spawn_all(jobs);
@@ -340,6 +371,7 @@ impl Shared {
                     submission: pending.submission,
                     at: now,
                     timeout,
+                    cancel: Arc::new(tokio::sync::Notify::new()),
                 };
                 st.stats
                     .entry(started.submission.action.name())
@@ -382,8 +414,18 @@ impl Shared {
                 timeout_s = job.started.timeout.as_secs(),
                 "action started"
             );
-            let (result, deadline_hit) = self.call(&s.action, job.started.timeout).await;
+            let ended = self
+                .call(&s.action, job.started.timeout, &job.started.cancel)
+                .await;
             let took = job.started.at.elapsed();
+            let (result, deadline_hit) = match ended {
+                Ended::Result(result, hit) => (result, hit),
+                Ended::Cancelled => {
+                    tracing::info!(took_ms = millis(took), "action cancelled");
+                    self.finish_cancelled(&job);
+                    return;
+                }
+            };
             match &result {
                 Ok(outcome) => tracing::info!(took_ms = millis(took), ?outcome, "action succeeded"),
                 Err(e) => tracing::warn!(took_ms = millis(took), error = %e, "action failed"),
@@ -397,11 +439,19 @@ impl Shared {
     /// Runs the hypervisor call in its own task, so that a panicking backend is reported as a
     /// failure instead of wedging the VM's slot, and cancels it at the deadline (then the flag is
     /// true).
-    async fn call(&self, action: &Action, limit: Duration) -> (Result<ActionOutcome, HvError>, bool) {
+    async fn call(&self, action: &Action, limit: Duration, cancel: &tokio::sync::Notify) -> Ended {
         let hv = Arc::clone(&self.hv);
         let a = action.clone();
         let mut task = tokio::spawn(async move { hv.execute(&a).await }.in_current_span());
-        match tokio::time::timeout(limit, &mut task).await {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(limit, &mut task) => r,
+            () = cancel.notified() => {
+                task.abort();
+                let _ = task.await;
+                return Ended::Cancelled;
+            }
+        };
+        let (result, hit) = match outcome {
             Ok(Ok(result)) => (result, false),
             Ok(Err(join)) => (
                 Err(HvError::Api {
@@ -424,7 +474,19 @@ impl Shared {
                 };
                 (Err(err), true)
             }
-        }
+        };
+        Ended::Result(result, hit)
+    }
+
+    /// A cancelled action's slot and locks are free again; nothing is reported.
+    fn finish_cancelled(self: &Arc<Self>, job: &Job) {
+        let jobs = {
+            let mut st = self.lock();
+            st.running.remove(&job.seq);
+            st.sched.finish(job.seq);
+            self.dispatch(&mut st)
+        };
+        self.spawn_all(jobs);
     }
 
     fn finish(

@@ -204,6 +204,23 @@ impl<T> Scheduler<T> {
         }
     }
 
+    /// Removes the first queued entry `is` accepts (and its place in the lock queues).
+    pub(crate) fn remove_queued(&mut self, is: impl Fn(&T) -> bool) -> Option<T> {
+        let key = self.queue.iter().find(|(_, e)| is(&e.item)).map(|(k, _)| *k)?;
+        let entry = self.queue.remove(&key)?;
+        let seq = key.1;
+        self.priority.remove(&seq);
+        for lock in &entry.locks {
+            if let Some(q) = self.waiting.get_mut(lock) {
+                q.retain(|s| *s != seq);
+                if q.is_empty() {
+                    self.waiting.remove(lock);
+                }
+            }
+        }
+        Some(entry.item)
+    }
+
     /// Removes and returns every queued entry, in dispatch order.
     pub(crate) fn drain_queue(&mut self) -> Vec<T> {
         self.waiting.clear();

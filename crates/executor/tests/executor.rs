@@ -348,3 +348,42 @@ async fn invariants_hold_on_a_multi_threaded_runtime() {
         assert_eq!(ops, expected, "{name}");
     }
 }
+
+/// A long action on a VM (a backup snapshot on a host that just died) does not hold up the
+/// failover queued behind it once it is cancelled: the running call is dropped at once, a queued
+/// one never starts, neither reports an outcome, and the failover runs right away.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_action_frees_its_vm_at_once_and_reports_nothing() {
+    let hv = FakeHv::new(200 * SEC);
+    let t0 = Instant::now();
+    let (exec, mut rx) = Executor::new(hv.clone(), cfg(10, 10));
+    let snapshot = Action::CreateSnapshot {
+        vm: "vm-a".into(),
+        name: "am-backup-1".into(),
+    };
+    exec.submit(ActionId(1), snapshot, 1);
+    exec.submit(ActionId(2), reset("vm-a"), 1);
+    exec.submit(ActionId(3), failover("vm-a", "h2"), 9);
+    tokio::time::sleep(SEC).await;
+    assert_eq!(
+        exec.load(),
+        (1, 2),
+        "the snapshot runs; the reset and the failover wait"
+    );
+    exec.cancel(ActionId(2));
+    exec.cancel(ActionId(1));
+    exec.cancel(ActionId(99));
+    let done = outcomes(&mut rx, 1).await;
+    assert_eq!(done[0].0, ActionId(3), "only the failover reports: {done:?}");
+    assert_eq!(
+        ms_since(t0),
+        201_000,
+        "the failover started when the snapshot was cancelled"
+    );
+    assert_eq!(exec.load(), (0, 0));
+    let started = hv.started();
+    assert!(
+        !started.iter().any(|o| o.contains("reset")),
+        "the cancelled reset never ran: {started:?}"
+    );
+}

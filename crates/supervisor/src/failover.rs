@@ -98,12 +98,41 @@ impl Supervisor {
             .as_ref()
             .map_or_else(|| "no host".to_owned(), HostId::to_string);
         self.open_vm_incident(now, vm, format!("host {from} dead"));
+        self.abandon_actions_on(now, vm, &format!("host {from} dead: the VM is failed over"));
         if let Some(r) = self.vms.get_mut(vm) {
             r.failover_tries = 0;
             r.failover_excluded.clear();
             r.failed_from = host;
         }
         self.set_vm_state(now, vm, VmState::AwaitingCapacity, reason);
+    }
+
+    /// Gives up the actions in flight on `vm` that move nothing (its backups, a reset or a revert
+    /// of the ladder): the failover that follows need not wait behind them in the executor.
+    pub(crate) fn abandon_actions_on(&mut self, now: Time, vm: &VmId, why: &str) {
+        let ids: Vec<ActionId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| match &f.purpose {
+                Purpose::Backup(v) => v == vm,
+                Purpose::VmStep(v, step) => v == vm && matches!(step, Step::Restart | Step::RevertSnapshot),
+                _ => false,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(f) = self.in_flight.remove(&id) {
+                self.note(
+                    now,
+                    Subject::Vm(vm.clone()),
+                    format!("#{id} {} given up: {why}", f.action),
+                );
+                self.out.commands.push(Command::Cancel {
+                    id,
+                    reason: why.to_owned(),
+                });
+            }
+        }
     }
 
     pub(crate) fn fail_over_host(&mut self, now: Time, host: &HostId) {
@@ -117,7 +146,11 @@ impl Supervisor {
                     | VmState::Unprotected
                     | VmState::AwaitingCapacity
                     | VmState::Reconciling { .. } => false,
-                    VmState::Recovering { step, .. } => *step != Step::Failover,
+                    // A restore or a cold migration moves it off the host already: its outcome
+                    // decides (failed, it is failed over then).
+                    VmState::Recovering { step, .. } => {
+                        !matches!(step, Step::Failover | Step::RestoreClone | Step::ColdMigrate)
+                    }
                     _ => true,
                 })
             })
@@ -211,6 +244,8 @@ impl Supervisor {
                     Some(VmState::StayOff { .. } | VmState::Unprotected)
                 )
             })
+            // One registration at a time: one already under way is waited for.
+            .filter(|vm| !self.in_flight.values().any(|f| f.action.vm() == Some(&vm.id)))
             .map(|vm| vm.id.clone())
             .collect();
         if off.is_empty() {
@@ -252,6 +287,22 @@ impl Supervisor {
     pub(crate) fn place_waiting(&mut self, now: Time) {
         if now < self.capacity_retry_at || self.manager_isolated() {
             return;
+        }
+        // A VM whose host is no longer dead (it came back while the failover was under way, and
+        // the failover failed) stays there: leaving it again takes a new verdict of death.
+        let back: BTreeSet<HostId> = self
+            .vms
+            .values()
+            .filter(|r| r.state == VmState::AwaitingCapacity)
+            .filter_map(|r| r.failed_from.clone())
+            .filter(|h| {
+                self.hosts
+                    .get(h)
+                    .is_some_and(|r| !matches!(r.state, HostState::Dead { .. } | HostState::Removed))
+            })
+            .collect();
+        for h in back {
+            self.keep_waiting_vms_on(now, &h);
         }
         let waiting: Vec<VmId> = self
             .vms

@@ -604,9 +604,13 @@ impl Supervisor {
         for vm in frozen {
             self.set_vm_state(now, &vm, VmState::Healthy, format!("host {host} reachable again"));
         }
-        // VMs still waiting to be restarted away from it are where they were: judged again from
-        // what the host now reports (a user may power one off there; nothing may restart it
-        // elsewhere behind that).
+        self.keep_waiting_vms_on(now, host);
+    }
+
+    /// VMs still waiting to be restarted away from `host`, which is up again, are where they
+    /// were: judged again from what the host now reports (a user may power one off there;
+    /// nothing may restart it elsewhere behind that).
+    pub(crate) fn keep_waiting_vms_on(&mut self, now: Time, host: &HostId) {
         let waiting: Vec<VmId> = self
             .vms
             .iter()

@@ -30,6 +30,8 @@ impl Supervisor {
         reason: String,
         label: String,
     ) {
+        // A backup still in flight on it (or a step it outlived) would hold this one up.
+        self.abandon_actions_on(now, vm, &format!("{} goes first", step.name()));
         let id = ActionId(self.next_id);
         if step == Step::Failover
             && let Some(r) = self.vms.get_mut(vm)

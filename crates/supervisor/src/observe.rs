@@ -84,11 +84,7 @@ impl Supervisor {
         if state == HostState::Up {
             self.capacity_retry_at = now;
         }
-        let to = state.name().to_owned();
-        if let Some(r) = self.hosts.get_mut(host) {
-            r.state = state;
-        }
-        self.record_transition(now, Subject::Host(host.clone()), "new".into(), to, reason.into());
+        self.first_host_state(now, host, state, reason);
     }
 
     pub(crate) fn ensure_vm(&mut self, now: Time, vm: &VmId) {
@@ -163,10 +159,7 @@ impl Supervisor {
                 failover_started: None,
             },
         );
-        self.record_transition(now, Subject::Vm(vm.clone()), "new".into(), state.name(), reason);
-        if let Some(rec) = self.vms.get_mut(vm) {
-            rec.state = state;
-        }
+        self.first_vm_state(now, vm, state, reason);
     }
 
     pub(crate) fn host_gone(&mut self, now: Time, host: &HostId) {

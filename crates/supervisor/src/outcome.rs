@@ -176,8 +176,21 @@ impl Supervisor {
                 self.capacity_retry_at = now;
             }
             Err(e) => {
+                let home = self.inv.vms.get(vm).and_then(|v| v.host.clone());
+                let host_dead = home
+                    .as_ref()
+                    .is_some_and(|h| matches!(self.host_state(h), Some(HostState::Dead { .. })));
                 if self.vm_host_up(vm) {
                     self.next_step(now, vm, Some(step), format!("{} failed: {e}", step.name()));
+                } else if host_dead && self.inv.vms.get(vm).is_some_and(Vm::is_protected) {
+                    // A restore or migration that failed after its host died: failed over now.
+                    self.await_failover(
+                        now,
+                        vm,
+                        home,
+                        format!("{} failed ({e}) and its host is dead", step.name()),
+                    );
+                    self.place_waiting(now);
                 } else {
                     // The host went away under the ladder: the host's recovery takes the VM over.
                     self.set_vm_state(

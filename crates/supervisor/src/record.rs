@@ -81,6 +81,30 @@ impl Supervisor {
         self.record_transition(now, Subject::Vm(vm.clone()), from, to, reason.into());
     }
 
+    /// A host's first state, when it is first seen (recorded from `new`).
+    pub(crate) fn first_host_state(
+        &mut self,
+        now: Time,
+        host: &HostId,
+        state: HostState,
+        reason: impl Into<String>,
+    ) {
+        let Some(rec) = self.hosts.get_mut(host) else {
+            return;
+        };
+        rec.state = state;
+        let to = rec.state.name().to_owned();
+        self.record_transition(now, Subject::Host(host.clone()), "new".into(), to, reason.into());
+    }
+
+    /// A VM's first state, when it is first seen (recorded from `new`).
+    pub(crate) fn first_vm_state(&mut self, now: Time, vm: &VmId, state: VmState, reason: impl Into<String>) {
+        let Some(rec) = self.vms.get_mut(vm) else { return };
+        rec.state = state;
+        let to = rec.state.name();
+        self.record_transition(now, Subject::Vm(vm.clone()), "new".into(), to, reason.into());
+    }
+
     /// The one place the manager's view of its own network changes.
     pub(crate) fn set_manager_net(&mut self, now: Time, new: ManagerNet, reason: String) {
         let from = self.manager_net.name().to_owned();

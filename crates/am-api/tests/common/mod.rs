@@ -91,7 +91,7 @@ impl Cluster {
             .iter()
             .find_map(|cmd| match cmd {
                 Command::Execute { id, .. } => Some(*id),
-                Command::Alarm(_) => None,
+                Command::Alarm(_) | Command::Cancel { .. } => None,
             })
             .expect("web is reset");
         c.exec.stats.insert(

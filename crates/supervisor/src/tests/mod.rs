@@ -122,7 +122,7 @@ impl Story {
         cmds.into_iter()
             .filter_map(|c| match c {
                 Command::Execute { id, action, .. } => Some((id, action)),
-                Command::Alarm(_) => None,
+                Command::Alarm(_) | Command::Cancel { .. } => None,
             })
             .collect()
     }
