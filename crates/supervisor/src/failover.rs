@@ -125,7 +125,7 @@ impl Supervisor {
                 self.note(
                     now,
                     Subject::Vm(vm.clone()),
-                    format!("#{id} {} given up: {why}", f.action),
+                    format!("{id} {} given up: {why}", f.action),
                 );
                 self.out.commands.push(Command::Cancel {
                     id,
