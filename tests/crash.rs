@@ -101,6 +101,7 @@ fn engine(sim: &sim::Sim, kill: Kill, journal: Box<dyn Journal>) -> Engine {
                 inner: sim.prober(),
                 kill,
             }),
+            power: None,
             clock: Arc::new(sim.clock()),
             journal,
             sinks: Vec::new(),

@@ -121,6 +121,11 @@ proptest! {
             probe: None,
             log_backups: false,
             allow_down: Vec::new(),
+            // As `run` sees vCenter without probes and without hooks: no fence, no revival.
+            capabilities: one_signal.then_some(am_daemon::scenario::ScenarioCapabilities {
+                revive: false,
+                fence: false,
+            }),
         };
         let outcome = scenario::run_blocking(&scn, None).expect("scenario runs");
         let sim = &outcome.sim;

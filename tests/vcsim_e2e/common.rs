@@ -146,6 +146,7 @@ impl Manager {
             hypervisor: Arc::new(executor::Retrying::new(Arc::new(backend.clone()))),
             source: Arc::new(backend),
             prober,
+            power: None,
             clock,
             journal: Box::new(journal.clone()),
             sinks: vec![Box::new(Alarms(alarms.clone()))],

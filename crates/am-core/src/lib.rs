@@ -36,6 +36,8 @@ pub use protocol::{
     Alarm, AlarmChange, AlarmKind, Command, LogEntry, LogKind, Observation, Output, Severity, Subject,
 };
 pub use time::Time;
-pub use traits::{Changes, Clock, Hypervisor, InventorySource, ProbeResult, ProbeTarget, Prober};
+pub use traits::{
+    Changes, Clock, Hypervisor, InventorySource, PowerReading, PowerSource, ProbeResult, ProbeTarget, Prober,
+};
 #[cfg(feature = "mock")]
 pub use traits::{MockHypervisor, MockInventorySource, MockProber};

@@ -76,6 +76,16 @@ pub enum Observation {
         /// Which probes failed or answered, and when.
         evidence: String,
     },
+    /// A host's power as its out-of-band controller reads it changed (`None`: it cannot be read
+    /// now, e.g. the BMC does not answer).
+    HostPower {
+        /// The host.
+        host: HostId,
+        /// The reading.
+        power: Option<crate::traits::PowerReading>,
+        /// Which controller, and what it said.
+        evidence: String,
+    },
     /// The manager's own isolation check changed (it cannot reach its isolation addresses).
     ManagerIsolation {
         /// Whether the manager is now isolated.

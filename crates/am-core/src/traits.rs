@@ -160,3 +160,25 @@ mod tests {
         assert!(err.is_retryable());
     }
 }
+
+/// What an out-of-band controller (a host's BMC, or the admin vCenter of a nested host) says of
+/// the host's power.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerReading {
+    /// Powered on (the machine is; whether its hypervisor is alive is another matter).
+    On,
+    /// Powered off: nothing of the host runs.
+    Off,
+}
+
+/// Hosts' power read out of band, a signal independent of vCenter and of the network the
+/// manager probes: `Off` proves a host dead, `On` that it is not (it may hang or be cut off).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait PowerSource: Send + Sync {
+    /// The hosts (by inventory name) it can read.
+    fn hosts(&self) -> Vec<String>;
+    /// The power of the host named `host`.
+    async fn power(&self, host: &str) -> Result<PowerReading, HvError>;
+}

@@ -34,6 +34,7 @@ fn scenario(seed: u64, faults: String, run_for: Duration) -> Scenario {
         }),
         log_backups: false,
         allow_down: vec!["*".into()],
+        capabilities: None,
     }
 }
 

@@ -11,10 +11,11 @@
 use crate::alarm::AlarmSink;
 use crate::journal::{Journal, JournalError, Record};
 use am_core::{
-    Clock, Command, Hypervisor, InventorySource, LogEntry, Observation, Output, ProbeTarget, Prober, Time,
+    Clock, Command, HostId, Hypervisor, InventorySource, LogEntry, Observation, Output, PowerReading,
+    PowerSource, ProbeTarget, Prober, Time,
 };
 use executor::{Executor, ExecutorConfig, ExecutorHandle};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use supervisor::Supervisor;
@@ -48,6 +49,8 @@ pub struct EngineConfig {
     pub health_interval: Option<Duration>,
     /// How long that question may take.
     pub health_timeout: Duration,
+    /// How often every host's out-of-band power is read (a host vCenter loses is read at once).
+    pub power_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +66,7 @@ impl Default for EngineConfig {
             isolation_addresses: Vec::new(),
             health_interval: None,
             health_timeout: Duration::from_secs(3),
+            power_interval: Duration::from_secs(2),
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct Backends {
     pub source: Arc<dyn InventorySource>,
     /// How targets are probed.
     pub prober: Arc<dyn Prober>,
+    /// Where hosts' power is read out of band (BMCs, an admin vCenter), if anywhere.
+    pub power: Option<Arc<dyn PowerSource>>,
     /// What time it is.
     pub clock: Arc<dyn Clock>,
     /// Where decisions are recorded first.
@@ -95,6 +101,10 @@ pub struct Engine {
     exec: ExecutorHandle,
     rx: mpsc::UnboundedReceiver<Observation>,
     targets: watch::Sender<BTreeSet<ProbeTarget>>,
+    /// Host names to ids, for the power reader.
+    host_names: watch::Sender<BTreeMap<String, HostId>>,
+    /// Asks the power reader to read one host now.
+    power_kick: mpsc::UnboundedSender<HostId>,
     tick: Duration,
     observer: Option<Observer>,
 }
@@ -149,6 +159,17 @@ impl Engine {
             tx.clone(),
             backends.clock.clone(),
         ));
+        let (host_names, names_rx) = watch::channel(BTreeMap::new());
+        let (power_kick, kick_rx) = mpsc::unbounded_channel();
+        if let Some(power) = backends.power.clone() {
+            tokio::spawn(watch_power(
+                power,
+                tx.clone(),
+                names_rx,
+                kick_rx,
+                cfg.power_interval,
+            ));
+        }
         Engine {
             sup: Supervisor::new(cfg.supervisor),
             clock: backends.clock,
@@ -157,6 +178,8 @@ impl Engine {
             exec,
             rx,
             targets,
+            host_names,
+            power_kick,
             tick: cfg.tick,
             observer: None,
         }
@@ -216,6 +239,21 @@ impl Engine {
     pub fn step(&mut self, obs: Observation) -> Result<(), EngineError> {
         let now = self.clock.now();
         let inventory_changed = matches!(obs, Observation::Inventory(_) | Observation::Delta(_));
+        // A host vCenter loses has its power read at once: an `Off` decides in one round trip.
+        match &obs {
+            Observation::Event(am_core::ClusterEvent {
+                kind: am_core::EventKind::HostConnectionLost { host },
+                ..
+            }) => {
+                let _ = self.power_kick.send(host.clone());
+            }
+            Observation::Delta(am_core::InventoryDelta::HostUpsert(h))
+                if h.connection != am_core::ConnectionState::Connected =>
+            {
+                let _ = self.power_kick.send(h.id.clone());
+            }
+            _ => {}
+        }
         if let Observation::ActionDone { id, result } = &obs {
             // The outcome is recorded as it arrives, before anything is decided on it.
             let error = result.as_ref().err().cloned();
@@ -306,6 +344,90 @@ impl Engine {
                 true
             }
         });
+        let names: BTreeMap<String, HostId> = inv
+            .hosts
+            .values()
+            .map(|h| (h.name.clone(), h.id.clone()))
+            .collect();
+        self.host_names.send_if_modified(|current| {
+            if *current == names {
+                false
+            } else {
+                *current = names;
+                true
+            }
+        });
+    }
+}
+
+/// Reads every host's out-of-band power every `every`, and one host at once when asked (vCenter
+/// lost it); reports each change (a reading that cannot be taken is `None`, with the reason).
+async fn watch_power(
+    source: Arc<dyn PowerSource>,
+    tx: mpsc::UnboundedSender<Observation>,
+    names: watch::Receiver<BTreeMap<String, HostId>>,
+    mut kick: mpsc::UnboundedReceiver<HostId>,
+    every: Duration,
+) {
+    let mut last: BTreeMap<HostId, Option<PowerReading>> = BTreeMap::new();
+    let read_timeout = every.max(Duration::from_secs(5));
+    let mut next_round = tokio::time::Instant::now();
+    loop {
+        let only = tokio::select! {
+            () = tokio::time::sleep_until(next_round) => None,
+            h = kick.recv() => match h {
+                Some(h) => Some(h),
+                None => return,
+            },
+        };
+        if only.is_none() {
+            next_round = tokio::time::Instant::now() + every;
+        }
+        let readable: BTreeSet<String> = source.hosts().into_iter().collect();
+        let batch: Vec<(String, HostId)> = names
+            .borrow()
+            .iter()
+            .filter(|(name, id)| readable.contains(*name) && only.as_ref().is_none_or(|o| o == *id))
+            .map(|(n, id)| (n.clone(), id.clone()))
+            .collect();
+        let mut reads = tokio::task::JoinSet::new();
+        for (name, id) in batch {
+            let source = source.clone();
+            reads.spawn(async move {
+                let r = tokio::time::timeout(read_timeout, source.power(&name)).await;
+                (name, id, r)
+            });
+        }
+        while let Some(Ok((name, id, r))) = reads.join_next().await {
+            let (power, evidence) = match r {
+                Ok(Ok(p)) => (
+                    Some(p),
+                    format!(
+                        "{name}: power {}",
+                        if p == PowerReading::On { "on" } else { "off" }
+                    ),
+                ),
+                Ok(Err(e)) => (None, format!("{name}: cannot read its power: {e}")),
+                Err(_) => (
+                    None,
+                    format!("{name}: no power reading within {}s", read_timeout.as_secs()),
+                ),
+            };
+            if last.get(&id) == Some(&power) {
+                continue;
+            }
+            last.insert(id.clone(), power);
+            if tx
+                .send(Observation::HostPower {
+                    host: id,
+                    power,
+                    evidence,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
     }
 }
 

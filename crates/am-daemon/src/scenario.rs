@@ -111,6 +111,9 @@ pub struct Generate {
     /// Whether a running VM's files are locked against a second copy.
     #[serde(default = "yes")]
     pub file_locks: bool,
+    /// Every host has a BMC the manager reads its power from (default false).
+    #[serde(default)]
+    pub bmc: bool,
 }
 
 impl Generate {
@@ -129,6 +132,7 @@ impl Generate {
             mgmt_probes: true,
             guest_probes: true,
             file_locks: true,
+            bmc: false,
         }
     }
 }
@@ -177,6 +181,22 @@ pub struct Scenario {
     /// VMs allowed to be down at the end (e.g. a VM whose every recovery is meant to fail).
     #[serde(default)]
     pub allow_down: Vec<String>,
+    /// What the backend can do out of band (default: the simulator revives and fences). `run`
+    /// without hooks, a BMC or an admin vCenter can do neither: say so to tell its story.
+    #[serde(default)]
+    pub capabilities: Option<ScenarioCapabilities>,
+}
+
+/// What a scenario's backend can do out of band.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioCapabilities {
+    /// Revival (`revive_host`) works.
+    #[serde(default = "yes")]
+    pub revive: bool,
+    /// Fencing (`fence_host`) works.
+    #[serde(default = "yes")]
+    pub fence: bool,
 }
 
 impl Scenario {
@@ -223,6 +243,7 @@ impl Scenario {
                 spec.storage_heartbeat_period = g.storage_heartbeat_period;
                 spec.storage_heartbeats = g.storage_heartbeats;
                 spec.file_locks = g.file_locks;
+                spec.bmc = g.bmc;
                 if !g.mgmt_probes {
                     for h in spec.hosts.iter_mut().chain(spec.spares.values_mut()) {
                         h.mgmt_address = None;
@@ -313,6 +334,12 @@ pub async fn run(scenario: &Scenario, observer: Option<Observer>) -> Result<Outc
         sup_cfg.spares = spec.spares.keys().cloned().collect();
     }
     sup_cfg.manager_user = spec.manager_user.clone();
+    if let Some(c) = scenario.capabilities {
+        sup_cfg.capabilities = supervisor::Capabilities {
+            revive: c.revive,
+            fence: c.fence,
+        };
+    }
     if let Some(bad) = sup_cfg.validate().into_iter().next() {
         return Err(ScenarioError::Setting {
             key: format!("supervisor.{}", bad.key),
@@ -331,6 +358,9 @@ pub async fn run(scenario: &Scenario, observer: Option<Observer>) -> Result<Outc
         hypervisor: Arc::new(Retrying::new(Arc::new(sim.clone()))),
         source: Arc::new(sim.clone()),
         prober: Arc::new(sim.prober()),
+        power: sim
+            .power_source()
+            .map(|p| Arc::new(p) as Arc<dyn am_core::PowerSource>),
         clock: Arc::new(sim.clock()),
         journal: Box::new(journal.clone()),
         sinks,

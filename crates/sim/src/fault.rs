@@ -145,6 +145,12 @@ pub enum Fault {
         /// Whether out-of-band revival fails.
         permanent: bool,
     },
+    /// The host loses power (a PDU, a PSU): it stops with its VMs, and its BMC reads `Off`.
+    /// `revive_host` powers it on again.
+    HostPowerOff {
+        /// The host.
+        host: HostId,
+    },
     /// The host and its VMs keep running but nobody reaches them over the network (its datastore
     /// heartbeat goes on): the split-brain trap.
     HostIsolate {
@@ -235,6 +241,7 @@ impl fmt::Display for Fault {
                     if *permanent { " permanent" } else { "" }
                 )
             }
+            Fault::HostPowerOff { host } => write!(f, "host {host} poweroff"),
             Fault::HostIsolate { host } => write!(f, "host {host} isolate"),
             Fault::HostHeal { host } => write!(f, "host {host} heal"),
             Fault::HostDisconnect { host } => write!(f, "host {host} disconnect"),
@@ -401,11 +408,12 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
                     }
                 },
                 "isolate" => Fault::HostIsolate { host },
+                "poweroff" => Fault::HostPowerOff { host },
                 "heal" => Fault::HostHeal { host },
                 "disconnect" => Fault::HostDisconnect { host },
                 other => {
                     return Err(format!(
-                        "unknown host fault `{other}` (crash, isolate, heal or disconnect)"
+                        "unknown host fault `{other}` (crash, poweroff, isolate, heal or disconnect)"
                     ));
                 }
             };
@@ -414,7 +422,7 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
             }
             Ok(fault)
         }
-        ["host", ..] => Err("expected `host <id> <crash|isolate|heal|disconnect>`".into()),
+        ["host", ..] => Err("expected `host <id> <crash|poweroff|isolate|heal|disconnect>`".into()),
         ["vm", vm, verb, rest @ ..] => {
             let vm = VmId::from(*vm);
             let depth = |rest: &[&str]| -> Result<FaultDepth, String> {

@@ -162,7 +162,7 @@ mod tests;
 pub use duration::{format_duration, parse_duration, serde_duration};
 pub use fault::{ApiErrorKind, ApiTrigger, Fault, FaultDepth, FaultScript, ScheduledFault, ScriptError};
 pub use prng::Prng;
-pub use sim::{PROBE_RTT, Sim, SimClock, SimProber};
+pub use sim::{BMC_RTT, PROBE_RTT, Sim, SimClock, SimPower, SimProber};
 pub use spec::{ClusterSpec, DatastoreSpec, HostSpec, Latencies, SpecError, SpecPower, VmSpec};
 pub use truth::{
     FaultRecord, GuestState, HostCondition, HostTruth, OpRecord, Outage, SnapshotTruth, Violation, VmFault,

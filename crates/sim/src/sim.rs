@@ -148,6 +148,12 @@ impl Sim {
         SimProber { sim: self.clone() }
     }
 
+    /// The hosts' BMCs, when the cluster has them (`ClusterSpec::bmc`).
+    pub fn power_source(&self) -> Option<SimPower> {
+        self.with(|w, _| w.cfg.bmc)
+            .then(|| SimPower { sim: self.clone() })
+    }
+
     /// The user name of operations done through the [`Hypervisor`] trait.
     pub fn manager_user(&self) -> String {
         self.with(|w, _| w.cfg.manager_user.clone())
@@ -485,5 +491,28 @@ impl Prober for SimProber {
             tokio::time::sleep(timeout).await;
             ProbeResult::NoReply
         }
+    }
+}
+
+/// The simulator's BMCs ([`PowerSource`]): a host reads `Off` once it lost power or was fenced,
+/// `On` otherwise (up, crashed, cut off); a removed host is not found; nothing answers while the
+/// manager is isolated. A reading takes 50 ms.
+#[derive(Clone, Debug)]
+pub struct SimPower {
+    sim: Sim,
+}
+
+/// How long a simulated BMC takes to answer.
+pub const BMC_RTT: Duration = Duration::from_millis(50);
+
+#[async_trait]
+impl am_core::PowerSource for SimPower {
+    fn hosts(&self) -> Vec<String> {
+        self.sim.with(|w, _| w.power_hosts())
+    }
+
+    async fn power(&self, host: &str) -> Result<am_core::PowerReading, HvError> {
+        tokio::time::sleep(BMC_RTT).await;
+        self.sim.with(|w, _| w.bmc_power(host))
     }
 }

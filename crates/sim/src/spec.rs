@@ -300,6 +300,10 @@ pub struct ClusterSpec {
     /// manager's mistake through, so the split-brain invariant can catch it.
     #[serde(default = "default_true")]
     pub file_locks: bool,
+    /// Whether every host has a BMC the manager reads its power from (default false): `On` while
+    /// the host is up, crashed (hung) or cut off; `Off` once it lost power or was fenced.
+    #[serde(default)]
+    pub bmc: bool,
     /// How long a call takes to fail when the manager is isolated (default 1s).
     #[serde(default = "default_unreachable_delay", with = "serde_duration")]
     pub unreachable_delay: Duration,
@@ -341,6 +345,7 @@ impl ClusterSpec {
             storage_heartbeat_period: default_storage_heartbeat_period(),
             storage_heartbeats: true,
             file_locks: true,
+            bmc: false,
             unreachable_delay: default_unreachable_delay(),
             enforce_capacity: true,
             probe_loss: 0.0,

@@ -17,6 +17,8 @@ struct Signals {
     reachable: bool,
     /// Its storage heartbeat, if it has one.
     heartbeat: Option<Time>,
+    /// Its power as read out of band, if it is.
+    power: Option<am_core::PowerReading>,
     /// No host action in flight, and the interval since the last one has passed.
     idle: bool,
 }
@@ -57,6 +59,7 @@ impl Supervisor {
             probed: rec.mgmt_alive.is_some(),
             reachable: !conn_bad && !ping_bad,
             heartbeat: h.storage_heartbeat,
+            power: rec.power,
             idle: rec.action.is_none() && now >= rec.next_action_at,
         })
     }
@@ -69,6 +72,35 @@ impl Supervisor {
         let Some(state) = self.hosts.get(host).map(|r| r.state.clone()) else {
             return;
         };
+        // Lost by vCenter and powered off, as its out-of-band controller reads it: dead at once,
+        // whatever else is (not yet) known; nothing of it can run.
+        let live_state = matches!(
+            state,
+            HostState::Up
+                | HostState::Suspect { .. }
+                | HostState::Unreachable { .. }
+                | HostState::Isolated { .. }
+        );
+        if live_state
+            && sig.conn_bad
+            && sig.power == Some(am_core::PowerReading::Off)
+            && !self.manager_isolated()
+        {
+            let evidence = self
+                .hosts
+                .get(host)
+                .map(|r| r.power_evidence.clone())
+                .unwrap_or_default();
+            if !self.hosts.get(host).is_some_and(|r| r.down_when_first_seen) {
+                self.unreachable_log.push_back((now, host.clone()));
+            }
+            self.host_dead(
+                now,
+                host,
+                format!("not connected, and powered off out of band ({evidence}): two independent signals"),
+            );
+            return;
+        }
         match state {
             HostState::Up => self.next_host_state_up(now, host, &sig),
             HostState::Suspect { since } => self.next_host_state_suspect(now, host, &sig, since),
@@ -206,6 +238,19 @@ impl Supervisor {
                 "its guests still answer"
             };
             self.host_isolated(now, host, format!("unreachable but alive: {why}"));
+        } else if sig.power == Some(am_core::PowerReading::On) && hb.is_none() && guests_judged {
+            // No storage heartbeat to prove it stopped (as on vCenter): a powered host may only
+            // hang or be cut off.
+            let evidence = self
+                .hosts
+                .get(host)
+                .map(|r| r.power_evidence.clone())
+                .unwrap_or_default();
+            self.host_isolated(
+                now,
+                host,
+                format!("unreachable and silent, but powered on out of band ({evidence}): hung or cut off, not dead beyond doubt"),
+            );
         } else if !self.heartbeat_fresh(host, now) && guests_judged {
             if self.storm == StormGuard::Storm {
                 return;
@@ -233,6 +278,18 @@ impl Supervisor {
                 }
             };
             if signals.is_empty() && hb.is_none() {
+                if self.cfg.capabilities.fence {
+                    // One signal, and a fence at hand: fenced first, then its VMs restart.
+                    if let Some(r) = self.hosts.get_mut(host) {
+                        r.fence_first = true;
+                    }
+                    self.host_isolated(
+                        now,
+                        host,
+                        "unreachable and silent on one signal: fenced before any of its VMs restarts elsewhere".into(),
+                    );
+                    return;
+                }
                 if let Some(r) = self.hosts.get_mut(host) {
                     r.unconfirmed = true;
                 }
@@ -253,6 +310,9 @@ impl Supervisor {
         }
         if h.storage_heartbeat.is_some() {
             found.push("storage heartbeat");
+        }
+        if self.hosts.get(host).is_some_and(|r| r.power_read) {
+            found.push("out-of-band power");
         }
         if self
             .inv
@@ -289,7 +349,13 @@ impl Supervisor {
         if !sig.idle {
             return;
         }
-        let (action, purpose, reason) = match self.cfg.isolation_response {
+        let fence_first = self.hosts.get(host).is_some_and(|r| r.fence_first);
+        let response = if fence_first {
+            IsolationResponse::PowerOffAndRestart
+        } else {
+            self.cfg.isolation_response
+        };
+        let (action, purpose, reason) = match response {
             IsolationResponse::PowerOffAndRestart => (
                 Action::FenceHost { host: host.clone() },
                 Purpose::HostFence(host.clone()),

@@ -173,6 +173,14 @@ struct HostRec {
     unconfirmed: bool,
     /// While `unconfirmed`: the VM to fail over first (one whose lock was found gone).
     canary: Option<VmId>,
+    /// Its power as read out of band (`None`: unknown), and what said so.
+    power: Option<am_core::PowerReading>,
+    power_evidence: String,
+    /// An out-of-band controller reads its power at all (a second signal).
+    power_read: bool,
+    /// Fenced before any of its VMs restarts elsewhere, whatever the isolation response (its
+    /// death rests on one signal and a fence is at hand).
+    fence_first: bool,
     /// When an isolated host's VM locks are looked at next.
     lock_check_at: Time,
 }
@@ -197,6 +205,10 @@ impl HostRec {
             unconfirmed: false,
             canary: None,
             lock_check_at: now,
+            power: None,
+            power_evidence: String::new(),
+            power_read: false,
+            fence_first: false,
         }
     }
 
@@ -211,6 +223,7 @@ impl HostRec {
         self.removal_note = None;
         self.unconfirmed = false;
         self.canary = None;
+        self.fence_first = false;
     }
 }
 
@@ -377,6 +390,11 @@ impl Supervisor {
                 alive,
                 evidence,
             } => self.on_liveness(subject, alive, evidence),
+            Observation::HostPower {
+                host,
+                power,
+                evidence,
+            } => self.on_host_power(&host, power, evidence),
             Observation::ManagerIsolation { isolated, evidence } => {
                 self.on_manager_isolation(now, isolated, evidence)
             }

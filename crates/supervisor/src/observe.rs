@@ -362,4 +362,18 @@ impl Supervisor {
             }
         };
     }
+
+    /// An out-of-band controller's reading of a host's power.
+    pub(crate) fn on_host_power(
+        &mut self,
+        host: &HostId,
+        power: Option<am_core::PowerReading>,
+        evidence: String,
+    ) {
+        if let Some(r) = self.hosts.get_mut(host) {
+            r.power_read = true;
+            r.power = power;
+            r.power_evidence = evidence;
+        }
+    }
 }

@@ -178,6 +178,7 @@ pub async fn run_with(
         hypervisor: Arc::new(executor::Retrying::new(Arc::new(backend.clone()))),
         source: Arc::new(backend),
         prober,
+        power: None,
         clock,
         journal,
         sinks,

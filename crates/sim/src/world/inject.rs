@@ -52,6 +52,7 @@ impl World {
         let bad_p = |p: f64| !(0.0..=1.0).contains(&p);
         match fault {
             Fault::HostCrash { host, .. }
+            | Fault::HostPowerOff { host }
             | Fault::HostIsolate { host }
             | Fault::HostHeal { host }
             | Fault::HostDisconnect { host }
@@ -127,6 +128,14 @@ impl World {
                         }
                     }
                 }
+                self.stop_all_on(host);
+            }
+            Fault::HostPowerOff { host } => {
+                let h = self.hosts.get_mut(host).ok_or("host not in the cluster yet")?;
+                if h.condition == HostCondition::Off {
+                    return Err("already off".into());
+                }
+                h.condition = HostCondition::Off;
                 self.stop_all_on(host);
             }
             Fault::HostIsolate { host } => {

@@ -55,6 +55,8 @@ pub(crate) struct Settings {
     pub log_capacity: usize,
     pub storage_heartbeats: bool,
     pub file_locks: bool,
+    /// Hosts have BMCs the manager reads.
+    pub bmc: bool,
 }
 
 pub(crate) struct World {
@@ -93,6 +95,7 @@ impl World {
             log_capacity: spec.change_log_capacity.max(1),
             storage_heartbeats: spec.storage_heartbeats,
             file_locks: spec.file_locks,
+            bmc: spec.bmc,
         };
         let hosts = spec
             .hosts

@@ -6,7 +6,8 @@
 use super::World;
 use crate::prng::Prng;
 use crate::truth::GuestState;
-use am_core::ProbeTarget;
+use crate::truth::HostCondition;
+use am_core::{HostId, HvError, ProbeTarget};
 
 /// The manager's network.
 #[derive(Debug)]
@@ -62,5 +63,32 @@ impl World {
             }),
         };
         reachable && !self.net.probe_rng.chance(self.net.probe_loss)
+    }
+
+    /// The hosts with a BMC (all of them, spares included, when the cluster has BMCs).
+    pub(crate) fn power_hosts(&self) -> Vec<String> {
+        if !self.cfg.bmc {
+            return Vec::new();
+        }
+        self.hosts.keys().map(ToString::to_string).collect()
+    }
+
+    /// What host `name`'s BMC reads.
+    pub(crate) fn bmc_power(&self, name: &str) -> Result<am_core::PowerReading, HvError> {
+        if self.net.manager_isolated {
+            return Err(HvError::Unreachable {
+                target: format!("BMC of {name}"),
+                detail: "the manager is cut off".into(),
+            });
+        }
+        let h = self
+            .hosts
+            .get(&HostId::from(name))
+            .filter(|h| !h.removed)
+            .ok_or_else(|| HvError::not_found("host", name))?;
+        Ok(match h.condition {
+            HostCondition::Off => am_core::PowerReading::Off,
+            _ => am_core::PowerReading::On,
+        })
     }
 }

@@ -211,10 +211,9 @@ fn no_live_host_left_adds_a_spare_and_restarts_there() {
 fn high_priority_vms_fail_over_first_and_low_ones_wait_when_capacity_is_short() {
     let mut inv = Inventory::default();
     for h in ["h1", "h2"] {
-        inv.apply(&InventoryDelta::HostUpsert(Host::new(
-            h,
-            Resources::new(10_000, 10_000),
-        )));
+        let mut host = Host::new(h, Resources::new(10_000, 10_000));
+        host.mgmt_address = Some(format!("10.0.0.{h}"));
+        inv.apply(&InventoryDelta::HostUpsert(host));
     }
     for (id, p) in [("hi", RestartPriority::High), ("lo", RestartPriority::Low)] {
         let mut vm = Vm::new(id, Resources::new(1_000, 6_000), "h1");
@@ -464,10 +463,9 @@ fn a_user_off_vm_on_a_dead_host_is_registered_elsewhere_and_stays_off() {
 fn anti_affinity_is_relaxed_only_when_no_spare_can_help() {
     let mut inv = Inventory::default();
     for h in ["h1", "h2"] {
-        inv.apply(&InventoryDelta::HostUpsert(Host::new(
-            h,
-            Resources::new(10_000, 10_000),
-        )));
+        let mut host = Host::new(h, Resources::new(10_000, 10_000));
+        host.mgmt_address = Some(format!("10.0.0.{h}"));
+        inv.apply(&InventoryDelta::HostUpsert(host));
     }
     for (id, h) in [("web-1", "h1"), ("web-2", "h2")] {
         let mut vm = Vm::new(id, Resources::new(1_000, 1_000), h);
