@@ -170,17 +170,27 @@ impl Monitor {
         now: Time,
         targets: impl IntoIterator<Item = ProbeTarget>,
     ) -> Vec<Observation> {
-        let wanted: HashSet<ProbeTarget> = targets.into_iter().collect();
+        // In the caller's order, and the gone ones in slot order: the same inputs give the
+        // same schedule in every run (a replayed scenario logs the same lines).
+        let mut wanted: HashSet<ProbeTarget> = HashSet::new();
+        let mut order: Vec<ProbeTarget> = Vec::new();
+        for t in targets {
+            if wanted.insert(t.clone()) {
+                order.push(t);
+            }
+        }
         let gone: Vec<ProbeTarget> = self
-            .index
-            .keys()
+            .entries
+            .iter()
+            .flatten()
+            .map(|e| &e.target)
             .filter(|t| !wanted.contains(*t))
             .cloned()
             .collect();
         for t in gone {
             self.remove(&t);
         }
-        for t in wanted {
+        for t in order {
             if !self.index.contains_key(&t) {
                 self.insert(now, t);
             }

@@ -278,8 +278,12 @@ impl Supervisor {
                 }
             };
             if signals.is_empty() && hb.is_none() {
-                if self.cfg.capabilities.fence {
-                    // One signal, and a fence at hand: fenced first, then its VMs restart.
+                if self.cfg.capabilities.fence
+                    && self.cfg.isolation_response == IsolationResponse::PowerOffAndRestart
+                {
+                    // One signal, a fence at hand and a policy that allows it: fenced first,
+                    // then its VMs restart. Otherwise the VMs' file locks decide (a failover
+                    // behind a lock cannot start a VM that still runs).
                     if let Some(r) = self.hosts.get_mut(host) {
                         r.fence_first = true;
                     }
