@@ -94,12 +94,9 @@ pub(crate) fn plan(
     let mut counts: Vec<(PerHost, PerHost)> = Vec::new();
     for &v in &spec.vms {
         let vm = engine.vm_id(v);
-        let (Some(to), h) = (placed.placements.get(vm), engine.vm_host(v)) else {
+        let (Some(to), Some(h)) = (placed.placements.get(vm), engine.vm_host(v)) else {
             continue;
         };
-        if h == crate::engine::NONE {
-            continue;
-        }
         let from = engine.host_id(h);
         let wave = counts
             .iter()

@@ -2,7 +2,7 @@
 
 use crate::admission::{self, Admission};
 use crate::constraints::{Constraints, Result};
-use crate::engine::{Computed, Engine, Scratch, Spec};
+use crate::engine::{Computed, Engine, HostIx, Scratch, Spec, VmIx};
 use crate::evacuation::{self, Evacuation};
 use crate::{Plan, Policy};
 use am_core::{HostId, Inventory, InventoryDelta};
@@ -94,7 +94,7 @@ impl FailoverPlans {
             domains: BTreeMap::new(),
             pending: Vec::new(),
         };
-        let hosts: Vec<u32> = plans.engine.present_hosts().collect();
+        let hosts: Vec<HostIx> = plans.engine.present_hosts().collect();
         for h in hosts {
             let entry = plans.make(plans.engine.host_spec(h));
             plans.hosts.insert(plans.engine.host_id(h).clone(), entry);
@@ -263,7 +263,7 @@ impl FailoverPlans {
             return up;
         }
         let (engine, scratch) = (&self.engine, &mut self.scratch);
-        let mut xs: Vec<u32> = Vec::with_capacity(ch.targets.len());
+        let mut xs: Vec<HostIx> = Vec::with_capacity(ch.targets.len());
         let entries = self
             .hosts
             .iter_mut()
@@ -307,9 +307,9 @@ impl FailoverPlans {
         &mut self,
         old: Option<Entry>,
         spec: Spec,
-        vm: Option<u32>,
-        targets: &[u32],
-        tight: &[u32],
+        vm: Option<VmIx>,
+        targets: &[HostIx],
+        tight: &[HostIx],
         up: &mut Updated,
     ) -> Entry {
         let Some(mut old) = old.filter(|e| e.spec.excluded == spec.excluded && e.spec.seed == spec.seed)
@@ -331,7 +331,7 @@ impl FailoverPlans {
                 }
             }
         }
-        let xs: Vec<u32> = targets.iter().copied().filter(|&x| !spec.excludes(x)).collect();
+        let xs: Vec<HostIx> = targets.iter().copied().filter(|&x| !spec.excludes(x)).collect();
         match self.engine.update(
             &mut self.scratch,
             &old.spec,
