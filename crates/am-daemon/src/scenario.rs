@@ -25,7 +25,7 @@ use crate::alarm::{AlarmSink, LogSink};
 use crate::engine::{Backends, Engine, EngineConfig, EngineError, Observer};
 use crate::journal::{MemoryJournal, Record};
 use crate::report::{self, FaultRecord, Summary};
-use am_core::{LogEntry, LogKind, Subject};
+use am_core::{LogEntry, LogKind, Subject, Time};
 use executor::Retrying;
 use serde::{Deserialize, Serialize};
 use sim::{ClusterSpec, Fault, FaultScript, Sim};
@@ -373,11 +373,13 @@ pub async fn run(scenario: &Scenario, observer: Option<Observer>) -> Result<Outc
     tokio::spawn(sim.run_script(script));
     engine.run_until(tokio::time::sleep(scenario.run_for)).await?;
 
+    // What happens at the very end of the run races with its end: the story stops before it.
+    let end_of_run = Time::ZERO + scenario.run_for;
     let log: Vec<LogEntry> = journal
         .records()
         .into_iter()
         .filter_map(|r| match r {
-            Record::Decision(e) => Some(e),
+            Record::Decision(e) if e.at < end_of_run => Some(e),
             _ => None,
         })
         .collect();

@@ -18,16 +18,6 @@ enum Due {
 }
 
 impl Supervisor {
-    /// Whether the cache looks after `vm`: protected, not a clone itself, not opted out by its
-    /// attribute, and named by the policy's patterns.
-    fn backed_up(&self, vm: &Vm) -> bool {
-        let p = &self.cfg.backup;
-        vm.is_protected()
-            && vm.backup
-            && p.vms.iter().any(|g| glob(g, &vm.name))
-            && !p.exclude_vms.iter().any(|g| glob(g, &vm.name))
-    }
-
     /// Backup tasks still allowed this minute.
     fn backup_budget(&mut self, now: Time) -> usize {
         while self.backup_tasks.front().is_some_and(|t| now.since(*t) >= MINUTE) {
@@ -124,25 +114,32 @@ impl Supervisor {
         let snap_period = policy.snapshot_every.as_millis() as u64;
         let clone_period = policy.clone_every.as_millis() as u64;
         let mut due = Vec::new();
-        let ids: Vec<VmId> = self
-            .vms
-            .iter()
-            .filter(|(_, r)| r.state == VmState::Healthy && r.failing_since.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            let Some(vm) = self.inv.vms.get(&id) else { continue };
-            if !self.backed_up(vm) || vm.power != PowerState::PoweredOn {
+        // One walk of both id-ordered maps, no lookups and no copies but of what is due: this
+        // runs after every observation.
+        let hosts = &self.hosts;
+        let host_up = |vm: &Vm| {
+            vm.host
+                .as_ref()
+                .and_then(|h| hosts.get(h))
+                .is_some_and(|r| r.state == HostState::Up)
+        };
+        let mut inv = self.inv.vms.iter().peekable();
+        for (id, rec) in self.vms.iter_mut() {
+            if rec.state != VmState::Healthy || rec.failing_since.is_some() {
+                continue;
+            }
+            while inv.next_if(|(k, _)| *k < id).is_some() {}
+            let Some(vm) = inv.peek().filter(|(k, _)| *k == id).map(|(_, vm)| *vm) else {
+                continue;
+            };
+            if !backed_up(policy, vm) || vm.power != PowerState::PoweredOn {
                 continue;
             }
             // Only on a host that is up: a suspect host's snapshot may never finish, and a VM
             // whose host is in trouble has no "good" state to keep.
-            if !self.vm_host_up(&id) {
+            if !host_up(vm) {
                 continue;
             }
-            let Some(rec) = self.vms.get_mut(&id) else {
-                continue;
-            };
             if snap_period > 0 {
                 let next = *rec
                     .next_backup_at
@@ -152,10 +149,9 @@ impl Supervisor {
                 }
             }
             if clone_period > 0 {
-                let key = format!("{id}/clone");
-                let next = *rec
-                    .next_clone_at
-                    .get_or_insert_with(|| now + Duration::from_millis(spread(&key, clone_period)));
+                let next = *rec.next_clone_at.get_or_insert_with(|| {
+                    now + Duration::from_millis(spread(&format!("{id}/clone"), clone_period))
+                });
                 if now >= next {
                     due.push((next, id.clone(), Due::Clone));
                 }
@@ -252,6 +248,15 @@ impl Supervisor {
 }
 
 /// An offset in a period of `period_ms` (FNV-1a of `key`), so backups spread over the period.
+/// Whether the cache looks after `vm`: protected, not a clone itself, not opted out by its
+/// attribute, and named by the policy's patterns.
+fn backed_up(p: &BackupPolicy, vm: &Vm) -> bool {
+    vm.is_protected()
+        && vm.backup
+        && p.vms.iter().any(|g| glob(g, &vm.name))
+        && !p.exclude_vms.iter().any(|g| glob(g, &vm.name))
+}
+
 pub(crate) fn spread(key: &str, period_ms: u64) -> u64 {
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)

@@ -535,12 +535,61 @@ impl Supervisor {
             }
         }
         self.update_storm(now);
-        let vms: Vec<VmId> = self.vms.keys().cloned().collect();
+        let vms = self.vms_to_evaluate();
         for v in &vms {
             self.evaluate_vm(now, v);
         }
         self.place_waiting(now);
         self.refresh_backups(now);
+    }
+}
+
+impl Supervisor {
+    /// The VMs whose handler may do something now. A VM at rest is left out: protected and
+    /// healthy, powered on, nothing failing and no failing time kept (its handler reads no clock
+    /// then), or unprotected and recorded so, or kept off and still off. Every other VM is
+    /// evaluated: at 10,000 VMs this walk is what an observation costs, not 10,000 handlers.
+    fn vms_to_evaluate(&self) -> Vec<VmId> {
+        let mut out = Vec::new();
+        let mut inv = self.inv.vms.iter().peekable();
+        for (id, rec) in &self.vms {
+            // Both maps are ordered by id: walk them together instead of looking each VM up.
+            while inv.next_if(|(k, _)| *k < id).is_some() {}
+            let vm = match inv.peek() {
+                Some((k, vm)) if *k == id => *vm,
+                _ => {
+                    out.push(id.clone());
+                    continue;
+                }
+            };
+            if !vm_at_rest(vm, rec) {
+                out.push(id.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Whether a VM's handler would change nothing whatever the time (see `vms_to_evaluate`): no
+/// failing time kept and nothing that could start one (a zero-CPU spell is a clock running), and
+/// a state whose handler then does nothing.
+fn vm_at_rest(vm: &am_core::Vm, rec: &VmRec) -> bool {
+    let on = vm.power == am_core::PowerState::PoweredOn;
+    let quiet = rec.failing_since.is_none()
+        && (!on
+            || (rec.guest_alive != Some(false)
+                && vm.heartbeat != am_core::GuestHeartbeat::Red
+                && rec.cpu_zero_since.is_none()));
+    if !quiet {
+        return false;
+    }
+    if !vm.is_protected() {
+        return rec.state == VmState::Unprotected;
+    }
+    match rec.state {
+        VmState::Healthy => on,
+        VmState::StayOff { .. } => !on,
+        _ => false,
     }
 }
 

@@ -306,7 +306,10 @@ mod tests {
         for i in [0usize, 1, 7, 1 << 20, u32::MAX as usize - 1] {
             assert_eq!(HostIx::from_usize(i).index(), i);
         }
-        assert_eq!(HostIx::from_usize(u32::MAX as usize).index(), u32::MAX as usize - 1);
+        assert_eq!(
+            HostIx::from_usize(u32::MAX as usize).index(),
+            u32::MAX as usize - 1
+        );
         assert!(HostIx::from_usize(3) < HostIx::from_usize(4));
         assert_eq!(size_of::<Option<VmIx>>(), 4);
     }
