@@ -139,6 +139,9 @@ pub struct SushySpec {
     /// HTTPS with a certificate for 127.0.0.1/localhost signed by a CA of its own
     /// ([`Sushy::ca_file`]); a plain-HTTP twin serves the helpers.
     pub tls: bool,
+    /// The BMC refuses to power off (`ForceOff`, `GracefulShutdown`: HTTP 400 with a Redfish
+    /// error, `SUSHY_EMULATOR_DISABLE_POWER_OFF`): a fence that fails.
+    pub disable_power_off: bool,
 }
 
 /// One sushy-emulator process, behind a `sh` that kills it when our end of its stdin closes (so
@@ -320,6 +323,9 @@ impl Sushy {
             py_str(&dir.join("state").display().to_string()),
             py_str(&fake)
         );
+        if spec.disable_power_off {
+            config.push_str("SUSHY_EMULATOR_DISABLE_POWER_OFF = True\n");
+        }
         if let Some(url) = &spec.notify_url {
             config.push_str(&format!("EXTERNAL_NOTIFICATION_URL = {}\n", py_str(url)));
         }
