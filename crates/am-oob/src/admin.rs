@@ -122,7 +122,7 @@ impl AdminVcenter {
             host: host.to_owned(),
             url: self.s.url.clone(),
             vm: self.s.hosts.get(host).cloned().unwrap_or_default(),
-            failure,
+            failure: Box::new(failure),
         }
     }
 

@@ -83,7 +83,7 @@ pub enum OobError {
         /// The BMC's URL.
         url: String,
         /// Why.
-        failure: Failure,
+        failure: Box<Failure>,
     },
     /// The admin vCenter failed.
     #[error("{op} of {host} through the admin vCenter at {url} (VM {vm}): {failure}")]
@@ -97,7 +97,7 @@ pub enum OobError {
         /// The admin VM that is the host.
         vm: String,
         /// Why.
-        failure: Failure,
+        failure: Box<Failure>,
     },
 }
 
@@ -106,7 +106,7 @@ impl OobError {
     pub fn failure(&self) -> Option<&Failure> {
         match self {
             OobError::NotConfigured { .. } => None,
-            OobError::Redfish { failure, .. } | OobError::Admin { failure, .. } => Some(failure),
+            OobError::Redfish { failure, .. } | OobError::Admin { failure, .. } => Some(failure.as_ref()),
         }
     }
 
@@ -166,10 +166,10 @@ mod tests {
             op: "fence",
             host: "esx-1".into(),
             url: "https://bmc-1".into(),
-            failure: Failure::Http {
+            failure: Box::new(Failure::Http {
                 status: 401,
                 message: "bad credentials".into(),
-            },
+            }),
         };
         assert_eq!(
             e.to_string(),
@@ -186,9 +186,9 @@ mod tests {
             host: "esx-2".into(),
             url: "https://admin/sdk".into(),
             vm: "nested-2".into(),
-            failure: Failure::Timeout {
+            failure: Box::new(Failure::Timeout {
                 after: Duration::from_millis(1500),
-            },
+            }),
         };
         assert!(
             t.to_string().contains("VM nested-2") && t.to_string().contains("1500ms"),

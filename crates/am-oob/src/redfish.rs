@@ -125,7 +125,7 @@ impl Bmc {
             op: "setup",
             host: s.host.clone(),
             url: s.url.clone(),
-            failure,
+            failure: Box::new(failure),
         };
         let base = Url::parse(s.url.trim_end_matches('/'))
             .map_err(|e| err(Failure::Config(format!("not a URL: {e}"))))?;
@@ -176,7 +176,7 @@ impl Bmc {
             op,
             host: self.s.host.clone(),
             url: self.s.url.clone(),
-            failure,
+            failure: Box::new(failure),
         }
     }
 
@@ -460,23 +460,15 @@ impl Bmc {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(payload.to_string());
         let a = self.send(op, rb).await?;
-        self.ok(op, &a).map_err(|e| match e {
-            OobError::Redfish {
+        if !a.status.is_success() {
+            return Err(self.err(
                 op,
-                host,
-                url,
-                failure: Failure::Http { status, message },
-            } => OobError::Redfish {
-                op,
-                host,
-                url,
-                failure: Failure::Http {
-                    status,
-                    message: format!("session login refused: {message}"),
+                Failure::Http {
+                    status: a.status.as_u16(),
+                    message: format!("session login refused: {}", error_message(a.status, &a.body)),
                 },
-            },
-            other => other,
-        })?;
+            ));
+        }
         let token = a
             .headers
             .get("X-Auth-Token")

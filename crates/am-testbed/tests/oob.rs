@@ -159,6 +159,7 @@ fn redfish_over_tls_with_basic_auth() {
         notify_url: None,
         user_password: Some(("admin".into(), "s3cret".into())),
         tls: true,
+        ..SushySpec::default()
     });
     assert!(bmc.url.starts_with("https://127.0.0.1:"), "{}", bmc.url);
     assert!(
