@@ -359,13 +359,23 @@ async fn a_hung_host_is_fenced_through_its_bmc_then_its_vms_restart() {
         e.subject == subject
             && matches!(&e.kind, LogKind::Transition { to, reason, .. } if to.starts_with("isolated") && reason.contains("powered on out of band"))
     });
-    let fenced = pos(&|e| {
+    let fence_issued = pos(&|e| {
         e.subject == subject
-            && matches!(&e.kind, LogKind::Finished { ok: true, detail, .. } if detail.contains("fence_host"))
+            && matches!(
+                &e.kind,
+                LogKind::Issued {
+                    action: Action::FenceHost { .. },
+                    ..
+                }
+            )
     });
+    // Dead once the fence is confirmed, or, when the engine's own poll of the BMC reads the host
+    // off first (the ForceOff applied, the fence still confirming), dead on that reading: both
+    // say nothing of it runs.
     let dead = pos(&|e| {
         e.subject == subject
-            && matches!(&e.kind, LogKind::Transition { to, reason, .. } if to == "dead" && reason.contains("fenced"))
+            && matches!(&e.kind, LogKind::Transition { to, reason, .. } if to == "dead"
+                && (reason.contains("fenced") || reason.contains("powered off out of band")))
     });
     let failover = pos(&|e| {
         matches!(
@@ -377,10 +387,19 @@ async fn a_hung_host_is_fenced_through_its_bmc_then_its_vms_restart() {
         )
     });
     let story = d.story();
-    let (Some(i), Some(f), Some(x), Some(o)) = (isolated, fenced, dead, failover) else {
-        panic!("isolated {isolated:?}, fenced {fenced:?}, dead {dead:?}, failover {failover:?}:\n{story}");
+    let (Some(i), Some(f), Some(x), Some(o)) = (isolated, fence_issued, dead, failover) else {
+        panic!(
+            "isolated {isolated:?}, fence issued {fence_issued:?}, dead {dead:?}, failover {failover:?}:\n{story}"
+        );
     };
-    assert!(i < f && f <= x && x < o, "out of order:\n{story}");
+    assert!(i < f && f < x && x < o, "out of order:\n{story}");
+    d.wait("the fence to be confirmed", |log| {
+        log.iter().any(|e| {
+            e.subject == subject
+                && matches!(&e.kind, LogKind::Finished { ok: true, detail, .. } if detail.contains("fence_host"))
+        })
+    })
+    .await;
     // Confirmed Off: the BMC says so, and the host's VMs no longer run there.
     assert_eq!(sushy.power_state(&host), "Off");
     assert!(!sim.host_alive(&host));
