@@ -56,6 +56,11 @@ func (c *controller) mux() *http.ServeMux {
 	m.HandleFunc("/host/revive", c.post(c.hostRevive))
 	m.HandleFunc("/vm/guest-net", c.post(c.vmGuestNet))
 	m.HandleFunc("/truth", c.truth)
+	m.HandleFunc("/bmc/notify", c.bmcNotify)
+	m.HandleFunc("/nested", c.nestedInfo)
+	m.HandleFunc("/vm/power-on", c.post(c.vmPowerOn))
+	m.HandleFunc("/vm/reset", c.post(c.vmReset))
+	m.HandleFunc("/vm/revert", c.post(c.vmRevert))
 	return m
 }
 
@@ -85,6 +90,8 @@ type vmInfo struct {
 	GuestIP string `json:"guest_ip"`
 	Vmx     string `json:"vmx"`
 	Power   string `json:"power"`
+	// NestedHost: in an admin test bed (-nested-of), the managed test bed's host this VM is.
+	NestedHost string `json:"nested_host,omitempty"`
 }
 
 type hostInfo struct {
@@ -122,6 +129,7 @@ func (c *controller) inventory(w http.ResponseWriter, r *http.Request) {
 					}
 				})
 				vi.GuestIP = theWorld.vmIP(vi.Vmx)
+				vi.NestedHost = theNested.hostOf(ref)
 				hi.VMs = append(hi.VMs, vi)
 			}
 		}

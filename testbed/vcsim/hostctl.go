@@ -88,7 +88,12 @@ func (c *controller) hostPartition(r *http.Request) (interface{}, error) {
 // hostDown: the hypervisor stops (a crash or a power-off); vCenter loses the host and keeps
 // listing its VMs as they were.
 func hostDown(r *http.Request) (*simulator.HostSystem, []string, error) {
-	h, err := findHost(r.FormValue("name"))
+	return hostDownNamed(r.FormValue("name"))
+}
+
+// hostDownNamed is hostDown of the host with that name (or moref).
+func hostDownNamed(name string) (*simulator.HostSystem, []string, error) {
+	h, err := findHost(name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -152,7 +157,12 @@ func (c *controller) hostRevive(r *http.Request) (interface{}, error) {
 // vCenter: registered again on it and powered on if vCenter lost them, powered on if vCenter has
 // them there powered off, left alone (a conflict) if vCenter has them on another host.
 func heal(r *http.Request, cycle bool) (interface{}, error) {
-	h, err := findHost(r.FormValue("name"))
+	return healNamed(r.FormValue("name"), cycle)
+}
+
+// healNamed is heal of the host with that name (or moref).
+func healNamed(name string, cycle bool) (map[string]interface{}, error) {
+	h, err := findHost(name)
 	if err != nil {
 		return nil, err
 	}

@@ -4,10 +4,13 @@
 // it keeps a liveness model (world.go): hosts alive, partitioned or crashed, VMs running (also as
 // ghosts on a partitioned host), with TCP listeners at guest and management addresses and lock
 // files on the datastore for what runs (runtime.go, hostctl.go); SOAP calls can be held and
-// released (hold.go); -nfs makes the datastore an NFS export (nfs.go).
+// released (hold.go); -nfs makes the datastore an NFS export (nfs.go). /bmc/notify takes
+// sushy-tools' fake Redfish driver's power notifications (bmc.go); with -nested-of it is the admin
+// vCenter whose VMs are another test bed's hosts (nested.go).
 //
 // Files: main.go (flags, certificates, client mode), soap.go (the handler in front of vcsim),
-// control.go (the control endpoint), hold.go, world.go, runtime.go, hostctl.go, nfs.go.
+// control.go (the control endpoint), hold.go, world.go, runtime.go, hostctl.go, nfs.go, bmc.go,
+// nested.go.
 //
 // With -ctl URL -post PATH it is a client instead: one POST to a running test bed's control
 // endpoint (for hooks), the answer on stdout, exit 0 on HTTP 2xx and 1 otherwise.
@@ -71,10 +74,30 @@ func main() {
 	ctlURL := flag.String("ctl", "", "client mode: the control endpoint (http://127.0.0.1:PORT) to send one request to")
 	ctlPost := flag.String("post", "", "client mode: the path to POST (e.g. /host/revive?name=H)")
 	ctlGet := flag.String("get", "", "client mode: the path to GET (e.g. /truth)")
+	nestedOf := flag.String("nested-of", "", "admin test bed of nested hosts: the managed test bed's control endpoint (http://127.0.0.1:PORT)")
+	nestedHosts := flag.String("nested-hosts", "", "with -nested-of: the managed hosts' names (H1,H2,...), one powered-on VM each")
+	certsDir := flag.String("make-certs", "", "no simulator: write ca.pem, cert.pem and key.pem (for 127.0.0.1, ::1, localhost) into DIR")
 	flag.Parse()
 
 	if *ctlURL != "" {
 		os.Exit(clientMode(*ctlURL, *ctlPost, *ctlGet))
+	}
+	if *certsDir != "" {
+		if err := writeCerts(*certsDir); err != nil {
+			fatal("-make-certs: %v", err)
+		}
+		return
+	}
+	var nestedNames []string
+	if *nestedOf != "" || *nestedHosts != "" {
+		if *nestedOf == "" || *nestedHosts == "" {
+			fatal("-nested-of and -nested-hosts go together")
+		}
+		names, err := parseNames(*nestedHosts)
+		if err != nil {
+			fatal("-nested-hosts: %v", err)
+		}
+		nestedNames = names
 	}
 
 	if !*verbose {
@@ -144,6 +167,15 @@ func main() {
 		fatal("control listener: %v", err)
 	}
 	go func() { _ = http.Serve(ln, ctl.mux()) }()
+
+	if nestedNames != nil {
+		n, err := startNested(sdk, *nestedOf, nestedNames)
+		if err != nil {
+			fatal("-nested-of: %v", err)
+		}
+		theNested = n
+		fmt.Printf("VCSIM_NESTED_OF=%s\n", n.of)
+	}
 
 	fmt.Printf("VCSIM_URL=%s\n", sdk.String())
 	fmt.Printf("VCSIM_CONTROL=http://%s\n", ln.Addr().String())
@@ -220,6 +252,45 @@ func makeCerts() (tls.Certificate, []byte, error) {
 	}
 	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
+}
+
+// writeCerts writes a CA (ca.pem) and a server certificate it signed (cert.pem, key.pem) for
+// 127.0.0.1, ::1 and localhost into dir (for other test servers, e.g. sushy-tools' HTTPS), and
+// prints CERT_CA=, CERT_FILE=, CERT_KEY= and CERT_THUMBPRINT= (SHA-256 of the server certificate).
+func writeCerts(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cert, ca, err := makeCerts()
+	if err != nil {
+		return err
+	}
+	key, ok := cert.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return fmt.Errorf("unexpected key type %T", cert.PrivateKey)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"ca.pem":   ca,
+		"cert.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}),
+		"key.pem":  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}),
+	}
+	for name, b := range files {
+		mode := os.FileMode(0o644)
+		if name == "key.pem" {
+			mode = 0o600
+		}
+		if err := ioutil.WriteFile(filepath.Join(dir, name), b, mode); err != nil {
+			return err
+		}
+	}
+	sum := sha256.Sum256(cert.Certificate[0])
+	fmt.Printf("CERT_CA=%s\nCERT_FILE=%s\nCERT_KEY=%s\nCERT_THUMBPRINT=%s\n", filepath.Join(dir, "ca.pem"),
+		filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), colonHex(sum[:]))
+	return nil
 }
 
 // clientMode sends one request to a running test bed's control endpoint (for hooks), prints the

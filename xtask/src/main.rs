@@ -1,8 +1,11 @@
 //! `cargo xtask`: project chores that need more than cargo. Standard library only.
 //!
 //! - `cargo xtask test` installs what the tests need (Debian packages: Go, govmomi's source,
-//!   fping, iproute2) when run as root, builds the vcsim test bed, and runs every test of the
+//!   fping, iproute2, python3-venv, when run as root; sushy-tools from PyPI into
+//!   `target/sushy-venv` when missing), builds the vcsim test bed, and runs every test of the
 //!   workspace. This is the README's test command, and what `.ci/run` ends with.
+//! - `cargo xtask sushy install` installs sushy-tools (the Redfish emulator of the
+//!   out-of-band tests) into `target/sushy-venv` when missing and prints its `sushy-emulator`.
 //! - `cargo xtask ci` runs `cargo fmt --check`, `cargo clippy -- -D warnings`, `cargo deny check`
 //!   (bans, licenses, sources), then `cargo xtask test`.
 //! - `cargo xtask vcsim build` builds the vcsim test bed into `target/vcsim/am-vcsim`.
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let res = match args.as_slice() {
         ["vcsim", "build"] => build_vcsim().map(|p| println!("{}", p.display())),
         ["vcsim", "start", rest @ ..] => start_vcsim(rest),
+        ["sushy", "install"] => am_testbed::install_sushy(&root()).map(|p| println!("{}", p.display())),
         ["bench-soap", rest @ ..] => bench_soap(rest),
         ["test", rest @ ..] => test(rest),
         ["ci"] => ci(),
@@ -42,16 +46,19 @@ const USAGE: &str = "usage:
   cargo xtask test [-- CARGO TEST ARGS]   install what the tests need, build vcsim, run every test
   cargo xtask ci                          fmt, clippy, deny, then `cargo xtask test` (what .ci/run runs)
   cargo xtask vcsim build
+  cargo xtask sushy install               sushy-tools (Redfish emulator) into target/sushy-venv
   cargo xtask vcsim start [-- -hosts N -vms-per-host N -listen ADDR -control ADDR ...]
   cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]";
 
 /// Debian packages the tests need: Go and govmomi's source (vcsim), fping (the probe benchmark's
-/// baseline), iproute2 (network namespaces in the probe tests).
-const TEST_PACKAGES: [&str; 4] = [
+/// baseline), iproute2 (network namespaces in the probe tests), python3-venv (the venv that
+/// sushy-tools is installed into).
+const TEST_PACKAGES: [&str; 5] = [
     "golang-go",
     "golang-github-vmware-govmomi-dev",
     "fping",
     "iproute2",
+    "python3-venv",
 ];
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -110,6 +117,10 @@ fn test(rest: &[&str]) -> Result<()> {
     cmd.args(["test", "--workspace", "--no-fail-fast"])
         .env("AM_VCSIM_BIN", &vcsim)
         .current_dir(root());
+    // An AM_SUSHY_BIN given is used as it is; else the venv, installed when missing.
+    if std::env::var_os("AM_SUSHY_BIN").is_none() {
+        cmd.env("AM_SUSHY_BIN", am_testbed::install_sushy(&root())?);
+    }
     if !rest.is_empty() {
         cmd.args(rest.iter().skip_while(|a| **a == "--"));
     }

@@ -365,7 +365,7 @@ impl Engine {
 async fn watch_power(
     source: Arc<dyn PowerSource>,
     tx: mpsc::UnboundedSender<Observation>,
-    names: watch::Receiver<BTreeMap<String, HostId>>,
+    mut names: watch::Receiver<BTreeMap<String, HostId>>,
     mut kick: mpsc::UnboundedReceiver<HostId>,
     every: Duration,
 ) {
@@ -373,19 +373,27 @@ async fn watch_power(
     let read_timeout = every.max(Duration::from_secs(5));
     let mut next_round = tokio::time::Instant::now();
     loop {
+        // A round when it is due, and at once when the hosts change (the first inventory: every
+        // host has its power read from the start, not one interval later).
         let only = tokio::select! {
             () = tokio::time::sleep_until(next_round) => None,
             h = kick.recv() => match h {
                 Some(h) => Some(h),
                 None => return,
             },
+            changed = names.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                None
+            }
         };
         if only.is_none() {
             next_round = tokio::time::Instant::now() + every;
         }
         let readable: BTreeSet<String> = source.hosts().into_iter().collect();
         let batch: Vec<(String, HostId)> = names
-            .borrow()
+            .borrow_and_update()
             .iter()
             .filter(|(name, id)| readable.contains(*name) && only.as_ref().is_none_or(|o| o == *id))
             .map(|(n, id)| (n.clone(), id.clone()))

@@ -3,7 +3,8 @@
 //! The one launcher and control client of the vcsim test bed (`testbed/vcsim`, govmomi's vCenter
 //! simulator with fault injection and a liveness model, see `testbed/README.md`), used by every
 //! test that talks to it and by `cargo xtask` (which builds it). Standard library and
-//! `serde_json` only; the control client is plain blocking HTTP/1.1 on loopback.
+//! `serde_json` only; the control client is plain blocking HTTP/1.1 on loopback. [`Sushy`] runs
+//! sushy-tools' `sushy-emulator` (Python, from PyPI: `cargo xtask sushy install`) as a program.
 //!
 //! ```no_run
 //! use am_testbed::{Spec, Vcsim};
@@ -12,6 +13,37 @@
 //! sim.post("/host/partition?name=DC0_C0_H1");
 //! let truth = sim.truth();
 //! assert!(truth["hosts"]["DC0_C0_H1"]["partitioned"].as_bool().unwrap_or(false));
+//! ```
+//!
+//! Out-of-band control of the hosts, two ways (see `testbed/README.md`):
+//!
+//! - [`Sushy`]: sushy-tools' Redfish emulator (fake driver), one system per host, whose power
+//!   notifications reach the test bed's `/bmc/notify`: a ForceOff through Redfish powers the host
+//!   off, an On brings it back.
+//! - An admin test bed ([`Spec::nested_of`]): a second am-vcsim whose VMs are the managed test
+//!   bed's hosts (nested ESXi); powering such a VM off powers the host off, powering it on,
+//!   resetting it or reverting it to its `clean` snapshot revives the host.
+//!
+//! ```no_run
+//! use am_testbed::{Spec, Sushy, Vcsim};
+//! use std::time::Duration;
+//!
+//! let managed = Vcsim::start(&Spec::default());
+//! let bmc = Sushy::start(&managed.sushy_spec());
+//! bmc.force("DC0_C0_H0", "ForceOff");
+//! bmc.wait_power("DC0_C0_H0", "Off", Duration::from_secs(30));
+//! assert!(!managed.host_alive("DC0_C0_H0"));
+//!
+//! let admin = Vcsim::start(&Spec {
+//!     vms_per_host: 0,
+//!     nested_of: Some(managed.control.clone()),
+//!     nested_hosts: managed.host_names(),
+//!     ..Spec::default()
+//! });
+//! admin.post("/vm/power-off?name=DC0_C0_H1&user=ops"); // PowerOffVM_Task through its SDK
+//! assert!(!managed.host_alive("DC0_C0_H1"));
+//! admin.post("/vm/revert?name=DC0_C0_H1&snapshot=clean"); // RevertToSnapshot_Task
+//! assert!(managed.host_alive("DC0_C0_H1"));
 //! ```
 
 // Test support: a failed expectation here is a failed test, said loudly.
@@ -23,6 +55,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
+
+mod sushy;
+pub use sushy::{SUSHY_REQUIREMENT, Sushy, SushySpec, find_sushy, install_sushy, sushy_binary, sushy_venv};
 
 /// The workspace root: the nearest directory above this crate that holds the test bed.
 pub fn workspace_root() -> PathBuf {
@@ -113,6 +148,12 @@ pub struct Spec {
     pub nfs: bool,
     /// Placement seed.
     pub seed: u64,
+    /// Makes this an admin test bed of nested hosts (`-nested-of`): the managed test bed's
+    /// control endpoint ([`Vcsim::control`]); with [`Spec::nested_hosts`].
+    pub nested_of: Option<String>,
+    /// With `nested_of` (`-nested-hosts`): the managed hosts' names; one powered-on VM each, named
+    /// alike, with a snapshot `clean`.
+    pub nested_hosts: Vec<String>,
 }
 
 impl Default for Spec {
@@ -127,6 +168,8 @@ impl Default for Spec {
             mgmt_port: 0,
             nfs: false,
             seed: 1,
+            nested_of: None,
+            nested_hosts: Vec::new(),
         }
     }
 }
@@ -176,6 +219,13 @@ impl Vcsim {
         ]);
         if let Some(l) = &spec.listen {
             cmd.args(["-listen", l]);
+        }
+        if let Some(of) = &spec.nested_of {
+            assert!(
+                !spec.nested_hosts.is_empty(),
+                "Spec::nested_of needs Spec::nested_hosts"
+            );
+            cmd.args(["-nested-of", of, "-nested-hosts", &spec.nested_hosts.join(",")]);
         }
         if std::env::var_os("AM_VCSIM_VERBOSE").is_some() {
             cmd.arg("-verbose");
@@ -295,6 +345,44 @@ impl Vcsim {
         self.get("/inventory")
     }
 
+    /// The names of its hosts (from `/inventory`), sorted.
+    pub fn host_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inventory()
+            .as_array()
+            .map(|hosts| {
+                hosts
+                    .iter()
+                    .filter_map(|h| h["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Whether the host runs (`alive` in `/truth`); an unknown host fails the test.
+    pub fn host_alive(&self, name: &str) -> bool {
+        let truth = self.truth();
+        truth["hosts"][name]["alive"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("no host {name} in /truth: {}", truth["hosts"]))
+    }
+
+    /// Where a BMC emulator sends its power notifications (`/bmc/notify`).
+    pub fn bmc_notify_url(&self) -> String {
+        format!("{}/bmc/notify", self.control)
+    }
+
+    /// A [`SushySpec`] with one system per host of this test bed, powered on, notifying it.
+    pub fn sushy_spec(&self) -> SushySpec {
+        SushySpec {
+            systems: self.host_names().into_iter().map(|n| (n, true)).collect(),
+            notify_url: Some(self.bmc_notify_url()),
+            ..SushySpec::default()
+        }
+    }
+
     /// The command line that makes this test bed do `path` from a hook (client mode).
     pub fn hook_command(&self, path_and_query: &str) -> Vec<String> {
         vec![
@@ -321,12 +409,31 @@ impl Drop for Vcsim {
 
 /// A blocking HTTP/1.1 request with no body to `host` (`127.0.0.1:PORT`): status and body.
 pub fn http(host: &str, method: &str, path: &str) -> Result<(u16, String), String> {
+    http_with(host, method, path, &[], None)
+}
+
+/// A blocking plain HTTP/1.1 request to `host` (`127.0.0.1:PORT`) with extra `headers` and a
+/// `body` (content type, text): status and body.
+pub fn http_with(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect(host).map_err(|e| format!("connect {host}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(90)))
         .map_err(|e| e.to_string())?;
-    let req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let (ctype, text) = body.unwrap_or(("", ""));
+    if !ctype.is_empty() {
+        req.push_str(&format!("Content-Type: {ctype}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{text}", text.len()));
     stream.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;

@@ -549,6 +549,20 @@ impl Hypervisor for VsphereBackend {
     }
 }
 
+/// What out-of-band control outside the adapter needs (a host's BMC, an admin vCenter).
+impl VsphereBackend {
+    /// A host's name in vCenter (its id when vCenter does not answer): what out-of-band
+    /// controllers are configured by.
+    pub async fn host_name(&self, host: &HostId) -> String {
+        self.inner.host_vars(host).await.0
+    }
+
+    /// Has the inventory feed read a host again now (an out-of-band action changed it).
+    pub fn refresh_host(&self, host: &HostId) {
+        self.inner.shared().refresh(host_ref(host));
+    }
+}
+
 /// One method per action, as `execute` dispatches them.
 impl VsphereBackend {
     /// Destroys one of the manager's backup clones: only a VM named as one (`... (am backup of

@@ -83,8 +83,11 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls configuration for a mode.
-pub(crate) fn client_config(mode: &TlsMode) -> Result<ClientConfig, Error> {
+/// The rustls configuration for a mode: what [`crate::HttpTransport`] uses, and what other
+/// clients that must check certificates the same way (a BMC's Redfish service) hand to their
+/// HTTP client (`reqwest::ClientBuilder::use_preconfigured_tls`). Errors are
+/// [`Error::Config`] naming the CA file or the trust store.
+pub fn client_config(mode: &TlsMode) -> Result<ClientConfig, Error> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -8,9 +8,13 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod oob;
 mod secret;
 mod sections;
 
+pub use oob::{
+    AdminReviveConfig, AdminVcenterConfig, BmcAuth, BmcConfig, BmcHostConfig, BmcResolved, REVIVE_RESETS,
+};
 pub use secret::{SecretSource, SecretString};
 pub use sections::{AlarmConfig, ApiConfig, HookConfig, HooksConfig, SpareConfig, VcenterConfig};
 
@@ -40,6 +44,10 @@ pub struct DaemonConfig {
     pub spares: std::collections::BTreeMap<String, SpareConfig>,
     /// Out-of-band revival and fencing commands.
     pub hooks: HooksConfig,
+    /// Hosts' BMCs (Redfish): power read, fenced and revived out of band.
+    pub bmc: BmcConfig,
+    /// An admin vCenter whose VMs are the managed hosts (nested ESXi).
+    pub admin_vcenter: Option<AdminVcenterConfig>,
     /// Supervisor policies.
     pub supervisor: supervisor::Config,
     /// Probe settings.
@@ -166,6 +174,7 @@ impl DaemonConfig {
             }
         }
         self.validate_vsphere(&mut bad);
+        oob::validate(&self.bmc, self.admin_vcenter.as_ref(), &mut bad);
         if let Some(url) = &self.alarms.webhook_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 bad.push(ConfigError::Invalid {
@@ -292,6 +301,7 @@ impl DaemonConfig {
         for (name, s) in &self.spares {
             sources.push((format!("spares.{name}.password"), &s.password));
         }
+        sources.extend(oob::secret_sources(&self.bmc, self.admin_vcenter.as_ref()));
         sources
             .into_iter()
             .map(|(key, src)| {
@@ -407,12 +417,19 @@ mod tests {
             .replace("[targets.hosts.addresses]", "[targets.hosts.addresses]\n\"esx-1\" = \"10.0.0.1\"")
             .replace("[api]\n", "[api]\ntoken = { file = \"/etc/am/token\" }\n")
             .replace("[alarms]\n", "[alarms]\nwebhook_url = \"https://alerts.example/am\"\n")
+            .replace("[bmc.hosts]\n", "[bmc.hosts.\"esx-1\"]\nurl = \"https://10.0.0.1\"\nuser = \"root\"\npassword = { env = \"B\" }\n")
+            + "\n[admin_vcenter]\nurl = \"https://admin/sdk\"\nuser = \"root\"\npassword = { env = \"A\" }\nhosts = { \"esx-2\" = \"nested-esx-2\" }\n"
     }
 
     /// Every table of `v` (dotted paths; array elements as `key[i]`), except maps whose keys are
     /// names (hosts by name, spares by name).
     fn tables(v: &toml::Value, path: &str, out: &mut Vec<String>) {
-        const MAPS: [&str; 2] = ["targets.hosts.addresses", "spares"];
+        const MAPS: [&str; 4] = [
+            "targets.hosts.addresses",
+            "spares",
+            "bmc.hosts",
+            "admin_vcenter.hosts",
+        ];
         match v {
             toml::Value::Table(t) => {
                 if !MAPS.contains(&path) {
@@ -484,6 +501,11 @@ mod tests {
             "api",
             "api.token",
             "alarms",
+            "bmc",
+            "bmc.hosts.esx-1",
+            "bmc.hosts.esx-1.password",
+            "admin_vcenter",
+            "admin_vcenter.password",
         ] {
             assert!(
                 paths.iter().any(|p| p == expected),
@@ -540,6 +562,8 @@ mod tests {
             "alarms.webhook_url",
             "targets.hosts.addresses.",
             "vcenter.password.",
+            "bmc.hosts.",
+            "admin_vcenter.",
         ];
         let missing: Vec<&String> = keys
             .iter()

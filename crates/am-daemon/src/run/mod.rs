@@ -8,8 +8,11 @@
 //! user as vCenter reports it (e.g. `VSPHERE.LOCAL\svc-am` for `svc-am@vsphere.local`).
 //!
 //! Rooms: [`options`] turns the configuration into the adapter's and the supervisor's settings;
-//! `sinks` posts alarms to vCenter.
+//! [`oob`] builds the out-of-band controllers (`[bmc]`, `[admin_vcenter]`): they are the
+//! engine's power source and take the revival and fencing of the hosts they cover; `sinks`
+//! posts alarms to vCenter.
 
+pub mod oob;
 pub mod options;
 mod sinks;
 
@@ -121,6 +124,11 @@ pub async fn run_with(
         None => Arc::new(NoProbes),
     };
     let password = vc.password.read("vcenter.password")?;
+    let out_of_band = oob::out_of_band(&cfg)?.map(Arc::new);
+    if let Some(o) = out_of_band.clone() {
+        // The admin vCenter's login, if any, in the background: one down at start delays nothing.
+        tokio::spawn(async move { o.connect().await });
+    }
     let mut settings = ConnectSettings::new(
         &vc.url,
         &vc.user,
@@ -139,7 +147,7 @@ pub async fn run_with(
         "connected to vCenter"
     );
     let clock = Arc::new(probe::TokioClock::new());
-    let supervisor = options::supervisor_config(&cfg, &opts, &session.user_name);
+    let supervisor = options::supervisor_config(&cfg, &opts, &session.user_name, out_of_band.is_some());
     let backend = VsphereBackend::new(client.clone(), opts, clock.clone())
         .await
         .map_err(|source| RunError::Setup {
@@ -152,6 +160,7 @@ pub async fn run_with(
         isolation_addresses: cfg.isolation_addresses.clone(),
         health_interval: Some(vc.health_interval),
         health_timeout: vc.health_timeout,
+        power_interval: cfg.bmc.poll_interval,
         ..EngineConfig::default()
     };
     let (journal, restore) = match extras.journal {
@@ -174,11 +183,15 @@ pub async fn run_with(
         )?));
     }
     sinks.extend(extras.sinks);
+    let hypervisor: Arc<dyn am_core::Hypervisor> = match &out_of_band {
+        Some(o) => Arc::new(oob::OutOfBandHypervisor::new(backend.clone(), o.clone())),
+        None => Arc::new(backend.clone()),
+    };
     let backends = Backends {
-        hypervisor: Arc::new(executor::Retrying::new(Arc::new(backend.clone()))),
+        hypervisor: Arc::new(executor::Retrying::new(hypervisor)),
         source: Arc::new(backend),
         prober,
-        power: None,
+        power: out_of_band.clone().map(|o| o as Arc<dyn am_core::PowerSource>),
         clock,
         journal,
         sinks,
@@ -264,6 +277,13 @@ pub async fn run_with(
         tracing::debug!("HTTP API did not stop in time");
     }
     drop(stop_rx);
+    if let Some(o) = &out_of_band
+        && tokio::time::timeout(Duration::from_millis(500), o.stop())
+            .await
+            .is_err()
+    {
+        tracing::debug!("closing the out-of-band sessions timed out");
+    }
     if tokio::time::timeout(Duration::from_millis(300), client.logout())
         .await
         .is_err()

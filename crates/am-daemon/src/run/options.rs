@@ -47,9 +47,18 @@ pub fn vsphere_options(cfg: &DaemonConfig) -> Result<Options, ConfigError> {
 }
 
 /// The supervisor's settings as `run` uses them: the manager's user is the vCenter session's;
-/// revival and fencing are tried only where a hook can do them; the spares are those of the
+/// revival and fencing are tried only where a hook or an out-of-band controller (`out_of_band`:
+/// a BMC or an admin vCenter VM for some host) can do them; the spares are those of the
 /// `[spares]` section unless `supervisor.spares` names some.
-pub fn supervisor_config(cfg: &DaemonConfig, opts: &Options, session_user: &str) -> supervisor::Config {
+///
+/// The capabilities are global, not per host: with a BMC for some hosts and no hook, a fence
+/// of a host without one fails (`FenceFailed`), and nothing of that host is restarted.
+pub fn supervisor_config(
+    cfg: &DaemonConfig,
+    opts: &Options,
+    session_user: &str,
+    out_of_band: bool,
+) -> supervisor::Config {
     let mut s = cfg.supervisor.clone();
     if s.manager_user != session_user {
         tracing::info!(
@@ -60,8 +69,8 @@ pub fn supervisor_config(cfg: &DaemonConfig, opts: &Options, session_user: &str)
         s.manager_user = session_user.to_owned();
     }
     s.capabilities = supervisor::Capabilities {
-        revive: opts.revive_hook.is_some(),
-        fence: opts.fence_hook.is_some(),
+        revive: opts.revive_hook.is_some() || out_of_band,
+        fence: opts.fence_hook.is_some() || out_of_band,
     };
     if s.spares.is_empty() {
         s.spares = opts.spares.keys().cloned().collect();
@@ -134,7 +143,7 @@ mod tests {
         assert_eq!(opts.capacity.memory, am_vsphere::MemoryModel::Configured);
         assert_eq!(opts.fence_hook.as_ref().map(|h| h.timeout.as_secs()), Some(30));
         assert!(opts.revive_hook.is_none());
-        let s = supervisor_config(&cfg, &opts, "VSPHERE.LOCAL\\am");
+        let s = supervisor_config(&cfg, &opts, "VSPHERE.LOCAL\\am", false);
         assert_eq!(s.manager_user, "VSPHERE.LOCAL\\am");
         assert!(s.capabilities.fence && !s.capabilities.revive);
         assert!(icmp_wanted(&cfg, &opts).is_empty(), "both probe by TCP");
@@ -165,7 +174,7 @@ mod tests {
             !format!("{:?}", opts.spares["spare-1"]).contains("s3cret"),
             "never printed"
         );
-        let s = supervisor_config(&cfg, &opts, "am");
+        let s = supervisor_config(&cfg, &opts, "am", false);
         assert_eq!(s.spares, ["spare-1"]);
     }
 }
