@@ -18,6 +18,9 @@ pub struct BoardOptions {
     pub snapshot_recent: usize,
     /// How VM demand and host capacity are counted, as plans and the status say it.
     pub capacity_model: Option<String>,
+    /// How stale the snapshot may grow while steps change nothing (no audit line, no command):
+    /// a capture copies every VM's row, which at 10,000 VMs is what an idle step would cost.
+    pub idle_refresh: std::time::Duration,
 }
 
 impl Default for BoardOptions {
@@ -26,6 +29,7 @@ impl Default for BoardOptions {
             recent_capacity: 1000,
             snapshot_recent: 50,
             capacity_model: None,
+            idle_refresh: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -77,6 +81,8 @@ struct View {
 #[derive(Debug, Default)]
 struct Work {
     since: BTreeMap<Subject, Time>,
+    /// When the snapshot was last captured (the supervisor's time).
+    captured: Option<Time>,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -127,6 +133,11 @@ impl Board {
     pub fn observe(&self, now: Time, out: &Output, sup: &Supervisor, exec: Option<&ExecutorStatus>) {
         let opts = &self.shared.opts;
         let mut work = lock(&self.shared.work);
+        let idle = out.log.is_empty() && out.commands.is_empty();
+        if idle && work.captured.is_some_and(|at| now.since(at) < opts.idle_refresh) {
+            return;
+        }
+        work.captured = Some(now);
         for e in &out.log {
             if let LogKind::Transition { .. } = e.kind {
                 work.since.insert(e.subject.clone(), e.at);

@@ -2,21 +2,33 @@
 
 /// Whether `text` matches `pattern`, where `*` is any run of characters and `?` any one.
 pub fn glob(pattern: &str, text: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if pattern.is_ascii() && text.is_ascii() {
+        return matches(pattern.as_bytes(), text.as_bytes());
+    }
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    matches(&p, &t)
+}
+
+/// The matcher over characters (bytes when both sides are ASCII: no copy).
+fn matches<C: Copy + PartialEq + From<u8>>(p: &[C], t: &[C]) -> bool {
+    let (any, one) = (C::from(b'*'), C::from(b'?'));
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        match p.get(pi) {
-            Some('?') => {
+        match p.get(pi).copied() {
+            Some(c) if c == one => {
                 pi += 1;
                 ti += 1;
             }
-            Some('*') => {
+            Some(c) if c == any => {
                 star = Some(pi);
                 mark = ti;
                 pi += 1;
             }
-            Some(c) if *c == t[ti] => {
+            Some(c) if c == t[ti] => {
                 pi += 1;
                 ti += 1;
             }
@@ -30,7 +42,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == any)
 }
 
 #[cfg(test)]

@@ -53,9 +53,10 @@ impl Supervisor {
             .filter(|(_, r)| r.state != HostState::Removed)
             .map(|(id, _)| id)
             .collect();
+        let probed = self.hosts_with_probed_guests();
         let single: Vec<String> = live
             .iter()
-            .filter(|h| self.second_signals(h).is_empty())
+            .filter(|h| self.signals_of(h, probed.contains(*h)).is_empty())
             .map(|h| self.host_label(h))
             .collect();
         if single.is_empty() {
@@ -73,7 +74,7 @@ impl Supervisor {
             Subject::Cluster,
             Severity::Warning,
             format!(
-                "{} of {} hosts have no failure signal but vCenter's connection state ({names}): {what}; configure management or guest probes",
+                "{} of {} hosts have no failure signal but vCenter's connection state ({names}): {what}; configure management or guest probes, or a BMC",
                 single.len(),
                 live.len()
             ),

@@ -305,6 +305,25 @@ impl Supervisor {
     /// The host's failure signals besides the management server's connection state: what can
     /// tell a dead host from one only cut off from vCenter.
     pub(crate) fn second_signals(&self, host: &HostId) -> Vec<&'static str> {
+        let guests = self
+            .inv
+            .vms_on(host)
+            .any(|v| v.guest_address.is_some() && v.power == PowerState::PoweredOn);
+        self.signals_of(host, guests)
+    }
+
+    /// The hosts with a running VM whose guest is probed, in one pass over the VMs.
+    pub(crate) fn hosts_with_probed_guests(&self) -> BTreeSet<&HostId> {
+        self.inv
+            .vms
+            .values()
+            .filter(|v| v.guest_address.is_some() && v.power == PowerState::PoweredOn)
+            .filter_map(|v| v.host.as_ref())
+            .collect()
+    }
+
+    /// [`Self::second_signals`], told whether guests on it are probed.
+    pub(crate) fn signals_of(&self, host: &HostId, guests_probed: bool) -> Vec<&'static str> {
         let mut found = Vec::new();
         let Some(h) = self.inv.hosts.get(host) else {
             return found;
@@ -318,11 +337,7 @@ impl Supervisor {
         if self.hosts.get(host).is_some_and(|r| r.power_read) {
             found.push("out-of-band power");
         }
-        if self
-            .inv
-            .vms_on(host)
-            .any(|v| v.guest_address.is_some() && v.power == PowerState::PoweredOn)
-        {
+        if guests_probed {
             found.push("guest probes");
         }
         found
