@@ -285,7 +285,8 @@ impl Supervisor {
 
     /// Places VMs that wait for a host, highest priority first; adds a spare when some fit nowhere.
     pub(crate) fn place_waiting(&mut self, now: Time) {
-        if now < self.capacity_retry_at || self.manager_isolated() {
+        // Nothing is placed while vCenter does not answer: a failover could not reach it.
+        if now < self.capacity_retry_at || self.vcenter_down(now) {
             return;
         }
         // A VM whose host is no longer dead (it came back while the failover was under way, and

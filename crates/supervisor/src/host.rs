@@ -19,7 +19,8 @@ struct Signals {
     heartbeat: Option<Time>,
     /// Its power as read out of band, if it is.
     power: Option<am_core::PowerReading>,
-    /// No host action in flight, and the interval since the last one has passed.
+    /// No host action in flight, the interval since the last one has passed, and vCenter answers
+    /// (a host action that cannot reach vCenter would never reach the host).
     idle: bool,
 }
 
@@ -60,7 +61,7 @@ impl Supervisor {
             reachable: !conn_bad && !ping_bad,
             heartbeat: h.storage_heartbeat,
             power: rec.power,
-            idle: rec.action.is_none() && now >= rec.next_action_at,
+            idle: rec.action.is_none() && now >= rec.next_action_at && !self.vcenter_down(now),
         })
     }
 
@@ -386,7 +387,7 @@ impl Supervisor {
             || sig.heartbeat.is_some()
             || self.cfg.single_signal != SingleSignal::CheckLocks
             || !self.second_signals(host).is_empty()
-            || self.manager_isolated()
+            || self.vcenter_down(now)
         {
             return false;
         }
@@ -620,6 +621,7 @@ impl Supervisor {
                 Some(
                     VmState::Healthy
                         | VmState::Verifying { .. }
+                        | VmState::Deferred { .. }
                         | VmState::Failed
                         | VmState::OffUnexplained { .. }
                 )

@@ -47,6 +47,17 @@ impl Supervisor {
         }
     }
 
+    /// A step that waited for vCenter is issued again (or the ladder goes on from it, if it cannot
+    /// be issued any more: e.g. the restart limit was reached meanwhile).
+    pub(crate) fn resume_step(&mut self, now: Time, vm: &VmId, step: Step, reason: String) {
+        let after = Step::LADDER
+            .iter()
+            .position(|s| *s == step)
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| Step::LADDER.get(i).copied());
+        self.next_step(now, vm, after, reason);
+    }
+
     pub(crate) fn begin_ladder(&mut self, now: Time, vm: &VmId, cause: String) {
         self.open_vm_incident(now, vm, cause.clone());
         self.next_step(now, vm, None, cause);
@@ -99,9 +110,6 @@ impl Supervisor {
                         );
                         continue;
                     }
-                    if let Some(r) = self.vms.get_mut(vm_id) {
-                        r.restarts.push_back(now);
-                    }
                     if vm.power == PowerState::PoweredOn {
                         Action::Reset { vm: vm_id.clone() }
                     } else {
@@ -138,6 +146,21 @@ impl Supervisor {
                 }
                 Step::Failover => continue,
             };
+            if self.vcenter_down(now) {
+                // It could not reach the VM: it waits, and nothing is counted.
+                self.set_vm_state(
+                    now,
+                    vm_id,
+                    VmState::Deferred { step },
+                    format!("{reason}; vCenter does not answer: {} waits for it", step.name()),
+                );
+                return;
+            }
+            if step == Step::Restart
+                && let Some(r) = self.vms.get_mut(vm_id)
+            {
+                r.restarts.push_back(now);
+            }
             self.start_step(
                 now,
                 vm_id,

@@ -333,7 +333,13 @@ pub struct Supervisor {
     backup_lag_noted: Option<Time>,
     /// Admission control as last computed from fresh plans.
     admission: Option<planner::Admission>,
+    /// Until when vCenter is taken for down after a call failed because it could not be reached
+    /// (before the inventory source says so, or while only calls fail).
+    vcenter_retry_at: Time,
 }
+
+/// How long vCenter is taken for down after a call could not reach it.
+const VCENTER_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Supervisor {
     /// A supervisor with no inventory yet; feed it an [`Observation::Inventory`] first.
@@ -366,6 +372,7 @@ impl Supervisor {
             prune_due: BTreeSet::new(),
             backup_lag_noted: None,
             admission: None,
+            vcenter_retry_at: Time::ZERO,
         }
     }
 
@@ -494,6 +501,13 @@ impl Supervisor {
     /// Whether the manager considers itself isolated (and so acts on nothing).
     pub fn manager_isolated(&self) -> bool {
         self.manager_net == ManagerNet::Isolated
+    }
+
+    /// Whether vCenter is known not to answer now (the manager isolated, the inventory source
+    /// lost, or a call that could not reach it moments ago): no action is issued, since it could
+    /// not get to its object, and none that failed so is counted against its object.
+    pub(crate) fn vcenter_down(&self, now: Time) -> bool {
+        self.manager_isolated() || self.source == SourceState::Lost || now < self.vcenter_retry_at
     }
 
     /// A serializable view of all states.

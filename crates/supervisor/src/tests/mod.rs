@@ -4,6 +4,7 @@
 
 mod backup;
 mod host;
+mod vcenter;
 mod vm;
 
 use super::*;
