@@ -37,6 +37,16 @@ pub(crate) fn datastore_constraints<'a>(
     c
 }
 
+/// `view` with each of `placements` running where it is placed.
+pub(crate) fn occupy(view: &mut Inventory, placements: &BTreeMap<VmId, HostId>) {
+    for (vm, to) in placements {
+        if let Some(v) = view.vms.get_mut(vm) {
+            v.host = Some(to.clone());
+            v.power = PowerState::PoweredOn;
+        }
+    }
+}
+
 /// Whether `host` can run `vm` as far as its datastore goes (mounted there, or mounts unknown).
 pub(crate) fn sees_datastore(inv: &Inventory, vm: &VmId, host: &HostId) -> bool {
     let Some(ds) = inv.vms.get(vm).and_then(|v| v.datastore.as_ref()) else {
@@ -54,6 +64,39 @@ impl Supervisor {
         let constraints = datastore_constraints(view, vms.iter());
         planner::place_with(view, &constraints, vms, exclude, &self.cfg.placement)
             .unwrap_or_else(|_| planner::place(view, vms, exclude, &self.cfg.placement))
+    }
+
+    /// Places `vms` on `view` away from `unusable`: together, except the VMs whose earlier
+    /// failover failed on some hosts, which are placed after them, one at a time, away from those
+    /// hosts too, each on what the ones before it left.
+    pub(crate) fn place_excluding(
+        &self,
+        view: &Inventory,
+        vms: &[VmId],
+        unusable: &BTreeSet<HostId>,
+    ) -> planner::Plan {
+        let excluded = |v: &VmId| {
+            self.vms
+                .get(v)
+                .map(|r| &r.failover_excluded)
+                .filter(|x| !x.is_empty())
+        };
+        let (fresh, retried): (Vec<VmId>, Vec<VmId>) =
+            vms.iter().cloned().partition(|v| excluded(v).is_none());
+        let mut plan = self.place(view, &fresh, unusable);
+        if retried.is_empty() {
+            return plan;
+        }
+        let mut view = view.clone();
+        for vm in retried {
+            occupy(&mut view, &plan.placements);
+            let mut exclude = unusable.clone();
+            exclude.extend(excluded(&vm).into_iter().flatten().cloned());
+            let single = self.place(&view, std::slice::from_ref(&vm), &exclude);
+            plan.placements.extend(single.placements);
+            plan.unplaced.extend(single.unplaced);
+        }
+        plan
     }
 
     /// Hosts no VM may go to now.
@@ -330,26 +373,12 @@ impl Supervisor {
                     }
                 }
             }
-            // VMs whose earlier failover failed on a host try the others first, one at a time.
-            let (fresh, retried): (Vec<VmId>, Vec<VmId>) = waiting
+            let rest: Vec<VmId> = waiting
                 .iter()
                 .filter(|v| !by_plan.contains_key(*v))
                 .cloned()
-                .partition(|v| self.vms.get(v).is_none_or(|r| r.failover_excluded.is_empty()));
-            let mut plan = self.place(&view, &fresh, &unusable);
-            for vm in retried {
-                let mut exclude = unusable.clone();
-                exclude.extend(
-                    self.vms
-                        .get(&vm)
-                        .map(|r| r.failover_excluded.clone())
-                        .unwrap_or_default(),
-                );
-                let single = self.place(&view, std::slice::from_ref(&vm), &exclude);
-                plan.placements.extend(single.placements);
-                plan.unplaced.extend(single.unplaced);
-            }
-            plan
+                .collect();
+            self.place_excluding(&view, &rest, &unusable)
         };
         let mut plan = plan;
         plan.placements
@@ -381,7 +410,7 @@ impl Supervisor {
                         v.anti_affinity_group = None;
                     }
                 }
-                let second = self.place(&view, &blocked, &unusable);
+                let second = self.place_excluding(&view, &blocked, &unusable);
                 for (vm, to) in second.placements {
                     plan.unplaced.remove(&vm);
                     relaxed.insert(vm.clone());

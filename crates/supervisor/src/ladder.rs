@@ -33,10 +33,11 @@ impl Supervisor {
         // A backup still in flight on it (or a step it outlived) would hold this one up.
         self.abandon_actions_on(now, vm, &format!("{} goes first", step.name()));
         let id = ActionId(self.next_id);
-        if step == Step::Failover
-            && let Some(r) = self.vms.get_mut(vm)
-        {
-            r.failover_started = Some(now);
+        if let Some(r) = self.vms.get_mut(vm) {
+            r.unproven = false;
+            if step == Step::Failover {
+                r.failover_started = Some(now);
+            }
         }
         self.set_vm_state(now, vm, VmState::Recovering { step, action: id }, reason.clone());
         let issued = self.issue(now, action, Purpose::VmStep(vm.clone(), step), priority, reason);

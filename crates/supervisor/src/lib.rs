@@ -249,6 +249,10 @@ struct VmRec {
     next_clone_at: Option<Time>,
     /// When its current failover began (restart orchestration waits for it to be ready).
     failover_started: Option<Time>,
+    /// Its last restart failed without proof that it had no effect (it timed out): if the VM
+    /// still does not answer after `recovery_grace`, it is restarted again (within the restart
+    /// limit) before a heavier, destructive step.
+    unproven: bool,
 }
 
 #[derive(Clone, Debug)]

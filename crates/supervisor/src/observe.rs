@@ -157,6 +157,7 @@ impl Supervisor {
                 next_backup_at: None,
                 next_clone_at: None,
                 failover_started: None,
+                unproven: false,
             },
         );
         self.first_vm_state(now, vm, state, reason);

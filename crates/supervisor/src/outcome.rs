@@ -172,6 +172,57 @@ impl Supervisor {
             Err(HvError::Locked { file, .. }) if step == Step::Failover => {
                 self.files_locked(now, vm, &file);
             }
+            Err(e @ HvError::InvalidState { .. }) if step == Step::Failover && self.runs_on_live_host(vm) => {
+                // Already running (a retry after a lost reply, or started by someone else): the
+                // failover's end state. Verified like a failover that went through.
+                self.failover_went_through(now, vm);
+                let host = self.inv.vms.get(vm).and_then(|v| v.host.clone());
+                let on = host.map_or_else(String::new, |h| format!(" on {}", self.host_label(&h)));
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::Verifying {
+                        step,
+                        until: now + self.cfg.recovery_grace,
+                    },
+                    format!("failover: {e}: it runs{on} already; waiting for it to answer"),
+                );
+            }
+            Err(e @ HvError::InvalidState { .. }) if matches!(action, Action::PowerOn { .. }) => {
+                // Already powered on (by a user, or a power-on whose reply was lost): it runs;
+                // whether it recovered is verified, not taken for a failed step.
+                if let Some(r) = self.vms.get_mut(vm) {
+                    r.restarts.pop_back();
+                }
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::Verifying {
+                        step,
+                        until: now + self.cfg.recovery_grace,
+                    },
+                    format!("power-on: {e}: it runs already; waiting for it to answer"),
+                );
+            }
+            Err(e @ HvError::Timeout { .. }) if step != Step::Failover && self.vm_host_up(vm) => {
+                // No proof either way: the step may have taken effect (a lost reply) or never
+                // run. Verified for recovery_grace before anything heavier.
+                if let Some(r) = self.vms.get_mut(vm) {
+                    r.unproven = step == Step::Restart;
+                }
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::Verifying {
+                        step,
+                        until: now + self.cfg.recovery_grace,
+                    },
+                    format!(
+                        "{}: {e}: it may have taken effect; waiting for it to answer",
+                        step.name()
+                    ),
+                );
+            }
             Err(e) if e.is_vcenter_unreachable() && step == Step::Failover => {
                 // It never got to the target: the target is not ruled out, nothing is counted.
                 let target = action
@@ -272,6 +323,16 @@ impl Supervisor {
                 action.name()
             ),
         );
+    }
+
+    /// Whether `vm` is powered on, on a host that is up, as the inventory shows it.
+    fn runs_on_live_host(&self, vm: &VmId) -> bool {
+        self.inv.vms.get(vm).is_some_and(|v| {
+            v.power == PowerState::PoweredOn
+                && v.host
+                    .as_ref()
+                    .is_some_and(|h| self.hosts.get(h).is_some_and(|r| r.state == HostState::Up))
+        })
     }
 
     /// A look at an isolated host's VM locks came back. Gone: the host stopped running that VM,

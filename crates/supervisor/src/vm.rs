@@ -157,14 +157,21 @@ impl Supervisor {
             if !seen.host_up {
                 return;
             }
-            let after = if step == Step::Failover { None } else { Some(step) };
+            let unproven = self.vms.get(id).is_some_and(|r| r.unproven);
+            // A restart that timed out may never have happened: it is tried again (within the
+            // restart limit) before anything destructive.
+            let after = if step == Step::Failover || (step == Step::Restart && unproven) {
+                None
+            } else {
+                Some(step)
+            };
             let why = seen.failing.unwrap_or_else(|| "still not answering".into());
-            self.next_step(
-                now,
-                id,
-                after,
-                format!("{} did not bring it back: {why}", step.name()),
-            );
+            let what = if unproven {
+                format!("{} timed out and it still does not answer: {why}", step.name())
+            } else {
+                format!("{} did not bring it back: {why}", step.name())
+            };
+            self.next_step(now, id, after, what);
         }
     }
 
