@@ -230,7 +230,9 @@ impl Supervisor {
             || (hb.is_some() && heartbeat_at_loss.is_none());
         // Guests still "alive" right after the loss only means their detectors have not
         // noticed yet; they count once the host has been unreachable long enough.
-        let guests_judged = now.since(since) >= self.cfg.guest_evidence_after;
+        // After a storm, silence counts from its end: the host left over is judged like a
+        // failure that happened then, not killed the moment the others come back.
+        let guests_judged = now.since(since.max(self.storm_ended)) >= self.cfg.guest_evidence_after;
         let guests_alive = guests_judged && self.any_guest_alive(host);
         if heartbeat_advanced || guests_alive {
             let why = if heartbeat_advanced {
@@ -348,6 +350,14 @@ impl Supervisor {
             );
             return;
         }
+        if sig.heartbeat.is_none() && self.guests_went_silent(host, sig) && !self.manager_isolated() {
+            self.host_dead(
+                now,
+                host,
+                "isolated on its guests alone, and every guest went silent: no sign of life left (not connected, no management probe answering, no heartbeat)".into(),
+            );
+            return;
+        }
         if self.lock_recheck_due(now, host, sig) {
             return;
         }
@@ -373,6 +383,30 @@ impl Supervisor {
             ),
         };
         self.issue_host_action(now, host, action, purpose, 200, reason.into());
+    }
+
+    /// Whether an isolated host with no storage heartbeat, known alive by its guests, lost that
+    /// sign of life: each of its probed guests now has a verdict and none answers, nothing else
+    /// shows it alive (no management probe answering, no locked files, not read powered on out of
+    /// band), and vCenter still does not call it connected. The same two signals as when it was
+    /// first judged.
+    fn guests_went_silent(&self, host: &HostId, sig: &Signals) -> bool {
+        let Some(rec) = self.hosts.get(host) else {
+            return false;
+        };
+        let probed: Vec<Option<bool>> = self
+            .inv
+            .vms_on(host)
+            .filter(|v| v.guest_address.is_some() && v.power == PowerState::PoweredOn)
+            .map(|v| self.vms.get(&v.id).and_then(|r| r.guest_alive))
+            .collect();
+        sig.conn_bad
+            && (sig.ping_bad || !sig.probed)
+            && sig.power != Some(am_core::PowerReading::On)
+            && rec.locked_vms.is_empty()
+            && !rec.fence_first
+            && !probed.is_empty()
+            && probed.iter().all(|a| *a == Some(false))
     }
 
     /// An isolated host whose only sign of life is its VMs' file locks (no heartbeat, no probe:

@@ -340,6 +340,9 @@ pub struct Supervisor {
     /// Until when vCenter is taken for down after a call failed because it could not be reached
     /// (before the inventory source says so, or while only calls fail).
     vcenter_retry_at: Time,
+    /// When the last storm ended: a host still unreachable then has its silence counted from
+    /// there (its guests' verdicts are judged afresh), as for a failure that happened then.
+    storm_ended: Time,
 }
 
 /// How long vCenter is taken for down after a call could not reach it.
@@ -377,6 +380,7 @@ impl Supervisor {
             backup_lag_noted: None,
             admission: None,
             vcenter_retry_at: Time::ZERO,
+            storm_ended: Time::ZERO,
         }
     }
 

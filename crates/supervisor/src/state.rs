@@ -299,7 +299,8 @@ pub enum StormGuard {
     #[default]
     Calm,
     /// More than `storm_fraction` of the hosts became unreachable within `storm_window`: no host
-    /// is declared dead until none is unreachable.
+    /// is declared dead until at most one is still unreachable (what a single failure would be);
+    /// that one's silence is then counted from the end of the storm.
     Storm,
 }
 

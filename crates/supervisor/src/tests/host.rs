@@ -265,6 +265,55 @@ fn a_storm_of_unreachable_hosts_fails_nothing_over() {
 }
 
 #[test]
+fn a_storm_that_subsides_to_one_host_judges_that_host_as_a_single_failure() {
+    let mut inv = inventory(4, 1);
+    for h in inv.hosts.values_mut() {
+        h.storage_heartbeat = None;
+    }
+    let mut s = Story::new(Config::default(), inv);
+    for h in ["h1", "h2", "h3"] {
+        s.at(1.0).mgmt(h, false).guest(&format!("vm-{}1", &h[1..]), false);
+        s.connection(h, ConnectionState::NotResponding);
+    }
+    s.at(10.0);
+    assert!(s.alarmed(AlarmKind::StormSuspected));
+    // The switch comes back for h1 and h2; h3 really crashed.
+    for h in ["h1", "h2"] {
+        s.at(40.0).mgmt(h, true).connection(h, ConnectionState::Connected);
+    }
+    assert!(!s.alarmed(AlarmKind::StormSuspected));
+    assert_eq!(
+        s.host_state("h3").name(),
+        "unreachable",
+        "not at once: judged afresh"
+    );
+    s.at(46.0);
+    assert_eq!(s.host_state("h3").name(), "dead");
+}
+
+#[test]
+fn an_isolated_host_known_alive_by_its_guests_alone_is_dead_once_they_go_silent() {
+    let mut inv = inventory(2, 1);
+    for h in inv.hosts.values_mut() {
+        h.storage_heartbeat = None;
+        h.mgmt_address = None;
+    }
+    let mut s = Story::new(Config::default(), inv);
+    s.guest("vm-11", true);
+    s.at(1.0).connection("h1", ConnectionState::NotResponding);
+    s.at(20.0);
+    assert_eq!(s.host_state("h1").name(), "isolated", "its guest answers");
+    s.at(30.0).guest("vm-11", false);
+    s.at(31.0);
+    assert_eq!(s.host_state("h1").name(), "dead");
+    assert!(
+        s.take_actions()
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Failover { .. }))
+    );
+}
+
+#[test]
 fn hosts_already_down_when_first_seen_do_not_make_a_storm() {
     // A restarted daemon finds h1 and h2 already not connected; then h3 dies: one new loss.
     let mut inv = inventory(4, 1);
