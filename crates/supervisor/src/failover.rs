@@ -208,9 +208,10 @@ impl Supervisor {
     }
 
     /// Placements taken from the precomputed plan of the host each waiting VM is restarted away
-    /// from: only when that plan is fresh, covers the VM, sends VMs only to hosts that are up, and
-    /// no move is in flight (the plan assumed the cluster as it was). Everything else is placed
-    /// afresh by the caller.
+    /// from: only when that plan is fresh, covers the VM, sends VMs only to hosts that are up, no
+    /// move is in flight (the plan assumed the cluster as it was), and the waiting VMs come from
+    /// that one host (a plan assumes only its host failed). Everything else is placed afresh, all
+    /// together, by the caller.
     pub(crate) fn precomputed_placements(
         &self,
         waiting: &[VmId],
@@ -239,6 +240,12 @@ impl Supervisor {
                     by_host.entry(h).or_default().push(vm);
                 }
             }
+        }
+        if by_host.len() > 1 {
+            // Each host's plan assumes only that host failed: applied side by side they would
+            // book the same room twice, or put anti-affine VMs together. VMs of several dead
+            // hosts are placed together, afresh.
+            return (placed, unplaced);
         }
         for (host, vms) in by_host {
             let planner::Lookup::Fresh(plan) = plans.lookup(host) else {
