@@ -363,6 +363,7 @@ impl Supervisor {
             .collect();
         if waiting.is_empty() {
             self.clear(now, AlarmKind::CapacityInsufficient, Subject::Cluster);
+            self.clear(now, AlarmKind::SparePoolEmpty, Subject::Cluster);
             return;
         }
         self.capacity_retry_at = now + std::time::Duration::from_secs(5);
