@@ -2,6 +2,7 @@
 //! harness is here; the stories are in rooms: VMs (the ladder, power-offs, restarts of the
 //! daemon), hosts (failure, isolation, revival, capacity) and the backup cache.
 
+mod alarms;
 mod ambiguous;
 mod backup;
 mod host;
