@@ -37,6 +37,18 @@ pub(crate) fn datastore_constraints<'a>(
     c
 }
 
+/// Places `vms` on `view` away from `exclude` by `policy`, each on hosts that mount its datastore.
+pub(crate) fn place_by(
+    view: &Inventory,
+    vms: &[VmId],
+    exclude: &BTreeSet<HostId>,
+    policy: &planner::Policy,
+) -> planner::Plan {
+    let constraints = datastore_constraints(view, vms.iter());
+    planner::place_with(view, &constraints, vms, exclude, policy)
+        .unwrap_or_else(|_| planner::place(view, vms, exclude, policy))
+}
+
 /// `view` with each of `placements` running where it is placed.
 pub(crate) fn occupy(view: &mut Inventory, placements: &BTreeMap<VmId, HostId>) {
     for (vm, to) in placements {
@@ -61,9 +73,7 @@ pub(crate) fn sees_datastore(inv: &Inventory, vm: &VmId, host: &HostId) -> bool 
 impl Supervisor {
     /// Places `vms` on `view` away from `exclude`, each on hosts that mount its datastore.
     pub(crate) fn place(&self, view: &Inventory, vms: &[VmId], exclude: &BTreeSet<HostId>) -> planner::Plan {
-        let constraints = datastore_constraints(view, vms.iter());
-        planner::place_with(view, &constraints, vms, exclude, &self.cfg.placement)
-            .unwrap_or_else(|_| planner::place(view, vms, exclude, &self.cfg.placement))
+        place_by(view, vms, exclude, &self.cfg.placement)
     }
 
     /// Places `vms` on `view` away from `unusable`: together, except the VMs whose earlier
@@ -75,6 +85,17 @@ impl Supervisor {
         vms: &[VmId],
         unusable: &BTreeSet<HostId>,
     ) -> planner::Plan {
+        self.place_excluding_by(view, vms, unusable, &self.cfg.placement)
+    }
+
+    /// [`Supervisor::place_excluding`] with another placement policy.
+    pub(crate) fn place_excluding_by(
+        &self,
+        view: &Inventory,
+        vms: &[VmId],
+        unusable: &BTreeSet<HostId>,
+        policy: &planner::Policy,
+    ) -> planner::Plan {
         let excluded = |v: &VmId| {
             self.vms
                 .get(v)
@@ -83,7 +104,7 @@ impl Supervisor {
         };
         let (fresh, retried): (Vec<VmId>, Vec<VmId>) =
             vms.iter().cloned().partition(|v| excluded(v).is_none());
-        let mut plan = self.place(view, &fresh, unusable);
+        let mut plan = place_by(view, &fresh, unusable, policy);
         if retried.is_empty() {
             return plan;
         }
@@ -92,7 +113,7 @@ impl Supervisor {
             occupy(&mut view, &plan.placements);
             let mut exclude = unusable.clone();
             exclude.extend(excluded(&vm).into_iter().flatten().cloned());
-            let single = self.place(&view, std::slice::from_ref(&vm), &exclude);
+            let single = place_by(&view, std::slice::from_ref(&vm), &exclude, policy);
             plan.placements.extend(single.placements);
             plan.unplaced.extend(single.unplaced);
         }
@@ -394,38 +415,13 @@ impl Supervisor {
         // A spare the manager added first gets the datastores the VMs left out live on.
         let left_out: Vec<VmId> = plan.unplaced.keys().cloned().collect();
         let mounting = self.mount_for(now, &left_out);
-        // Running beats anti-affinity when nothing else can help: with no spare left to add or
-        // to mount a datastore on, VMs kept out only by their anti-affinity group run beside a
-        // member, with a reason.
-        let mut relaxed: BTreeSet<VmId> = BTreeSet::new();
-        if self.spares.is_empty() && !self.adding_spare && !mounting {
-            let blocked: Vec<VmId> = plan
-                .unplaced
-                .iter()
-                .filter(|(_, why)| **why == planner::Unplaced::AntiAffinity)
-                .map(|(vm, _)| vm.clone())
-                .collect();
-            if !blocked.is_empty() {
-                let mut view = self.planning_view().into_owned();
-                for (vm, to) in &plan.placements {
-                    if let Some(v) = view.vms.get_mut(vm) {
-                        v.host = Some(to.clone());
-                        v.power = PowerState::PoweredOn;
-                    }
-                }
-                for vm in &blocked {
-                    if let Some(v) = view.vms.get_mut(vm) {
-                        v.anti_affinity_group = None;
-                    }
-                }
-                let second = self.place_excluding(&view, &blocked, &unusable);
-                for (vm, to) in second.placements {
-                    plan.unplaced.remove(&vm);
-                    relaxed.insert(vm.clone());
-                    plan.placements.insert(vm, to);
-                }
-            }
-        }
+        // Running beats anti-affinity and headroom when nothing else can help (no spare left to
+        // add or to mount a datastore on): relaxed, with a reason.
+        let relaxed = if self.spares.is_empty() && !self.adding_spare && !mounting {
+            self.relax_last_resort(&mut plan, &unusable)
+        } else {
+            BTreeMap::new()
+        };
         let mut order: Vec<(u8, VmId, HostId)> = plan
             .placements
             .iter()
@@ -473,8 +469,8 @@ impl Supervisor {
                 vm: vm.clone(),
                 to: to.clone(),
             };
-            let reason = if relaxed.contains(&vm) {
-                format!("restart on {to}: anti-affinity relaxed, no other host and no spare left")
+            let reason = if let Some(what) = relaxed.get(&vm) {
+                format!("restart on {to}: {what} relaxed, no other host and no spare left")
             } else if by_plan.contains_key(&vm) {
                 format!("restart on {to} by precomputed plan")
             } else {

@@ -51,6 +51,7 @@ mod ladder;
 mod observe;
 mod outcome;
 mod record;
+mod relax;
 mod state;
 mod vm;
 

@@ -6,6 +6,7 @@ mod alarms;
 mod ambiguous;
 mod backup;
 mod host;
+mod placement;
 mod vcenter;
 mod vm;
 
