@@ -469,13 +469,16 @@ impl Supervisor {
                 vm: vm.clone(),
                 to: to.clone(),
             };
-            let reason = if let Some(what) = relaxed.get(&vm) {
+            let mut reason = if let Some(what) = relaxed.get(&vm) {
                 format!("restart on {to}: {what} relaxed, no other host and no spare left")
             } else if by_plan.contains_key(&vm) {
                 format!("restart on {to} by precomputed plan")
             } else {
                 format!("restart on {to} by fresh plan")
             };
+            if let Some(split) = self.affinity_split(&vm, &to, &plan.placements) {
+                reason = format!("{reason}; {split}");
+            }
             self.start_step(
                 now,
                 &vm,
@@ -497,12 +500,17 @@ impl Supervisor {
             // Placement goes on once the spare mounts what they need.
             return;
         }
+        let why = self.unplaced_reasons(&plan.unplaced);
         self.raise(
             now,
             AlarmKind::CapacityInsufficient,
             Subject::Cluster,
             Severity::Critical,
-            format!("{unplaced} protected VM(s) fit on no live host"),
+            if why.is_empty() {
+                format!("{unplaced} protected VM(s) fit on no live host")
+            } else {
+                format!("{unplaced} protected VM(s) have no place on a live host{why}")
+            },
         );
         // A spare held back after a restart: in the inventory means it was added; after the
         // window it was not, and it returns to the pool.

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::failover::occupy;
+use crate::record::summarize;
 
 impl Supervisor {
     /// Places what `plan` left out by relaxing, in turn, anti-affinity and the headroom; returns
@@ -61,5 +62,72 @@ impl Supervisor {
             }
         }
         relaxed
+    }
+
+    /// Where placing `vm` on `to` splits its affinity group: the members that run, or are placed,
+    /// on other hosts (the planner keeps a group together only where one host has room for it).
+    pub(crate) fn affinity_split(
+        &self,
+        vm: &VmId,
+        to: &HostId,
+        placements: &BTreeMap<VmId, HostId>,
+    ) -> Option<String> {
+        let group = self.inv.vms.get(vm)?.affinity_group.as_ref()?;
+        let up = |h: &HostId| self.hosts.get(h).is_some_and(|r| r.state == HostState::Up);
+        let apart: Vec<String> = self
+            .inv
+            .vms
+            .values()
+            .filter(|v| v.id != *vm && v.backup_of.is_none() && v.affinity_group.as_ref() == Some(group))
+            .filter_map(|v| {
+                let at = match placements.get(&v.id) {
+                    Some(h) => h,
+                    None => v
+                        .host
+                        .as_ref()
+                        .filter(|h| v.power == PowerState::PoweredOn && up(h))?,
+                };
+                (at != to).then(|| format!("{} on {}", self.vm_label(&v.id), self.host_label(at)))
+            })
+            .collect();
+        (!apart.is_empty()).then(|| {
+            format!(
+                "affinity group {group} split, no live host has room for it together ({})",
+                summarize(&apart)
+            )
+        })
+    }
+
+    /// Why VMs have no place, for the capacity alarm, when a rule keeps them from hosts that have
+    /// room (anti-affinity, a fault-tolerant partner): the planner's reasons, with the VMs. Empty
+    /// when none is kept out so (short of capacity, no host, a datastore not mounted).
+    pub(crate) fn unplaced_reasons(&self, unplaced: &BTreeMap<VmId, planner::Unplaced>) -> String {
+        let hides_room = |w: &planner::Unplaced| {
+            matches!(
+                w,
+                planner::Unplaced::AntiAffinity | planner::Unplaced::FaultTolerance
+            )
+        };
+        if !unplaced.values().any(hides_room) {
+            return String::new();
+        }
+        let mut by: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for (vm, why) in unplaced {
+            let what = match why {
+                planner::Unplaced::AntiAffinity => {
+                    "kept out by their anti-affinity group (the hosts with room run a member)"
+                }
+                planner::Unplaced::FaultTolerance => "kept out by their fault-tolerant partner",
+                planner::Unplaced::HostRule => "kept out by a must (not) run on rule",
+                planner::Unplaced::NoCapacity => "short of capacity",
+                planner::Unplaced::NoHost => "with no host accepting VMs",
+            };
+            by.entry(what).or_default().push(self.vm_label(vm));
+        }
+        let parts: Vec<String> = by
+            .into_iter()
+            .map(|(what, vms)| format!("{} {what}: {}", vms.len(), summarize(&vms)))
+            .collect();
+        format!(" ({})", parts.join("; "))
     }
 }
