@@ -61,11 +61,15 @@ impl Supervisor {
 
     pub(crate) fn begin_ladder(&mut self, now: Time, vm: &VmId, cause: String) {
         self.open_vm_incident(now, vm, cause.clone());
+        if let Some(r) = self.vms.get_mut(vm) {
+            r.reverted_to = None;
+        }
         self.next_step(now, vm, None, cause);
     }
 
-    /// The last snapshot taken before the current incident began.
-    pub(crate) fn good_snapshot(&self, vm: &VmId) -> Option<SnapshotId> {
+    /// The last snapshot taken before the current incident began, and older than the one it was
+    /// already reverted to in this incident (if any).
+    pub(crate) fn good_snapshot(&self, vm: &VmId) -> Option<&am_core::Snapshot> {
         let since = self
             .vms
             .get(vm)
@@ -78,13 +82,17 @@ impl Supervisor {
             .and_then(|r| r.failing_since)
             .unwrap_or(since)
             .min(since);
+        let before = self
+            .vms
+            .get(vm)
+            .and_then(|r| r.reverted_to)
+            .map_or(failing_since, |t| t.min(failing_since));
         self.inv
             .snapshots
             .get(vm)?
             .iter()
-            .filter(|s| s.created < failing_since)
+            .filter(|s| s.created < before)
             .max_by_key(|s| s.created)
-            .map(|s| s.id.clone())
     }
 
     pub(crate) fn next_step(&mut self, now: Time, vm_id: &VmId, after: Option<Step>, reason: String) {
@@ -117,11 +125,18 @@ impl Supervisor {
                         Action::PowerOn { vm: vm_id.clone() }
                     }
                 }
-                Step::RevertSnapshot => match self.good_snapshot(vm_id) {
-                    Some(snapshot) => Action::RevertSnapshot {
-                        vm: vm_id.clone(),
-                        snapshot: Some(snapshot),
-                    },
+                Step::RevertSnapshot => match self.good_snapshot(vm_id).map(|s| (s.id.clone(), s.created)) {
+                    Some((snapshot, created)) => {
+                        if !self.vcenter_down(now)
+                            && let Some(r) = self.vms.get_mut(vm_id)
+                        {
+                            r.reverted_to = Some(created);
+                        }
+                        Action::RevertSnapshot {
+                            vm: vm_id.clone(),
+                            snapshot: Some(snapshot),
+                        }
+                    }
                     None => continue,
                 },
                 Step::RestoreClone => match (self.inv.latest_clone(vm_id), &vm.host) {

@@ -63,7 +63,7 @@ pub use state::{HostState, ManagerNet, SourceState, Step, StormGuard, VmClass, V
 use am_core::{
     Action, ActionId, ActionOutcome, Alarm, AlarmChange, AlarmKind, ClusterEvent, Command, ConnectionState,
     EventKind, GuestHeartbeat, HostId, HvError, Inventory, InventoryDelta, LogEntry, LogKind, Observation,
-    Output, PowerState, Severity, SnapshotId, Subject, Time, Vm, VmId,
+    Output, PowerState, Severity, Subject, Time, Vm, VmId,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -254,6 +254,10 @@ struct VmRec {
     /// still does not answer after `recovery_grace`, it is restarted again (within the restart
     /// limit) before a heavier, destructive step.
     unproven: bool,
+    /// In this incident, the snapshot it was last reverted to, by when it was taken: a revert
+    /// that did not help is followed by one to the next older snapshot (the newest may have
+    /// been taken after the fault, before it was detected).
+    reverted_to: Option<Time>,
 }
 
 #[derive(Clone, Debug)]

@@ -158,6 +158,7 @@ impl Supervisor {
                 next_clone_at: None,
                 failover_started: None,
                 unproven: false,
+                reverted_to: None,
             },
         );
         self.first_vm_state(now, vm, state, reason);

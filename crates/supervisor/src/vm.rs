@@ -160,13 +160,23 @@ impl Supervisor {
             let unproven = self.vms.get(id).is_some_and(|r| r.unproven);
             // A restart that timed out may never have happened: it is tried again (within the
             // restart limit) before anything destructive.
+            let older = step == Step::RevertSnapshot && self.good_snapshot(id).is_some();
             let after = if step == Step::Failover || (step == Step::Restart && unproven) {
                 None
+            } else if older {
+                // The snapshot may hold the fault (taken after it began, before it was
+                // detected): the next older one is tried before the backup clone.
+                Some(Step::Restart)
             } else {
                 Some(step)
             };
             let why = seen.failing.unwrap_or_else(|| "still not answering".into());
-            let what = if unproven {
+            let what = if older {
+                format!(
+                    "{} did not bring it back: {why}; trying the next older snapshot",
+                    step.name()
+                )
+            } else if unproven {
                 format!("{} timed out and it still does not answer: {why}", step.name())
             } else {
                 format!("{} did not bring it back: {why}", step.name())

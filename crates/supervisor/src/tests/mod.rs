@@ -11,7 +11,7 @@ mod vcenter;
 mod vm;
 
 use super::*;
-use am_core::{Host, Resources, RestartPriority, Snapshot};
+use am_core::{Host, Resources, RestartPriority, Snapshot, SnapshotId};
 use std::time::Duration;
 
 struct Story {
