@@ -302,21 +302,28 @@ impl Supervisor {
 
     /// VMs switched off on purpose stay off, and VMs nobody protects are not restarted, but
     /// neither stays on a dead host that may be removed (and take them out of the inventory with
-    /// it): they are registered, still off, on a live host. The manager's own backup clones are
-    /// not: the backup cache makes new ones.
+    /// it): they are registered, still off, on a live host. So are the manager's own backup
+    /// clones, unless the backup cache makes new ones (`clone_every` set): else a VM's last clone
+    /// would go with the host, and its ladder with it; a clone goes to a host other than its VM's.
     pub(crate) fn rehome_stay_off(&mut self, now: Time, host: &HostId) {
+        if self.vcenter_down(now) {
+            return;
+        }
+        let keep_clones = self.cfg.backup.clone_every.is_zero();
         let off: Vec<VmId> = self
             .inv
             .vms_on(host)
-            .filter(|vm| vm.backup_of.is_none())
+            .filter(|vm| vm.backup_of.is_none() || keep_clones)
             .filter(|vm| {
                 matches!(
                     self.vm_state(&vm.id),
                     Some(VmState::StayOff { .. } | VmState::Unprotected)
                 )
             })
-            // One registration at a time: one already under way is waited for.
+            // One registration at a time: one already under way is waited for; one refused is not
+            // tried again (its host's removal waits, with a note).
             .filter(|vm| !self.in_flight.values().any(|f| f.action.vm() == Some(&vm.id)))
+            .filter(|vm| !self.rehome_failed.contains(&vm.id))
             .map(|vm| vm.id.clone())
             .collect();
         if off.is_empty() {
@@ -324,6 +331,11 @@ impl Supervisor {
         }
         let unusable = self.unusable_hosts();
         for vm in off {
+            let source = self.inv.vms.get(&vm).and_then(|v| v.backup_of.clone());
+            let source_host = source
+                .as_ref()
+                .and_then(|s| self.inv.vms.get(s))
+                .and_then(|s| s.host.clone());
             let Some(target) = self
                 .inv
                 .hosts
@@ -331,10 +343,20 @@ impl Supervisor {
                 .filter(|h| {
                     !unusable.contains(&h.id) && h.accepts_vms() && sees_datastore(&self.inv, &vm, &h.id)
                 })
-                .max_by_key(|h| (self.inv.free(&h.id).mem_mib, std::cmp::Reverse(h.id.clone())))
+                .max_by_key(|h| {
+                    (
+                        Some(&h.id) != source_host.as_ref(),
+                        self.inv.free(&h.id).mem_mib,
+                        std::cmp::Reverse(h.id.clone()),
+                    )
+                })
                 .map(|h| h.id.clone())
             else {
                 continue;
+            };
+            let why = match &source {
+                Some(src) => format!("keep {}'s backup clone", self.vm_label(src)),
+                None => "keep it off".to_owned(),
             };
             let action = Action::Register {
                 vm: vm.clone(),
@@ -346,7 +368,7 @@ impl Supervisor {
                 Purpose::Rehome(vm),
                 10,
                 format!(
-                    "host {} dead: keep it off, registered on {}",
+                    "host {} dead: {why}, registered on {}",
                     self.host_label(host),
                     self.host_label(&target)
                 ),

@@ -511,6 +511,9 @@ impl Supervisor {
             return;
         }
         let fenced = rec.fenced;
+        // What stays off there and could not be re-registered when it died (no live host then,
+        // or vCenter down) is tried again before the removal rules are looked at.
+        self.rehome_stay_off(now, host);
         if let Some(why) = self.removal_blocker(host) {
             self.note_removal(now, host, why);
             return;
@@ -556,31 +559,30 @@ impl Supervisor {
         if rec.life_seen {
             return Some("a sign of life was seen since it became unreachable".into());
         }
-        let waiting: Vec<String> = self
-            .vms
-            .iter()
-            .filter(|(id, r)| {
-                let from_here = r.failed_from.as_ref() == Some(host)
-                    && matches!(
-                        r.state,
-                        VmState::AwaitingCapacity
-                            | VmState::Recovering {
-                                step: Step::Failover,
-                                ..
-                            }
-                            | VmState::Reconciling { .. }
-                    );
-                // Anything but the manager's own clones still registered there would be dropped
-                // from the inventory with it.
-                let still_here = self
-                    .inv
-                    .vms
-                    .get(*id)
-                    .is_some_and(|v| v.host.as_ref() == Some(host) && v.backup_of.is_none());
-                from_here || still_here
-            })
-            .map(|(id, _)| self.vm_label(id))
-            .collect();
+        let waiting: Vec<String> =
+            self.vms
+                .iter()
+                .filter(|(id, r)| {
+                    let from_here = r.failed_from.as_ref() == Some(host)
+                        && matches!(
+                            r.state,
+                            VmState::AwaitingCapacity
+                                | VmState::Recovering {
+                                    step: Step::Failover,
+                                    ..
+                                }
+                                | VmState::Reconciling { .. }
+                        );
+                    // Anything still registered there would be dropped from the inventory with it;
+                    // the manager's own clones only matter when the cache makes no new ones.
+                    let keep_clones = self.cfg.backup.clone_every.is_zero();
+                    let still_here = self.inv.vms.get(*id).is_some_and(|v| {
+                        v.host.as_ref() == Some(host) && (v.backup_of.is_none() || keep_clones)
+                    });
+                    from_here || still_here
+                })
+                .map(|(id, _)| self.vm_label(id))
+                .collect();
         (!waiting.is_empty()).then(|| {
             format!(
                 "VMs from it are not placed elsewhere yet ({})",

@@ -348,6 +348,8 @@ pub struct Supervisor {
     /// When the last storm ended: a host still unreachable then has its silence counted from
     /// there (its guests' verdicts are judged afresh), as for a failure that happened then.
     storm_ended: Time,
+    /// VMs whose re-registration away from a dead host was refused (not tried again on their own).
+    rehome_failed: BTreeSet<VmId>,
 }
 
 /// How long vCenter is taken for down after a call could not reach it.
@@ -386,6 +388,7 @@ impl Supervisor {
             admission: None,
             vcenter_retry_at: Time::ZERO,
             storm_ended: Time::ZERO,
+            rehome_failed: BTreeSet::new(),
         }
     }
 

@@ -110,7 +110,11 @@ impl Supervisor {
                 }
                 self.capacity_retry_at = now;
             }
-            Purpose::Rehome(_) => {}
+            Purpose::Rehome(vm) => {
+                if matches!(&result, Err(e) if !e.is_vcenter_unreachable()) {
+                    self.rehome_failed.insert(vm);
+                }
+            }
             Purpose::Backup(vm) => {
                 if let Ok(ActionOutcome::SnapshotCreated(_) | ActionOutcome::VmCreated(_)) = result {
                     self.prune_due.insert(vm);

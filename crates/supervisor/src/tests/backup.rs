@@ -334,3 +334,41 @@ fn vms_late_because_their_host_was_in_trouble_are_not_blamed_on_the_budget() {
         "the budget was never the limit"
     );
 }
+
+#[test]
+fn a_dead_hosts_backup_clones_are_kept_unless_the_cache_makes_new_ones() {
+    let run = |clone_every: Duration| {
+        let mut inv = inventory(3, 1);
+        let mut clone = Vm::new("vm-21-clone", Resources::new(1_000, 8_000), "h1");
+        clone.power = PowerState::PoweredOff;
+        clone.priority = RestartPriority::Disabled;
+        clone.backup_of = Some("vm-21".into());
+        inv.apply(&InventoryDelta::VmUpsert(clone));
+        let cfg = Config {
+            backup: BackupPolicy {
+                snapshot_every: Duration::ZERO,
+                clone_every,
+                ..BackupPolicy::default()
+            },
+            ..Config::default()
+        };
+        let mut s = Story::with_backups(cfg, inv);
+        crash_host(&mut s, "h1", 1.0);
+        s.at(8.0);
+        s.take_actions()
+            .into_iter()
+            .filter_map(|(_, a)| match a {
+                Action::Register { vm, host } => Some((vm.to_string(), host.to_string())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let kept = run(Duration::ZERO);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].0, "vm-21-clone");
+    assert_ne!(kept[0].1, "h2", "not on its own VM's host");
+    assert!(
+        run(Duration::from_secs(600)).is_empty(),
+        "the cache makes new ones"
+    );
+}
