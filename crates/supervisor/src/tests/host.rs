@@ -612,17 +612,6 @@ fn the_vms_of_two_dead_hosts_are_placed_together_not_by_each_hosts_plan() {
     assert_eq!(s.state("db-2"), VmState::AwaitingCapacity, "it waits for spare-2");
 }
 
-/// The reasons given for the failovers of these VMs.
-fn failover_reasons(s: &Story) -> Vec<String> {
-    s.log
-        .iter()
-        .filter_map(|e| match &e.kind {
-            LogKind::Transition { to, reason, .. } if to == "recovering(failover)" => Some(reason.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn a_dead_hosts_vms_follow_its_precomputed_plan() {
     let mut s = Story::new(Config::default(), inventory(3, 2));

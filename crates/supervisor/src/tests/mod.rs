@@ -148,6 +148,17 @@ impl Story {
     }
 }
 
+/// The reasons given for the failovers of these VMs.
+fn failover_reasons(s: &Story) -> Vec<String> {
+    s.log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogKind::Transition { to, reason, .. } if to == "recovering(failover)" => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn ok() -> Result<ActionOutcome, HvError> {
     Ok(ActionOutcome::Done)
 }

@@ -105,14 +105,7 @@ fn a_split_affinity_group_is_said_in_the_failover_reason() {
     let mut s = Story::new(Config::default(), inv);
     crash_host(&mut s, "h1", 1.0);
     s.at(8.0);
-    let reasons: Vec<String> = s
-        .log
-        .iter()
-        .filter_map(|e| match &e.kind {
-            LogKind::Transition { to, reason, .. } if to == "recovering(failover)" => Some(reason.clone()),
-            _ => None,
-        })
-        .collect();
+    let reasons = failover_reasons(&s);
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(
         reasons.iter().all(|r| r.contains("affinity group app split")),
