@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The target an [`HvError::Unreachable`] names when the management server itself (vCenter) could
+/// not be reached (compared without case: `vCenter` too).
+pub const MANAGEMENT_SERVER: &str = "vcenter";
+
 /// Why a hypervisor call failed. [`HvError::is_retryable`] says whether trying again can help.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum HvError {
@@ -92,6 +96,23 @@ impl HvError {
         }
     }
 
+    /// The management server itself (vCenter) could not be reached: an [`HvError::Unreachable`]
+    /// whose target is [`MANAGEMENT_SERVER`].
+    pub fn vcenter_unreachable(detail: impl Into<String>) -> Self {
+        HvError::Unreachable {
+            target: MANAGEMENT_SERVER.to_owned(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether the call failed because the management server itself (vCenter) could not be
+    /// reached, as opposed to the host or VM it was for: the call never got to that object, so the
+    /// failure says nothing about it (it is not counted against it, and is tried again once vCenter
+    /// answers).
+    pub fn is_vcenter_unreachable(&self) -> bool {
+        matches!(self, HvError::Unreachable { target, .. } if target.eq_ignore_ascii_case(MANAGEMENT_SERVER))
+    }
+
     /// Shorthand for a [`HvError::NotFound`].
     pub fn not_found(kind: &str, id: impl std::fmt::Display) -> Self {
         HvError::NotFound {
@@ -133,5 +154,21 @@ mod tests {
         assert!(api(true).is_retryable());
         assert!(!api(false).is_retryable());
         assert_eq!(HvError::not_found("vm", "vm-1").to_string(), "vm vm-1 not found");
+    }
+
+    #[test]
+    fn only_an_unreachable_vcenter_is_vcenter_unreachable() {
+        assert!(HvError::vcenter_unreachable("refused").is_vcenter_unreachable());
+        let named = |target: &str| HvError::Unreachable {
+            target: target.into(),
+            detail: "d".into(),
+        };
+        assert!(named("vCenter").is_vcenter_unreachable());
+        assert!(
+            !named("h2").is_vcenter_unreachable(),
+            "a host that does not respond is about the host"
+        );
+        assert!(!named("BMC of h2").is_vcenter_unreachable());
+        assert!(!HvError::Timeout { op: "reset".into() }.is_vcenter_unreachable());
     }
 }

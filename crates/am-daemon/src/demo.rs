@@ -164,7 +164,9 @@ pub fn status_line(now: Time, sup: &Supervisor) -> String {
         }
         let key = match s {
             VmState::StayOff { .. } => "off".to_owned(),
-            VmState::Recovering { .. } | VmState::Verifying { .. } => "recovering".to_owned(),
+            VmState::Recovering { .. } | VmState::Verifying { .. } | VmState::Deferred { .. } => {
+                "recovering".to_owned()
+            }
             VmState::Frozen { .. } => "frozen".to_owned(),
             other => other.name(),
         };

@@ -223,7 +223,10 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         loop {
+            // Biased: branches ready at the same instant are taken in this order, not at random,
+            // so that a run (of virtual time) is the same every time, up to its last instant.
             let obs = tokio::select! {
+                biased;
                 _ = &mut stop => return Ok(()),
                 _ = tick.tick() => Observation::Tick,
                 obs = self.rx.recv() => match obs {

@@ -21,6 +21,7 @@
 //! | operation | error on the retry | meaning |
 //! |---|---|---|
 //! | `power_on`, `power_off`, `fence_host`, `enter/exit_maintenance`, `reconnect_host` | `InvalidState` | already in the wanted state |
+//! | `failover` | `InvalidState` | already powered on where it is registered (the first attempt registered it there and powered it on) |
 //! | `unregister_vm`, `remove_snapshot`, `remove_host` | `NotFound` | already gone |
 //!
 //! The same errors on a *first* attempt are returned as they are: then the object was in that
@@ -185,7 +186,8 @@ fn already_done(action: &Action, error: &HvError) -> bool {
         | Action::FenceHost { .. }
         | Action::EnterMaintenance { .. }
         | Action::ExitMaintenance { .. }
-        | Action::ReconnectHost { .. } => matches!(error, HvError::InvalidState { .. }),
+        | Action::ReconnectHost { .. }
+        | Action::Failover { .. } => matches!(error, HvError::InvalidState { .. }),
         Action::Unregister { .. }
         | Action::RemoveSnapshot { .. }
         | Action::RemoveHost { .. }
@@ -343,6 +345,16 @@ mod tests {
             Repeat::Convergent
         );
         assert!(is_ambiguous(&HvError::Timeout { op: "x".into() }));
+        let on = HvError::invalid_state("v", "powered on on h3");
+        let failover = Action::Failover {
+            vm: vm(),
+            to: "h3".into(),
+        };
+        assert!(
+            already_done(&failover, &on),
+            "a failover retried after a lost reply finds the VM running: done"
+        );
+        assert!(!already_done(&failover, &HvError::not_found("vm", "v")));
         assert!(!is_ambiguous(&HvError::Busy {
             id: "x".into(),
             detail: String::new()

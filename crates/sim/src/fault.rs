@@ -89,10 +89,7 @@ impl ApiErrorKind {
     pub fn to_error(self, op: &str, subject: &str) -> HvError {
         match self {
             ApiErrorKind::Timeout | ApiErrorKind::LostReply => HvError::Timeout { op: op.to_owned() },
-            ApiErrorKind::Unreachable => HvError::Unreachable {
-                target: "vcenter".into(),
-                detail: format!("injected fault during {op}"),
-            },
+            ApiErrorKind::Unreachable => HvError::vcenter_unreachable(format!("injected fault during {op}")),
             ApiErrorKind::Busy => HvError::Busy {
                 id: subject.to_owned(),
                 detail: format!("injected fault during {op}"),

@@ -96,10 +96,7 @@ fn lock(m: &Mutex<World>) -> MutexGuard<'_, World> {
 }
 
 fn vcenter_unreachable() -> HvError {
-    HvError::Unreachable {
-        target: "vcenter".into(),
-        detail: "the manager is isolated from the network".into(),
-    }
+    HvError::vcenter_unreachable("the manager is isolated from the network")
 }
 
 impl Sim {

@@ -7,7 +7,9 @@ use crate::record::summarize;
 
 impl Supervisor {
     /// Admission control from the precomputed plans: an alarm while the failure of some host would
-    /// leave a protected VM with no place.
+    /// leave a protected VM with no place, while no host is up at all, while the cluster
+    /// tolerates fewer host failures than `host_failures_to_tolerate`, or while the free share is
+    /// below `reserved_cpu_pct` / `reserved_mem_pct`.
     pub(crate) fn check_admission(&mut self, now: Time) {
         self.admission_check_at = now + std::time::Duration::from_secs(30);
         if self.source == SourceState::Lost {
@@ -26,20 +28,46 @@ impl Supervisor {
             .filter(|h| self.hosts.get(*h).is_some_and(|r| r.state == HostState::Up))
             .map(|h| self.host_label(h))
             .collect();
-        if at_risk.is_empty() {
-            self.clear(now, AlarmKind::FailoverAtRisk, Subject::Cluster);
+        let any_up = self.hosts.values().any(|r| r.state == HostState::Up);
+        let policy = &self.cfg.placement;
+        let message = if !at_risk.is_empty() {
+            Some(format!(
+                "the failure of {} would leave protected VMs with no place (host failures tolerated: {})",
+                summarize(&at_risk),
+                admission.host_failures_tolerated
+            ))
+        } else if !any_up && !self.hosts.is_empty() {
+            // Every host is in trouble: the most at risk the cluster can be, not "all clear".
+            Some(
+                "no host is up: protected VMs have no place to fail over to (host failures tolerated: 0)"
+                    .to_owned(),
+            )
+        } else if admission.hosts_at_risk.is_empty() && !admission.meets_target {
+            // (With hosts at risk that are not up, the count is low for a host already lost.)
+            Some(format!(
+                "the cluster tolerates {} host failure(s), below its target of {} (host_failures_to_tolerate)",
+                admission.host_failures_tolerated, admission.target
+            ))
+        } else if !admission.reservation_holds {
+            Some(format!(
+                "free capacity (CPU {}%, memory {}%) is below the share reserved for failover (CPU {}%, memory {}%)",
+                admission.free_cpu_pct,
+                admission.free_mem_pct,
+                policy.reserved_cpu_pct,
+                policy.reserved_mem_pct
+            ))
         } else {
-            self.raise(
+            None
+        };
+        match message {
+            None => self.clear(now, AlarmKind::FailoverAtRisk, Subject::Cluster),
+            Some(message) => self.raise(
                 now,
                 AlarmKind::FailoverAtRisk,
                 Subject::Cluster,
                 Severity::Warning,
-                format!(
-                    "the failure of {} would leave protected VMs with no place (host failures tolerated: {})",
-                    summarize(&at_risk),
-                    admission.host_failures_tolerated
-                ),
-            );
+                message,
+            ),
         }
     }
 

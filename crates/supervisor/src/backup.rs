@@ -60,8 +60,10 @@ impl Supervisor {
         let mut due = self.backups_due(now);
         due.sort();
         let oldest = due.first().map(|(at, ..)| *at);
+        let mut limited = false;
         for (_, vm, kind) in due {
             if busy >= policy.max_in_flight || budget == 0 {
+                limited = true;
                 break;
             }
             if self.in_flight.values().any(|f| f.action.vm() == Some(&vm)) {
@@ -105,7 +107,9 @@ impl Supervisor {
             busy += 1;
             budget -= 1;
         }
-        self.note_backup_lag(now, oldest);
+        if limited {
+            self.note_backup_lag(now, oldest);
+        }
     }
 
     /// Snapshots and clones due now, with the time each was due.
@@ -160,7 +164,9 @@ impl Supervisor {
         due
     }
 
-    /// Says once a period when the budget keeps the cache behind its period.
+    /// Says once a period when the budget keeps the cache behind its period (called only when the
+    /// budget left something due undone: a VM that was not eligible for a while, e.g. on an
+    /// isolated host, is late for that reason, not the budget's).
     fn note_backup_lag(&mut self, now: Time, oldest_due: Option<Time>) {
         let period = self.cfg.backup.snapshot_every.max(self.cfg.backup.clone_every);
         let Some(oldest) = oldest_due else { return };

@@ -37,6 +37,28 @@ pub(crate) fn datastore_constraints<'a>(
     c
 }
 
+/// Places `vms` on `view` away from `exclude` by `policy`, each on hosts that mount its datastore.
+pub(crate) fn place_by(
+    view: &Inventory,
+    vms: &[VmId],
+    exclude: &BTreeSet<HostId>,
+    policy: &planner::Policy,
+) -> planner::Plan {
+    let constraints = datastore_constraints(view, vms.iter());
+    planner::place_with(view, &constraints, vms, exclude, policy)
+        .unwrap_or_else(|_| planner::place(view, vms, exclude, policy))
+}
+
+/// `view` with each of `placements` running where it is placed.
+pub(crate) fn occupy(view: &mut Inventory, placements: &BTreeMap<VmId, HostId>) {
+    for (vm, to) in placements {
+        if let Some(v) = view.vms.get_mut(vm) {
+            v.host = Some(to.clone());
+            v.power = PowerState::PoweredOn;
+        }
+    }
+}
+
 /// Whether `host` can run `vm` as far as its datastore goes (mounted there, or mounts unknown).
 pub(crate) fn sees_datastore(inv: &Inventory, vm: &VmId, host: &HostId) -> bool {
     let Some(ds) = inv.vms.get(vm).and_then(|v| v.datastore.as_ref()) else {
@@ -51,9 +73,51 @@ pub(crate) fn sees_datastore(inv: &Inventory, vm: &VmId, host: &HostId) -> bool 
 impl Supervisor {
     /// Places `vms` on `view` away from `exclude`, each on hosts that mount its datastore.
     pub(crate) fn place(&self, view: &Inventory, vms: &[VmId], exclude: &BTreeSet<HostId>) -> planner::Plan {
-        let constraints = datastore_constraints(view, vms.iter());
-        planner::place_with(view, &constraints, vms, exclude, &self.cfg.placement)
-            .unwrap_or_else(|_| planner::place(view, vms, exclude, &self.cfg.placement))
+        place_by(view, vms, exclude, &self.cfg.placement)
+    }
+
+    /// Places `vms` on `view` away from `unusable`: together, except the VMs whose earlier
+    /// failover failed on some hosts, which are placed after them, one at a time, away from those
+    /// hosts too, each on what the ones before it left.
+    pub(crate) fn place_excluding(
+        &self,
+        view: &Inventory,
+        vms: &[VmId],
+        unusable: &BTreeSet<HostId>,
+    ) -> planner::Plan {
+        self.place_excluding_by(view, vms, unusable, &self.cfg.placement)
+    }
+
+    /// [`Supervisor::place_excluding`] with another placement policy.
+    pub(crate) fn place_excluding_by(
+        &self,
+        view: &Inventory,
+        vms: &[VmId],
+        unusable: &BTreeSet<HostId>,
+        policy: &planner::Policy,
+    ) -> planner::Plan {
+        let excluded = |v: &VmId| {
+            self.vms
+                .get(v)
+                .map(|r| &r.failover_excluded)
+                .filter(|x| !x.is_empty())
+        };
+        let (fresh, retried): (Vec<VmId>, Vec<VmId>) =
+            vms.iter().cloned().partition(|v| excluded(v).is_none());
+        let mut plan = place_by(view, &fresh, unusable, policy);
+        if retried.is_empty() {
+            return plan;
+        }
+        let mut view = view.clone();
+        for vm in retried {
+            occupy(&mut view, &plan.placements);
+            let mut exclude = unusable.clone();
+            exclude.extend(excluded(&vm).into_iter().flatten().cloned());
+            let single = place_by(&view, std::slice::from_ref(&vm), &exclude, policy);
+            plan.placements.extend(single.placements);
+            plan.unplaced.extend(single.unplaced);
+        }
+        plan
     }
 
     /// Hosts no VM may go to now.
@@ -165,9 +229,10 @@ impl Supervisor {
     }
 
     /// Placements taken from the precomputed plan of the host each waiting VM is restarted away
-    /// from: only when that plan is fresh, covers the VM, sends VMs only to hosts that are up, and
-    /// no move is in flight (the plan assumed the cluster as it was). Everything else is placed
-    /// afresh by the caller.
+    /// from: only when that plan is fresh, covers the VM, sends VMs only to hosts that are up, no
+    /// move is in flight (the plan assumed the cluster as it was), and the waiting VMs come from
+    /// that one host (a plan assumes only its host failed). Everything else is placed afresh, all
+    /// together, by the caller.
     pub(crate) fn precomputed_placements(
         &self,
         waiting: &[VmId],
@@ -196,6 +261,12 @@ impl Supervisor {
                     by_host.entry(h).or_default().push(vm);
                 }
             }
+        }
+        if by_host.len() > 1 {
+            // Each host's plan assumes only that host failed: applied side by side they would
+            // book the same room twice, or put anti-affine VMs together. VMs of several dead
+            // hosts are placed together, afresh.
+            return (placed, unplaced);
         }
         for (host, vms) in by_host {
             let planner::Lookup::Fresh(plan) = plans.lookup(host) else {
@@ -231,21 +302,28 @@ impl Supervisor {
 
     /// VMs switched off on purpose stay off, and VMs nobody protects are not restarted, but
     /// neither stays on a dead host that may be removed (and take them out of the inventory with
-    /// it): they are registered, still off, on a live host. The manager's own backup clones are
-    /// not: the backup cache makes new ones.
+    /// it): they are registered, still off, on a live host. So are the manager's own backup
+    /// clones, unless the backup cache makes new ones (`clone_every` set): else a VM's last clone
+    /// would go with the host, and its ladder with it; a clone goes to a host other than its VM's.
     pub(crate) fn rehome_stay_off(&mut self, now: Time, host: &HostId) {
+        if self.vcenter_down(now) {
+            return;
+        }
+        let keep_clones = self.cfg.backup.clone_every.is_zero();
         let off: Vec<VmId> = self
             .inv
             .vms_on(host)
-            .filter(|vm| vm.backup_of.is_none())
+            .filter(|vm| vm.backup_of.is_none() || keep_clones)
             .filter(|vm| {
                 matches!(
                     self.vm_state(&vm.id),
                     Some(VmState::StayOff { .. } | VmState::Unprotected)
                 )
             })
-            // One registration at a time: one already under way is waited for.
+            // One registration at a time: one already under way is waited for; one refused is not
+            // tried again (its host's removal waits, with a note).
             .filter(|vm| !self.in_flight.values().any(|f| f.action.vm() == Some(&vm.id)))
+            .filter(|vm| !self.rehome_failed.contains(&vm.id))
             .map(|vm| vm.id.clone())
             .collect();
         if off.is_empty() {
@@ -253,6 +331,11 @@ impl Supervisor {
         }
         let unusable = self.unusable_hosts();
         for vm in off {
+            let source = self.inv.vms.get(&vm).and_then(|v| v.backup_of.clone());
+            let source_host = source
+                .as_ref()
+                .and_then(|s| self.inv.vms.get(s))
+                .and_then(|s| s.host.clone());
             let Some(target) = self
                 .inv
                 .hosts
@@ -260,10 +343,20 @@ impl Supervisor {
                 .filter(|h| {
                     !unusable.contains(&h.id) && h.accepts_vms() && sees_datastore(&self.inv, &vm, &h.id)
                 })
-                .max_by_key(|h| (self.inv.free(&h.id).mem_mib, std::cmp::Reverse(h.id.clone())))
+                .max_by_key(|h| {
+                    (
+                        Some(&h.id) != source_host.as_ref(),
+                        self.inv.free(&h.id).mem_mib,
+                        std::cmp::Reverse(h.id.clone()),
+                    )
+                })
                 .map(|h| h.id.clone())
             else {
                 continue;
+            };
+            let why = match &source {
+                Some(src) => format!("keep {}'s backup clone", self.vm_label(src)),
+                None => "keep it off".to_owned(),
             };
             let action = Action::Register {
                 vm: vm.clone(),
@@ -275,7 +368,7 @@ impl Supervisor {
                 Purpose::Rehome(vm),
                 10,
                 format!(
-                    "host {} dead: keep it off, registered on {}",
+                    "host {} dead: {why}, registered on {}",
                     self.host_label(host),
                     self.host_label(&target)
                 ),
@@ -285,7 +378,8 @@ impl Supervisor {
 
     /// Places VMs that wait for a host, highest priority first; adds a spare when some fit nowhere.
     pub(crate) fn place_waiting(&mut self, now: Time) {
-        if now < self.capacity_retry_at || self.manager_isolated() {
+        // Nothing is placed while vCenter does not answer: a failover could not reach it.
+        if now < self.capacity_retry_at || self.vcenter_down(now) {
             return;
         }
         // A VM whose host is no longer dead (it came back while the failover was under way, and
@@ -312,6 +406,7 @@ impl Supervisor {
             .collect();
         if waiting.is_empty() {
             self.clear(now, AlarmKind::CapacityInsufficient, Subject::Cluster);
+            self.clear(now, AlarmKind::SparePoolEmpty, Subject::Cluster);
             return;
         }
         self.capacity_retry_at = now + std::time::Duration::from_secs(5);
@@ -329,26 +424,12 @@ impl Supervisor {
                     }
                 }
             }
-            // VMs whose earlier failover failed on a host try the others first, one at a time.
-            let (fresh, retried): (Vec<VmId>, Vec<VmId>) = waiting
+            let rest: Vec<VmId> = waiting
                 .iter()
                 .filter(|v| !by_plan.contains_key(*v))
                 .cloned()
-                .partition(|v| self.vms.get(v).is_none_or(|r| r.failover_excluded.is_empty()));
-            let mut plan = self.place(&view, &fresh, &unusable);
-            for vm in retried {
-                let mut exclude = unusable.clone();
-                exclude.extend(
-                    self.vms
-                        .get(&vm)
-                        .map(|r| r.failover_excluded.clone())
-                        .unwrap_or_default(),
-                );
-                let single = self.place(&view, std::slice::from_ref(&vm), &exclude);
-                plan.placements.extend(single.placements);
-                plan.unplaced.extend(single.unplaced);
-            }
-            plan
+                .collect();
+            self.place_excluding(&view, &rest, &unusable)
         };
         let mut plan = plan;
         plan.placements
@@ -356,38 +437,13 @@ impl Supervisor {
         // A spare the manager added first gets the datastores the VMs left out live on.
         let left_out: Vec<VmId> = plan.unplaced.keys().cloned().collect();
         let mounting = self.mount_for(now, &left_out);
-        // Running beats anti-affinity when nothing else can help: with no spare left to add or
-        // to mount a datastore on, VMs kept out only by their anti-affinity group run beside a
-        // member, with a reason.
-        let mut relaxed: BTreeSet<VmId> = BTreeSet::new();
-        if self.spares.is_empty() && !self.adding_spare && !mounting {
-            let blocked: Vec<VmId> = plan
-                .unplaced
-                .iter()
-                .filter(|(_, why)| **why == planner::Unplaced::AntiAffinity)
-                .map(|(vm, _)| vm.clone())
-                .collect();
-            if !blocked.is_empty() {
-                let mut view = self.planning_view().into_owned();
-                for (vm, to) in &plan.placements {
-                    if let Some(v) = view.vms.get_mut(vm) {
-                        v.host = Some(to.clone());
-                        v.power = PowerState::PoweredOn;
-                    }
-                }
-                for vm in &blocked {
-                    if let Some(v) = view.vms.get_mut(vm) {
-                        v.anti_affinity_group = None;
-                    }
-                }
-                let second = self.place(&view, &blocked, &unusable);
-                for (vm, to) in second.placements {
-                    plan.unplaced.remove(&vm);
-                    relaxed.insert(vm.clone());
-                    plan.placements.insert(vm, to);
-                }
-            }
-        }
+        // Running beats anti-affinity and headroom when nothing else can help (no spare left to
+        // add or to mount a datastore on): relaxed, with a reason.
+        let relaxed = if self.spares.is_empty() && !self.adding_spare && !mounting {
+            self.relax_last_resort(&mut plan, &unusable)
+        } else {
+            BTreeMap::new()
+        };
         let mut order: Vec<(u8, VmId, HostId)> = plan
             .placements
             .iter()
@@ -435,13 +491,16 @@ impl Supervisor {
                 vm: vm.clone(),
                 to: to.clone(),
             };
-            let reason = if relaxed.contains(&vm) {
-                format!("restart on {to}: anti-affinity relaxed, no other host and no spare left")
+            let mut reason = if let Some(what) = relaxed.get(&vm) {
+                format!("restart on {to}: {what} relaxed, no other host and no spare left")
             } else if by_plan.contains_key(&vm) {
                 format!("restart on {to} by precomputed plan")
             } else {
                 format!("restart on {to} by fresh plan")
             };
+            if let Some(split) = self.affinity_split(&vm, &to, &plan.placements) {
+                reason = format!("{reason}; {split}");
+            }
             self.start_step(
                 now,
                 &vm,
@@ -463,12 +522,17 @@ impl Supervisor {
             // Placement goes on once the spare mounts what they need.
             return;
         }
+        let why = self.unplaced_reasons(&plan.unplaced);
         self.raise(
             now,
             AlarmKind::CapacityInsufficient,
             Subject::Cluster,
             Severity::Critical,
-            format!("{unplaced} protected VM(s) fit on no live host"),
+            if why.is_empty() {
+                format!("{unplaced} protected VM(s) fit on no live host")
+            } else {
+                format!("{unplaced} protected VM(s) have no place on a live host{why}")
+            },
         );
         // A spare held back after a restart: in the inventory means it was added; after the
         // window it was not, and it returns to the pool.

@@ -106,8 +106,22 @@ impl Supervisor {
                 Severity::Critical,
                 format!("{count} of {total} hosts unreachable at once: suspecting the manager's network; no failover"),
             );
-        } else if !calm && !self.hosts.values().any(unreachable) {
-            self.set_storm(now, StormGuard::Calm, "no host unreachable".into());
+        } else if !calm {
+            // Subsided to what one failure would be: the host left unreachable (if any) is
+            // judged like any single failure.
+            let left: Vec<String> = self
+                .hosts
+                .iter()
+                .filter(|(_, r)| unreachable(r))
+                .map(|(id, _)| self.host_label(id))
+                .collect();
+            let reason = match left.as_slice() {
+                [] => "no host unreachable".to_owned(),
+                [one] => format!("only {one} still unreachable: judged as a single failure"),
+                _ => return,
+            };
+            self.storm_ended = now;
+            self.set_storm(now, StormGuard::Calm, reason);
             self.clear(now, AlarmKind::StormSuspected, Subject::Cluster);
         }
     }

@@ -19,7 +19,8 @@ struct Signals {
     heartbeat: Option<Time>,
     /// Its power as read out of band, if it is.
     power: Option<am_core::PowerReading>,
-    /// No host action in flight, and the interval since the last one has passed.
+    /// No host action in flight, the interval since the last one has passed, and vCenter answers
+    /// (a host action that cannot reach vCenter would never reach the host).
     idle: bool,
 }
 
@@ -60,7 +61,7 @@ impl Supervisor {
             reachable: !conn_bad && !ping_bad,
             heartbeat: h.storage_heartbeat,
             power: rec.power,
-            idle: rec.action.is_none() && now >= rec.next_action_at,
+            idle: rec.action.is_none() && now >= rec.next_action_at && !self.vcenter_down(now),
         })
     }
 
@@ -229,7 +230,9 @@ impl Supervisor {
             || (hb.is_some() && heartbeat_at_loss.is_none());
         // Guests still "alive" right after the loss only means their detectors have not
         // noticed yet; they count once the host has been unreachable long enough.
-        let guests_judged = now.since(since) >= self.cfg.guest_evidence_after;
+        // After a storm, silence counts from its end: the host left over is judged like a
+        // failure that happened then, not killed the moment the others come back.
+        let guests_judged = now.since(since.max(self.storm_ended)) >= self.cfg.guest_evidence_after;
         let guests_alive = guests_judged && self.any_guest_alive(host);
         if heartbeat_advanced || guests_alive {
             let why = if heartbeat_advanced {
@@ -362,6 +365,14 @@ impl Supervisor {
             );
             return;
         }
+        if sig.heartbeat.is_none() && self.guests_went_silent(host, sig) && !self.manager_isolated() {
+            self.host_dead(
+                now,
+                host,
+                "isolated on its guests alone, and every guest went silent: no sign of life left (not connected, no management probe answering, no heartbeat)".into(),
+            );
+            return;
+        }
         if self.lock_recheck_due(now, host, sig) {
             return;
         }
@@ -389,6 +400,30 @@ impl Supervisor {
         self.issue_host_action(now, host, action, purpose, 200, reason.into());
     }
 
+    /// Whether an isolated host with no storage heartbeat, known alive by its guests, lost that
+    /// sign of life: each of its probed guests now has a verdict and none answers, nothing else
+    /// shows it alive (no management probe answering, no locked files, not read powered on out of
+    /// band), and vCenter still does not call it connected. The same two signals as when it was
+    /// first judged.
+    fn guests_went_silent(&self, host: &HostId, sig: &Signals) -> bool {
+        let Some(rec) = self.hosts.get(host) else {
+            return false;
+        };
+        let probed: Vec<Option<bool>> = self
+            .inv
+            .vms_on(host)
+            .filter(|v| v.guest_address.is_some() && v.power == PowerState::PoweredOn)
+            .map(|v| self.vms.get(&v.id).and_then(|r| r.guest_alive))
+            .collect();
+        sig.conn_bad
+            && (sig.ping_bad || !sig.probed)
+            && sig.power != Some(am_core::PowerReading::On)
+            && rec.locked_vms.is_empty()
+            && !rec.fence_first
+            && !probed.is_empty()
+            && probed.iter().all(|a| *a == Some(false))
+    }
+
     /// An isolated host whose only sign of life is its VMs' file locks (no heartbeat, no probe:
     /// nothing else would tell that it died since) has one VM's locks looked at every
     /// `lock_recheck`. Whether it issued that look.
@@ -401,7 +436,7 @@ impl Supervisor {
             || sig.heartbeat.is_some()
             || self.cfg.single_signal != SingleSignal::CheckLocks
             || !self.second_signals(host).is_empty()
-            || self.manager_isolated()
+            || self.vcenter_down(now)
         {
             return false;
         }
@@ -491,6 +526,9 @@ impl Supervisor {
             return;
         }
         let fenced = rec.fenced;
+        // What stays off there and could not be re-registered when it died (no live host then,
+        // or vCenter down) is tried again before the removal rules are looked at.
+        self.rehome_stay_off(now, host);
         if let Some(why) = self.removal_blocker(host) {
             self.note_removal(now, host, why);
             return;
@@ -536,31 +574,30 @@ impl Supervisor {
         if rec.life_seen {
             return Some("a sign of life was seen since it became unreachable".into());
         }
-        let waiting: Vec<String> = self
-            .vms
-            .iter()
-            .filter(|(id, r)| {
-                let from_here = r.failed_from.as_ref() == Some(host)
-                    && matches!(
-                        r.state,
-                        VmState::AwaitingCapacity
-                            | VmState::Recovering {
-                                step: Step::Failover,
-                                ..
-                            }
-                            | VmState::Reconciling { .. }
-                    );
-                // Anything but the manager's own clones still registered there would be dropped
-                // from the inventory with it.
-                let still_here = self
-                    .inv
-                    .vms
-                    .get(*id)
-                    .is_some_and(|v| v.host.as_ref() == Some(host) && v.backup_of.is_none());
-                from_here || still_here
-            })
-            .map(|(id, _)| self.vm_label(id))
-            .collect();
+        let waiting: Vec<String> =
+            self.vms
+                .iter()
+                .filter(|(id, r)| {
+                    let from_here = r.failed_from.as_ref() == Some(host)
+                        && matches!(
+                            r.state,
+                            VmState::AwaitingCapacity
+                                | VmState::Recovering {
+                                    step: Step::Failover,
+                                    ..
+                                }
+                                | VmState::Reconciling { .. }
+                        );
+                    // Anything still registered there would be dropped from the inventory with it;
+                    // the manager's own clones only matter when the cache makes no new ones.
+                    let keep_clones = self.cfg.backup.clone_every.is_zero();
+                    let still_here = self.inv.vms.get(*id).is_some_and(|v| {
+                        v.host.as_ref() == Some(host) && (v.backup_of.is_none() || keep_clones)
+                    });
+                    from_here || still_here
+                })
+                .map(|(id, _)| self.vm_label(id))
+                .collect();
         (!waiting.is_empty()).then(|| {
             format!(
                 "VMs from it are not placed elsewhere yet ({})",
@@ -635,6 +672,7 @@ impl Supervisor {
                 Some(
                     VmState::Healthy
                         | VmState::Verifying { .. }
+                        | VmState::Deferred { .. }
                         | VmState::Failed
                         | VmState::OffUnexplained { .. }
                 )

@@ -33,10 +33,11 @@ impl Supervisor {
         // A backup still in flight on it (or a step it outlived) would hold this one up.
         self.abandon_actions_on(now, vm, &format!("{} goes first", step.name()));
         let id = ActionId(self.next_id);
-        if step == Step::Failover
-            && let Some(r) = self.vms.get_mut(vm)
-        {
-            r.failover_started = Some(now);
+        if let Some(r) = self.vms.get_mut(vm) {
+            r.unproven = false;
+            if step == Step::Failover {
+                r.failover_started = Some(now);
+            }
         }
         self.set_vm_state(now, vm, VmState::Recovering { step, action: id }, reason.clone());
         let issued = self.issue(now, action, Purpose::VmStep(vm.clone(), step), priority, reason);
@@ -47,13 +48,28 @@ impl Supervisor {
         }
     }
 
+    /// A step that waited for vCenter is issued again (or the ladder goes on from it, if it cannot
+    /// be issued any more: e.g. the restart limit was reached meanwhile).
+    pub(crate) fn resume_step(&mut self, now: Time, vm: &VmId, step: Step, reason: String) {
+        let after = Step::LADDER
+            .iter()
+            .position(|s| *s == step)
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| Step::LADDER.get(i).copied());
+        self.next_step(now, vm, after, reason);
+    }
+
     pub(crate) fn begin_ladder(&mut self, now: Time, vm: &VmId, cause: String) {
         self.open_vm_incident(now, vm, cause.clone());
+        if let Some(r) = self.vms.get_mut(vm) {
+            r.reverted_to = None;
+        }
         self.next_step(now, vm, None, cause);
     }
 
-    /// The last snapshot taken before the current incident began.
-    pub(crate) fn good_snapshot(&self, vm: &VmId) -> Option<SnapshotId> {
+    /// The last snapshot taken before the current incident began, and older than the one it was
+    /// already reverted to in this incident (if any).
+    pub(crate) fn good_snapshot(&self, vm: &VmId) -> Option<&am_core::Snapshot> {
         let since = self
             .vms
             .get(vm)
@@ -66,13 +82,17 @@ impl Supervisor {
             .and_then(|r| r.failing_since)
             .unwrap_or(since)
             .min(since);
+        let before = self
+            .vms
+            .get(vm)
+            .and_then(|r| r.reverted_to)
+            .map_or(failing_since, |t| t.min(failing_since));
         self.inv
             .snapshots
             .get(vm)?
             .iter()
-            .filter(|s| s.created < failing_since)
+            .filter(|s| s.created < before)
             .max_by_key(|s| s.created)
-            .map(|s| s.id.clone())
     }
 
     pub(crate) fn next_step(&mut self, now: Time, vm_id: &VmId, after: Option<Step>, reason: String) {
@@ -99,20 +119,24 @@ impl Supervisor {
                         );
                         continue;
                     }
-                    if let Some(r) = self.vms.get_mut(vm_id) {
-                        r.restarts.push_back(now);
-                    }
                     if vm.power == PowerState::PoweredOn {
                         Action::Reset { vm: vm_id.clone() }
                     } else {
                         Action::PowerOn { vm: vm_id.clone() }
                     }
                 }
-                Step::RevertSnapshot => match self.good_snapshot(vm_id) {
-                    Some(snapshot) => Action::RevertSnapshot {
-                        vm: vm_id.clone(),
-                        snapshot: Some(snapshot),
-                    },
+                Step::RevertSnapshot => match self.good_snapshot(vm_id).map(|s| (s.id.clone(), s.created)) {
+                    Some((snapshot, created)) => {
+                        if !self.vcenter_down(now)
+                            && let Some(r) = self.vms.get_mut(vm_id)
+                        {
+                            r.reverted_to = Some(created);
+                        }
+                        Action::RevertSnapshot {
+                            vm: vm_id.clone(),
+                            snapshot: Some(snapshot),
+                        }
+                    }
                     None => continue,
                 },
                 Step::RestoreClone => match (self.inv.latest_clone(vm_id), &vm.host) {
@@ -138,6 +162,21 @@ impl Supervisor {
                 }
                 Step::Failover => continue,
             };
+            if self.vcenter_down(now) {
+                // It could not reach the VM: it waits, and nothing is counted.
+                self.set_vm_state(
+                    now,
+                    vm_id,
+                    VmState::Deferred { step },
+                    format!("{reason}; vCenter does not answer: {} waits for it", step.name()),
+                );
+                return;
+            }
+            if step == Step::Restart
+                && let Some(r) = self.vms.get_mut(vm_id)
+            {
+                r.restarts.push_back(now);
+            }
             self.start_step(
                 now,
                 vm_id,

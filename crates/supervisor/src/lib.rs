@@ -51,6 +51,7 @@ mod ladder;
 mod observe;
 mod outcome;
 mod record;
+mod relax;
 mod state;
 mod vm;
 
@@ -62,7 +63,7 @@ pub use state::{HostState, ManagerNet, SourceState, Step, StormGuard, VmClass, V
 use am_core::{
     Action, ActionId, ActionOutcome, Alarm, AlarmChange, AlarmKind, ClusterEvent, Command, ConnectionState,
     EventKind, GuestHeartbeat, HostId, HvError, Inventory, InventoryDelta, LogEntry, LogKind, Observation,
-    Output, PowerState, Severity, SnapshotId, Subject, Time, Vm, VmId,
+    Output, PowerState, Severity, Subject, Time, Vm, VmId,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -249,6 +250,14 @@ struct VmRec {
     next_clone_at: Option<Time>,
     /// When its current failover began (restart orchestration waits for it to be ready).
     failover_started: Option<Time>,
+    /// Its last restart failed without proof that it had no effect (it timed out): if the VM
+    /// still does not answer after `recovery_grace`, it is restarted again (within the restart
+    /// limit) before a heavier, destructive step.
+    unproven: bool,
+    /// In this incident, the snapshot it was last reverted to, by when it was taken: a revert
+    /// that did not help is followed by one to the next older snapshot (the newest may have
+    /// been taken after the fault, before it was detected).
+    reverted_to: Option<Time>,
 }
 
 #[derive(Clone, Debug)]
@@ -333,7 +342,18 @@ pub struct Supervisor {
     backup_lag_noted: Option<Time>,
     /// Admission control as last computed from fresh plans.
     admission: Option<planner::Admission>,
+    /// Until when vCenter is taken for down after a call failed because it could not be reached
+    /// (before the inventory source says so, or while only calls fail).
+    vcenter_retry_at: Time,
+    /// When the last storm ended: a host still unreachable then has its silence counted from
+    /// there (its guests' verdicts are judged afresh), as for a failure that happened then.
+    storm_ended: Time,
+    /// VMs whose re-registration away from a dead host was refused (not tried again on their own).
+    rehome_failed: BTreeSet<VmId>,
 }
+
+/// How long vCenter is taken for down after a call could not reach it.
+const VCENTER_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Supervisor {
     /// A supervisor with no inventory yet; feed it an [`Observation::Inventory`] first.
@@ -366,6 +386,9 @@ impl Supervisor {
             prune_due: BTreeSet::new(),
             backup_lag_noted: None,
             admission: None,
+            vcenter_retry_at: Time::ZERO,
+            storm_ended: Time::ZERO,
+            rehome_failed: BTreeSet::new(),
         }
     }
 
@@ -494,6 +517,13 @@ impl Supervisor {
     /// Whether the manager considers itself isolated (and so acts on nothing).
     pub fn manager_isolated(&self) -> bool {
         self.manager_net == ManagerNet::Isolated
+    }
+
+    /// Whether vCenter is known not to answer now (the manager isolated, the inventory source
+    /// lost, or a call that could not reach it moments ago): no action is issued, since it could
+    /// not get to its object, and none that failed so is counted against its object.
+    pub(crate) fn vcenter_down(&self, now: Time) -> bool {
+        self.manager_isolated() || self.source == SourceState::Lost || now < self.vcenter_retry_at
     }
 
     /// A serializable view of all states.

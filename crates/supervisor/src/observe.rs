@@ -157,6 +157,8 @@ impl Supervisor {
                 next_backup_at: None,
                 next_clone_at: None,
                 failover_started: None,
+                unproven: false,
+                reverted_to: None,
             },
         );
         self.first_vm_state(now, vm, state, reason);
@@ -254,7 +256,7 @@ impl Supervisor {
     pub(crate) fn on_power_off(&mut self, now: Time, vm: &VmId) {
         let Some(rec) = self.vms.get(vm) else { return };
         match rec.state {
-            VmState::Healthy | VmState::Verifying { .. } | VmState::Failed => {}
+            VmState::Healthy | VmState::Verifying { .. } | VmState::Deferred { .. } | VmState::Failed => {}
             // Our own action (a migration, a revert) or a VM nobody protects: not news.
             _ => return,
         }
@@ -312,17 +314,31 @@ impl Supervisor {
                     (VmState::OffUnexplained { .. }, None) => {
                         self.begin_ladder(now, &vm, "powered off with no user (crash)".into())
                     }
-                    (VmState::Healthy | VmState::Verifying { .. } | VmState::Failed, user) if !is_off => {
+                    (
+                        VmState::Healthy
+                        | VmState::Verifying { .. }
+                        | VmState::Deferred { .. }
+                        | VmState::Failed,
+                        user,
+                    ) if !is_off => {
                         self.early_power_offs.insert(vm, user);
                     }
                     // Off already, and not yet judged (the state change came without the event,
                     // e.g. from a resync): the event decides now.
-                    (VmState::Healthy | VmState::Verifying { .. } | VmState::Failed, Some(u)) => {
-                        self.user_powered_off(now, &vm, u)
-                    }
-                    (VmState::Healthy | VmState::Verifying { .. } | VmState::Failed, None) => {
-                        self.begin_ladder(now, &vm, "powered off with no user (crash)".into())
-                    }
+                    (
+                        VmState::Healthy
+                        | VmState::Verifying { .. }
+                        | VmState::Deferred { .. }
+                        | VmState::Failed,
+                        Some(u),
+                    ) => self.user_powered_off(now, &vm, u),
+                    (
+                        VmState::Healthy
+                        | VmState::Verifying { .. }
+                        | VmState::Deferred { .. }
+                        | VmState::Failed,
+                        None,
+                    ) => self.begin_ladder(now, &vm, "powered off with no user (crash)".into()),
                     _ => {}
                 }
             }

@@ -28,6 +28,11 @@ impl Supervisor {
                 detail,
             },
         );
+        let unreached = matches!(&result, Err(e) if e.is_vcenter_unreachable());
+        if unreached {
+            // Nothing more is issued until vCenter answers (or a moment has passed).
+            self.vcenter_retry_at = now + VCENTER_RETRY;
+        }
         if let Purpose::HostReconnect(h)
         | Purpose::HostRevive(h)
         | Purpose::HostFence(h)
@@ -38,6 +43,10 @@ impl Supervisor {
             if let Some(rec) = self.hosts.get_mut(h) {
                 rec.action = None;
                 rec.next_action_at = now + self.cfg.revive_interval;
+            }
+            if unreached {
+                self.host_action_unreached(now, h, &done.action);
+                return;
             }
         }
         match done.purpose {
@@ -83,9 +92,11 @@ impl Supervisor {
             Purpose::Mount(h) => {
                 if let Action::MountDatastore { datastore, .. } = &done.action {
                     match &result {
-                        Err(_) => {
+                        // Not tried again on its own, unless it never reached vCenter.
+                        Err(e) if !e.is_vcenter_unreachable() => {
                             self.failed_mounts.insert((h, datastore.clone()));
                         }
+                        Err(_) => {}
                         // Mounted: counted as such until the inventory says so itself.
                         Ok(_) => {
                             if let Some(d) = self.inv.datastores.get_mut(datastore)
@@ -99,7 +110,11 @@ impl Supervisor {
                 }
                 self.capacity_retry_at = now;
             }
-            Purpose::Rehome(_) => {}
+            Purpose::Rehome(vm) => {
+                if matches!(&result, Err(e) if !e.is_vcenter_unreachable()) {
+                    self.rehome_failed.insert(vm);
+                }
+            }
             Purpose::Backup(vm) => {
                 if let Ok(ActionOutcome::SnapshotCreated(_) | ActionOutcome::VmCreated(_)) = result {
                     self.prune_due.insert(vm);
@@ -161,6 +176,86 @@ impl Supervisor {
             Err(HvError::Locked { file, .. }) if step == Step::Failover => {
                 self.files_locked(now, vm, &file);
             }
+            Err(e @ HvError::InvalidState { .. }) if step == Step::Failover && self.runs_on_live_host(vm) => {
+                // Already running (a retry after a lost reply, or started by someone else): the
+                // failover's end state. Verified like a failover that went through.
+                self.failover_went_through(now, vm);
+                let host = self.inv.vms.get(vm).and_then(|v| v.host.clone());
+                let on = host.map_or_else(String::new, |h| format!(" on {}", self.host_label(&h)));
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::Verifying {
+                        step,
+                        until: now + self.cfg.recovery_grace,
+                    },
+                    format!("failover: {e}: it runs{on} already; waiting for it to answer"),
+                );
+            }
+            Err(e @ HvError::InvalidState { .. }) if matches!(action, Action::PowerOn { .. }) => {
+                // Already powered on (by a user, or a power-on whose reply was lost): it runs;
+                // whether it recovered is verified, not taken for a failed step.
+                if let Some(r) = self.vms.get_mut(vm) {
+                    r.restarts.pop_back();
+                }
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::Verifying {
+                        step,
+                        until: now + self.cfg.recovery_grace,
+                    },
+                    format!("power-on: {e}: it runs already; waiting for it to answer"),
+                );
+            }
+            Err(e @ HvError::Timeout { .. }) if step != Step::Failover && self.vm_host_up(vm) => {
+                // No proof either way: the step may have taken effect (a lost reply) or never
+                // run. Verified for recovery_grace before anything heavier.
+                if let Some(r) = self.vms.get_mut(vm) {
+                    r.unproven = step == Step::Restart;
+                }
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::Verifying {
+                        step,
+                        until: now + self.cfg.recovery_grace,
+                    },
+                    format!(
+                        "{}: {e}: it may have taken effect; waiting for it to answer",
+                        step.name()
+                    ),
+                );
+            }
+            Err(e) if e.is_vcenter_unreachable() && step == Step::Failover => {
+                // It never got to the target: the target is not ruled out, nothing is counted.
+                let target = action
+                    .host()
+                    .map_or_else(String::new, |h| format!(" to {}", self.host_label(h)));
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::AwaitingCapacity,
+                    format!("failover{target} did not reach vCenter ({e}): not counted; tried again once vCenter answers"),
+                );
+                self.capacity_retry_at = now;
+            }
+            Err(e) if e.is_vcenter_unreachable() => {
+                if step == Step::Restart
+                    && let Some(r) = self.vms.get_mut(vm)
+                {
+                    r.restarts.pop_back();
+                }
+                self.set_vm_state(
+                    now,
+                    vm,
+                    VmState::Deferred { step },
+                    format!(
+                        "{} did not reach vCenter ({e}): not counted; issued again once vCenter answers",
+                        step.name()
+                    ),
+                );
+            }
             Err(e) if step == Step::Failover => {
                 let target = action.host().cloned();
                 if let Some(rec) = self.vms.get_mut(vm) {
@@ -209,6 +304,41 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// A host action failed because vCenter could not be reached: it never got to the host, so it
+    /// says nothing about it. A revival attempt is not counted, a fence that failed so raises no
+    /// alarm, a removal is not settled: each is tried again once vCenter answers.
+    fn host_action_unreached(&mut self, now: Time, host: &HostId, action: &Action) {
+        let dead = matches!(self.host_state(host), Some(HostState::Dead { .. }));
+        if let Some(r) = self.hosts.get_mut(host) {
+            match action {
+                Action::ReconnectHost { .. } | Action::ReviveHost { .. } if dead => {
+                    r.revive_actions = r.revive_actions.saturating_sub(1);
+                }
+                Action::RemoveHost { .. } => r.removal_settled = false,
+                _ => {}
+            }
+        }
+        let name = self.host_label(host);
+        self.note(
+            now,
+            Subject::Host(host.clone()),
+            format!(
+                "{} never reached {name} (vCenter unreachable): not counted; tried again once vCenter answers",
+                action.name()
+            ),
+        );
+    }
+
+    /// Whether `vm` is powered on, on a host that is up, as the inventory shows it.
+    fn runs_on_live_host(&self, vm: &VmId) -> bool {
+        self.inv.vms.get(vm).is_some_and(|v| {
+            v.power == PowerState::PoweredOn
+                && v.host
+                    .as_ref()
+                    .is_some_and(|h| self.hosts.get(h).is_some_and(|r| r.state == HostState::Up))
+        })
+    }
+
     /// A look at an isolated host's VM locks came back. Gone: the host stopped running that VM,
     /// so it died since its isolation was found; it is declared dead and that VM is failed over
     /// first (behind its lock check, as on the first loss). Still held or not readable: it stays

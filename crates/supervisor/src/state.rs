@@ -77,6 +77,13 @@ pub enum VmState {
         /// When the next step starts if it still does not answer.
         until: Time,
     },
+    /// A recovery step waits for vCenter: it came due while vCenter did not answer, or its call
+    /// failed because vCenter itself could not be reached (nothing was done to the VM, and
+    /// nothing is counted against it). It is issued once vCenter answers.
+    Deferred {
+        /// The step.
+        step: Step,
+    },
     /// Its host is isolated and may still run it: nothing is done.
     Frozen {
         /// The isolated host.
@@ -109,6 +116,7 @@ impl VmState {
             VmState::OffUnexplained { .. } => "off-unexplained".into(),
             VmState::Recovering { step, .. } => format!("recovering({})", step.name()),
             VmState::Verifying { step, .. } => format!("verifying({})", step.name()),
+            VmState::Deferred { step } => format!("deferred({})", step.name()),
             VmState::Frozen { host } => format!("frozen(host {host} isolated)"),
             VmState::AwaitingCapacity => "awaiting-capacity".into(),
             VmState::Reconciling { .. } => "reconciling".into(),
@@ -125,7 +133,7 @@ impl VmState {
             VmState::Unprotected => VmClass::Unprotected,
             VmState::StayOff { .. } => VmClass::Off,
             VmState::OffUnexplained { .. } => VmClass::OffUnexplained,
-            VmState::Recovering { .. } => VmClass::Recovering,
+            VmState::Recovering { .. } | VmState::Deferred { .. } => VmClass::Recovering,
             VmState::Verifying { .. } => VmClass::Verifying,
             VmState::Frozen { .. } => VmClass::Frozen,
             VmState::AwaitingCapacity => VmClass::AwaitingCapacity,
@@ -149,7 +157,7 @@ pub enum VmClass {
     Off,
     /// Off, nobody named yet.
     OffUnexplained,
-    /// A recovery step runs.
+    /// A recovery step runs (or waits for vCenter to answer to run).
     Recovering,
     /// A step ran; waiting for the VM to answer.
     Verifying,
@@ -291,7 +299,8 @@ pub enum StormGuard {
     #[default]
     Calm,
     /// More than `storm_fraction` of the hosts became unreachable within `storm_window`: no host
-    /// is declared dead until none is unreachable.
+    /// is declared dead until at most one is still unreachable (what a single failure would be);
+    /// that one's silence is then counted from the end of the storm.
     Storm,
 }
 

@@ -67,6 +67,7 @@ impl Supervisor {
             VmState::StayOff { .. } => self.next_vm_state_stay_off(now, id, &seen),
             VmState::OffUnexplained { since } => self.next_vm_state_off_unexplained(now, id, &seen, since),
             VmState::Verifying { step, until } => self.next_vm_state_verifying(now, id, seen, step, until),
+            VmState::Deferred { step } => self.next_vm_state_deferred(now, id, seen, step),
             VmState::Failed => self.next_vm_state_failed(now, id, &seen),
             VmState::Reconciling { until, target, .. } => {
                 self.next_vm_state_reconciling(now, id, &seen, until, target)
@@ -156,14 +157,50 @@ impl Supervisor {
             if !seen.host_up {
                 return;
             }
-            let after = if step == Step::Failover { None } else { Some(step) };
+            let unproven = self.vms.get(id).is_some_and(|r| r.unproven);
+            // A restart that timed out may never have happened: it is tried again (within the
+            // restart limit) before anything destructive.
+            let older = step == Step::RevertSnapshot && self.good_snapshot(id).is_some();
+            let after = if step == Step::Failover || (step == Step::Restart && unproven) {
+                None
+            } else if older {
+                // The snapshot may hold the fault (taken after it began, before it was
+                // detected): the next older one is tried before the backup clone.
+                Some(Step::Restart)
+            } else {
+                Some(step)
+            };
             let why = seen.failing.unwrap_or_else(|| "still not answering".into());
-            self.next_step(
+            let what = if older {
+                format!(
+                    "{} did not bring it back: {why}; trying the next older snapshot",
+                    step.name()
+                )
+            } else if unproven {
+                format!("{} timed out and it still does not answer: {why}", step.name())
+            } else {
+                format!("{} did not bring it back: {why}", step.name())
+            };
+            self.next_step(now, id, after, what);
+        }
+    }
+
+    /// A step waits for vCenter: answering again on its own ends the incident; once vCenter
+    /// answers (and its host is up) the step is issued.
+    fn next_vm_state_deferred(&mut self, now: Time, id: &VmId, seen: Seen, step: Step) {
+        let positive = seen.on && seen.failing.is_none();
+        if positive && self.vms.get(id).is_some_and(|r| r.guest_alive != Some(false)) {
+            let inc = self.vms.get_mut(id).and_then(|r| r.incident.take());
+            self.set_vm_state(
                 now,
                 id,
-                after,
-                format!("{} did not bring it back: {why}", step.name()),
+                VmState::Healthy,
+                format!("answers again while its {} waited for vCenter", step.name()),
             );
+            self.close_incident(inc, Some(now), Ending::Recovered, "recovered on its own");
+        } else if seen.host_up && !self.vcenter_down(now) {
+            let why = seen.failing.unwrap_or_else(|| "still not answering".into());
+            self.resume_step(now, id, step, format!("vCenter answers again; {why}"));
         }
     }
 

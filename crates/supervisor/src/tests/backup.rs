@@ -121,8 +121,13 @@ fn a_failing_vm_gets_no_backup() {
 /// Runs the cache for `secs`, completing every snapshot and clone at once (they appear in the
 /// inventory); returns each backup action with the second it was issued.
 fn run_cache(s: &mut Story, secs: u64) -> Vec<(u64, Action)> {
+    run_cache_from(s, 0, secs)
+}
+
+/// [`run_cache`] from second `from` to second `to`.
+fn run_cache_from(s: &mut Story, from: u64, to: u64) -> Vec<(u64, Action)> {
     let mut issued = Vec::new();
-    for t in 0..=secs {
+    for t in from..=to {
         s.at(t as f64);
         for (id, a) in s.take_actions() {
             issued.push((t, a.clone()));
@@ -299,4 +304,71 @@ fn clones_go_to_another_host_and_only_the_newest_of_the_managers_is_kept() {
             .count();
         assert_eq!(ours, 1, "{vm} keeps one clone of the manager's");
     }
+}
+
+#[test]
+fn vms_late_because_their_host_was_in_trouble_are_not_blamed_on_the_budget() {
+    let cfg = Config {
+        backup: BackupPolicy {
+            snapshot_every: Duration::from_secs(60),
+            keep_snapshots: 1,
+            ..BackupPolicy::default()
+        },
+        ..Config::default()
+    };
+    let mut s = Story::with_backups(cfg, inventory(2, 2));
+    run_cache(&mut s, 30);
+    // h1 answers no pings for four minutes (suspect): its VMs get no snapshot meanwhile.
+    s.at(31.0).mgmt("h1", false);
+    run_cache_from(&mut s, 32, 270);
+    s.at(271.0).mgmt("h1", true);
+    let issued = run_cache_from(&mut s, 272, 340);
+    assert!(
+        issued
+            .iter()
+            .any(|(_, a)| matches!(a, Action::CreateSnapshot { vm, .. } if vm.as_str() == "vm-11")),
+        "h1's VMs are backed up again: {issued:?}"
+    );
+    assert!(
+        !s.log.iter().any(|l| l.to_string().contains("tasks_per_minute")),
+        "the budget was never the limit"
+    );
+}
+
+#[test]
+fn a_dead_hosts_backup_clones_are_kept_unless_the_cache_makes_new_ones() {
+    let run = |clone_every: Duration| {
+        let mut inv = inventory(3, 1);
+        let mut clone = Vm::new("vm-21-clone", Resources::new(1_000, 8_000), "h1");
+        clone.power = PowerState::PoweredOff;
+        clone.priority = RestartPriority::Disabled;
+        clone.backup_of = Some("vm-21".into());
+        inv.apply(&InventoryDelta::VmUpsert(clone));
+        let cfg = Config {
+            backup: BackupPolicy {
+                snapshot_every: Duration::ZERO,
+                clone_every,
+                ..BackupPolicy::default()
+            },
+            ..Config::default()
+        };
+        let mut s = Story::with_backups(cfg, inv);
+        crash_host(&mut s, "h1", 1.0);
+        s.at(8.0);
+        s.take_actions()
+            .into_iter()
+            .filter_map(|(_, a)| match a {
+                Action::Register { vm, host } => Some((vm.to_string(), host.to_string())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let kept = run(Duration::ZERO);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].0, "vm-21-clone");
+    assert_ne!(kept[0].1, "h2", "not on its own VM's host");
+    assert!(
+        run(Duration::from_secs(600)).is_empty(),
+        "the cache makes new ones"
+    );
 }

@@ -265,6 +265,55 @@ fn a_storm_of_unreachable_hosts_fails_nothing_over() {
 }
 
 #[test]
+fn a_storm_that_subsides_to_one_host_judges_that_host_as_a_single_failure() {
+    let mut inv = inventory(4, 1);
+    for h in inv.hosts.values_mut() {
+        h.storage_heartbeat = None;
+    }
+    let mut s = Story::new(Config::default(), inv);
+    for h in ["h1", "h2", "h3"] {
+        s.at(1.0).mgmt(h, false).guest(&format!("vm-{}1", &h[1..]), false);
+        s.connection(h, ConnectionState::NotResponding);
+    }
+    s.at(10.0);
+    assert!(s.alarmed(AlarmKind::StormSuspected));
+    // The switch comes back for h1 and h2; h3 really crashed.
+    for h in ["h1", "h2"] {
+        s.at(40.0).mgmt(h, true).connection(h, ConnectionState::Connected);
+    }
+    assert!(!s.alarmed(AlarmKind::StormSuspected));
+    assert_eq!(
+        s.host_state("h3").name(),
+        "unreachable",
+        "not at once: judged afresh"
+    );
+    s.at(46.0);
+    assert_eq!(s.host_state("h3").name(), "dead");
+}
+
+#[test]
+fn an_isolated_host_known_alive_by_its_guests_alone_is_dead_once_they_go_silent() {
+    let mut inv = inventory(2, 1);
+    for h in inv.hosts.values_mut() {
+        h.storage_heartbeat = None;
+        h.mgmt_address = None;
+    }
+    let mut s = Story::new(Config::default(), inv);
+    s.guest("vm-11", true);
+    s.at(1.0).connection("h1", ConnectionState::NotResponding);
+    s.at(20.0);
+    assert_eq!(s.host_state("h1").name(), "isolated", "its guest answers");
+    s.at(30.0).guest("vm-11", false);
+    s.at(31.0);
+    assert_eq!(s.host_state("h1").name(), "dead");
+    assert!(
+        s.take_actions()
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Failover { .. }))
+    );
+}
+
+#[test]
 fn hosts_already_down_when_first_seen_do_not_make_a_storm() {
     // A restarted daemon finds h1 and h2 already not connected; then h3 dies: one new loss.
     let mut inv = inventory(4, 1);
@@ -503,15 +552,64 @@ fn anti_affinity_is_relaxed_only_when_no_spare_can_help() {
     );
 }
 
-/// The reasons given for the failovers of these VMs.
-fn failover_reasons(s: &Story) -> Vec<String> {
-    s.log
+#[test]
+fn the_vms_of_two_dead_hosts_are_placed_together_not_by_each_hosts_plan() {
+    let mut inv = Inventory::default();
+    // h3 and h4 have no room: the VMs wait for a spare.
+    for (h, room) in [("h1", 10_000), ("h2", 10_000), ("h3", 100), ("h4", 100)] {
+        let mut host = Host::new(h, Resources::new(room, room));
+        host.mgmt_address = Some(format!("10.0.0.{h}"));
+        host.storage_heartbeat = Some(Time::ZERO);
+        inv.apply(&InventoryDelta::HostUpsert(host));
+    }
+    inv.apply(&InventoryDelta::DatastoreUpsert(am_core::Datastore {
+        id: "ds".into(),
+        name: "ds".into(),
+        capacity_mib: 1_000_000,
+        free_mib: 1_000_000,
+        hosts: ["h1", "h2", "h3", "h4"].into_iter().map(HostId::from).collect(),
+    }));
+    for (id, h) in [("db-1", "h1"), ("db-2", "h2")] {
+        let mut vm = Vm::new(id, Resources::new(1_000, 1_000), h);
+        vm.anti_affinity_group = Some("db".into());
+        vm.datastore = Some("ds".into());
+        inv.apply(&InventoryDelta::VmUpsert(vm));
+    }
+    let cfg = Config {
+        spares: vec!["spare-1".into(), "spare-2".into()],
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inv);
+    s.at(1.0);
+    crash_host(&mut s, "h1", 2.0);
+    crash_host(&mut s, "h2", 2.0);
+    s.at(9.0);
+    let add = s
+        .take_actions()
+        .into_iter()
+        .find(|(_, a)| a.name() == "add_host")
+        .unwrap();
+    s.at(20.0)
+        .done(add.0, Ok(ActionOutcome::HostAdded("spare-1".into())));
+    let mut spare = Host::new("spare-1", Resources::new(10_000, 10_000));
+    spare.storage_heartbeat = Some(Time::from_secs(20));
+    s.upsert_host(spare);
+    // The spare mounts the VMs' datastore; meanwhile the plans catch up with it, and each
+    // host's own plan sends its VM there.
+    let mount = s
+        .take_actions()
+        .into_iter()
+        .find(|(_, a)| a.name() == "mount_datastore")
+        .unwrap();
+    s.at(21.0).at(22.0).done(mount.0, ok());
+    s.at(30.0);
+    let actions: Vec<Action> = s.take_actions().into_iter().map(|(_, a)| a).collect();
+    let to_spare = actions
         .iter()
-        .filter_map(|e| match &e.kind {
-            LogKind::Transition { to, reason, .. } if to == "recovering(failover)" => Some(reason.clone()),
-            _ => None,
-        })
-        .collect()
+        .filter(|a| matches!(a, Action::Failover { to, .. } if to.as_str() == "spare-1"))
+        .count();
+    assert_eq!(to_spare, 1, "not both beside each other: {actions:?}");
+    assert_eq!(s.state("db-2"), VmState::AwaitingCapacity, "it waits for spare-2");
 }
 
 #[test]

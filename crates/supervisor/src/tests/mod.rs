@@ -2,12 +2,16 @@
 //! harness is here; the stories are in rooms: VMs (the ladder, power-offs, restarts of the
 //! daemon), hosts (failure, isolation, revival, capacity) and the backup cache.
 
+mod alarms;
+mod ambiguous;
 mod backup;
 mod host;
+mod placement;
+mod vcenter;
 mod vm;
 
 use super::*;
-use am_core::{Host, Resources, RestartPriority, Snapshot};
+use am_core::{Host, Resources, RestartPriority, Snapshot, SnapshotId};
 use std::time::Duration;
 
 struct Story {
@@ -142,6 +146,17 @@ impl Story {
     fn alarmed(&self, kind: AlarmKind) -> bool {
         self.sup.alarms().any(|a| a.kind == kind)
     }
+}
+
+/// The reasons given for the failovers of these VMs.
+fn failover_reasons(s: &Story) -> Vec<String> {
+    s.log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogKind::Transition { to, reason, .. } if to == "recovering(failover)" => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn ok() -> Result<ActionOutcome, HvError> {

@@ -365,3 +365,34 @@ fn the_managers_own_power_off_is_not_a_user_power_off() {
     }));
     assert!(!s.alarmed(AlarmKind::VmPoweredOff));
 }
+
+#[test]
+fn a_revert_that_does_not_help_is_followed_by_one_to_the_next_older_snapshot() {
+    let mut inv = inventory(2, 1);
+    let vm: VmId = "vm-11".into();
+    let snap = |id: &str, at: u64| Snapshot {
+        id: id.into(),
+        vm: vm.clone(),
+        name: "am-backup".into(),
+        created: Time::from_secs(at),
+    };
+    inv.apply(&InventoryDelta::Snapshots {
+        vm: vm.clone(),
+        snapshots: vec![snap("old", 1), snap("new", 4)],
+    });
+    let mut s = Story::new(Config::default(), inv);
+    s.at(5.0).guest("vm-11", false);
+    let mut reverts = Vec::new();
+    let mut t = 6.0;
+    for _ in 0..4 {
+        s.at(t);
+        for (id, a) in s.take_actions() {
+            if let Action::RevertSnapshot { snapshot, .. } = &a {
+                reverts.push(snapshot.clone());
+            }
+            s.at(t + 1.0).done(id, ok());
+        }
+        t += 1.0 + 30.0;
+    }
+    assert_eq!(reverts, vec![Some("new".into()), Some("old".into())]);
+}

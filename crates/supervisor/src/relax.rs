@@ -1,0 +1,133 @@
+//! The last resort of placement: when no spare is left to add (or to mount a datastore on),
+//! running beats the rules that keep a protected VM down (decision 5). VMs kept out only by their
+//! anti-affinity group run beside a member; VMs kept out only by the failover headroom
+//! (`placement.headroom_pct`) use it. Each is logged with what was set aside.
+
+use super::*;
+use crate::failover::occupy;
+use crate::record::summarize;
+
+impl Supervisor {
+    /// Places what `plan` left out by relaxing, in turn, anti-affinity and the headroom; returns
+    /// what was relaxed for each VM so placed.
+    pub(crate) fn relax_last_resort(
+        &self,
+        plan: &mut planner::Plan,
+        unusable: &BTreeSet<HostId>,
+    ) -> BTreeMap<VmId, String> {
+        let mut relaxed = BTreeMap::new();
+        let blocked: Vec<VmId> = plan
+            .unplaced
+            .iter()
+            .filter(|(_, why)| **why == planner::Unplaced::AntiAffinity)
+            .map(|(vm, _)| vm.clone())
+            .collect();
+        if !blocked.is_empty() {
+            let mut view = self.planning_view().into_owned();
+            occupy(&mut view, &plan.placements);
+            for vm in &blocked {
+                if let Some(v) = view.vms.get_mut(vm) {
+                    v.anti_affinity_group = None;
+                }
+            }
+            let second = self.place_excluding(&view, &blocked, unusable);
+            for (vm, to) in second.placements {
+                plan.unplaced.remove(&vm);
+                relaxed.insert(vm.clone(), "anti-affinity".to_owned());
+                plan.placements.insert(vm, to);
+            }
+        }
+        let headroom = self.cfg.placement.headroom_pct;
+        let short: Vec<VmId> = plan
+            .unplaced
+            .iter()
+            .filter(|(_, why)| **why == planner::Unplaced::NoCapacity)
+            .map(|(vm, _)| vm.clone())
+            .collect();
+        if headroom > 0 && !short.is_empty() {
+            let mut view = self.planning_view().into_owned();
+            occupy(&mut view, &plan.placements);
+            let policy = planner::Policy {
+                headroom_pct: 0,
+                ..self.cfg.placement.clone()
+            };
+            let second = self.place_excluding_by(&view, &short, unusable, &policy);
+            for (vm, to) in second.placements {
+                plan.unplaced.remove(&vm);
+                relaxed.insert(
+                    vm.clone(),
+                    format!("headroom (placement.headroom_pct = {headroom})"),
+                );
+                plan.placements.insert(vm, to);
+            }
+        }
+        relaxed
+    }
+
+    /// Where placing `vm` on `to` splits its affinity group: the members that run, or are placed,
+    /// on other hosts (the planner keeps a group together only where one host has room for it).
+    pub(crate) fn affinity_split(
+        &self,
+        vm: &VmId,
+        to: &HostId,
+        placements: &BTreeMap<VmId, HostId>,
+    ) -> Option<String> {
+        let group = self.inv.vms.get(vm)?.affinity_group.as_ref()?;
+        let up = |h: &HostId| self.hosts.get(h).is_some_and(|r| r.state == HostState::Up);
+        let apart: Vec<String> = self
+            .inv
+            .vms
+            .values()
+            .filter(|v| v.id != *vm && v.backup_of.is_none() && v.affinity_group.as_ref() == Some(group))
+            .filter_map(|v| {
+                let at = match placements.get(&v.id) {
+                    Some(h) => h,
+                    None => v
+                        .host
+                        .as_ref()
+                        .filter(|h| v.power == PowerState::PoweredOn && up(h))?,
+                };
+                (at != to).then(|| format!("{} on {}", self.vm_label(&v.id), self.host_label(at)))
+            })
+            .collect();
+        (!apart.is_empty()).then(|| {
+            format!(
+                "affinity group {group} split, no live host has room for it together ({})",
+                summarize(&apart)
+            )
+        })
+    }
+
+    /// Why VMs have no place, for the capacity alarm, when a rule keeps them from hosts that have
+    /// room (anti-affinity, a fault-tolerant partner): the planner's reasons, with the VMs. Empty
+    /// when none is kept out so (short of capacity, no host, a datastore not mounted).
+    pub(crate) fn unplaced_reasons(&self, unplaced: &BTreeMap<VmId, planner::Unplaced>) -> String {
+        let hides_room = |w: &planner::Unplaced| {
+            matches!(
+                w,
+                planner::Unplaced::AntiAffinity | planner::Unplaced::FaultTolerance
+            )
+        };
+        if !unplaced.values().any(hides_room) {
+            return String::new();
+        }
+        let mut by: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for (vm, why) in unplaced {
+            let what = match why {
+                planner::Unplaced::AntiAffinity => {
+                    "kept out by their anti-affinity group (the hosts with room run a member)"
+                }
+                planner::Unplaced::FaultTolerance => "kept out by their fault-tolerant partner",
+                planner::Unplaced::HostRule => "kept out by a must (not) run on rule",
+                planner::Unplaced::NoCapacity => "short of capacity",
+                planner::Unplaced::NoHost => "with no host accepting VMs",
+            };
+            by.entry(what).or_default().push(self.vm_label(vm));
+        }
+        let parts: Vec<String> = by
+            .into_iter()
+            .map(|(what, vms)| format!("{} {what}: {}", vms.len(), summarize(&vms)))
+            .collect();
+        format!(" ({})", parts.join("; "))
+    }
+}
