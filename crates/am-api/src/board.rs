@@ -2,7 +2,7 @@
 //! supervisor step) and the HTTP server (which reads it).
 
 use crate::snapshot::{Ack, AlarmView, Extra, Snapshot};
-use am_core::{AlarmKind, LogEntry, LogKind, Output, Subject, Time};
+use am_core::{AlarmKind, Command, LogEntry, LogKind, Output, Subject, Time};
 use executor::ExecutorStatus;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -18,7 +18,7 @@ pub struct BoardOptions {
     pub snapshot_recent: usize,
     /// How VM demand and host capacity are counted, as plans and the status say it.
     pub capacity_model: Option<String>,
-    /// How stale the snapshot may grow while steps change nothing (no audit line, no command):
+    /// How stale the snapshot may grow while steps change no state and raise no alarm:
     /// a capture copies every VM's row, which at 10,000 VMs is what an idle step would cost.
     pub idle_refresh: std::time::Duration,
 }
@@ -128,16 +128,12 @@ impl Board {
     }
 
     /// Records one supervisor step: keeps its audit lines, notes state changes, and captures a new
-    /// snapshot. Call it from the engine's observer with the executor's status. The board becomes
+    /// snapshot (after a step that changed no state and raised no alarm, only once the last one is
+    /// `idle_refresh` old). Call it from the engine's observer with the executor's status. The board becomes
     /// ready once the supervisor has an inventory with a host or a VM in it.
     pub fn observe(&self, now: Time, out: &Output, sup: &Supervisor, exec: Option<&ExecutorStatus>) {
         let opts = &self.shared.opts;
         let mut work = lock(&self.shared.work);
-        let idle = out.log.is_empty() && out.commands.is_empty();
-        if idle && work.captured.is_some_and(|at| now.since(at) < opts.idle_refresh) {
-            return;
-        }
-        work.captured = Some(now);
         for e in &out.log {
             if let LogKind::Transition { .. } = e.kind {
                 work.since.insert(e.subject.clone(), e.at);
@@ -163,6 +159,17 @@ impl Board {
             let skip = view.recent.len().saturating_sub(opts.snapshot_recent);
             view.recent.iter().skip(skip).cloned().collect()
         };
+        // No state changed and no alarm: the actions issued or finished (the backup cache's, at
+        // a steady rate) show in the next capture, at most `idle_refresh` later.
+        let idle = !out
+            .log
+            .iter()
+            .any(|e| matches!(e.kind, LogKind::Transition { .. }))
+            && !out.commands.iter().any(|c| matches!(c, Command::Alarm(_)));
+        if idle && work.captured.is_some_and(|at| now.since(at) < opts.idle_refresh) {
+            return;
+        }
+        work.captured = Some(now);
         let extra = Extra {
             since: Some(&work.since),
         };

@@ -57,15 +57,16 @@ impl Supervisor {
                 budget -= 1;
             }
         }
-        let mut due = self.backups_due(now);
-        due.sort();
-        let oldest = due.first().map(|(at, ..)| *at);
-        let mut limited = false;
+        // Only as many as can be issued now are kept (and one per action in flight, which may be
+        // skipped): a cache far behind its period has thousands due.
+        let room = budget.min(policy.max_in_flight.saturating_sub(busy));
+        let (due, oldest, total) = self.backups_due(now, room + self.in_flight.len());
+        let mut looked = 0;
         for (_, vm, kind) in due {
             if busy >= policy.max_in_flight || budget == 0 {
-                limited = true;
                 break;
             }
+            looked += 1;
             if self.in_flight.values().any(|f| f.action.vm() == Some(&vm)) {
                 continue;
             }
@@ -107,17 +108,33 @@ impl Supervisor {
             busy += 1;
             budget -= 1;
         }
-        if limited {
+        let limited = busy >= policy.max_in_flight || budget == 0;
+        if limited && looked < total {
             self.note_backup_lag(now, oldest);
         }
     }
 
-    /// Snapshots and clones due now, with the time each was due.
-    fn backups_due(&mut self, now: Time) -> Vec<(Time, VmId, Due)> {
+    /// The `keep` snapshots and clones due longest, oldest first, with the time each was due;
+    /// the oldest due time and how many are due in all.
+    fn backups_due(&mut self, now: Time, keep: usize) -> (Vec<(Time, VmId, Due)>, Option<Time>, usize) {
         let policy = &self.cfg.backup;
         let snap_period = policy.snapshot_every.as_millis() as u64;
         let clone_period = policy.clone_every.as_millis() as u64;
-        let mut due = Vec::new();
+        let mut due: std::collections::BinaryHeap<(Time, VmId, Due)> = std::collections::BinaryHeap::new();
+        let (mut oldest, mut total): (Option<Time>, usize) = (None, 0);
+        let mut offer = |at: Time, id: &VmId, kind: Due| {
+            total += 1;
+            oldest = Some(oldest.map_or(at, |o: Time| o.min(at)));
+            if due.len() < keep {
+                due.push((at, id.clone(), kind));
+            } else if due
+                .peek()
+                .is_some_and(|top| (at, id, kind) < (top.0, &top.1, top.2))
+            {
+                due.pop();
+                due.push((at, id.clone(), kind));
+            }
+        };
         // One walk of both id-ordered maps, no lookups and no copies but of what is due: this
         // runs after every observation.
         let hosts = &self.hosts;
@@ -149,7 +166,7 @@ impl Supervisor {
                     .next_backup_at
                     .get_or_insert_with(|| now + Duration::from_millis(spread(id.as_str(), snap_period)));
                 if now >= next {
-                    due.push((next, id.clone(), Due::Snapshot));
+                    offer(next, id, Due::Snapshot);
                 }
             }
             if clone_period > 0 {
@@ -157,11 +174,11 @@ impl Supervisor {
                     now + Duration::from_millis(spread(&format!("{id}/clone"), clone_period))
                 });
                 if now >= next {
-                    due.push((next, id.clone(), Due::Clone));
+                    offer(next, id, Due::Clone);
                 }
             }
         }
-        due
+        (due.into_sorted_vec(), oldest, total)
     }
 
     /// Says once a period when the budget keeps the cache behind its period (called only when the
