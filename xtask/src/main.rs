@@ -14,6 +14,12 @@
 //!   reads a ~2,000-VM inventory with vsphere-soap and with govmomi, side by side against one vcsim,
 //!   and writes the figures to `target/bench-soap/results.md` (and to docs/benchmarks.md with
 //!   `--write-docs`).
+//! - `cargo xtask bench-scale [--hosts-vms 100x100] [--warmup S] [--window S]` runs the release
+//!   `am-daemon run` against the test bed at 2,000 and 10,000 VMs (backup cache on and off) and
+//!   prints ready time, idle CPU and peak RSS as ratios to issue 12's goals
+//!   (`target/bench-scale/results.md`).
+
+mod bench_scale;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -29,6 +35,7 @@ fn main() -> ExitCode {
         ["vcsim", "start", rest @ ..] => start_vcsim(rest),
         ["sushy", "install"] => am_testbed::install_sushy(&root()).map(|p| println!("{}", p.display())),
         ["bench-soap", rest @ ..] => bench_soap(rest),
+        ["bench-scale", rest @ ..] => bench_scale::bench_scale(&root(), rest),
         ["test", rest @ ..] => test(rest),
         ["ci"] => ci(),
         _ => Err(USAGE.to_string()),
@@ -48,7 +55,8 @@ const USAGE: &str = "usage:
   cargo xtask vcsim build
   cargo xtask sushy install               sushy-tools (Redfish emulator) into target/sushy-venv
   cargo xtask vcsim start [-- -hosts N -vms-per-host N -listen ADDR -control ADDR ...]
-  cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]";
+  cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]
+  cargo xtask bench-scale [--hosts-vms HxV] [--warmup S] [--window S]";
 
 /// Debian packages the tests need: Go and govmomi's source (vcsim), fping (the probe benchmark's
 /// baseline), iproute2 (network namespaces in the probe tests), python3-venv (the venv that
