@@ -31,7 +31,7 @@ impl Supervisor {
             .get(vm)
             .and_then(|v| v.host.as_ref())
             .and_then(|h| self.hosts.get(h))
-            .is_some_and(|r| r.state == HostState::Up)
+            .is_some_and(|r| r.state.is_live())
     }
 
     pub(crate) fn any_guest_alive(&self, host: &HostId) -> bool {
@@ -78,6 +78,9 @@ impl Supervisor {
         let live_state = matches!(
             state,
             HostState::Up
+                | HostState::Evacuating { .. }
+                | HostState::Drained { .. }
+                | HostState::Maintenance { .. }
                 | HostState::Suspect { .. }
                 | HostState::Unreachable { .. }
                 | HostState::Isolated { .. }
@@ -112,6 +115,15 @@ impl Supervisor {
             HostState::Isolated { .. } => self.next_host_state_isolated(now, host, &sig),
             HostState::Dead { .. } => self.next_host_state_dead(now, host, &sig),
             HostState::Removed => {}
+            HostState::Evacuating { .. } => {
+                if self.next_host_state_evacuating(now, host, sig.reachable) {
+                    self.next_host_state_up(now, host, &sig);
+                }
+            }
+            // Out of service by the operator's will: a failure signal is judged as for any host.
+            HostState::Drained { .. } | HostState::Maintenance { .. } => {
+                self.next_host_state_up(now, host, &sig)
+            }
         }
     }
 
