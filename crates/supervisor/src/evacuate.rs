@@ -161,8 +161,9 @@ impl Supervisor {
                 reason: reason.clone(),
             },
             format!(
-                "operator: evacuate ({reason}): {count} VMs in {} waves, at most {EVACUATION_PER_HOST} per host at a time",
-                waves.len()
+                "operator: evacuate ({reason}): {count} VMs in {} wave{}, at most {EVACUATION_PER_HOST} per host at a time",
+                waves.len(),
+                if waves.len() == 1 { "" } else { "s" }
             ),
         );
         self.evacuations.insert(
@@ -416,26 +417,23 @@ impl Supervisor {
         }
     }
 
-    /// Evacuating: a host that stops answering ends its evacuation (its remaining VMs fail over
-    /// by plan, as for any host failure) and goes through the usual states.
-    pub(crate) fn next_host_state_evacuating(&mut self, now: Time, host: &HostId, reachable: bool) -> bool {
-        if reachable {
-            return false;
-        }
-        if let Some(ev) = self.evacuations.remove(host) {
-            let name = self.host_label(host);
-            let left = self.running_on(host);
-            self.raise(
-                now,
-                AlarmKind::EvacuationFailed,
-                Subject::Host(host.clone()),
-                Severity::Warning,
-                format!(
-                    "evacuation of {name} stopped: the host stopped answering; {} moved, {left} left there fail over if it is dead",
-                    ev.moved
-                ),
-            );
-        }
-        true
+    /// A host being evacuated stopped answering: its evacuation ends, and says so (its
+    /// remaining VMs fail over by plan if it is dead, as for any host failure).
+    pub(crate) fn stop_evacuation(&mut self, now: Time, host: &HostId) {
+        let Some(ev) = self.evacuations.remove(host) else {
+            return;
+        };
+        let name = self.host_label(host);
+        let left = self.running_on(host);
+        self.raise(
+            now,
+            AlarmKind::EvacuationFailed,
+            Subject::Host(host.clone()),
+            Severity::Warning,
+            format!(
+                "evacuation of {name} stopped: the host stopped answering; {} moved, {left} still there fail over if it is dead",
+                ev.moved
+            ),
+        );
     }
 }
