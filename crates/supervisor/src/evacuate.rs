@@ -7,9 +7,6 @@
 use super::*;
 use crate::record::summarize;
 
-/// Live migrations entering or leaving one host in one wave.
-pub(crate) const EVACUATION_PER_HOST: u32 = 2;
-
 /// An evacuation under way.
 #[derive(Clone, Debug)]
 pub(crate) struct Evac {
@@ -118,7 +115,8 @@ impl Supervisor {
             self.note(now, subject, "evacuation refused: no placement plans yet");
             return;
         };
-        let ev = plans.evacuation(&away, EVACUATION_PER_HOST);
+        let per_host = self.cfg.evacuation_per_host.max(1);
+        let ev = plans.evacuation(&away, per_host);
         let unplaced: Vec<String> = ev
             .unplaced
             .keys()
@@ -161,7 +159,7 @@ impl Supervisor {
                 reason: reason.clone(),
             },
             format!(
-                "operator: evacuate ({reason}): {count} VMs in {} wave{}, at most {EVACUATION_PER_HOST} per host at a time",
+                "operator: evacuate ({reason}): {count} VMs in {} wave{}, at most {per_host} per host at a time",
                 waves.len(),
                 if waves.len() == 1 { "" } else { "s" }
             ),
