@@ -381,6 +381,28 @@ impl Supervisor {
         );
     }
 
+    /// A host that is up but that vCenter shows in maintenance mode (put there by someone else,
+    /// in it when first seen, or back from a blip of its signals) is held as in maintenance: it
+    /// takes no VM until `maintenance exit`.
+    pub(crate) fn follow_maintenance(&mut self, now: Time, host: &HostId) {
+        let in_mode = self.inv.hosts.get(host).is_some_and(|h| h.maintenance);
+        if !in_mode || self.host_state(host) != Some(&HostState::Up) {
+            return;
+        }
+        let pending = self
+            .in_flight
+            .values()
+            .any(|f| matches!(&f.purpose, Purpose::Maintenance(h, _) if h == host));
+        if !pending {
+            self.set_host_state(
+                now,
+                host,
+                HostState::Maintenance { since: now },
+                "in maintenance mode in vCenter",
+            );
+        }
+    }
+
     /// Entering or leaving maintenance mode finished.
     pub(crate) fn maintenance_done(
         &mut self,
@@ -390,6 +412,12 @@ impl Supervisor {
         result: Result<ActionOutcome, HvError>,
     ) {
         let name = self.host_label(host);
+        if result.is_ok()
+            && let Some(h) = self.inv.hosts.get_mut(host)
+        {
+            // Counted as such until the inventory says so itself.
+            h.maintenance = enter;
+        }
         match (enter, result) {
             (true, Ok(_)) => self.set_host_state(
                 now,

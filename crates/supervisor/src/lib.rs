@@ -568,6 +568,7 @@ impl Supervisor {
         let hosts: Vec<HostId> = self.hosts.keys().cloned().collect();
         for h in &hosts {
             // A transition may enable the next one at once (dead -> first revival action).
+            self.follow_maintenance(now, h);
             for _ in 0..3 {
                 let before = self.hosts.get(h).map(|r| (r.state.clone(), r.action));
                 self.evaluate_host(now, h);
