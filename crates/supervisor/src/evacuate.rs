@@ -214,7 +214,11 @@ impl Supervisor {
     /// meanwhile, or is in the middle of a recovery (then it is counted as not moved).
     fn migrate(&mut self, now: Time, host: &HostId, vm: &VmId, to: HostId, why: &str) {
         let Some(v) = self.inv.vms.get(vm) else { return };
-        if v.host.as_ref() != Some(host) || v.power != PowerState::PoweredOn {
+        if v.host.as_ref() != Some(host) {
+            return; // It left on its own meanwhile.
+        }
+        if v.power != PowerState::PoweredOn {
+            self.evac_failed(host, vm, "not running any more".into());
             return;
         }
         let busy = self.in_flight.values().any(|f| f.action.vm() == Some(vm));
@@ -223,10 +227,7 @@ impl Supervisor {
             .get(vm)
             .is_none_or(|r| matches!(r.state, VmState::Healthy | VmState::Unprotected));
         if busy || !healthy {
-            let why = "busy with its own recovery".to_owned();
-            if let Some(ev) = self.evacuations.get_mut(host) {
-                ev.failed.push((vm.clone(), why));
-            }
+            self.evac_failed(host, vm, "busy with its own recovery".into());
             return;
         }
         let priority = crate::ladder::priority_of(v);
@@ -243,6 +244,13 @@ impl Supervisor {
         );
         if let Some(ev) = self.evacuations.get_mut(host) {
             ev.running.insert(id);
+        }
+    }
+
+    /// A VM of the evacuation of `host` that does not move, and why.
+    fn evac_failed(&mut self, host: &HostId, vm: &VmId, why: String) {
+        if let Some(ev) = self.evacuations.get_mut(host) {
+            ev.failed.push((vm.clone(), why));
         }
     }
 
@@ -294,13 +302,13 @@ impl Supervisor {
                     exclude.extend(failed_to);
                     let view = self.planning_view().into_owned();
                     let plan = self.place(&view, std::slice::from_ref(vm), &exclude);
-                    if let Some(to) = plan.placements.get(vm).cloned() {
-                        self.migrate(now, host, vm, to, &format!("retry after {e}"));
-                        return;
+                    let to = plan.placements.get(vm).cloned();
+                    match to {
+                        Some(to) => self.migrate(now, host, vm, to, &format!("retry after {e}")),
+                        None => self.evac_failed(host, vm, format!("{e}; no other host has room")),
                     }
-                }
-                if let Some(ev) = self.evacuations.get_mut(host) {
-                    ev.failed.push((vm.clone(), e.to_string()));
+                } else {
+                    self.evac_failed(host, vm, e.to_string());
                 }
             }
         }
