@@ -64,6 +64,8 @@ struct Shared {
     view: RwLock<View>,
     /// What only the writer (the daemon loop) needs.
     work: Mutex<Work>,
+    /// Where operators' requests go (the daemon loop), once it is set.
+    operator: Mutex<Option<tokio::sync::mpsc::UnboundedSender<am_core::OperatorRequest>>>,
 }
 
 #[derive(Debug)]
@@ -123,8 +125,22 @@ impl Board {
                 }),
                 opts,
                 work: Mutex::new(Work::default()),
+                operator: Mutex::new(None),
             }),
         }
+    }
+
+    /// Where [`Board::request`] sends operators' requests (the daemon loop's channel).
+    pub fn set_operator(&self, tx: tokio::sync::mpsc::UnboundedSender<am_core::OperatorRequest>) {
+        *lock(&self.shared.operator) = Some(tx);
+    }
+
+    /// Hands an operator's request (evacuate, maintenance) to the daemon loop; `false` when no
+    /// loop listens. Its outcome shows in the audit log and the status.
+    pub fn request(&self, req: am_core::OperatorRequest) -> bool {
+        lock(&self.shared.operator)
+            .as_ref()
+            .is_some_and(|tx| tx.send(req).is_ok())
     }
 
     /// Records one supervisor step: keeps its audit lines, notes state changes, and captures a new

@@ -220,6 +220,39 @@ pub async fn ack_alarm(
     Ok(acked.acknowledged)
 }
 
+/// An operator's request with the token: `POST /api/v1/hosts/{id}/evacuate` (with `reason` and
+/// `enter_maintenance`) or `/api/v1/hosts/{id}/maintenance/enter|exit`. Returns what the daemon
+/// accepted, in words; its outcome shows in the events.
+pub async fn operator_request(
+    url: &str,
+    token: &Secret,
+    req: &am_core::OperatorRequest,
+) -> Result<String, ApiError> {
+    use am_core::OperatorRequest as R;
+    let host = encode_segment(req.host().as_str());
+    let path = match req {
+        R::Evacuate {
+            reason,
+            enter_maintenance,
+            ..
+        } => format!(
+            "/api/v1/hosts/{host}/evacuate?reason={}&enter_maintenance={enter_maintenance}",
+            encode_segment(reason)
+        ),
+        R::MaintenanceEnter { .. } => format!("/api/v1/hosts/{host}/maintenance/enter"),
+        R::MaintenanceExit { .. } => format!("/api/v1/hosts/{host}/maintenance/exit"),
+    };
+    let body = request(url, Method::POST, &path, Some(token)).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|source| ApiError::Decode {
+        url: format!("{}{path}", url.trim_end_matches('/')),
+        source,
+    })?;
+    Ok(v.get("accepted")
+        .and_then(|a| a.as_str())
+        .unwrap_or_default()
+        .to_owned())
+}
+
 /// Percent-encodes everything but unreserved characters and `:`.
 fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -16,6 +16,8 @@
 //! | GET | `/api/v1/events?limit=N` | `{"events": [LogEntry...]}`, the latest N audit lines (default 100) |
 //! | GET | `/api/v1/alarms` | `{"alarms": [AlarmView...]}` |
 //! | POST | `/api/v1/alarms/{kind}/{subject}/ack[?by=NAME]` | `{"acknowledged": AlarmView}`; needs the token |
+//! | POST | `/api/v1/hosts/{id}/evacuate[?reason=R&enter_maintenance=true]` | 202 `{"accepted": "..."}`; needs the token |
+//! | POST | `/api/v1/hosts/{id}/maintenance/enter`, `.../exit` | 202 `{"accepted": "..."}`; needs the token |
 //!
 //! `{kind}` is an alarm kind as serialized (`host_unreachable`), `{subject}` is `host:ID`,
 //! `vm:ID`, `cluster` or `manager`. Errors are JSON, `{"error": "not_found", "status": 404,
@@ -115,6 +117,7 @@ mod stats;
 pub use board::{AckError, Board, BoardOptions};
 pub use client::{
     MAX_BODY, REQUEST_TIMEOUT, ack_alarm, fetch_alarms, fetch_events, fetch_ready, fetch_status,
+    operator_request,
 };
 pub use error::{ApiError, Result};
 pub use metrics::{render_openmetrics, render_prometheus};

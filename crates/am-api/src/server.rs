@@ -31,7 +31,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_EVENTS: usize = 100;
 
 /// The routes, for `GET /` and the docs.
-pub const ROUTES: [(&str, &str, &str); 7] = [
+pub const ROUTES: [(&str, &str, &str); 9] = [
     ("GET", "/healthz", "the process is alive: 200 ok"),
     (
         "GET",
@@ -58,6 +58,16 @@ pub const ROUTES: [(&str, &str, &str); 7] = [
         "POST",
         "/api/v1/alarms/{kind}/{subject}/ack",
         "acknowledge an alarm (Authorization: Bearer <token>); subject is host:ID, vm:ID, cluster or manager",
+    ),
+    (
+        "POST",
+        "/api/v1/hosts/{id}/evacuate?reason=R&enter_maintenance=true",
+        "evacuate a host by live migration in waves (Authorization: Bearer <token>)",
+    ),
+    (
+        "POST",
+        "/api/v1/hosts/{id}/maintenance/enter|exit",
+        "put an empty host into maintenance mode, or take it back (Authorization: Bearer <token>)",
     ),
 ];
 
@@ -286,6 +296,15 @@ impl App {
                 }
                 self.ack(kind, subject, query)
             }
+            ["api", "v1", "hosts", host, "evacuate"] | ["api", "v1", "hosts", host, "maintenance", _] => {
+                if method != Method::POST {
+                    return method_not_allowed("POST");
+                }
+                if let Some(refusal) = self.refusal(peer, req.headers()) {
+                    return refusal;
+                }
+                self.operator(host, segments.get(5).copied(), query)
+            }
             []
             | [""]
             | ["healthz" | "readyz" | "metrics"]
@@ -349,6 +368,44 @@ impl App {
             HeaderValue::from_static("Bearer realm=\"am\""),
         );
         Some(r)
+    }
+
+    /// An operator's request about `host`: evacuate (`what` `None`), maintenance enter or exit.
+    fn operator(&self, host: &str, what: Option<&str>, query: Option<&str>) -> Resp {
+        let Some(host) = percent_decode(host).filter(|h| !h.is_empty()) else {
+            return error(StatusCode::BAD_REQUEST, "malformed host id in the path");
+        };
+        let host = am_core::HostId::from(host.as_str());
+        let req = match what {
+            None => am_core::OperatorRequest::Evacuate {
+                host,
+                reason: query_param(query, "reason")
+                    .and_then(percent_decode)
+                    .filter(|r| !r.is_empty())
+                    .map_or_else(|| "maintenance".to_owned(), |r| r.chars().take(64).collect()),
+                enter_maintenance: matches!(query_param(query, "enter_maintenance"), Some("" | "true" | "1")),
+            },
+            Some("enter") => am_core::OperatorRequest::MaintenanceEnter { host },
+            Some("exit") => am_core::OperatorRequest::MaintenanceExit { host },
+            Some(other) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no such maintenance request `{other}` (enter or exit)"),
+                );
+            }
+        };
+        let text = req.to_string();
+        if !self.board.request(req) {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon loop does not take requests now",
+            );
+        }
+        tracing::info!(request = %text, "operator request accepted");
+        json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "accepted": text, "see": "/api/v1/events" }),
+        )
     }
 
     fn ack(&self, kind: &str, subject: &str, query: Option<&str>) -> Resp {

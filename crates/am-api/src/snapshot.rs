@@ -73,7 +73,7 @@ pub struct HostRow {
 pub use supervisor::VmClass;
 
 /// Every host state name, in display order (the label values of the host metrics).
-pub const HOST_STATES: [&str; 6] = supervisor::HostState::NAMES;
+pub const HOST_STATES: [&str; 9] = supervisor::HostState::NAMES;
 
 /// One VM.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

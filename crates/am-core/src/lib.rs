@@ -33,7 +33,8 @@ pub use model::{
     Snapshot, Vm,
 };
 pub use protocol::{
-    Alarm, AlarmChange, AlarmKind, Command, LogEntry, LogKind, Observation, Output, Severity, Subject,
+    Alarm, AlarmChange, AlarmKind, Command, LogEntry, LogKind, Observation, OperatorRequest, Output,
+    Severity, Subject,
 };
 pub use time::Time;
 pub use traits::{

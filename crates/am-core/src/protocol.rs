@@ -101,6 +101,8 @@ pub enum Observation {
         /// What was seen (the error, or how long it was gone).
         detail: String,
     },
+    /// An operator asked for something (CLI, API, a scenario's script).
+    Operator(OperatorRequest),
     /// An action finished.
     ActionDone {
         /// The action's id, as issued.
@@ -108,6 +110,63 @@ pub enum Observation {
         /// Its outcome.
         result: Result<ActionOutcome, HvError>,
     },
+}
+
+/// What an operator can ask the manager to do with a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum OperatorRequest {
+    /// Empty the host by live migration, in waves, by the planner's evacuation plan; then, if
+    /// asked, put it into maintenance mode.
+    Evacuate {
+        /// The host.
+        host: HostId,
+        /// Why (`maintenance`, `predicted-failure`), for the audit log.
+        reason: String,
+        /// Enter maintenance mode once it is empty.
+        enter_maintenance: bool,
+    },
+    /// Put an (empty) host into maintenance mode.
+    MaintenanceEnter {
+        /// The host.
+        host: HostId,
+    },
+    /// Take a host out of maintenance mode: it is a target again.
+    MaintenanceExit {
+        /// The host.
+        host: HostId,
+    },
+}
+
+impl OperatorRequest {
+    /// The host it is about.
+    pub fn host(&self) -> &HostId {
+        match self {
+            OperatorRequest::Evacuate { host, .. }
+            | OperatorRequest::MaintenanceEnter { host }
+            | OperatorRequest::MaintenanceExit { host } => host,
+        }
+    }
+}
+
+impl fmt::Display for OperatorRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OperatorRequest::Evacuate {
+                host,
+                reason,
+                enter_maintenance,
+            } => {
+                write!(f, "evacuate {host} ({reason})")?;
+                if *enter_maintenance {
+                    f.write_str(", then enter maintenance")?;
+                }
+                Ok(())
+            }
+            OperatorRequest::MaintenanceEnter { host } => write!(f, "maintenance enter {host}"),
+            OperatorRequest::MaintenanceExit { host } => write!(f, "maintenance exit {host}"),
+        }
+    }
 }
 
 /// How bad an alarm is.
@@ -160,6 +219,9 @@ pub enum AlarmKind {
     HostRemovalFailed,
     /// Fencing a host failed: nothing of it is restarted elsewhere.
     FenceFailed,
+    /// An evacuation the operator asked for cannot finish (VMs with no place, failed moves,
+    /// the host lost): it stopped, and says why.
+    EvacuationFailed,
 }
 
 /// An alarm, identified by its kind and subject (raising it again does not duplicate it).

@@ -107,6 +107,9 @@ pub struct Engine {
     power_kick: mpsc::UnboundedSender<HostId>,
     tick: Duration,
     observer: Option<Observer>,
+    /// Operators' requests (API, CLI, a scenario's script), and where they are sent from.
+    operator_rx: mpsc::UnboundedReceiver<am_core::OperatorRequest>,
+    operator_tx: mpsc::UnboundedSender<am_core::OperatorRequest>,
 }
 
 impl Engine {
@@ -170,7 +173,10 @@ impl Engine {
                 cfg.power_interval,
             ));
         }
+        let (operator_tx, operator_rx) = mpsc::unbounded_channel();
         Engine {
+            operator_rx,
+            operator_tx,
             sup: Supervisor::new(cfg.supervisor),
             clock: backends.clock,
             journal: backends.journal,
@@ -204,6 +210,12 @@ impl Engine {
         self.observer = Some(observer);
     }
 
+    /// Where operators' requests go in (evacuate, maintenance): each becomes an
+    /// `Observation::Operator` of the loop.
+    pub fn operator(&self) -> mpsc::UnboundedSender<am_core::OperatorRequest> {
+        self.operator_tx.clone()
+    }
+
     /// The supervisor (for reports).
     pub fn supervisor(&self) -> &Supervisor {
         &self.sup
@@ -233,6 +245,7 @@ impl Engine {
                     Some(obs) => obs,
                     None => return Ok(()),
                 },
+                Some(req) = self.operator_rx.recv() => Observation::Operator(req),
             };
             self.step(obs)?;
         }

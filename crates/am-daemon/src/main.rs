@@ -50,6 +50,29 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8480")]
         url: String,
     },
+    /// Ask a running daemon to empty a host by live migration, in waves (needs the API token).
+    Evacuate {
+        /// The host's id.
+        host: String,
+        /// Why: maintenance or predicted-failure.
+        #[arg(long, default_value = "maintenance")]
+        reason: String,
+        /// Put the host into maintenance mode once it is empty.
+        #[arg(long)]
+        enter_maintenance: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Ask a running daemon to put an empty host into maintenance mode, or take it back.
+    Maintenance {
+        /// enter or exit.
+        #[arg(value_parser = ["enter", "exit"])]
+        what: String,
+        /// The host's id.
+        host: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Show the failover plans kept ready for every host and failure domain, and the admission
     /// figures, for the demo's cluster or a scenario's.
     Plan {
@@ -88,6 +111,36 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+}
+
+/// Where a state-changing client command goes, and its token.
+#[derive(clap::Args, Debug)]
+struct ApiArgs {
+    /// The daemon's API.
+    #[arg(long, default_value = "http://127.0.0.1:8480")]
+    url: String,
+    /// A file holding the API token (else the AM_API_TOKEN environment variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    fn token(&self) -> Result<am_api::Secret, String> {
+        match &self.token_file {
+            Some(p) => am_api::Secret::from_file(p),
+            None => am_api::Secret::from_env("AM_API_TOKEN"),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    async fn send(&self, req: am_core::OperatorRequest) -> Result<(), String> {
+        let token = self.token()?;
+        let accepted = am_api::operator_request(&self.url, &token, &req)
+            .await
+            .map_err(|e| format!("{}: {e}", self.url))?;
+        println!("accepted: {accepted} (progress: `am-daemon stats`, /api/v1/events)");
+        Ok(())
+    }
 }
 
 /// Completes on SIGINT or SIGTERM (graceful stop: the engine stops taking decisions; what is in
@@ -207,6 +260,28 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&a).unwrap_or_default());
             }
             Ok(())
+        }),
+        Command::Evacuate {
+            host,
+            reason,
+            enter_maintenance,
+            api,
+        } => client(async move {
+            api.send(am_core::OperatorRequest::Evacuate {
+                host: host.as_str().into(),
+                reason,
+                enter_maintenance,
+            })
+            .await
+        }),
+        Command::Maintenance { what, host, api } => client(async move {
+            let host = am_core::HostId::from(host.as_str());
+            api.send(if what == "enter" {
+                am_core::OperatorRequest::MaintenanceEnter { host }
+            } else {
+                am_core::OperatorRequest::MaintenanceExit { host }
+            })
+            .await
         }),
         Command::Plan { scenario, fail, url } => {
             let opts = demo::Options {

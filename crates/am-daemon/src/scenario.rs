@@ -370,6 +370,27 @@ pub async fn run(scenario: &Scenario, observer: Option<Observer>) -> Result<Outc
     if let Some(o) = observer {
         engine.set_observer(o);
     }
+    // Operators' requests in the script go to the manager, at their time.
+    let requests: Vec<(std::time::Duration, am_core::OperatorRequest)> = script
+        .faults
+        .iter()
+        .filter_map(|f| match &f.fault {
+            Fault::Operator { request } => Some((f.at, request.clone())),
+            _ => None,
+        })
+        .collect();
+    if !requests.is_empty() {
+        let tx = engine.operator();
+        let clock = sim.clock();
+        tokio::spawn(async move {
+            for (at, req) in requests {
+                tokio::time::sleep_until(clock.instant_after(at)).await;
+                if tx.send(req).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     tokio::spawn(sim.run_script(script));
     engine.run_until(tokio::time::sleep(scenario.run_for)).await?;
 

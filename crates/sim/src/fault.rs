@@ -1,7 +1,7 @@
 //! Faults to inject, and the text fault script.
 
 use crate::duration::{format_duration, parse_duration};
-use am_core::{HostId, HvError, VmId};
+use am_core::{HostId, HvError, OperatorRequest, VmId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -220,6 +220,12 @@ pub enum Fault {
     ManagerIsolate,
     /// The manager's network comes back.
     ManagerHeal,
+    /// Not a fault: an operator asks the manager for something (evacuate a host, maintenance).
+    /// The cluster is untouched; the scenario runner hands the request to the manager.
+    Operator {
+        /// The request.
+        request: OperatorRequest,
+    },
 }
 
 fn percent(p: f64) -> String {
@@ -268,6 +274,23 @@ impl fmt::Display for Fault {
             Fault::ProbeLoss { probability } => write!(f, "probes loss {}", percent(*probability)),
             Fault::ManagerIsolate => f.write_str("manager isolate"),
             Fault::ManagerHeal => f.write_str("manager heal"),
+            Fault::Operator { request } => match request {
+                OperatorRequest::Evacuate {
+                    host,
+                    reason,
+                    enter_maintenance,
+                } => write!(
+                    f,
+                    "operator evacuate {host} reason {reason}{}",
+                    if *enter_maintenance {
+                        " enter-maintenance"
+                    } else {
+                        ""
+                    }
+                ),
+                OperatorRequest::MaintenanceEnter { host } => write!(f, "operator maintenance enter {host}"),
+                OperatorRequest::MaintenanceExit { host } => write!(f, "operator maintenance exit {host}"),
+            },
         }
     }
 }
@@ -489,8 +512,49 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
         ["manager", "isolate", rest @ ..] => no_more(rest).map(|_| Fault::ManagerIsolate),
         ["manager", "heal", rest @ ..] => no_more(rest).map(|_| Fault::ManagerHeal),
         ["manager", ..] => Err("expected `manager isolate` or `manager heal`".into()),
+        ["operator", "evacuate", host, rest @ ..] => {
+            let mut reason = "maintenance".to_owned();
+            let mut enter_maintenance = false;
+            let mut rest = rest;
+            loop {
+                match rest {
+                    [] => break,
+                    ["enter-maintenance", more @ ..] => {
+                        enter_maintenance = true;
+                        rest = more;
+                    }
+                    ["reason", r, more @ ..] => {
+                        (*r).clone_into(&mut reason);
+                        rest = more;
+                    }
+                    _ => return Err(format!("unexpected `{}` at the end", rest.join(" "))),
+                }
+            }
+            Ok(Fault::Operator {
+                request: OperatorRequest::Evacuate {
+                    host: HostId::from(*host),
+                    reason,
+                    enter_maintenance,
+                },
+            })
+        }
+        ["operator", "maintenance", verb @ ("enter" | "exit"), host, rest @ ..] => {
+            no_more(rest)?;
+            let host = HostId::from(*host);
+            Ok(Fault::Operator {
+                request: if *verb == "enter" {
+                    OperatorRequest::MaintenanceEnter { host }
+                } else {
+                    OperatorRequest::MaintenanceExit { host }
+                },
+            })
+        }
+        ["operator", ..] => Err(
+            "expected `operator evacuate <host> [reason <why>] [enter-maintenance]` or `operator maintenance enter|exit <host>`"
+                .into(),
+        ),
         [other, ..] => Err(format!(
-            "unknown subject `{other}` (host, vm, api, probes or manager)"
+            "unknown subject `{other}` (host, vm, api, probes, manager or operator)"
         )),
     }
 }

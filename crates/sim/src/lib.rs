@@ -119,6 +119,8 @@
 //! at 100s probes loss 20%
 //! at 110s manager isolate            # vCenter calls fail, every probe fails
 //! at 120s manager heal
+//! at 130s operator evacuate h2 reason maintenance enter-maintenance
+//! at 140s operator maintenance exit h2  # (also `maintenance enter`): to the manager, not the cluster
 //! ```
 //!
 //! Error kinds: `timeout`, `unreachable`, `busy`, `api` (not retryable), `lost-reply`. Methods: an

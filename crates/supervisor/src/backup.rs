@@ -142,7 +142,7 @@ impl Supervisor {
             vm.host
                 .as_ref()
                 .and_then(|h| hosts.get(h))
-                .is_some_and(|r| r.state == HostState::Up)
+                .is_some_and(|r| r.state.is_live())
         };
         let mut inv = self.inv.vms.iter().peekable();
         for (id, rec) in self.vms.iter_mut() {

@@ -148,6 +148,8 @@ pub struct Config {
     pub storage_heartbeat_window: Duration,
     /// Revival attempts (each: reconnect, then out-of-band revival) before a dead host is removed.
     pub revive_attempts: u32,
+    /// An evacuation's live migrations leaving or entering one host in one wave (at least 1).
+    pub evacuation_per_host: u32,
     /// Time between revival actions, and for a revived host to show up again.
     #[serde(with = "am_core::time::duration_str")]
     pub revive_interval: Duration,
@@ -244,6 +246,7 @@ impl Default for Config {
             reconnect_after: Duration::from_secs(5),
             storage_heartbeat_window: Duration::from_secs(6),
             revive_attempts: 2,
+            evacuation_per_host: 2,
             revive_interval: Duration::from_secs(10),
             reconcile_window: Duration::from_secs(60),
             isolation_response: IsolationResponse::LeaveRunning,
@@ -281,6 +284,11 @@ impl Config {
                 });
             }
         };
+        check(
+            self.evacuation_per_host >= 1,
+            "evacuation_per_host",
+            "must be at least 1",
+        );
         check(
             !self.manager_user.trim().is_empty(),
             "manager_user",

@@ -31,7 +31,7 @@ impl Supervisor {
             .get(vm)
             .and_then(|v| v.host.as_ref())
             .and_then(|h| self.hosts.get(h))
-            .is_some_and(|r| r.state == HostState::Up)
+            .is_some_and(|r| r.state.is_live())
     }
 
     pub(crate) fn any_guest_alive(&self, host: &HostId) -> bool {
@@ -75,13 +75,11 @@ impl Supervisor {
         };
         // Lost by vCenter and powered off, as its out-of-band controller reads it: dead at once,
         // whatever else is (not yet) known; nothing of it can run.
-        let live_state = matches!(
-            state,
-            HostState::Up
-                | HostState::Suspect { .. }
-                | HostState::Unreachable { .. }
-                | HostState::Isolated { .. }
-        );
+        let live_state = state.is_live()
+            || matches!(
+                state,
+                HostState::Suspect { .. } | HostState::Unreachable { .. } | HostState::Isolated { .. }
+            );
         if live_state
             && sig.conn_bad
             && sig.power == Some(am_core::PowerReading::Off)
@@ -95,6 +93,7 @@ impl Supervisor {
             if !self.hosts.get(host).is_some_and(|r| r.down_when_first_seen) {
                 self.unreachable_log.push_back((now, host.clone()));
             }
+            self.stop_evacuation(now, host);
             self.host_dead(
                 now,
                 host,
@@ -112,6 +111,14 @@ impl Supervisor {
             HostState::Isolated { .. } => self.next_host_state_isolated(now, host, &sig),
             HostState::Dead { .. } => self.next_host_state_dead(now, host, &sig),
             HostState::Removed => {}
+            // Out of service by the operator's will: a failure signal is judged as for any host
+            // (an evacuation under way stops first).
+            HostState::Evacuating { .. } | HostState::Drained { .. } | HostState::Maintenance { .. } => {
+                if !sig.reachable {
+                    self.stop_evacuation(now, host);
+                    self.next_host_state_up(now, host, &sig);
+                }
+            }
         }
     }
 

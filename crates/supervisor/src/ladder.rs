@@ -60,6 +60,15 @@ impl Supervisor {
     }
 
     pub(crate) fn begin_ladder(&mut self, now: Time, vm: &VmId, cause: String) {
+        if self.evacuating_vm(vm) {
+            // One action per VM: the live migration's outcome comes first, then it is judged.
+            self.note(
+                now,
+                Subject::Vm(vm.clone()),
+                format!("{cause}: its live migration ends first"),
+            );
+            return;
+        }
         self.open_vm_incident(now, vm, cause.clone());
         if let Some(r) = self.vms.get_mut(vm) {
             r.reverted_to = None;

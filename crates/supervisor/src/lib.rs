@@ -44,6 +44,7 @@
 mod admission;
 mod backup;
 mod config;
+mod evacuate;
 mod failover;
 mod guards;
 mod host;
@@ -63,7 +64,7 @@ pub use state::{HostState, ManagerNet, SourceState, Step, StormGuard, VmClass, V
 use am_core::{
     Action, ActionId, ActionOutcome, Alarm, AlarmChange, AlarmKind, ClusterEvent, Command, ConnectionState,
     EventKind, GuestHeartbeat, HostId, HvError, Inventory, InventoryDelta, LogEntry, LogKind, Observation,
-    Output, PowerState, Severity, Subject, Time, Vm, VmId,
+    OperatorRequest, Output, PowerState, Severity, Subject, Time, Vm, VmId,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -276,20 +277,27 @@ enum Purpose {
     Backup(VmId),
     /// A datastore mounted on a spare the manager added, for the VMs that wait for it.
     Mount(HostId),
+    /// A live migration of the evacuation of a host (the source).
+    Evacuate(HostId, VmId),
+    /// Maintenance mode entered (`true`) or left.
+    Maintenance(HostId, bool),
 }
 
 impl Purpose {
     /// What the action is about, for the audit log.
     fn subject(&self) -> Subject {
         match self {
-            Purpose::VmStep(vm, _) | Purpose::Rehome(vm) | Purpose::Backup(vm) => Subject::Vm(vm.clone()),
+            Purpose::VmStep(vm, _) | Purpose::Rehome(vm) | Purpose::Backup(vm) | Purpose::Evacuate(_, vm) => {
+                Subject::Vm(vm.clone())
+            }
             Purpose::AddSpare(_) => Subject::Cluster,
             Purpose::HostReconnect(h)
             | Purpose::HostRevive(h)
             | Purpose::HostFence(h)
             | Purpose::HostRemove(h)
             | Purpose::HostLockCheck(h, _)
-            | Purpose::Mount(h) => Subject::Host(h.clone()),
+            | Purpose::Mount(h)
+            | Purpose::Maintenance(h, _) => Subject::Host(h.clone()),
         }
     }
 }
@@ -350,6 +358,8 @@ pub struct Supervisor {
     storm_ended: Time,
     /// VMs whose re-registration away from a dead host was refused (not tried again on their own).
     rehome_failed: BTreeSet<VmId>,
+    /// Evacuations under way, by host.
+    evacuations: BTreeMap<HostId, evacuate::Evac>,
 }
 
 /// How long vCenter is taken for down after a call could not reach it.
@@ -389,6 +399,7 @@ impl Supervisor {
             vcenter_retry_at: Time::ZERO,
             storm_ended: Time::ZERO,
             rehome_failed: BTreeSet::new(),
+            evacuations: BTreeMap::new(),
         }
     }
 
@@ -422,6 +433,7 @@ impl Supervisor {
                 self.on_manager_isolation(now, isolated, evidence)
             }
             Observation::SourceHealth { connected, detail } => self.on_source_health(now, connected, detail),
+            Observation::Operator(req) => self.on_operator(now, req),
             Observation::ActionDone { id, result } => self.on_action_done(now, id, result),
         }
         self.evaluate(now);
@@ -556,6 +568,7 @@ impl Supervisor {
         let hosts: Vec<HostId> = self.hosts.keys().cloned().collect();
         for h in &hosts {
             // A transition may enable the next one at once (dead -> first revival action).
+            self.follow_maintenance(now, h);
             for _ in 0..3 {
                 let before = self.hosts.get(h).map(|r| (r.state.clone(), r.action));
                 self.evaluate_host(now, h);

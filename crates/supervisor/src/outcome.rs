@@ -51,6 +51,8 @@ impl Supervisor {
         }
         match done.purpose {
             Purpose::VmStep(vm, step) => self.vm_step_done(now, &vm, step, id, &done.action, result),
+            Purpose::Evacuate(h, vm) => self.migration_done(now, id, &h, &vm, &done.action, result),
+            Purpose::Maintenance(h, enter) => self.maintenance_done(now, &h, enter, result),
             Purpose::HostReconnect(_) | Purpose::HostRevive(_) => {}
             Purpose::HostFence(h) => self.fence_done(now, &h, result),
             Purpose::HostLockCheck(h, vm) => self.lock_check_done(now, &h, &vm, result),
@@ -335,7 +337,7 @@ impl Supervisor {
             v.power == PowerState::PoweredOn
                 && v.host
                     .as_ref()
-                    .is_some_and(|h| self.hosts.get(h).is_some_and(|r| r.state == HostState::Up))
+                    .is_some_and(|h| self.hosts.get(h).is_some_and(|r| r.state.is_live()))
         })
     }
 

@@ -245,11 +245,38 @@ pub enum HostState {
     },
     /// Removed from the cluster after failed revival.
     Removed,
+    /// An operator asked to empty it: its VMs leave by live migration, in waves. No target.
+    Evacuating {
+        /// Since when.
+        since: Time,
+        /// Why (maintenance, predicted failure).
+        reason: String,
+    },
+    /// Emptied by an evacuation and kept out of service: no target until `maintenance exit`.
+    Drained {
+        /// Since when.
+        since: Time,
+    },
+    /// In maintenance mode (entered by the manager): no target until `maintenance exit`.
+    Maintenance {
+        /// Since when.
+        since: Time,
+    },
 }
 
 impl HostState {
     /// Every state's name, in display order (the label values of the host metrics).
-    pub const NAMES: [&'static str; 6] = ["up", "suspect", "unreachable", "isolated", "dead", "removed"];
+    pub const NAMES: [&'static str; 9] = [
+        "up",
+        "suspect",
+        "unreachable",
+        "isolated",
+        "dead",
+        "removed",
+        "evacuating",
+        "drained",
+        "maintenance",
+    ];
 
     /// Short name for logs and status.
     pub fn name(&self) -> &'static str {
@@ -260,7 +287,22 @@ impl HostState {
             HostState::Isolated { .. } => "isolated",
             HostState::Dead { .. } => "dead",
             HostState::Removed => "removed",
+            HostState::Evacuating { .. } => "evacuating",
+            HostState::Drained { .. } => "drained",
+            HostState::Maintenance { .. } => "maintenance",
         }
+    }
+
+    /// Connected and in service or held out of it by the operator: its VMs are judged as on a
+    /// host that is up, but only `Up` takes new VMs.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            HostState::Up
+                | HostState::Evacuating { .. }
+                | HostState::Drained { .. }
+                | HostState::Maintenance { .. }
+        )
     }
 }
 

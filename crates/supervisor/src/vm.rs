@@ -55,6 +55,10 @@ impl Supervisor {
                 (None, _) => None,
             };
         }
+        if self.evacuating_vm(id) {
+            // A live migration runs on it: one action per VM; its outcome comes first.
+            return;
+        }
         if !protected {
             if state != VmState::Unprotected {
                 self.set_vm_state(now, id, VmState::Unprotected, "protection disabled");

@@ -12,7 +12,8 @@
 
 use am_core::{
     Action, ActionId, ActionOutcome, ClusterEvent, Command, ConnectionState, EventKind, Host, HostId,
-    HvError, Inventory, InventoryDelta, LogKind, Observation, PowerState, Resources, Subject, Time, Vm, VmId,
+    HvError, Inventory, InventoryDelta, LogKind, Observation, OperatorRequest, PowerState, Resources,
+    Subject, Time, Vm, VmId,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -81,6 +82,11 @@ enum Say {
     Source {
         connected: bool,
     },
+    /// An operator asks: evacuate (with or without maintenance), maintenance enter, exit.
+    Operator {
+        host: usize,
+        kind: u8,
+    },
 }
 
 fn say() -> impl Strategy<Value = Say> {
@@ -95,6 +101,7 @@ fn say() -> impl Strategy<Value = Say> {
         4 => (any::<bool>(), 0..5u8).prop_map(|(ok, error)| Say::Finish { ok, error }),
         1 => any::<bool>().prop_map(|isolated| Say::ManagerNet { isolated }),
         1 => any::<bool>().prop_map(|connected| Say::Source { connected }),
+        1 => (0..HOSTS, 0..4u8).prop_map(|(host, kind)| Say::Operator { host, kind }),
     ]
 }
 
@@ -231,6 +238,18 @@ fn run(script: &[Say]) -> Result<(), String> {
                 connected: *connected,
                 detail: "vCenter".into(),
             },
+            Say::Operator { host, kind } => {
+                let host = host_id(*host);
+                Observation::Operator(match kind {
+                    0 | 1 => OperatorRequest::Evacuate {
+                        host,
+                        reason: "maintenance".into(),
+                        enter_maintenance: *kind == 1,
+                    },
+                    2 => OperatorRequest::MaintenanceEnter { host },
+                    _ => OperatorRequest::MaintenanceExit { host },
+                })
+            }
         };
         let before = states(&sup);
         let out = sup.step(now, obs);
@@ -261,6 +280,9 @@ fn run(script: &[Say]) -> Result<(), String> {
                         .filter(|_| !declared_dead);
                     if let Some(
                         s @ (HostState::Up
+                        | HostState::Evacuating { .. }
+                        | HostState::Drained { .. }
+                        | HostState::Maintenance { .. }
                         | HostState::Suspect { .. }
                         | HostState::Unreachable { .. }
                         | HostState::Isolated { .. }),

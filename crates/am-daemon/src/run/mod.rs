@@ -216,6 +216,8 @@ pub async fn run_with(
         )),
         ..am_api::BoardOptions::default()
     });
+    // Operators' requests through the API (evacuate, maintenance) go into the loop.
+    board.set_operator(engine.operator());
     let exec = engine.executor().clone();
     let observed = board.clone();
     engine.set_observer(Box::new(move |now, out, sup| {

@@ -29,9 +29,9 @@ fn the_documented_cluster_spec_parses() {
 #[tokio::test(start_paused = true)]
 async fn the_documented_fault_script_parses_and_fits_a_generated_cluster() {
     let script = FaultScript::parse(&doc_block("text")).unwrap();
-    assert_eq!(script.faults.len(), 18);
+    assert_eq!(script.faults.len(), 20);
     let sim = Sim::new(&ClusterSpec::generate(5, 12, 1, 3)).unwrap();
     sim.check_script(&script).unwrap();
     assert!(sim.run_script(script).await.is_empty());
-    assert_eq!(sim.fault_history().len(), 18);
+    assert_eq!(sim.fault_history().len(), 20);
 }

@@ -158,3 +158,28 @@ fn errors_name_the_line_and_the_problem() {
         );
     }
 }
+
+#[test]
+fn operator_lines_parse_and_print_back() {
+    use am_core::OperatorRequest;
+    let s = FaultScript::parse(
+        "at 20s operator evacuate h1 enter-maintenance\nat 30s operator evacuate h2 reason predicted-failure\nat 40s operator maintenance exit h1",
+    )
+    .unwrap();
+    assert_eq!(
+        s.faults[0].fault,
+        Fault::Operator {
+            request: OperatorRequest::Evacuate {
+                host: "h1".into(),
+                reason: "maintenance".into(),
+                enter_maintenance: true,
+            }
+        }
+    );
+    for f in &s.faults {
+        let again = FaultScript::parse(&format!("at 1s {}", f.fault)).unwrap();
+        assert_eq!(again.faults[0].fault, f.fault);
+    }
+    assert!(FaultScript::parse("at 1s operator evacuate").is_err());
+    assert!(FaultScript::parse("at 1s operator maintenance sideways h1").is_err());
+}

@@ -51,6 +51,10 @@ impl World {
         };
         let bad_p = |p: f64| !(0.0..=1.0).contains(&p);
         match fault {
+            Fault::Operator { request } if !host_known(request.host()) => Err(InjectError::UnknownHost {
+                fault: text(),
+                host: request.host().clone(),
+            }),
             Fault::HostCrash { host, .. }
             | Fault::HostPowerOff { host }
             | Fault::HostIsolate { host }
@@ -232,6 +236,8 @@ impl World {
             Fault::ProbeLoss { probability } => self.net.set_probe_loss(*probability),
             Fault::ManagerIsolate => self.net.set_manager_isolated(true),
             Fault::ManagerHeal => self.net.set_manager_isolated(false),
+            // The manager's business: the cluster is untouched.
+            Fault::Operator { .. } => {}
         }
         Ok(())
     }

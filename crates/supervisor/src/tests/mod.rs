@@ -5,6 +5,7 @@
 mod alarms;
 mod ambiguous;
 mod backup;
+mod evacuate;
 mod host;
 mod placement;
 mod vcenter;
