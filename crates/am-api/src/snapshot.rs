@@ -708,20 +708,8 @@ pub fn parse_alarm_kind(name: &str) -> Option<AlarmKind> {
     serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 
-/// Every alarm kind (the label values of the alarm metrics).
-pub const ALARM_KINDS: [AlarmKind; 11] = [
-    AlarmKind::VmPoweredOff,
-    AlarmKind::RecoveryFailed,
-    AlarmKind::RestartLimit,
-    AlarmKind::HostUnreachable,
-    AlarmKind::HostIsolated,
-    AlarmKind::HostRemoved,
-    AlarmKind::SpareHostAdded,
-    AlarmKind::CapacityInsufficient,
-    AlarmKind::FailoverAtRisk,
-    AlarmKind::ManagerIsolated,
-    AlarmKind::StormSuspected,
-];
+/// Every alarm kind (the label values of the alarm metrics): am-core's exhaustive list.
+pub const ALARM_KINDS: [AlarmKind; AlarmKind::ALL.len()] = AlarmKind::ALL;
 
 /// A subject as one path segment: `host:h1`, `vm:vm-7`, `cluster`, `manager`.
 pub fn subject_path(subject: &Subject) -> String {

@@ -224,6 +224,65 @@ pub enum AlarmKind {
     EvacuationFailed,
 }
 
+impl AlarmKind {
+    /// Every kind, in declaration order (the label values of the alarm metrics).
+    pub const ALL: [AlarmKind; 17] = [
+        AlarmKind::VmPoweredOff,
+        AlarmKind::RecoveryFailed,
+        AlarmKind::RestartLimit,
+        AlarmKind::HostUnreachable,
+        AlarmKind::HostIsolated,
+        AlarmKind::HostRemoved,
+        AlarmKind::SpareHostAdded,
+        AlarmKind::CapacityInsufficient,
+        AlarmKind::FailoverAtRisk,
+        AlarmKind::ManagerIsolated,
+        AlarmKind::StormSuspected,
+        AlarmKind::FailoverDegraded,
+        AlarmKind::VcenterUnreachable,
+        AlarmKind::SparePoolEmpty,
+        AlarmKind::HostRemovalFailed,
+        AlarmKind::FenceFailed,
+        AlarmKind::EvacuationFailed,
+    ];
+
+    /// Its place in [`AlarmKind::ALL`]. Exhaustive: a new kind does not build until it is listed
+    /// (a test checks the two agree).
+    pub const fn position(self) -> usize {
+        match self {
+            AlarmKind::VmPoweredOff => 0,
+            AlarmKind::RecoveryFailed => 1,
+            AlarmKind::RestartLimit => 2,
+            AlarmKind::HostUnreachable => 3,
+            AlarmKind::HostIsolated => 4,
+            AlarmKind::HostRemoved => 5,
+            AlarmKind::SpareHostAdded => 6,
+            AlarmKind::CapacityInsufficient => 7,
+            AlarmKind::FailoverAtRisk => 8,
+            AlarmKind::ManagerIsolated => 9,
+            AlarmKind::StormSuspected => 10,
+            AlarmKind::FailoverDegraded => 11,
+            AlarmKind::VcenterUnreachable => 12,
+            AlarmKind::SparePoolEmpty => 13,
+            AlarmKind::HostRemovalFailed => 14,
+            AlarmKind::FenceFailed => 15,
+            AlarmKind::EvacuationFailed => 16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod alarm_kind_tests {
+    use super::AlarmKind;
+
+    #[test]
+    fn every_alarm_kind_is_listed_once_in_its_place() {
+        for (i, k) in AlarmKind::ALL.iter().enumerate() {
+            assert_eq!(k.position(), i, "{k:?}");
+        }
+    }
+}
+
 /// An alarm, identified by its kind and subject (raising it again does not duplicate it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alarm {
