@@ -24,6 +24,9 @@ pub(crate) struct Evac {
     /// VMs moved, in this wave and in all.
     moved_wave: usize,
     moved: usize,
+    /// The VMs whose migration reported done: vCenter's inventory may still show them on the
+    /// host for a moment after the task finished.
+    moved_vms: BTreeSet<VmId>,
     /// VMs that could not move, and why.
     failed: Vec<(VmId, String)>,
 }
@@ -176,6 +179,7 @@ impl Supervisor {
                 retried: BTreeSet::new(),
                 moved_wave: 0,
                 moved: 0,
+                moved_vms: BTreeSet::new(),
                 failed: Vec::new(),
             },
         );
@@ -292,6 +296,7 @@ impl Supervisor {
             Ok(_) => {
                 ev.moved += 1;
                 ev.moved_wave += 1;
+                ev.moved_vms.insert(vm.clone());
             }
             Err(e) => {
                 let failed_to = action.host().cloned();
@@ -331,7 +336,11 @@ impl Supervisor {
             return;
         };
         let name = self.host_label(host);
-        let left = self.running_on(host);
+        let left = self
+            .inv
+            .vms_on(host)
+            .filter(|v| v.power == PowerState::PoweredOn && !ev.moved_vms.contains(&v.id))
+            .count();
         if !ev.failed.is_empty() || left > 0 {
             let why: Vec<String> = ev
                 .failed
