@@ -520,23 +520,7 @@ impl Bmc {
     /// What kind of failure a reqwest error is: a timeout, TLS (found anywhere in the chain),
     /// a connection, or a malformed answer.
     fn classify(&self, e: &reqwest::Error) -> Failure {
-        use std::error::Error as _;
-        let mut text = e.to_string();
-        let mut tls = false;
-        let mut src = e.source();
-        while let Some(s) = src {
-            let t = s.to_string();
-            let io_tls = s
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-            if s.downcast_ref::<rustls::Error>().is_some() || io_tls || looks_like_tls(&t) {
-                tls = true;
-            }
-            text.push_str(": ");
-            text.push_str(&t);
-            src = s.source();
-        }
+        let (text, tls) = vsphere_soap::tls::error_chain(e);
         if e.is_timeout() {
             Failure::Timeout {
                 after: self.s.timeout,
@@ -574,22 +558,6 @@ impl Drop for Bmc {
             });
         }
     }
-}
-
-/// Whether an error text is about TLS (rustls and hyper word it many ways).
-fn looks_like_tls(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    [
-        "certificate",
-        "tls",
-        "handshake",
-        "invalidcontenttype",
-        "corrupt message",
-        "alert",
-        "ssl",
-    ]
-    .iter()
-    .any(|w| t.contains(w))
 }
 
 /// `PowerState` of a system's JSON.

@@ -200,6 +200,45 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// An error and its sources as one text (`outer: inner: ...`), and whether TLS failed anywhere
+/// in the chain (a rustls error, one inside an I/O error, or a text that says so): reqwest reports
+/// a failed handshake as a connect error.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
+    let mut text = e.to_string();
+    let mut tls = false;
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        let io_tls = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        if s.downcast_ref::<rustls::Error>().is_some() || io_tls || looks_like_tls(&t) {
+            tls = true;
+        }
+        text.push_str(": ");
+        text.push_str(&t);
+        src = s.source();
+    }
+    (text, tls)
+}
+
+/// Whether an error text is about the TLS handshake (rustls and hyper word it many ways).
+pub fn looks_like_tls(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "certificate",
+        "tls",
+        "handshake",
+        "invalidcontenttype",
+        "corrupt message",
+        "alert",
+        "ssl",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

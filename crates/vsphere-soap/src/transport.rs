@@ -214,7 +214,6 @@ fn session_cookie(header: &str) -> Option<&str> {
 }
 
 fn map_reqwest(e: reqwest::Error) -> TransportError {
-    use std::error::Error as _;
     let mut kind = if e.is_timeout() {
         TransportErrorKind::Timeout
     } else if e.is_connect() {
@@ -223,19 +222,9 @@ fn map_reqwest(e: reqwest::Error) -> TransportError {
         TransportErrorKind::Other
     };
     // Walk the chain for TLS problems: they show up as connect errors.
-    let mut message = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let io_inner_tls = s
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-        if s.downcast_ref::<rustls::Error>().is_some() || io_inner_tls || looks_like_tls(&s.to_string()) {
-            kind = TransportErrorKind::Tls;
-        }
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        src = s.source();
+    let (message, tls) = crate::tls::error_chain(&e);
+    if tls {
+        kind = TransportErrorKind::Tls;
     }
     TransportError {
         kind,
@@ -244,34 +233,22 @@ fn map_reqwest(e: reqwest::Error) -> TransportError {
     }
 }
 
-/// Whether an error text is about the TLS handshake (rustls and hyper word it many ways).
-fn looks_like_tls(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    [
-        "certificate",
-        "tls",
-        "handshake",
-        "invalidcontenttype",
-        "corrupt message",
-        "alert",
-        "ssl",
-    ]
-    .iter()
-    .any(|w| t.contains(w))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn tls_failures_are_told_apart() {
-        assert!(looks_like_tls(
+        assert!(crate::tls::looks_like_tls(
             "received corrupt message of type InvalidContentType"
         ));
-        assert!(looks_like_tls("peer sent fatal alert: HandshakeFailure"));
-        assert!(looks_like_tls("invalid peer certificate: UnknownIssuer"));
-        assert!(!looks_like_tls("connection refused (os error 111)"));
+        assert!(crate::tls::looks_like_tls(
+            "peer sent fatal alert: HandshakeFailure"
+        ));
+        assert!(crate::tls::looks_like_tls(
+            "invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(!crate::tls::looks_like_tls("connection refused (os error 111)"));
     }
 
     #[test]
