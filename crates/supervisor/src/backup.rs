@@ -144,15 +144,11 @@ impl Supervisor {
                 .and_then(|h| hosts.get(h))
                 .is_some_and(|r| r.state.is_live())
         };
-        let mut inv = self.inv.vms.iter().peekable();
-        for (id, rec) in self.vms.iter_mut() {
+        for (id, rec, vm) in crate::with_inventory(self.vms.iter_mut(), &self.inv.vms) {
+            let Some(vm) = vm else { continue };
             if rec.state != VmState::Healthy || rec.failing_since.is_some() {
                 continue;
             }
-            while inv.next_if(|(k, _)| *k < id).is_some() {}
-            let Some(vm) = inv.peek().filter(|(k, _)| *k == id).map(|(_, vm)| *vm) else {
-                continue;
-            };
             if !backed_up(policy, vm) || vm.power != PowerState::PoweredOn {
                 continue;
             }

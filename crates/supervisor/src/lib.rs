@@ -593,24 +593,25 @@ impl Supervisor {
     /// then), or unprotected and recorded so, or kept off and still off. Every other VM is
     /// evaluated: at 10,000 VMs this walk is what an observation costs, not 10,000 handlers.
     fn vms_to_evaluate(&self) -> Vec<VmId> {
-        let mut out = Vec::new();
-        let mut inv = self.inv.vms.iter().peekable();
-        for (id, rec) in &self.vms {
-            // Both maps are ordered by id: walk them together instead of looking each VM up.
-            while inv.next_if(|(k, _)| *k < id).is_some() {}
-            let vm = match inv.peek() {
-                Some((k, vm)) if *k == id => *vm,
-                _ => {
-                    out.push(id.clone());
-                    continue;
-                }
-            };
-            if !vm_at_rest(vm, rec) {
-                out.push(id.clone());
-            }
-        }
-        out
+        with_inventory(self.vms.iter(), &self.inv.vms)
+            .filter(|(_, rec, vm)| !vm.is_some_and(|vm| vm_at_rest(vm, rec)))
+            .map(|(id, ..)| id.clone())
+            .collect()
     }
+}
+
+/// Each VM record with its VM in the inventory (if there), by one walk of both maps, which are
+/// ordered by id: no lookup per VM (at 10,000 VMs the lookups were what a step cost).
+pub(crate) fn with_inventory<'a, R>(
+    recs: impl Iterator<Item = (&'a VmId, R)>,
+    inv: &'a BTreeMap<VmId, am_core::Vm>,
+) -> impl Iterator<Item = (&'a VmId, R, Option<&'a am_core::Vm>)> {
+    let mut inv = inv.iter().peekable();
+    recs.map(move |(id, rec)| {
+        while inv.next_if(|(k, _)| *k < id).is_some() {}
+        let vm = inv.peek().filter(|(k, _)| *k == id).map(|(_, vm)| *vm);
+        (id, rec, vm)
+    })
 }
 
 /// Whether a VM's handler would change nothing whatever the time (see `vms_to_evaluate`): no
