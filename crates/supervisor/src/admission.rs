@@ -81,7 +81,14 @@ impl Supervisor {
             .filter(|(_, r)| r.state != HostState::Removed)
             .map(|(id, _)| id)
             .collect();
-        let probed = self.hosts_with_probed_guests();
+        // The hosts with a running VM whose guest is probed, in one pass over the VMs.
+        let probed: BTreeSet<&HostId> = self
+            .inv
+            .vms
+            .values()
+            .filter(|v| crate::host::probed_guest(v))
+            .filter_map(|v| v.host.as_ref())
+            .collect();
         let single: Vec<String> = live
             .iter()
             .filter(|h| self.signals_of(h, probed.contains(*h)).is_empty())

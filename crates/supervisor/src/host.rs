@@ -315,21 +315,8 @@ impl Supervisor {
     /// The host's failure signals besides the management server's connection state: what can
     /// tell a dead host from one only cut off from vCenter.
     pub(crate) fn second_signals(&self, host: &HostId) -> Vec<&'static str> {
-        let guests = self
-            .inv
-            .vms_on(host)
-            .any(|v| v.guest_address.is_some() && v.power == PowerState::PoweredOn);
+        let guests = self.inv.vms_on(host).any(probed_guest);
         self.signals_of(host, guests)
-    }
-
-    /// The hosts with a running VM whose guest is probed, in one pass over the VMs.
-    pub(crate) fn hosts_with_probed_guests(&self) -> BTreeSet<&HostId> {
-        self.inv
-            .vms
-            .values()
-            .filter(|v| v.guest_address.is_some() && v.power == PowerState::PoweredOn)
-            .filter_map(|v| v.host.as_ref())
-            .collect()
     }
 
     /// [`Self::second_signals`], told whether guests on it are probed.
@@ -797,4 +784,9 @@ impl Supervisor {
         );
         self.fail_over_host(now, host);
     }
+}
+
+/// A running VM whose guest is probed: a sign of its host's life, or of its death.
+pub(crate) fn probed_guest(v: &Vm) -> bool {
+    v.guest_address.is_some() && v.power == PowerState::PoweredOn
 }
