@@ -221,15 +221,16 @@ pub async fn ack_alarm(
 }
 
 /// An operator's request with the token: `POST /api/v1/hosts/{id}/evacuate` (with `reason` and
-/// `enter_maintenance`) or `/api/v1/hosts/{id}/maintenance/enter|exit`. Returns what the daemon
-/// accepted, in words; its outcome shows in the events.
+/// `enter_maintenance`), `/api/v1/hosts/{id}/maintenance/enter|exit` (`return_vms`),
+/// `/api/v1/hosts/{id}/degraded[/clear]`, `/api/v1/disarm`, `/api/v1/arm`. Returns what the
+/// daemon accepted, in words; its outcome shows in the events.
 pub async fn operator_request(
     url: &str,
     token: &Secret,
     req: &am_core::OperatorRequest,
 ) -> Result<String, ApiError> {
     use am_core::OperatorRequest as R;
-    let host = encode_segment(req.host().as_str());
+    let host = req.host().map(|h| encode_segment(h.as_str())).unwrap_or_default();
     let path = match req {
         R::Evacuate {
             reason,
@@ -240,7 +241,13 @@ pub async fn operator_request(
             encode_segment(reason)
         ),
         R::MaintenanceEnter { .. } => format!("/api/v1/hosts/{host}/maintenance/enter"),
-        R::MaintenanceExit { .. } => format!("/api/v1/hosts/{host}/maintenance/exit"),
+        R::MaintenanceExit { return_vms, .. } => {
+            format!("/api/v1/hosts/{host}/maintenance/exit?return_vms={return_vms}")
+        }
+        R::Degraded { reason, .. } => format!("/api/v1/hosts/{host}/degraded?reason={}", encode_segment(reason)),
+        R::DegradedClear { .. } => format!("/api/v1/hosts/{host}/degraded/clear"),
+        R::Disarm { reason } => format!("/api/v1/disarm?reason={}", encode_segment(reason)),
+        R::Arm => "/api/v1/arm".to_owned(),
     };
     let body = request(url, Method::POST, &path, Some(token)).await?;
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|source| ApiError::Decode {

@@ -109,6 +109,7 @@ mod board;
 mod client;
 mod error;
 pub mod metrics;
+mod operator;
 mod secret;
 mod server;
 mod snapshot;

@@ -24,7 +24,8 @@
 //! | `am_availability_ratio` | gauge | | estimated availability of protected VMs |
 //! | `am_host_failures_tolerated` | gauge | | admission control (absent when not computed) |
 //! | `am_host_failures_to_tolerate` | gauge | | the policy's target |
-//! | `am_manager_isolated`, `am_storm_guard` | gauge | | 1 when set |
+//! | `am_manager_isolated`, `am_storm_guard`, `am_disarmed` | gauge | | 1 when set |
+//! | `am_evacuation_moves_pending` | gauge | | moves of evacuations not finished |
 //! | `am_snapshot_age_seconds` | gauge | | time since the last supervisor step that changed something |
 //!
 //! Two formats: the Prometheus text format 0.0.4 (the default, what `curl` gets) and OpenMetrics
@@ -251,6 +252,21 @@ fn registry(s: &Snapshot) -> Registry {
         "am_storm_guard",
         "1 when the storm guard holds failover back",
         u64::from(c.storm),
+    );
+    gauge_i(
+        &mut reg,
+        "am_disarmed",
+        "1 while an operator has disarmed automatic recovery",
+        u64::from(c.disarmed.is_some()),
+    );
+    gauge_i(
+        &mut reg,
+        "am_evacuation_moves_pending",
+        "Moves of evacuations under way not finished yet (queued or in flight)",
+        c.evacuations
+            .iter()
+            .map(|e| (e.planned.saturating_sub(e.moved + e.failed)) as u64)
+            .sum(),
     );
     gauge_f(
         &mut reg,

@@ -31,7 +31,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_EVENTS: usize = 100;
 
 /// The routes, for `GET /` and the docs.
-pub const ROUTES: [(&str, &str, &str); 9] = [
+pub const ROUTES: [(&str, &str, &str); 13] = [
     ("GET", "/healthz", "the process is alive: 200 ok"),
     (
         "GET",
@@ -66,8 +66,28 @@ pub const ROUTES: [(&str, &str, &str); 9] = [
     ),
     (
         "POST",
-        "/api/v1/hosts/{id}/maintenance/enter|exit",
-        "put an empty host into maintenance mode, or take it back (Authorization: Bearer <token>)",
+        "/api/v1/hosts/{id}/maintenance/enter|exit?return_vms=true",
+        "put an empty host into maintenance mode, or take it back, with its VMs if asked (Authorization: Bearer <token>)",
+    ),
+    (
+        "POST",
+        "/api/v1/hosts/{id}/degraded[/clear]?reason=R",
+        "mark a host predicted to fail, or withdraw it (Authorization: Bearer <token>)",
+    ),
+    (
+        "POST",
+        "/api/v1/alertmanager",
+        "Alertmanager webhook receiver: firing alerts mark their host degraded (label host, hostname, node or instance), resolved ones clear it (Authorization: Bearer <token>)",
+    ),
+    (
+        "POST",
+        "/api/v1/disarm?reason=R",
+        "stop all automatic recovery, cluster-wide; monitoring and alarms go on (Authorization: Bearer <token>)",
+    ),
+    (
+        "POST",
+        "/api/v1/arm",
+        "resume automatic recovery (Authorization: Bearer <token>)",
     ),
 ];
 
@@ -124,7 +144,12 @@ pub async fn serve(
         let app = app.clone();
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(peer, &req)) }
+            async move {
+                if req.uri().path().trim_end_matches('/') == "/api/v1/alertmanager" {
+                    return Ok::<_, Infallible>(app.alertmanager(peer, req).await);
+                }
+                Ok::<_, Infallible>(app.handle(peer, &req))
+            }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -296,14 +321,39 @@ impl App {
                 }
                 self.ack(kind, subject, query)
             }
-            ["api", "v1", "hosts", host, "evacuate"] | ["api", "v1", "hosts", host, "maintenance", _] => {
+            ["api", "v1", "hosts", host, what @ ..] if !what.is_empty() => {
                 if method != Method::POST {
                     return method_not_allowed("POST");
                 }
                 if let Some(refusal) = self.refusal(peer, req.headers()) {
                     return refusal;
                 }
-                self.operator(host, segments.get(5).copied(), query)
+                let Some(host) = percent_decode(host).filter(|h| !h.is_empty()) else {
+                    return error(StatusCode::BAD_REQUEST, "malformed host id in the path");
+                };
+                let param = |name: &str| query_param(query, name).and_then(percent_decode);
+                match crate::operator::host_request(host, what, param) {
+                    Ok(r) => self.operator(vec![r]),
+                    Err((code, why)) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), why),
+                }
+            }
+            ["api", "v1", switch @ ("disarm" | "arm")] => {
+                if method != Method::POST {
+                    return method_not_allowed("POST");
+                }
+                if let Some(refusal) = self.refusal(peer, req.headers()) {
+                    return refusal;
+                }
+                let req = if *switch == "arm" {
+                    am_core::OperatorRequest::Arm
+                } else {
+                    let reason = query_param(query, "reason")
+                        .and_then(percent_decode)
+                        .filter(|r| !r.is_empty())
+                        .map_or_else(|| "operator".to_owned(), |r| r.chars().take(200).collect());
+                    am_core::OperatorRequest::Disarm { reason }
+                };
+                self.operator(vec![req])
             }
             []
             | [""]
@@ -370,42 +420,68 @@ impl App {
         Some(r)
     }
 
-    /// An operator's request about `host`: evacuate (`what` `None`), maintenance enter or exit.
-    fn operator(&self, host: &str, what: Option<&str>, query: Option<&str>) -> Resp {
-        let Some(host) = percent_decode(host).filter(|h| !h.is_empty()) else {
-            return error(StatusCode::BAD_REQUEST, "malformed host id in the path");
-        };
-        let host = am_core::HostId::from(host.as_str());
-        let req = match what {
-            None => am_core::OperatorRequest::Evacuate {
-                host,
-                reason: query_param(query, "reason")
-                    .and_then(percent_decode)
-                    .filter(|r| !r.is_empty())
-                    .map_or_else(|| "maintenance".to_owned(), |r| r.chars().take(64).collect()),
-                enter_maintenance: matches!(query_param(query, "enter_maintenance"), Some("" | "true" | "1")),
-            },
-            Some("enter") => am_core::OperatorRequest::MaintenanceEnter { host },
-            Some("exit") => am_core::OperatorRequest::MaintenanceExit { host },
-            Some(other) => {
+    /// Operator requests, handed to the daemon's loop.
+    fn operator(&self, reqs: Vec<am_core::OperatorRequest>) -> Resp {
+        let mut accepted = Vec::new();
+        for req in reqs {
+            let text = req.to_string();
+            if !self.board.request(req) {
                 return error(
-                    StatusCode::NOT_FOUND,
-                    format!("no such maintenance request `{other}` (enter or exit)"),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the daemon loop does not take requests now",
+                );
+            }
+            tracing::info!(request = %text, "operator request accepted");
+            accepted.push(text);
+        }
+        let accepted = match accepted.as_slice() {
+            [one] => serde_json::json!(one),
+            _ => serde_json::json!(accepted),
+        };
+        json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "accepted": accepted, "see": "/api/v1/events" }),
+        )
+    }
+
+    /// `POST /api/v1/alertmanager`: an Alertmanager webhook notification (at most
+    /// [`MAX_ALERTMANAGER_BODY`](crate::operator::MAX_ALERTMANAGER_BODY) bytes).
+    async fn alertmanager(&self, peer: SocketAddr, req: Request<hyper::body::Incoming>) -> Resp {
+        use http_body_util::BodyExt;
+        if req.method() != Method::POST {
+            return method_not_allowed("POST");
+        }
+        if let Some(refusal) = self.refusal(peer, req.headers()) {
+            return refusal;
+        }
+        let limited = http_body_util::Limited::new(req.into_body(), crate::operator::MAX_ALERTMANAGER_BODY);
+        let body = match limited.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "Alertmanager notification not read (at most {} bytes): {e}",
+                        crate::operator::MAX_ALERTMANAGER_BODY
+                    ),
                 );
             }
         };
-        let text = req.to_string();
-        if !self.board.request(req) {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the daemon loop does not take requests now",
-            );
+        match crate::operator::alertmanager(&body) {
+            Ok((reqs, skipped)) => {
+                if skipped > 0 {
+                    tracing::warn!(skipped, "Alertmanager alerts naming no host (labels host, hostname, node, instance) skipped");
+                }
+                if reqs.is_empty() {
+                    return json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "accepted": [], "skipped": skipped }),
+                    );
+                }
+                self.operator(reqs)
+            }
+            Err((code, why)) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), why),
         }
-        tracing::info!(request = %text, "operator request accepted");
-        json(
-            StatusCode::ACCEPTED,
-            &serde_json::json!({ "accepted": text, "see": "/api/v1/events" }),
-        )
     }
 
     fn ack(&self, kind: &str, subject: &str, query: Option<&str>) -> Resp {

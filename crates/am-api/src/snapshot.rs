@@ -173,6 +173,12 @@ pub struct ClusterStats {
     pub manager_isolated: bool,
     /// Whether the storm guard holds failover back.
     pub storm: bool,
+    /// Set while an operator has disarmed automatic recovery, with the reason.
+    #[serde(default)]
+    pub disarmed: Option<String>,
+    /// Evacuations under way, with their progress.
+    #[serde(default)]
+    pub evacuations: Vec<supervisor::EvacuationProgress>,
 }
 
 /// An active alarm, with its acknowledgement.
@@ -643,6 +649,8 @@ fn cluster_stats(
         availability: availability(now, incidents, protected_vms, vms, since),
         manager_isolated: status.manager_isolated,
         storm: status.storm,
+        disarmed: status.disarmed.clone(),
+        evacuations: status.evacuations.clone(),
     }
 }
 

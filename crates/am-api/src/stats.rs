@@ -188,13 +188,22 @@ fn cluster_lines(out: &mut Vec<String>, s: &Snapshot, c: &ClusterStats) {
     ));
     let mut flags = Vec::new();
     if c.manager_isolated {
-        flags.push("MANAGER ISOLATED: acting on nothing");
+        flags.push("MANAGER ISOLATED: acting on nothing".to_owned());
     }
     if c.storm {
-        flags.push("STORM GUARD: failover held back");
+        flags.push("STORM GUARD: failover held back".to_owned());
+    }
+    if let Some(why) = &c.disarmed {
+        flags.push(format!("DISARMED ({why}): failures reported, not acted on"));
     }
     if !flags.is_empty() {
         out.push(format!("  {}", flags.join("  ")));
+    }
+    for e in &c.evacuations {
+        out.push(format!(
+            "  evacuating {} ({}): {}/{} moved, {} in flight, {} could not move, wave {}/{} done",
+            e.host, e.reason, e.moved, e.planned, e.in_flight, e.failed, e.waves_done, e.waves
+        ));
     }
 }
 

@@ -135,16 +135,51 @@ pub enum OperatorRequest {
     MaintenanceExit {
         /// The host.
         host: HostId,
+        /// Live-migrate back the VMs its last evacuation moved away (those still running where
+        /// they went).
+        #[serde(default)]
+        return_vms: bool,
     },
+    /// A host is predicted to fail (a hardware alert, vCenter's health status): by the
+    /// `predicted_failure` policy it is evacuated into maintenance mode, or an alarm waits for
+    /// the operator.
+    Degraded {
+        /// The host.
+        host: HostId,
+        /// What predicts it (the alert's name and summary).
+        reason: String,
+        /// Who said so (`alertmanager`, `api`, `vcenter`).
+        source: String,
+    },
+    /// The prediction is withdrawn (the alert resolved): the alarm clears; VMs already moved
+    /// stay where they are.
+    DegradedClear {
+        /// The host.
+        host: HostId,
+        /// Who said so.
+        source: String,
+    },
+    /// Stop all automatic recovery, cluster-wide (maintenance of the network or of vCenter):
+    /// monitoring and alarms go on, nothing is restarted, failed over, revived, fenced, removed
+    /// or backed up until `Arm`. Operator requests still run.
+    Disarm {
+        /// Why, for the alarm and the audit log.
+        reason: String,
+    },
+    /// Automatic recovery resumes: what failed meanwhile is handled as it stands now.
+    Arm,
 }
 
 impl OperatorRequest {
-    /// The host it is about.
-    pub fn host(&self) -> &HostId {
+    /// The host it is about, if it is about one.
+    pub fn host(&self) -> Option<&HostId> {
         match self {
             OperatorRequest::Evacuate { host, .. }
             | OperatorRequest::MaintenanceEnter { host }
-            | OperatorRequest::MaintenanceExit { host } => host,
+            | OperatorRequest::MaintenanceExit { host, .. }
+            | OperatorRequest::Degraded { host, .. }
+            | OperatorRequest::DegradedClear { host, .. } => Some(host),
+            OperatorRequest::Disarm { .. } | OperatorRequest::Arm => None,
         }
     }
 }
@@ -164,7 +199,21 @@ impl fmt::Display for OperatorRequest {
                 Ok(())
             }
             OperatorRequest::MaintenanceEnter { host } => write!(f, "maintenance enter {host}"),
-            OperatorRequest::MaintenanceExit { host } => write!(f, "maintenance exit {host}"),
+            OperatorRequest::MaintenanceExit { host, return_vms } => {
+                write!(f, "maintenance exit {host}")?;
+                if *return_vms {
+                    f.write_str(", returning its VMs")?;
+                }
+                Ok(())
+            }
+            OperatorRequest::Degraded { host, reason, source } => {
+                write!(f, "host {host} degraded ({reason}; from {source})")
+            }
+            OperatorRequest::DegradedClear { host, source } => {
+                write!(f, "host {host} no longer degraded (from {source})")
+            }
+            OperatorRequest::Disarm { reason } => write!(f, "disarm ({reason})"),
+            OperatorRequest::Arm => f.write_str("arm"),
         }
     }
 }
@@ -222,11 +271,16 @@ pub enum AlarmKind {
     /// An evacuation the operator asked for cannot finish (VMs with no place, failed moves,
     /// the host lost): it stopped, and says why.
     EvacuationFailed,
+    /// Automatic recovery is disarmed by an operator: failures are seen and reported, not
+    /// acted on. Kept across restarts (it is what a restarted daemon reads the switch from).
+    Disarmed,
+    /// A host is predicted to fail (an alert, vCenter's health status).
+    HostDegraded,
 }
 
 impl AlarmKind {
     /// Every kind, in declaration order (the label values of the alarm metrics).
-    pub const ALL: [AlarmKind; 17] = [
+    pub const ALL: [AlarmKind; 19] = [
         AlarmKind::VmPoweredOff,
         AlarmKind::RecoveryFailed,
         AlarmKind::RestartLimit,
@@ -244,6 +298,8 @@ impl AlarmKind {
         AlarmKind::HostRemovalFailed,
         AlarmKind::FenceFailed,
         AlarmKind::EvacuationFailed,
+        AlarmKind::Disarmed,
+        AlarmKind::HostDegraded,
     ];
 
     /// Its place in [`AlarmKind::ALL`]. Exhaustive: a new kind does not build until it is listed
@@ -267,6 +323,8 @@ impl AlarmKind {
             AlarmKind::HostRemovalFailed => 14,
             AlarmKind::FenceFailed => 15,
             AlarmKind::EvacuationFailed => 16,
+            AlarmKind::Disarmed => 17,
+            AlarmKind::HostDegraded => 18,
         }
     }
 }

@@ -52,7 +52,7 @@ enum Command {
     },
     /// Ask a running daemon to empty a host by live migration, in waves (needs the API token).
     Evacuate {
-        /// The host's id.
+        /// The host's name or id.
         host: String,
         /// Why: maintenance or predicted-failure.
         #[arg(long, default_value = "maintenance")]
@@ -68,8 +68,39 @@ enum Command {
         /// enter or exit.
         #[arg(value_parser = ["enter", "exit"])]
         what: String,
-        /// The host's id.
+        /// The host's name or id.
         host: String,
+        /// On exit: live-migrate back the VMs its evacuation moved away.
+        #[arg(long)]
+        return_vms: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Tell a running daemon a host is predicted to fail (by the `predicted_failure` policy it
+    /// is evacuated into maintenance mode, or an alarm waits), or `--clear` that it is not.
+    Degraded {
+        /// The host's name or id.
+        host: String,
+        /// What predicts it.
+        #[arg(long, default_value = "predicted failure")]
+        reason: String,
+        /// Withdraw the prediction.
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Stop all automatic recovery, cluster-wide (network or vCenter maintenance): monitoring
+    /// and alarms go on. Survives a restart of the daemon; `arm` resumes.
+    Disarm {
+        /// Why, for the alarm and the audit log.
+        #[arg(long, default_value = "operator")]
+        reason: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Resume automatic recovery after `disarm`.
+    Arm {
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -274,15 +305,45 @@ fn main() -> ExitCode {
             })
             .await
         }),
-        Command::Maintenance { what, host, api } => client(async move {
+        Command::Maintenance {
+            what,
+            host,
+            return_vms,
+            api,
+        } => client(async move {
             let host = am_core::HostId::from(host.as_str());
             api.send(if what == "enter" {
                 am_core::OperatorRequest::MaintenanceEnter { host }
             } else {
-                am_core::OperatorRequest::MaintenanceExit { host }
+                am_core::OperatorRequest::MaintenanceExit { host, return_vms }
             })
             .await
         }),
+        Command::Degraded {
+            host,
+            reason,
+            clear,
+            api,
+        } => client(async move {
+            let host = am_core::HostId::from(host.as_str());
+            api.send(if clear {
+                am_core::OperatorRequest::DegradedClear {
+                    host,
+                    source: "cli".into(),
+                }
+            } else {
+                am_core::OperatorRequest::Degraded {
+                    host,
+                    reason,
+                    source: "cli".into(),
+                }
+            })
+            .await
+        }),
+        Command::Disarm { reason, api } => {
+            client(async move { api.send(am_core::OperatorRequest::Disarm { reason }).await })
+        }
+        Command::Arm { api } => client(async move { api.send(am_core::OperatorRequest::Arm).await }),
         Command::Plan { scenario, fail, url } => {
             let opts = demo::Options {
                 scenario,

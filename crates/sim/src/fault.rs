@@ -289,7 +289,17 @@ impl fmt::Display for Fault {
                     }
                 ),
                 OperatorRequest::MaintenanceEnter { host } => write!(f, "operator maintenance enter {host}"),
-                OperatorRequest::MaintenanceExit { host } => write!(f, "operator maintenance exit {host}"),
+                OperatorRequest::MaintenanceExit { host, return_vms } => write!(
+                    f,
+                    "operator maintenance exit {host}{}",
+                    if *return_vms { " return-vms" } else { "" }
+                ),
+                OperatorRequest::Degraded { host, reason, .. } => {
+                    write!(f, "operator degraded {host} reason {reason}")
+                }
+                OperatorRequest::DegradedClear { host, .. } => write!(f, "operator degraded-clear {host}"),
+                OperatorRequest::Disarm { reason } => write!(f, "operator disarm reason {reason}"),
+                OperatorRequest::Arm => f.write_str("operator arm"),
             },
         }
     }
@@ -538,19 +548,68 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
                 },
             })
         }
-        ["operator", "maintenance", verb @ ("enter" | "exit"), host, rest @ ..] => {
+        ["operator", "maintenance", "enter", host, rest @ ..] => {
             no_more(rest)?;
-            let host = HostId::from(*host);
             Ok(Fault::Operator {
-                request: if *verb == "enter" {
-                    OperatorRequest::MaintenanceEnter { host }
-                } else {
-                    OperatorRequest::MaintenanceExit { host }
+                request: OperatorRequest::MaintenanceEnter {
+                    host: HostId::from(*host),
                 },
             })
         }
+        ["operator", "maintenance", "exit", host, rest @ ..] => {
+            let return_vms = match rest {
+                [] => false,
+                ["return-vms"] => true,
+                _ => return Err(format!("unexpected `{}` at the end", rest.join(" "))),
+            };
+            Ok(Fault::Operator {
+                request: OperatorRequest::MaintenanceExit {
+                    host: HostId::from(*host),
+                    return_vms,
+                },
+            })
+        }
+        ["operator", "degraded", host, rest @ ..] => {
+            let reason = match rest {
+                [] => "predicted failure".to_owned(),
+                ["reason", r] => (*r).to_owned(),
+                _ => return Err(format!("unexpected `{}` at the end", rest.join(" "))),
+            };
+            Ok(Fault::Operator {
+                request: OperatorRequest::Degraded {
+                    host: HostId::from(*host),
+                    reason,
+                    source: "script".into(),
+                },
+            })
+        }
+        ["operator", "degraded-clear", host, rest @ ..] => {
+            no_more(rest)?;
+            Ok(Fault::Operator {
+                request: OperatorRequest::DegradedClear {
+                    host: HostId::from(*host),
+                    source: "script".into(),
+                },
+            })
+        }
+        ["operator", "disarm", rest @ ..] => {
+            let reason = match rest {
+                [] => "operator".to_owned(),
+                ["reason", r] => (*r).to_owned(),
+                _ => return Err(format!("unexpected `{}` at the end", rest.join(" "))),
+            };
+            Ok(Fault::Operator {
+                request: OperatorRequest::Disarm { reason },
+            })
+        }
+        ["operator", "arm", rest @ ..] => {
+            no_more(rest)?;
+            Ok(Fault::Operator {
+                request: OperatorRequest::Arm,
+            })
+        }
         ["operator", ..] => Err(
-            "expected `operator evacuate <host> [reason <why>] [enter-maintenance]` or `operator maintenance enter|exit <host>`"
+            "expected `operator evacuate <host> [reason <why>] [enter-maintenance]`, `operator maintenance enter <host>`, `operator maintenance exit <host> [return-vms]`, `operator degraded <host> [reason <why>]`, `operator degraded-clear <host>`, `operator disarm [reason <why>]` or `operator arm`"
                 .into(),
         ),
         [other, ..] => Err(format!(

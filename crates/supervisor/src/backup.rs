@@ -36,7 +36,7 @@ impl Supervisor {
     pub(crate) fn refresh_backups(&mut self, now: Time) {
         let policy = self.cfg.backup.clone();
         let off = policy.snapshot_every.is_zero() && policy.clone_every.is_zero();
-        if off || self.manager_isolated() || self.source == SourceState::Lost {
+        if off || self.manager_isolated() || self.source == SourceState::Lost || self.disarmed.is_some() {
             return;
         }
         let mut busy = self

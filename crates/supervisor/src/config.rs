@@ -15,6 +15,18 @@ pub enum IsolationResponse {
     PowerOffAndRestart,
 }
 
+/// What to do with a host predicted to fail (an Alertmanager alert, the API, vCenter's health
+/// status).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictedFailure {
+    /// Raise `HostDegraded` and evacuate it into maintenance mode at once.
+    #[default]
+    Evacuate,
+    /// Raise `HostDegraded` and wait for the operator (`am-daemon evacuate`).
+    Alarm,
+}
+
 /// What to do with a host whose only failure signal is the management server's connection state
 /// (no management probe, no storage heartbeat, no probed guest, no out-of-band power state).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,8 +160,15 @@ pub struct Config {
     pub storage_heartbeat_window: Duration,
     /// Revival attempts (each: reconnect, then out-of-band revival) before a dead host is removed.
     pub revive_attempts: u32,
-    /// An evacuation's live migrations leaving or entering one host in one wave (at least 1).
+    /// An evacuation's live migrations leaving one host at a time (at least 1; vSphere allows 8
+    /// vMotions per host on 10 GbE). Also the size of a planned wave.
     pub evacuation_per_host: u32,
+    /// Live migrations of evacuations entering one host at a time (at least 1).
+    pub evacuation_per_target: u32,
+    /// Live migrations of all evacuations at a time, for the whole vCenter (at least 1).
+    pub evacuation_in_flight: u32,
+    /// What to do with a host predicted to fail.
+    pub predicted_failure: PredictedFailure,
     /// Time between revival actions, and for a revived host to show up again.
     #[serde(with = "am_core::time::duration_str")]
     pub revive_interval: Duration,
@@ -246,7 +265,10 @@ impl Default for Config {
             reconnect_after: Duration::from_secs(5),
             storage_heartbeat_window: Duration::from_secs(6),
             revive_attempts: 2,
-            evacuation_per_host: 2,
+            evacuation_per_host: 8,
+            evacuation_per_target: 8,
+            evacuation_in_flight: 32,
+            predicted_failure: PredictedFailure::Evacuate,
             revive_interval: Duration::from_secs(10),
             reconcile_window: Duration::from_secs(60),
             isolation_response: IsolationResponse::LeaveRunning,
@@ -287,6 +309,16 @@ impl Config {
         check(
             self.evacuation_per_host >= 1,
             "evacuation_per_host",
+            "must be at least 1",
+        );
+        check(
+            self.evacuation_per_target >= 1,
+            "evacuation_per_target",
+            "must be at least 1",
+        );
+        check(
+            self.evacuation_in_flight >= 1,
+            "evacuation_in_flight",
             "must be at least 1",
         );
         check(

@@ -1,105 +1,107 @@
-//! Evacuation and maintenance, as an operator asks for them: a host is emptied by live migration
-//! in the planner's waves (bounded per host, most important VMs first), each wave once the one
-//! before it finished, a failed move retried once elsewhere; then, if asked, the host enters
-//! maintenance mode. A host being evacuated, drained or in maintenance is no failover or
-//! placement target (it is not `Up`).
+//! Evacuation and maintenance, as an operator asks for them (see `operator.rs` for the requests):
+//! a host is emptied by live migration to the targets the planner chose once for all its VMs,
+//! most important first, as many at a time as the bounds allow (per source host, per target host,
+//! for the whole vCenter: a sliding window, so one slow move does not hold the others back); a
+//! failed move is retried once elsewhere; then, if asked, the host enters maintenance mode. The
+//! planner's waves are the unit of progress: a line each time one is done. A host being
+//! evacuated, drained or in maintenance is no failover or placement target (it is not `Up`).
+//! Leaving maintenance may bring back the VMs its evacuation moved away (a return, bounded alike).
 
 use super::*;
 use crate::record::summarize;
 
-/// An evacuation under way.
+/// One move of an evacuation.
+#[derive(Clone, Debug)]
+pub(crate) struct Move {
+    vm: VmId,
+    from: HostId,
+    to: HostId,
+    /// The planned wave it belongs to (0-based).
+    wave: usize,
+}
+
+/// What an evacuation is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Goal {
+    /// Empty the host; then enter maintenance mode if asked.
+    Empty { enter_maintenance: bool },
+    /// Bring back to the host the VMs its last evacuation moved away.
+    Return,
+}
+
+/// An evacuation (or return) under way, by the host it is about.
 #[derive(Clone, Debug)]
 pub(crate) struct Evac {
     reason: String,
-    enter_maintenance: bool,
-    /// Waves not started yet, in order.
-    waves: VecDeque<Vec<planner::Migration>>,
-    /// Waves in all, and the number of the current one (1-based).
-    total: usize,
-    wave: usize,
-    /// Migrations of the current wave in flight.
-    running: BTreeSet<ActionId>,
+    goal: Goal,
+    /// Moves not started yet, in order (wave by wave, most important VM first).
+    queue: VecDeque<Move>,
+    /// Moves in flight.
+    running: BTreeMap<ActionId, Move>,
+    /// Per planned wave: its moves not finished yet.
+    wave_left: Vec<usize>,
+    planned: usize,
     /// VMs already retried once elsewhere.
     retried: BTreeSet<VmId>,
-    /// VMs moved, in this wave and in all.
-    moved_wave: usize,
-    moved: usize,
-    /// The VMs whose migration reported done: vCenter's inventory may still show them on the
-    /// host for a moment after the task finished.
-    moved_vms: BTreeSet<VmId>,
+    /// VMs moved (migration reported done): vCenter's inventory may still show them on the
+    /// source for a moment after the task finished.
+    moved: Vec<(VmId, HostId)>,
     /// VMs that could not move, and why.
     failed: Vec<(VmId, String)>,
+    since: Time,
+}
+
+/// An evacuation's progress, for status pages and `stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvacuationProgress {
+    /// The host emptied (or, for a return, the host the VMs come back to).
+    pub host: HostId,
+    /// Why (maintenance, predicted failure, return).
+    pub reason: String,
+    /// Since when.
+    pub since: Time,
+    /// Moves planned.
+    pub planned: usize,
+    /// Moves done.
+    pub moved: usize,
+    /// Moves in flight.
+    pub in_flight: usize,
+    /// VMs that could not move.
+    pub failed: usize,
+    /// Planned waves, and how many are done.
+    pub waves: usize,
+    /// Waves whose every move finished.
+    pub waves_done: usize,
 }
 
 impl Supervisor {
-    /// An operator's request.
-    pub(crate) fn on_operator(&mut self, now: Time, req: OperatorRequest) {
-        let host = req.host().clone();
-        let subject = Subject::Host(host.clone());
-        let Some(state) = self.host_state(&host).cloned() else {
-            self.note(now, subject, format!("operator: {req}: refused, no such host"));
-            return;
-        };
-        self.note(now, subject.clone(), format!("operator: {req}"));
-        match req {
-            OperatorRequest::Evacuate {
-                reason,
-                enter_maintenance,
-                ..
-            } => {
-                if state != HostState::Up {
-                    self.note(
-                        now,
-                        subject,
-                        format!("evacuation refused: the host is {state}, not up"),
-                    );
-                    return;
-                }
-                self.start_evacuation(now, &host, reason, enter_maintenance);
-            }
-            OperatorRequest::MaintenanceEnter { .. } => {
-                let running = self.running_on(&host);
-                if !matches!(state, HostState::Up | HostState::Drained { .. }) || running > 0 {
-                    self.note(
-                        now,
-                        subject,
-                        format!("maintenance refused: the host is {state} and runs {running} VMs (evacuate it first)"),
-                    );
-                    return;
-                }
-                self.enter_maintenance(now, &host);
-            }
-            OperatorRequest::MaintenanceExit { .. } => match state {
-                HostState::Drained { .. } => {
-                    self.set_host_state(now, &host, HostState::Up, "taken back by the operator")
-                }
-                HostState::Maintenance { .. } => {
-                    self.issue(
-                        now,
-                        Action::ExitMaintenance { host: host.clone() },
-                        Purpose::Maintenance(host.clone(), false),
-                        0,
-                        "operator: maintenance exit".into(),
-                    );
-                }
-                other => self.note(
-                    now,
-                    subject,
-                    format!("maintenance exit refused: the host is {other}"),
-                ),
-            },
-        }
-    }
-
     /// Powered-on VMs registered on `host`.
-    fn running_on(&self, host: &HostId) -> usize {
+    pub(crate) fn running_on(&self, host: &HostId) -> usize {
         self.inv
             .vms_on(host)
             .filter(|v| v.power == PowerState::PoweredOn)
             .count()
     }
 
-    fn start_evacuation(&mut self, now: Time, host: &HostId, reason: String, enter_maintenance: bool) {
+    /// The progress of every evacuation under way.
+    pub fn evacuations(&self) -> Vec<EvacuationProgress> {
+        self.evacuations
+            .iter()
+            .map(|(host, ev)| EvacuationProgress {
+                host: host.clone(),
+                reason: ev.reason.clone(),
+                since: ev.since,
+                planned: ev.planned,
+                moved: ev.moved.len(),
+                in_flight: ev.running.len(),
+                failed: ev.failed.len(),
+                waves: ev.wave_left.len(),
+                waves_done: ev.wave_left.iter().filter(|n| **n == 0).count(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn start_evacuation(&mut self, now: Time, host: &HostId, reason: String, enter_maintenance: bool) {
         let subject = Subject::Host(host.clone());
         // Hosts out of service are no targets either: they are planned as emptied too.
         let mut away: BTreeSet<HostId> = self
@@ -142,18 +144,26 @@ impl Supervisor {
             return;
         }
         self.clear(now, AlarmKind::EvacuationFailed, subject.clone());
-        let waves: VecDeque<Vec<planner::Migration>> = ev
-            .waves
-            .into_iter()
-            .map(|w| {
-                w.migrations
-                    .into_iter()
-                    .filter(|m| &m.from == host)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|w| !w.is_empty())
-            .collect();
-        let count: usize = waves.iter().map(Vec::len).sum();
+        let mut queue = VecDeque::new();
+        let mut wave_left = Vec::new();
+        for w in ev.waves {
+            let moves: Vec<Move> = w
+                .migrations
+                .into_iter()
+                .filter(|m| &m.from == host)
+                .map(|m| Move {
+                    vm: m.vm,
+                    from: m.from,
+                    to: m.to,
+                    wave: wave_left.len(),
+                })
+                .collect();
+            if !moves.is_empty() {
+                wave_left.push(moves.len());
+                queue.extend(moves);
+            }
+        }
+        let (count, waves) = (queue.len(), wave_left.len());
         self.set_host_state(
             now,
             host,
@@ -162,99 +172,204 @@ impl Supervisor {
                 reason: reason.clone(),
             },
             format!(
-                "operator: evacuate ({reason}): {count} VMs in {} wave{}, at most {per_host} per host at a time",
-                waves.len(),
-                if waves.len() == 1 { "" } else { "s" }
+                "operator: evacuate ({reason}): {count} VMs in {waves} wave{}, at most {per_host} leaving, {} entering a host, {} in all at a time",
+                if waves == 1 { "" } else { "s" },
+                self.cfg.evacuation_per_target.max(1),
+                self.cfg.evacuation_in_flight.max(1),
             ),
         );
         self.evacuations.insert(
             host.clone(),
             Evac {
                 reason,
-                enter_maintenance,
-                total: waves.len(),
-                waves,
-                wave: 0,
-                running: BTreeSet::new(),
+                goal: Goal::Empty { enter_maintenance },
+                planned: count,
+                queue,
+                running: BTreeMap::new(),
+                wave_left,
                 retried: BTreeSet::new(),
-                moved_wave: 0,
-                moved: 0,
-                moved_vms: BTreeSet::new(),
+                moved: Vec::new(),
                 failed: Vec::new(),
+                since: now,
             },
         );
-        self.next_wave(now, host);
+        self.pump_evacuations(now);
     }
 
-    /// Starts the next wave, or ends the evacuation when none is left.
-    fn next_wave(&mut self, now: Time, host: &HostId) {
-        loop {
-            let Some(ev) = self.evacuations.get_mut(host) else {
-                return;
-            };
-            if !ev.running.is_empty() {
-                return;
+    /// After `maintenance exit HOST --return-vms`: the VMs its last evacuation moved away, still
+    /// running where they went, come back by live migration (no plan needed: they ran there
+    /// before and the host took nothing meanwhile).
+    pub(crate) fn start_return(&mut self, now: Time, host: &HostId) {
+        let Some(list) = self.evacuated_from.remove(host) else {
+            self.note(now, Subject::Host(host.clone()), "no VMs to bring back: none were moved away by an evacuation");
+            return;
+        };
+        let per_host = self.cfg.evacuation_per_host.max(1) as usize;
+        let mut queue = VecDeque::new();
+        for (vm, went_to) in list {
+            let Some(v) = self.inv.vms.get(&vm) else { continue };
+            if v.power != PowerState::PoweredOn || v.host.as_ref() != Some(&went_to) {
+                continue; // Stopped or moved on since: it stays where it is.
             }
-            let Some(wave) = ev.waves.pop_front() else {
+            let wave = queue.len() / per_host;
+            queue.push_back(Move {
+                vm,
+                from: went_to,
+                to: host.clone(),
+                wave,
+            });
+        }
+        if queue.is_empty() {
+            self.note(now, Subject::Host(host.clone()), "no VMs to bring back: they stopped or moved on");
+            return;
+        }
+        let mut wave_left = vec![0; queue.len().div_ceil(per_host)];
+        for m in &queue {
+            if let Some(n) = wave_left.get_mut(m.wave) {
+                *n += 1;
+            }
+        }
+        let name = self.host_label(host);
+        self.note(
+            now,
+            Subject::Host(host.clone()),
+            format!("return to {name}: {} VMs come back by live migration", queue.len()),
+        );
+        self.evacuations.insert(
+            host.clone(),
+            Evac {
+                reason: "return".into(),
+                goal: Goal::Return,
+                planned: queue.len(),
+                queue,
+                running: BTreeMap::new(),
+                wave_left,
+                retried: BTreeSet::new(),
+                moved: Vec::new(),
+                failed: Vec::new(),
+                since: now,
+            },
+        );
+        self.pump_evacuations(now);
+    }
+
+    /// Starts as many queued moves of every evacuation as the bounds allow (per source host, per
+    /// target host, in all), most important first; ends the evacuations with nothing left.
+    pub(crate) fn pump_evacuations(&mut self, now: Time) {
+        let per_source = self.cfg.evacuation_per_host.max(1) as usize;
+        let per_target = self.cfg.evacuation_per_target.max(1) as usize;
+        let in_all = self.cfg.evacuation_in_flight.max(1) as usize;
+        let mut leaving: BTreeMap<HostId, usize> = BTreeMap::new();
+        let mut entering: BTreeMap<HostId, usize> = BTreeMap::new();
+        let mut total = 0;
+        for m in self.evacuations.values().flat_map(|e| e.running.values()) {
+            *leaving.entry(m.from.clone()).or_default() += 1;
+            *entering.entry(m.to.clone()).or_default() += 1;
+            total += 1;
+        }
+        let hosts: Vec<HostId> = self.evacuations.keys().cloned().collect();
+        for host in &hosts {
+            loop {
+                if total >= in_all {
+                    break;
+                }
+                let Some(ev) = self.evacuations.get_mut(host) else { break };
+                let free = |m: &Move| {
+                    leaving.get(&m.from).copied().unwrap_or(0) < per_source
+                        && entering.get(&m.to).copied().unwrap_or(0) < per_target
+                };
+                let Some(i) = ev.queue.iter().position(free) else { break };
+                let Some(m) = ev.queue.remove(i) else { break };
+                if self.migrate(now, host, m.clone(), "evacuation") {
+                    *leaving.entry(m.from).or_default() += 1;
+                    *entering.entry(m.to).or_default() += 1;
+                    total += 1;
+                }
+            }
+        }
+        for host in &hosts {
+            if self
+                .evacuations
+                .get(host)
+                .is_some_and(|e| e.queue.is_empty() && e.running.is_empty())
+            {
                 self.finish_evacuation(now, host);
-                return;
-            };
-            ev.wave += 1;
-            ev.moved_wave = 0;
-            let (n, total) = (ev.wave, ev.total);
-            let names: Vec<String> = wave.iter().map(|m| self.vm_label(&m.vm)).collect();
-            self.note(
-                now,
-                Subject::Host(host.clone()),
-                format!("evacuation wave {n}/{total} starts: {}", names.join(", ")),
-            );
-            for m in wave {
-                self.migrate(now, host, &m.vm, m.to, "evacuation");
             }
         }
     }
 
     /// Issues one live migration of the evacuation of `host`, unless the VM moved or stopped
-    /// meanwhile, or is in the middle of a recovery (then it is counted as not moved).
-    fn migrate(&mut self, now: Time, host: &HostId, vm: &VmId, to: HostId, why: &str) {
-        let Some(v) = self.inv.vms.get(vm) else { return };
-        if v.host.as_ref() != Some(host) {
-            return; // It left on its own meanwhile.
+    /// meanwhile, or is in the middle of a recovery (then it is counted as not moved). Whether
+    /// it was issued.
+    fn migrate(&mut self, now: Time, host: &HostId, m: Move, why: &str) -> bool {
+        let Some(v) = self.inv.vms.get(&m.vm) else {
+            self.move_ended(now, host, &m, None);
+            return false;
+        };
+        if v.host.as_ref() != Some(&m.from) {
+            // It left on its own meanwhile.
+            self.move_ended(now, host, &m, None);
+            return false;
         }
         if v.power != PowerState::PoweredOn {
-            self.evac_failed(host, vm, "not running any more".into());
-            return;
+            self.move_ended(now, host, &m, Some("not running any more".into()));
+            return false;
         }
-        let busy = self.in_flight.values().any(|f| f.action.vm() == Some(vm));
+        let busy = self.in_flight.values().any(|f| f.action.vm() == Some(&m.vm));
         let healthy = self
             .vms
-            .get(vm)
+            .get(&m.vm)
             .is_none_or(|r| matches!(r.state, VmState::Healthy | VmState::Unprotected));
         if busy || !healthy {
-            self.evac_failed(host, vm, "busy with its own recovery".into());
-            return;
+            self.move_ended(now, host, &m, Some("busy with its own recovery".into()));
+            return false;
         }
         let priority = crate::ladder::priority_of(v);
-        let (vl, tl) = (self.vm_label(vm), self.host_label(&to));
+        let (vl, tl) = (self.vm_label(&m.vm), self.host_label(&m.to));
         let id = self.issue(
             now,
             Action::MigrateLive {
-                vm: vm.clone(),
-                to: to.clone(),
+                vm: m.vm.clone(),
+                to: m.to.clone(),
             },
-            Purpose::Evacuate(host.clone(), vm.clone()),
+            Purpose::Evacuate(host.clone(), m.vm.clone()),
             priority,
             format!("{why}: live-migrate {vl} to {tl}"),
         );
         if let Some(ev) = self.evacuations.get_mut(host) {
-            ev.running.insert(id);
+            ev.running.insert(id, m);
         }
+        true
     }
 
-    /// A VM of the evacuation of `host` that does not move, and why.
-    fn evac_failed(&mut self, host: &HostId, vm: &VmId, why: String) {
-        if let Some(ev) = self.evacuations.get_mut(host) {
-            ev.failed.push((vm.clone(), why));
+    /// A move of the evacuation of `host` is over: done (`None`) or not, and why. Says so when
+    /// its wave is complete.
+    fn move_ended(&mut self, now: Time, host: &HostId, m: &Move, failed: Option<String>) {
+        let Some(ev) = self.evacuations.get_mut(host) else {
+            return;
+        };
+        match failed {
+            None => ev.moved.push((m.vm.clone(), m.to.clone())),
+            Some(why) => ev.failed.push((m.vm.clone(), why)),
+        }
+        let Some(left) = ev.wave_left.get_mut(m.wave) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            let what = if ev.goal == Goal::Return { "return" } else { "evacuation" };
+            let (n, waves, moved, planned, failed) = (
+                m.wave + 1,
+                ev.wave_left.len(),
+                ev.moved.len(),
+                ev.planned,
+                ev.failed.len(),
+            );
+            self.note(
+                now,
+                Subject::Host(host.clone()),
+                format!("{what} wave {n}/{waves} done: {moved}/{planned} moved, {failed} could not move"),
+            );
         }
     }
 
@@ -265,6 +380,17 @@ impl Supervisor {
             .any(|f| matches!(&f.purpose, Purpose::Evacuate(_, v) if v == vm))
     }
 
+    /// A live migration of an evacuation was given up (its source died): it does not move.
+    pub(crate) fn migration_abandoned(&mut self, now: Time, id: ActionId, why: &str) {
+        let found = self
+            .evacuations
+            .iter_mut()
+            .find_map(|(h, e)| e.running.remove(&id).map(|m| (h.clone(), m)));
+        if let Some((host, m)) = found {
+            self.move_ended(now, &host, &m, Some(why.to_owned()));
+        }
+    }
+
     /// A live migration of an evacuation finished.
     pub(crate) fn migration_done(
         &mut self,
@@ -272,63 +398,59 @@ impl Supervisor {
         id: ActionId,
         host: &HostId,
         vm: &VmId,
-        action: &Action,
         result: Result<ActionOutcome, HvError>,
     ) {
+        let m = self.evacuations.get_mut(host).and_then(|e| e.running.remove(&id));
+        let source = m.as_ref().map_or(host, |m| &m.from).clone();
         let source_lost = self
-            .host_state(host)
+            .host_state(&source)
             .is_some_and(|s| matches!(s, HostState::Dead { .. }));
         if result.is_err() && source_lost {
             // The host died under it: it is failed over with the rest.
             self.await_failover(
                 now,
                 vm,
-                Some(host.clone()),
-                format!("host {host} dead during its live migration"),
+                Some(source.clone()),
+                format!("host {source} dead during its live migration"),
             );
             self.place_waiting(now);
         }
-        let Some(ev) = self.evacuations.get_mut(host) else {
+        let Some(m) = m else {
             return;
         };
-        ev.running.remove(&id);
         match result {
-            Ok(_) => {
-                ev.moved += 1;
-                ev.moved_wave += 1;
-                ev.moved_vms.insert(vm.clone());
-            }
+            Ok(_) => self.move_ended(now, host, &m, None),
             Err(e) => {
-                let failed_to = action.host().cloned();
-                if ev.retried.insert(vm.clone()) {
-                    // Once more, elsewhere.
+                let retry = self.evacuations.get_mut(host).is_some_and(|ev| ev.retried.insert(vm.clone()));
+                let goal = self.evacuations.get(host).map(|ev| ev.goal.clone());
+                if retry && goal != Some(Goal::Return) && !source_lost {
+                    // Once more, elsewhere: first in the queue.
                     let mut exclude = self.unusable_hosts();
                     exclude.insert(host.clone());
-                    exclude.extend(failed_to);
+                    exclude.insert(m.to.clone());
                     let view = self.planning_view().into_owned();
                     let plan = self.place(&view, std::slice::from_ref(vm), &exclude);
-                    let to = plan.placements.get(vm).cloned();
-                    match to {
-                        Some(to) => self.migrate(now, host, vm, to, &format!("retry after {e}")),
-                        None => self.evac_failed(host, vm, format!("{e}; no other host has room")),
+                    match plan.placements.get(vm).cloned() {
+                        Some(to) => {
+                            let vl = self.vm_label(vm);
+                            let tl = self.host_label(&to);
+                            self.note(
+                                now,
+                                Subject::Vm(vm.clone()),
+                                format!("live migration failed ({e}): {vl} is retried once, to {tl}"),
+                            );
+                            if let Some(ev) = self.evacuations.get_mut(host) {
+                                ev.queue.push_front(Move { to, ..m });
+                            }
+                        }
+                        None => self.move_ended(now, host, &m, Some(format!("{e}; no other host has room"))),
                     }
                 } else {
-                    self.evac_failed(host, vm, e.to_string());
+                    self.move_ended(now, host, &m, Some(e.to_string()));
                 }
             }
         }
-        let Some(ev) = self.evacuations.get(host) else {
-            return;
-        };
-        if ev.running.is_empty() {
-            let (n, total, moved) = (ev.wave, ev.total, ev.moved_wave);
-            self.note(
-                now,
-                Subject::Host(host.clone()),
-                format!("evacuation wave {n}/{total} done: {moved} moved"),
-            );
-            self.next_wave(now, host);
-        }
+        self.pump_evacuations(now);
     }
 
     fn finish_evacuation(&mut self, now: Time, host: &HostId) {
@@ -336,17 +458,32 @@ impl Supervisor {
             return;
         };
         let name = self.host_label(host);
+        let why: Vec<String> = ev
+            .failed
+            .iter()
+            .map(|(v, e)| format!("{}: {e}", self.vm_label(v)))
+            .collect();
+        let Goal::Empty { enter_maintenance } = ev.goal else {
+            let msg = format!(
+                "return to {name} done: {} of {} VMs back{}",
+                ev.moved.len(),
+                ev.planned,
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not moved: {}", summarize(&why))
+                }
+            );
+            self.note(now, Subject::Host(host.clone()), msg);
+            return;
+        };
+        let moved: BTreeSet<&VmId> = ev.moved.iter().map(|(v, _)| v).collect();
         let left = self
             .inv
             .vms_on(host)
-            .filter(|v| v.power == PowerState::PoweredOn && !ev.moved_vms.contains(&v.id))
+            .filter(|v| v.power == PowerState::PoweredOn && !moved.contains(&v.id))
             .count();
         if !ev.failed.is_empty() || left > 0 {
-            let why: Vec<String> = ev
-                .failed
-                .iter()
-                .map(|(v, e)| format!("{}: {e}", self.vm_label(v)))
-                .collect();
             self.raise(
                 now,
                 AlarmKind::EvacuationFailed,
@@ -355,7 +492,7 @@ impl Supervisor {
                 format!(
                     "evacuation of {name} ({}) did not finish: {} moved, {left} still run there ({}); it stays in service",
                     ev.reason,
-                    ev.moved,
+                    ev.moved.len(),
                     summarize(&why)
                 ),
             );
@@ -367,12 +504,14 @@ impl Supervisor {
             );
             return;
         }
-        if ev.enter_maintenance {
+        let count = ev.moved.len();
+        self.evacuated_from.insert(host.clone(), ev.moved);
+        if enter_maintenance {
             self.set_host_state(
                 now,
                 host,
                 HostState::Drained { since: now },
-                format!("evacuated: {} VMs moved", ev.moved),
+                format!("evacuated: {count} VMs moved"),
             );
             self.enter_maintenance(now, host);
         } else {
@@ -380,15 +519,12 @@ impl Supervisor {
                 now,
                 host,
                 HostState::Drained { since: now },
-                format!(
-                    "evacuated: {} VMs moved; no VM goes there until `maintenance exit`",
-                    ev.moved
-                ),
+                format!("evacuated: {count} VMs moved; no VM goes there until `maintenance exit`"),
             );
         }
     }
 
-    fn enter_maintenance(&mut self, now: Time, host: &HostId) {
+    pub(crate) fn enter_maintenance(&mut self, now: Time, host: &HostId) {
         self.issue(
             now,
             Action::EnterMaintenance { host: host.clone() },
@@ -443,7 +579,10 @@ impl Supervisor {
                 "maintenance mode entered",
             ),
             (false, Ok(_)) => {
-                self.set_host_state(now, host, HostState::Up, "maintenance mode left: back in service")
+                self.set_host_state(now, host, HostState::Up, "maintenance mode left: back in service");
+                if self.returning.remove(host) {
+                    self.start_return(now, host);
+                }
             }
             (true, Err(e)) => self.raise(
                 now,
@@ -452,20 +591,27 @@ impl Supervisor {
                 Severity::Warning,
                 format!("host {name} could not enter maintenance mode ({e}); it holds no VMs and takes none"),
             ),
-            (false, Err(e)) => self.note(
-                now,
-                Subject::Host(host.clone()),
-                format!("maintenance exit failed ({e}): the host stays in maintenance"),
-            ),
+            (false, Err(e)) => {
+                self.returning.remove(host);
+                self.note(
+                    now,
+                    Subject::Host(host.clone()),
+                    format!("maintenance exit failed ({e}): the host stays in maintenance"),
+                );
+            }
         }
     }
 
     /// A host being evacuated stopped answering: its evacuation ends, and says so (its
-    /// remaining VMs fail over by plan if it is dead, as for any host failure).
+    /// remaining VMs fail over by plan if it is dead, as for any host failure; a live migration
+    /// still running from it is given up then).
     pub(crate) fn stop_evacuation(&mut self, now: Time, host: &HostId) {
         let Some(ev) = self.evacuations.remove(host) else {
             return;
         };
+        if ev.goal == Goal::Return {
+            return;
+        }
         let name = self.host_label(host);
         let left = self.running_on(host);
         self.raise(
@@ -475,7 +621,7 @@ impl Supervisor {
             Severity::Warning,
             format!(
                 "evacuation of {name} stopped: the host stopped answering; {} moved, {left} still there fail over if it is dead",
-                ev.moved
+                ev.moved.len()
             ),
         );
     }

@@ -180,6 +180,8 @@ impl Supervisor {
             .filter(|(_, f)| match &f.purpose {
                 Purpose::Backup(v) => v == vm,
                 Purpose::VmStep(v, step) => v == vm && matches!(step, Step::Restart | Step::RevertSnapshot),
+                // A live migration away from a dead host cannot finish: the host's memory is gone.
+                Purpose::Evacuate(_, v) => v == vm,
                 _ => false,
             })
             .map(|(id, _)| *id)
@@ -191,6 +193,9 @@ impl Supervisor {
                     Subject::Vm(vm.clone()),
                     format!("{id} {} given up: {why}", f.action),
                 );
+                if matches!(f.purpose, Purpose::Evacuate(..)) {
+                    self.migration_abandoned(now, id, why);
+                }
                 self.out.commands.push(Command::Cancel {
                     id,
                     reason: why.to_owned(),
@@ -204,8 +209,6 @@ impl Supervisor {
             .inv
             .vms_on(host)
             .filter(|vm| vm.is_protected())
-            // A live migration in flight decides: failed, it is failed over then.
-            .filter(|vm| !self.evacuating_vm(&vm.id))
             .filter(|vm| {
                 self.vms.get(&vm.id).is_some_and(|r| match &r.state {
                     VmState::StayOff { .. }
@@ -308,7 +311,7 @@ impl Supervisor {
     /// clones, unless the backup cache makes new ones (`clone_every` set): else a VM's last clone
     /// would go with the host, and its ladder with it; a clone goes to a host other than its VM's.
     pub(crate) fn rehome_stay_off(&mut self, now: Time, host: &HostId) {
-        if self.vcenter_down(now) {
+        if self.held(now).is_some() {
             return;
         }
         let keep_clones = self.cfg.backup.clone_every.is_zero();
@@ -380,8 +383,9 @@ impl Supervisor {
 
     /// Places VMs that wait for a host, highest priority first; adds a spare when some fit nowhere.
     pub(crate) fn place_waiting(&mut self, now: Time) {
-        // Nothing is placed while vCenter does not answer: a failover could not reach it.
-        if now < self.capacity_retry_at || self.vcenter_down(now) {
+        // Nothing is placed while vCenter does not answer (a failover could not reach it), or
+        // while recovery is disarmed.
+        if now < self.capacity_retry_at || self.held(now).is_some() {
             return;
         }
         // A VM whose host is no longer dead (it came back while the failover was under way, and

@@ -61,7 +61,7 @@ impl Supervisor {
             reachable: !conn_bad && !ping_bad,
             heartbeat: h.storage_heartbeat,
             power: rec.power,
-            idle: rec.action.is_none() && now >= rec.next_action_at && !self.vcenter_down(now),
+            idle: rec.action.is_none() && now >= rec.next_action_at && self.held(now).is_none(),
         })
     }
 
@@ -780,7 +780,10 @@ impl Supervisor {
             AlarmKind::HostUnreachable,
             Subject::Host(host.clone()),
             Severity::Critical,
-            format!("host {name} dead; restarting its VMs on other hosts"),
+            match &self.disarmed {
+                None => format!("host {name} dead; restarting its VMs on other hosts"),
+                Some(_) => format!("host {name} dead; recovery is disarmed: its VMs wait until `am-daemon arm`"),
+            },
         );
         self.fail_over_host(now, host);
     }

@@ -136,7 +136,7 @@ impl Supervisor {
                 }
                 Step::RevertSnapshot => match self.good_snapshot(vm_id).map(|s| (s.id.clone(), s.created)) {
                     Some((snapshot, created)) => {
-                        if !self.vcenter_down(now)
+                        if self.held(now).is_none()
                             && let Some(r) = self.vms.get_mut(vm_id)
                         {
                             r.reverted_to = Some(created);
@@ -171,13 +171,13 @@ impl Supervisor {
                 }
                 Step::Failover => continue,
             };
-            if self.vcenter_down(now) {
-                // It could not reach the VM: it waits, and nothing is counted.
+            if let Some(held) = self.held(now) {
+                // It could not reach the VM, or must not: it waits, and nothing is counted.
                 self.set_vm_state(
                     now,
                     vm_id,
                     VmState::Deferred { step },
-                    format!("{reason}; vCenter does not answer: {} waits for it", step.name()),
+                    format!("{reason}; {held}: {} waits for it", step.name()),
                 );
                 return;
             }

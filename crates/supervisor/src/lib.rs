@@ -50,6 +50,7 @@ mod guards;
 mod host;
 mod ladder;
 mod observe;
+mod operator;
 mod outcome;
 mod record;
 mod relax;
@@ -57,8 +58,10 @@ mod state;
 mod vm;
 
 pub use config::{
-    BackupPolicy, Capabilities, Config, IsolationResponse, Readiness, Removal, RestartOrder, SingleSignal,
+    BackupPolicy, Capabilities, Config, IsolationResponse, PredictedFailure, Readiness, Removal, RestartOrder,
+    SingleSignal,
 };
+pub use evacuate::EvacuationProgress;
 pub use state::{HostState, ManagerNet, SourceState, Step, StormGuard, VmClass, VmState};
 
 use am_core::{
@@ -141,6 +144,12 @@ pub struct Status {
     pub manager_isolated: bool,
     /// Whether the storm guard holds failover back.
     pub storm: bool,
+    /// Set while an operator has disarmed automatic recovery, with the reason.
+    #[serde(default)]
+    pub disarmed: Option<String>,
+    /// Evacuations under way.
+    #[serde(default)]
+    pub evacuations: Vec<EvacuationProgress>,
 }
 
 #[derive(Clone, Debug)]
@@ -360,6 +369,13 @@ pub struct Supervisor {
     rehome_failed: BTreeSet<VmId>,
     /// Evacuations under way, by host.
     evacuations: BTreeMap<HostId, evacuate::Evac>,
+    /// The VMs each host's last finished evacuation moved, and where to (what `maintenance exit
+    /// --return-vms` brings back).
+    evacuated_from: BTreeMap<HostId, Vec<(VmId, HostId)>>,
+    /// Hosts leaving maintenance whose VMs come back once they are out.
+    returning: BTreeSet<HostId>,
+    /// Set while an operator has disarmed automatic recovery, with the reason.
+    disarmed: Option<String>,
 }
 
 /// How long vCenter is taken for down after a call could not reach it.
@@ -400,6 +416,9 @@ impl Supervisor {
             storm_ended: Time::ZERO,
             rehome_failed: BTreeSet::new(),
             evacuations: BTreeMap::new(),
+            evacuated_from: BTreeMap::new(),
+            returning: BTreeSet::new(),
+            disarmed: None,
         }
     }
 
@@ -449,6 +468,10 @@ impl Supervisor {
         for alarm in &restore.alarms {
             self.alarms
                 .insert((alarm.kind, alarm.subject.clone()), alarm.clone());
+            if alarm.kind == AlarmKind::Disarmed {
+                // The switch is its alarm: disarmed before the restart, disarmed after.
+                self.disarmed = Some(alarm.message.clone());
+            }
         }
         for (id, action) in &restore.unfinished {
             let subject = match (action.vm(), action.host(), action) {
@@ -559,6 +582,8 @@ impl Supervisor {
             alarms: self.alarms.values().cloned().collect(),
             manager_isolated: self.manager_isolated(),
             storm: self.storm == StormGuard::Storm,
+            disarmed: self.disarmed.clone(),
+            evacuations: self.evacuations(),
         }
     }
 

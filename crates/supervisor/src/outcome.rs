@@ -51,7 +51,7 @@ impl Supervisor {
         }
         match done.purpose {
             Purpose::VmStep(vm, step) => self.vm_step_done(now, &vm, step, id, &done.action, result),
-            Purpose::Evacuate(h, vm) => self.migration_done(now, id, &h, &vm, &done.action, result),
+            Purpose::Evacuate(h, vm) => self.migration_done(now, id, &h, &vm, result),
             Purpose::Maintenance(h, enter) => self.maintenance_done(now, &h, enter, result),
             Purpose::HostReconnect(_) | Purpose::HostRevive(_) => {}
             Purpose::HostFence(h) => self.fence_done(now, &h, result),

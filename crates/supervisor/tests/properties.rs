@@ -101,7 +101,7 @@ fn say() -> impl Strategy<Value = Say> {
         4 => (any::<bool>(), 0..5u8).prop_map(|(ok, error)| Say::Finish { ok, error }),
         1 => any::<bool>().prop_map(|isolated| Say::ManagerNet { isolated }),
         1 => any::<bool>().prop_map(|connected| Say::Source { connected }),
-        1 => (0..HOSTS, 0..4u8).prop_map(|(host, kind)| Say::Operator { host, kind }),
+        1 => (0..HOSTS, 0..9u8).prop_map(|(host, kind)| Say::Operator { host, kind }),
     ]
 }
 
@@ -247,7 +247,23 @@ fn run(script: &[Say]) -> Result<(), String> {
                         enter_maintenance: *kind == 1,
                     },
                     2 => OperatorRequest::MaintenanceEnter { host },
-                    _ => OperatorRequest::MaintenanceExit { host },
+                    3 | 4 => OperatorRequest::MaintenanceExit {
+                        host,
+                        return_vms: *kind == 4,
+                    },
+                    5 => OperatorRequest::Degraded {
+                        host,
+                        reason: "fan failure".into(),
+                        source: "alertmanager".into(),
+                    },
+                    6 => OperatorRequest::DegradedClear {
+                        host,
+                        source: "alertmanager".into(),
+                    },
+                    7 => OperatorRequest::Disarm {
+                        reason: "network maintenance".into(),
+                    },
+                    _ => OperatorRequest::Arm,
                 })
             }
         };

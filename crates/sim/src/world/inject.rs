@@ -51,10 +51,12 @@ impl World {
         };
         let bad_p = |p: f64| !(0.0..=1.0).contains(&p);
         match fault {
-            Fault::Operator { request } if !host_known(request.host()) => Err(InjectError::UnknownHost {
-                fault: text(),
-                host: request.host().clone(),
-            }),
+            Fault::Operator { request } if request.host().is_some_and(|h| !host_known(h)) => {
+                Err(InjectError::UnknownHost {
+                    fault: text(),
+                    host: request.host().cloned().unwrap_or_else(|| HostId::from("")),
+                })
+            }
             Fault::HostCrash { host, .. }
             | Fault::HostPowerOff { host }
             | Fault::HostIsolate { host }

@@ -10,49 +10,56 @@ fn evacuate(s: &mut Story, host: &str, enter_maintenance: bool) {
     }));
 }
 
+/// Moves a VM where its live migration took it and reports the migration done.
+fn land(s: &mut Story, id: ActionId, vm: &VmId, to: &HostId) {
+    let mut v = s.vm(vm.as_str());
+    v.host = Some(to.clone());
+    s.upsert_vm(v);
+    s.done(id, ok());
+}
+
 #[test]
-fn waves_are_bounded_and_follow_each_other_then_maintenance() {
-    let mut s = Story::new(Config::default(), inventory(3, 5));
+fn moves_run_in_a_window_bounded_per_source_then_maintenance_then_they_come_back() {
+    let cfg = Config {
+        evacuation_per_host: 2,
+        evacuation_per_target: 2,
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inventory(3, 5));
     s.at(1.0);
     s.take_actions();
     evacuate(&mut s, "h1", true);
     assert!(matches!(s.host_state("h1"), HostState::Evacuating { .. }));
-    let mut moved = 0;
-    for _ in 0..10 {
-        let wave = s.take_actions();
-        if wave.is_empty() {
-            break;
-        }
-        if let [(id, Action::EnterMaintenance { host })] = wave.as_slice() {
+    // Two leave h1 at a time; each one that lands lets the next one start (a sliding window,
+    // not a wave that waits for its slowest move).
+    let mut running = s.take_actions();
+    assert_eq!(running.len(), 2, "{running:?}");
+    let mut moved = Vec::new();
+    while let Some((id, a)) = running.pop() {
+        if let Action::EnterMaintenance { host } = &a {
             assert_eq!(host.as_str(), "h1");
-            s.done(*id, ok());
+            assert!(running.is_empty());
+            s.done(id, ok());
             break;
         }
-        // At most two leave h1 at a time; the next wave waits for the whole wave.
-        assert!(wave.len() <= 2, "{wave:?}");
-        for (i, (id, a)) in wave.iter().enumerate() {
-            let Action::MigrateLive { vm, to } = a else {
-                panic!("not a live migration: {a}");
-            };
-            assert_ne!(to.as_str(), "h1");
-            let mut v = s.vm(vm.as_str());
-            v.host = Some(to.clone());
-            s.upsert_vm(v);
-            s.done(*id, ok());
-            moved += 1;
-            if i + 1 < wave.len() {
-                assert!(
-                    s.take_actions().is_empty(),
-                    "a wave started before the last one ended"
-                );
-            }
-        }
+        let Action::MigrateLive { vm, to } = a else {
+            panic!("not a live migration: {a}");
+        };
+        assert_ne!(to.as_str(), "h1");
+        land(&mut s, id, &vm, &to);
+        moved.push((vm, to));
+        let next = s.take_actions();
+        assert!(next.len() <= 1, "more than one started for one that landed: {next:?}");
+        running.extend(next);
+        assert!(running.len() <= 2, "{running:?}");
     }
-    assert_eq!(moved, 5);
+    assert_eq!(moved.len(), 5);
     assert!(matches!(s.host_state("h1"), HostState::Maintenance { .. }));
-    // No VM goes to a host in maintenance; taking it back makes it up.
+    assert!(s.sup.status().evacuations.is_empty());
+    // Taking it back with its VMs: out of maintenance, then they return, two at a time.
     s.feed(Observation::Operator(OperatorRequest::MaintenanceExit {
         host: "h1".into(),
+        return_vms: true,
     }));
     let exit = s.take_actions();
     assert!(
@@ -61,6 +68,101 @@ fn waves_are_bounded_and_follow_each_other_then_maintenance() {
     );
     s.done(exit[0].0, ok());
     assert_eq!(s.host_state("h1"), HostState::Up);
+    let mut back = 0;
+    let mut running = s.take_actions();
+    assert_eq!(running.len(), 2, "{running:?}");
+    while let Some((id, a)) = running.pop() {
+        let Action::MigrateLive { vm, to } = a else {
+            panic!("not a live migration: {a}");
+        };
+        assert_eq!(to.as_str(), "h1");
+        land(&mut s, id, &vm, &to);
+        back += 1;
+        running.extend(s.take_actions());
+    }
+    assert_eq!(back, 5);
+    assert!(s.sup.status().evacuations.is_empty());
+}
+
+#[test]
+fn the_window_is_bounded_per_target_and_in_all() {
+    let cfg = Config {
+        evacuation_per_host: 8,
+        evacuation_per_target: 1,
+        evacuation_in_flight: 8,
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inventory(3, 4));
+    s.at(1.0);
+    s.take_actions();
+    evacuate(&mut s, "h1", false);
+    // One move entering each target at a time.
+    let first = s.take_actions();
+    let targets: BTreeSet<HostId> = first.iter().filter_map(|(_, a)| a.host().cloned()).collect();
+    assert!(!first.is_empty() && targets.len() == first.len(), "{first:?}");
+    let progress = &s.sup.status().evacuations[0];
+    assert_eq!(
+        (progress.planned, progress.in_flight, progress.moved),
+        (4, first.len(), 0)
+    );
+
+    let cfg = Config {
+        evacuation_per_host: 8,
+        evacuation_per_target: 8,
+        evacuation_in_flight: 3,
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inventory(3, 4));
+    s.at(1.0);
+    s.take_actions();
+    evacuate(&mut s, "h1", false);
+    assert_eq!(s.take_actions().len(), 3, "bounded in all");
+}
+
+#[test]
+fn a_host_dying_under_its_evacuation_has_its_migrations_given_up_and_its_vms_failed_over() {
+    let cfg = Config {
+        evacuation_per_host: 1,
+        ..Config::default()
+    };
+    let mut s = Story::new(cfg, inventory(3, 2));
+    s.at(1.0);
+    s.take_actions();
+    evacuate(&mut s, "h1", false);
+    let first = s.take_actions();
+    assert!(matches!(first.as_slice(), [(_, Action::MigrateLive { .. })]), "{first:?}");
+    // h1 dies: both signals, no heartbeat, guests silent.
+    crash_host(&mut s, "h1", 2.0);
+    let mut cancelled = Vec::new();
+    let mut restarted = BTreeSet::new();
+    for t in 3..40 {
+        s.at(f64::from(t));
+        for c in std::mem::take(&mut s.commands) {
+            match c {
+                Command::Cancel { id, .. } => cancelled.push(id),
+                Command::Execute { id, action, .. } => {
+                    if let Action::Failover { vm, .. } | Action::PowerOn { vm } = &action {
+                        restarted.insert(vm.clone());
+                    }
+                    s.commands.push(Command::Execute {
+                        id,
+                        action,
+                        priority: 0,
+                        reason: String::new(),
+                    });
+                }
+                Command::Alarm(_) => {}
+            }
+        }
+        for (id, a) in s.take_actions() {
+            if let Action::Failover { vm, to } = &a {
+                land(&mut s, id, vm, to);
+            }
+        }
+    }
+    assert!(cancelled.contains(&first[0].0), "the migration was not given up: {cancelled:?}");
+    assert!(restarted.contains(&VmId::from("vm-11")), "{restarted:?}");
+    assert!(restarted.contains(&VmId::from("vm-12")), "{restarted:?}");
 }
 
 #[test]

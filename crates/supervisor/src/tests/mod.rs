@@ -7,6 +7,7 @@ mod ambiguous;
 mod backup;
 mod evacuate;
 mod host;
+mod operator;
 mod placement;
 mod vcenter;
 mod vm;
