@@ -7,7 +7,8 @@
 //! - `basics`: a crashed host, a user power-off, a red heartbeat, a vCenter restart, connection
 //!   errors, every action of the adapter;
 //! - `daemon`: `am_daemon::run::run_with`, what `am-daemon run` calls, with its journal and API;
-//! - `evacuate`: an evacuation asked over the API: live migration, then maintenance mode;
+//! - `evacuate`: an evacuation asked over the API or by an Alertmanager alert: live migration within
+//!   the bounds (latency injected per call), maintenance mode, the VMs' return; the disarm switch;
 //! - `oob`: out-of-band control through `run`: BMCs (sushy-tools over TLS) and an admin vCenter;
 //! - `safety`: partitions with and without probes, file locks, removal, capacity;
 //! - `told`: what `run` can be told (probes, spares and datastores, hooks, priorities, capacity
@@ -21,5 +22,6 @@ mod common;
 mod daemon;
 mod evacuate;
 mod oob;
+mod rund;
 mod safety;
 mod told;

@@ -244,7 +244,9 @@ pub async fn operator_request(
         R::MaintenanceExit { return_vms, .. } => {
             format!("/api/v1/hosts/{host}/maintenance/exit?return_vms={return_vms}")
         }
-        R::Degraded { reason, .. } => format!("/api/v1/hosts/{host}/degraded?reason={}", encode_segment(reason)),
+        R::Degraded { reason, .. } => {
+            format!("/api/v1/hosts/{host}/degraded?reason={}", encode_segment(reason))
+        }
         R::DegradedClear { .. } => format!("/api/v1/hosts/{host}/degraded/clear"),
         R::Disarm { reason } => format!("/api/v1/disarm?reason={}", encode_segment(reason)),
         R::Arm => "/api/v1/arm".to_owned(),

@@ -334,7 +334,9 @@ impl App {
                 let param = |name: &str| query_param(query, name).and_then(percent_decode);
                 match crate::operator::host_request(host, what, param) {
                     Ok(r) => self.operator(vec![r]),
-                    Err((code, why)) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), why),
+                    Err((code, why)) => {
+                        error(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), why)
+                    }
                 }
             }
             ["api", "v1", switch @ ("disarm" | "arm")] => {
@@ -470,7 +472,10 @@ impl App {
         match crate::operator::alertmanager(&body) {
             Ok((reqs, skipped)) => {
                 if skipped > 0 {
-                    tracing::warn!(skipped, "Alertmanager alerts naming no host (labels host, hostname, node, instance) skipped");
+                    tracing::warn!(
+                        skipped,
+                        "Alertmanager alerts naming no host (labels host, hostname, node, instance) skipped"
+                    );
                 }
                 if reqs.is_empty() {
                     return json(

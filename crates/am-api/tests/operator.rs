@@ -70,7 +70,13 @@ async fn evacuate_and_maintenance_need_the_token_and_reach_the_loop() {
          "annotations":{"summary":"ECC errors rising"}}]}"#;
     let (status, _) = post(&url, "/api/v1/alertmanager", None, notification).await;
     assert_eq!(status, 401);
-    let (status, body) = post(&url, "/api/v1/alertmanager", Some("t0ken-for-tests"), notification).await;
+    let (status, body) = post(
+        &url,
+        "/api/v1/alertmanager",
+        Some("t0ken-for-tests"),
+        notification,
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(
         rx.recv().await.unwrap(),

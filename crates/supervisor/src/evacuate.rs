@@ -101,7 +101,13 @@ impl Supervisor {
             .collect()
     }
 
-    pub(crate) fn start_evacuation(&mut self, now: Time, host: &HostId, reason: String, enter_maintenance: bool) {
+    pub(crate) fn start_evacuation(
+        &mut self,
+        now: Time,
+        host: &HostId,
+        reason: String,
+        enter_maintenance: bool,
+    ) {
         let subject = Subject::Host(host.clone());
         // Hosts out of service are no targets either: they are planned as emptied too.
         let mut away: BTreeSet<HostId> = self
@@ -201,14 +207,21 @@ impl Supervisor {
     /// before and the host took nothing meanwhile).
     pub(crate) fn start_return(&mut self, now: Time, host: &HostId) {
         let Some(list) = self.evacuated_from.remove(host) else {
-            self.note(now, Subject::Host(host.clone()), "no VMs to bring back: none were moved away by an evacuation");
+            self.note(
+                now,
+                Subject::Host(host.clone()),
+                "no VMs to bring back: none were moved away by an evacuation",
+            );
             return;
         };
         let per_host = self.cfg.evacuation_per_host.max(1) as usize;
         let mut queue = VecDeque::new();
         for (vm, went_to) in list {
             let Some(v) = self.inv.vms.get(&vm) else { continue };
-            if v.power != PowerState::PoweredOn || v.host.as_ref() != Some(&went_to) {
+            // Still shown on the host itself: vCenter's inventory had not caught up with its
+            // move when the evacuation ended; it runs where it went.
+            let there = v.host.as_ref() == Some(&went_to) || v.host.as_ref() == Some(host);
+            if v.power != PowerState::PoweredOn || !there {
                 continue; // Stopped or moved on since: it stays where it is.
             }
             let wave = queue.len() / per_host;
@@ -220,7 +233,11 @@ impl Supervisor {
             });
         }
         if queue.is_empty() {
-            self.note(now, Subject::Host(host.clone()), "no VMs to bring back: they stopped or moved on");
+            self.note(
+                now,
+                Subject::Host(host.clone()),
+                "no VMs to bring back: they stopped or moved on",
+            );
             return;
         }
         let mut wave_left = vec![0; queue.len().div_ceil(per_host)];
@@ -233,7 +250,10 @@ impl Supervisor {
         self.note(
             now,
             Subject::Host(host.clone()),
-            format!("return to {name}: {} VMs come back by live migration", queue.len()),
+            format!(
+                "return to {name}: {} VMs come back by live migration",
+                queue.len()
+            ),
         );
         self.evacuations.insert(
             host.clone(),
@@ -273,12 +293,16 @@ impl Supervisor {
                 if total >= in_all {
                     break;
                 }
-                let Some(ev) = self.evacuations.get_mut(host) else { break };
+                let Some(ev) = self.evacuations.get_mut(host) else {
+                    break;
+                };
                 let free = |m: &Move| {
                     leaving.get(&m.from).copied().unwrap_or(0) < per_source
                         && entering.get(&m.to).copied().unwrap_or(0) < per_target
                 };
-                let Some(i) = ev.queue.iter().position(free) else { break };
+                let Some(i) = ev.queue.iter().position(free) else {
+                    break;
+                };
                 let Some(m) = ev.queue.remove(i) else { break };
                 if self.migrate(now, host, m.clone(), "evacuation") {
                     *leaving.entry(m.from).or_default() += 1;
@@ -306,7 +330,10 @@ impl Supervisor {
             self.move_ended(now, host, &m, None);
             return false;
         };
-        if v.host.as_ref() != Some(&m.from) {
+        // (A VM coming back may still be shown on the host it returns to: see `start_return`.)
+        let lagging = self.evacuations.get(host).is_some_and(|e| e.goal == Goal::Return)
+            && v.host.as_ref() == Some(&m.to);
+        if v.host.as_ref() != Some(&m.from) && !lagging {
             // It left on its own meanwhile.
             self.move_ended(now, host, &m, None);
             return false;
@@ -357,7 +384,11 @@ impl Supervisor {
         };
         *left = left.saturating_sub(1);
         if *left == 0 {
-            let what = if ev.goal == Goal::Return { "return" } else { "evacuation" };
+            let what = if ev.goal == Goal::Return {
+                "return"
+            } else {
+                "evacuation"
+            };
             let (n, waves, moved, planned, failed) = (
                 m.wave + 1,
                 ev.wave_left.len(),
@@ -421,7 +452,10 @@ impl Supervisor {
         match result {
             Ok(_) => self.move_ended(now, host, &m, None),
             Err(e) => {
-                let retry = self.evacuations.get_mut(host).is_some_and(|ev| ev.retried.insert(vm.clone()));
+                let retry = self
+                    .evacuations
+                    .get_mut(host)
+                    .is_some_and(|ev| ev.retried.insert(vm.clone()));
                 let goal = self.evacuations.get(host).map(|ev| ev.goal.clone());
                 if retry && goal != Some(Goal::Return) && !source_lost {
                     // Once more, elsewhere: first in the queue.

@@ -782,7 +782,9 @@ impl Supervisor {
             Severity::Critical,
             match &self.disarmed {
                 None => format!("host {name} dead; restarting its VMs on other hosts"),
-                Some(_) => format!("host {name} dead; recovery is disarmed: its VMs wait until `am-daemon arm`"),
+                Some(_) => {
+                    format!("host {name} dead; recovery is disarmed: its VMs wait until `am-daemon arm`")
+                }
             },
         );
         self.fail_over_host(now, host);

@@ -58,8 +58,8 @@ mod state;
 mod vm;
 
 pub use config::{
-    BackupPolicy, Capabilities, Config, IsolationResponse, PredictedFailure, Readiness, Removal, RestartOrder,
-    SingleSignal,
+    BackupPolicy, Capabilities, Config, IsolationResponse, PredictedFailure, Readiness, Removal,
+    RestartOrder, SingleSignal,
 };
 pub use evacuate::EvacuationProgress;
 pub use state::{HostState, ManagerNet, SourceState, Step, StormGuard, VmClass, VmState};

@@ -94,12 +94,17 @@ impl Supervisor {
                 self.on_degraded(now, &host, &state, reason, source)
             }
             OperatorRequest::DegradedClear { source, .. } => {
-                if self.alarms.contains_key(&(AlarmKind::HostDegraded, subject.clone())) {
+                if self
+                    .alarms
+                    .contains_key(&(AlarmKind::HostDegraded, subject.clone()))
+                {
                     self.clear(now, AlarmKind::HostDegraded, subject.clone());
                     self.note(
                         now,
                         subject,
-                        format!("no longer predicted to fail ({source}); VMs already moved stay where they are"),
+                        format!(
+                            "no longer predicted to fail ({source}); VMs already moved stay where they are"
+                        ),
                     );
                 }
             }
@@ -110,7 +115,10 @@ impl Supervisor {
     /// A host predicted to fail: an alarm, and by the policy an evacuation into maintenance.
     fn on_degraded(&mut self, now: Time, host: &HostId, state: &HostState, reason: String, source: String) {
         let subject = Subject::Host(host.clone());
-        if self.alarms.contains_key(&(AlarmKind::HostDegraded, subject.clone())) {
+        if self
+            .alarms
+            .contains_key(&(AlarmKind::HostDegraded, subject.clone()))
+        {
             return; // Said already (an alert repeats until it resolves).
         }
         let name = self.host_label(host);
@@ -135,7 +143,11 @@ impl Supervisor {
 
     fn disarm(&mut self, now: Time, reason: String) {
         if self.disarmed.is_some() {
-            self.note(now, Subject::Cluster, format!("operator: disarm ({reason}): already disarmed"));
+            self.note(
+                now,
+                Subject::Cluster,
+                format!("operator: disarm ({reason}): already disarmed"),
+            );
             return;
         }
         self.note(now, Subject::Cluster, format!("operator: disarm ({reason})"));

@@ -204,7 +204,12 @@ impl Supervisor {
             self.close_incident(inc, Some(now), Ending::Recovered, "recovered on its own");
         } else if seen.host_up && self.held(now).is_none() {
             let why = seen.failing.unwrap_or_else(|| "still not answering".into());
-            self.resume_step(now, id, step, format!("vCenter answers and recovery is armed; {why}"));
+            self.resume_step(
+                now,
+                id,
+                step,
+                format!("vCenter answers and recovery is armed; {why}"),
+            );
         }
     }
 

@@ -49,7 +49,10 @@ fn moves_run_in_a_window_bounded_per_source_then_maintenance_then_they_come_back
         land(&mut s, id, &vm, &to);
         moved.push((vm, to));
         let next = s.take_actions();
-        assert!(next.len() <= 1, "more than one started for one that landed: {next:?}");
+        assert!(
+            next.len() <= 1,
+            "more than one started for one that landed: {next:?}"
+        );
         running.extend(next);
         assert!(running.len() <= 2, "{running:?}");
     }
@@ -130,7 +133,10 @@ fn a_host_dying_under_its_evacuation_has_its_migrations_given_up_and_its_vms_fai
     s.take_actions();
     evacuate(&mut s, "h1", false);
     let first = s.take_actions();
-    assert!(matches!(first.as_slice(), [(_, Action::MigrateLive { .. })]), "{first:?}");
+    assert!(
+        matches!(first.as_slice(), [(_, Action::MigrateLive { .. })]),
+        "{first:?}"
+    );
     // h1 dies: both signals, no heartbeat, guests silent.
     crash_host(&mut s, "h1", 2.0);
     let mut cancelled = Vec::new();
@@ -160,7 +166,10 @@ fn a_host_dying_under_its_evacuation_has_its_migrations_given_up_and_its_vms_fai
             }
         }
     }
-    assert!(cancelled.contains(&first[0].0), "the migration was not given up: {cancelled:?}");
+    assert!(
+        cancelled.contains(&first[0].0),
+        "the migration was not given up: {cancelled:?}"
+    );
     assert!(restarted.contains(&VmId::from("vm-11")), "{restarted:?}");
     assert!(restarted.contains(&VmId::from("vm-12")), "{restarted:?}");
 }

@@ -73,7 +73,9 @@ fn disarmed_a_dead_host_is_reported_but_its_vms_wait() {
     s.at(31.0);
     let actions = s.take_actions();
     assert!(
-        actions.iter().any(|(_, a)| a.vm().is_some_and(|v| v.as_str() == "vm-11")),
+        actions
+            .iter()
+            .any(|(_, a)| a.vm().is_some_and(|v| v.as_str() == "vm-11")),
         "{actions:?}"
     );
 }
