@@ -34,6 +34,7 @@ func (c *controller) mux() *http.ServeMux {
 	m.HandleFunc("/host/not-responding", c.post(c.hostNotResponding))
 	m.HandleFunc("/host/connected", c.post(c.hostConnected))
 	m.HandleFunc("/vm/heartbeat", c.post(c.vmHeartbeat))
+	m.HandleFunc("/host/health", c.post(c.hostHealth))
 	m.HandleFunc("/vm/tools", c.post(c.vmTools))
 	m.HandleFunc("/vm/power-off", c.post(c.vmPowerOff))
 	m.HandleFunc("/fault", c.post(c.addRule))
@@ -250,6 +251,28 @@ func (c *controller) hostNotResponding(r *http.Request) (interface{}, error) {
 func (c *controller) hostConnected(r *http.Request) (interface{}, error) {
 	return setHostConnection(r, types.HostSystemConnectionStateConnected,
 		types.VirtualMachineConnectionStateConnected, &types.HostConnectedEvent{})
+}
+
+// hostHealth sets a host's overall status (red: a red alarm, e.g. hardware health, on a host
+// that is still connected).
+func (c *controller) hostHealth(r *http.Request) (interface{}, error) {
+	h, err := findHost(r.FormValue("name"))
+	if err != nil {
+		return nil, err
+	}
+	status := types.ManagedEntityStatus(r.FormValue("status"))
+	switch status {
+	case types.ManagedEntityStatusGreen, types.ManagedEntityStatusYellow, types.ManagedEntityStatusRed, types.ManagedEntityStatusGray:
+	default:
+		return nil, fmt.Errorf("status must be green, yellow, red or gray")
+	}
+	simulator.Map.WithLock(h, func() {
+		simulator.Map.Update(h, []types.PropertyChange{
+			{Name: "overallStatus", Val: status},
+			{Name: "summary.overallStatus", Val: status},
+		})
+	})
+	return map[string]string{"host": h.Self.Value, "overallStatus": string(status)}, nil
 }
 
 func (c *controller) vmHeartbeat(r *http.Request) (interface{}, error) {

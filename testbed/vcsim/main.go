@@ -76,6 +76,7 @@ func main() {
 	ctlGet := flag.String("get", "", "client mode: the path to GET (e.g. /truth)")
 	nestedOf := flag.String("nested-of", "", "admin test bed of nested hosts: the managed test bed's control endpoint (http://127.0.0.1:PORT)")
 	nestedHosts := flag.String("nested-hosts", "", "with -nested-of: the managed hosts' names (H1,H2,...), one powered-on VM each")
+	pack := flag.Int("pack", 0, "put this many VMs on the host whose name sorts first (an evacuation's source) before serving")
 	certsDir := flag.String("make-certs", "", "no simulator: write ca.pem, cert.pem and key.pem (for 127.0.0.1, ::1, localhost) into DIR")
 	flag.Parse()
 
@@ -117,6 +118,11 @@ func main() {
 		fatal("creating the model: %v", err)
 	}
 	defer model.Remove()
+	if *pack > 0 {
+		if _, err := packVMs(*pack); err != nil {
+			fatal("-pack: %v", err)
+		}
+	}
 	if *nfs {
 		nfsMode = true
 		if err := exportDatastores(); err != nil {

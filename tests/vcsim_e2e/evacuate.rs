@@ -199,3 +199,34 @@ async fn disarmed_a_crashed_host_is_reported_and_its_vms_wait_until_armed() {
     each_runs_once(&sim).unwrap();
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_health_alarm_in_vcenter_evacuates_its_host_into_maintenance() {
+    let sim = Vcsim::start(&Spec {
+        hosts: 3,
+        vms_per_host: 2,
+        tls: true,
+        ..Spec::default()
+    });
+    let d = RunDaemon::start(&sim, |_| {}).await;
+    let (name, _, vms) = busiest(&sim);
+    let total: usize = hosts(&sim).values().map(|(_, v)| v.len()).sum();
+    // A hardware sensor alarm turns the host red in vCenter; it stays connected.
+    sim.post(&format!("/host/health?name={name}&status=red"));
+    until_in_maintenance_and_empty(&d, &sim, &name).await;
+    all_moved_off(&sim, &name, &vms, total);
+    let alarms = am_api::fetch_alarms(&d.url).await.unwrap();
+    assert!(
+        alarms
+            .iter()
+            .any(|a| a.kind == AlarmKind::HostDegraded && a.message.contains("from vcenter")),
+        "{alarms:?}"
+    );
+    // Green again: the alarm clears, the host stays in maintenance until the operator says.
+    sim.post(&format!("/host/health?name={name}&status=green"));
+    d.wait_for("HostDegraded cleared", Duration::from_millis(250), |s| {
+        (!s.alarms.iter().any(|a| a.kind == AlarmKind::HostDegraded)).then_some(())
+    })
+    .await;
+    d.stop().await;
+}

@@ -18,7 +18,12 @@
 //!   `am-daemon run` against the test bed at 2,000 and 10,000 VMs (backup cache on and off) and
 //!   prints ready time, idle CPU and peak RSS as ratios to issue 12's goals
 //!   (`target/bench-scale/results.md`).
+//! - `cargo xtask bench-evacuate [--vms N] [--targets N] [--latency-ms MS] [--per-source N]
+//!   [--per-target N] [--in-flight N]` evacuates N VMs packed on one host by live migration, with a
+//!   latency injected per `MigrateVM_Task`, in parallel and one at a time, and prints the makespans
+//!   against the bound the limits set (`target/bench-evacuate/results.md`).
 
+mod bench_evacuate;
 mod bench_scale;
 
 use std::io::{BufRead, BufReader};
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
         ["sushy", "install"] => am_testbed::install_sushy(&root()).map(|p| println!("{}", p.display())),
         ["bench-soap", rest @ ..] => bench_soap(rest),
         ["bench-scale", rest @ ..] => bench_scale::bench_scale(&root(), rest),
+        ["bench-evacuate", rest @ ..] => bench_evacuate::bench_evacuate(&root(), rest),
         ["test", rest @ ..] => test(rest),
         ["ci"] => ci(),
         _ => Err(USAGE.to_string()),
@@ -56,7 +62,8 @@ const USAGE: &str = "usage:
   cargo xtask sushy install               sushy-tools (Redfish emulator) into target/sushy-venv
   cargo xtask vcsim start [-- -hosts N -vms-per-host N -listen ADDR -control ADDR ...]
   cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]
-  cargo xtask bench-scale [--hosts-vms HxV] [--warmup S] [--window S]";
+  cargo xtask bench-scale [--hosts-vms HxV] [--warmup S] [--window S]
+  cargo xtask bench-evacuate [--vms N] [--targets N] [--latency-ms MS] [--per-source N] [--per-target N] [--in-flight N]";
 
 /// Debian packages the tests need: Go and govmomi's source (vcsim), fping (the probe benchmark's
 /// baseline), iproute2 (network namespaces in the probe tests), python3-venv (the venv that

@@ -149,6 +149,11 @@ pub struct Host {
     /// Last time the host was seen writing its datastore heartbeat; `None` when there is no such
     /// signal. A host whose storage heartbeat is fresh is alive even if the network says otherwise.
     pub storage_heartbeat: Option<Time>,
+    /// Set while the management server shows the host unhealthy though connected (vCenter: its
+    /// overall status red, a red alarm such as a hardware health one): what it says. A
+    /// predicted failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_alarm: Option<String>,
 }
 
 impl Host {
@@ -164,6 +169,7 @@ impl Host {
             failure_domain: None,
             mgmt_address: None,
             storage_heartbeat: None,
+            health_alarm: None,
         }
     }
 

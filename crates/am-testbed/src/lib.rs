@@ -154,6 +154,8 @@ pub struct Spec {
     /// With `nested_of` (`-nested-hosts`): the managed hosts' names; one powered-on VM each, named
     /// alike, with a snapshot `clean`.
     pub nested_hosts: Vec<String>,
+    /// Puts this many VMs on the host whose name sorts first (`-pack`): an evacuation's source.
+    pub pack: u32,
 }
 
 impl Default for Spec {
@@ -170,6 +172,7 @@ impl Default for Spec {
             seed: 1,
             nested_of: None,
             nested_hosts: Vec::new(),
+            pack: 0,
         }
     }
 }
@@ -216,6 +219,7 @@ impl Vcsim {
             &format!("-guest-port={}", spec.guest_port),
             &format!("-mgmt-port={}", spec.mgmt_port),
             &format!("-nfs={}", spec.nfs),
+            &format!("-pack={}", spec.pack),
         ]);
         if let Some(l) = &spec.listen {
             cmd.args(["-listen", l]);

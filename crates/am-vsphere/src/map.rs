@@ -21,6 +21,7 @@ pub(crate) const HOST_PROPS: &[&str] = &[
     "parent",
     "runtime.connectionState",
     "runtime.inMaintenanceMode",
+    "overallStatus",
     "summary.hardware.cpuMhz",
     "summary.hardware.numCpuCores",
     "summary.hardware.memorySize",
@@ -195,6 +196,10 @@ pub(crate) fn host(id: &MoRef, p: &Props, opts: &Options) -> Host {
         mgmt_address,
         // vCenter does not expose datastore heartbeats.
         storage_heartbeat: None,
+        // Red while connected: a red alarm on it (a disconnected host is red for that alone).
+        health_alarm: (text(p, "overallStatus") == Some("red")
+            && text(p, "runtime.connectionState") == Some("connected"))
+        .then(|| "vCenter shows its overall status red (a red alarm, e.g. hardware health)".to_owned()),
     }
 }
 

@@ -166,6 +166,14 @@ pub enum Fault {
         /// The host.
         host: HostId,
     },
+    /// A red health alarm (hardware sensor) on the host in vCenter (`red`), or cleared: it still
+    /// runs, but may fail soon.
+    HostHealth {
+        /// The host.
+        host: HostId,
+        /// Raised (`true`) or cleared.
+        red: bool,
+    },
     /// The guest crashes (blue screen): still powered on, heartbeat red after a while.
     VmGuestCrash {
         /// The VM.
@@ -248,6 +256,9 @@ impl fmt::Display for Fault {
             Fault::HostIsolate { host } => write!(f, "host {host} isolate"),
             Fault::HostHeal { host } => write!(f, "host {host} heal"),
             Fault::HostDisconnect { host } => write!(f, "host {host} disconnect"),
+            Fault::HostHealth { host, red } => {
+                write!(f, "host {host} health {}", if *red { "red" } else { "green" })
+            }
             Fault::VmGuestCrash { vm, depth } => write!(f, "vm {vm} crash {}", depth.as_str()),
             Fault::VmHang { vm, depth } => write!(f, "vm {vm} hang {}", depth.as_str()),
             Fault::VmPowerOff { vm, user } => match user {
@@ -441,18 +452,23 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
                 "poweroff" => Fault::HostPowerOff { host },
                 "heal" => Fault::HostHeal { host },
                 "disconnect" => Fault::HostDisconnect { host },
+                "health" => match rest {
+                    ["red"] => Fault::HostHealth { host, red: true },
+                    ["green"] => Fault::HostHealth { host, red: false },
+                    _ => return Err(format!("expected `red` or `green`, found `{}`", rest.join(" "))),
+                },
                 other => {
                     return Err(format!(
-                        "unknown host fault `{other}` (crash, poweroff, isolate, heal or disconnect)"
+                        "unknown host fault `{other}` (crash, poweroff, isolate, heal, disconnect or health)"
                     ));
                 }
             };
-            if !matches!(fault, Fault::HostCrash { .. }) {
+            if !matches!(fault, Fault::HostCrash { .. } | Fault::HostHealth { .. }) {
                 no_more(rest)?;
             }
             Ok(fault)
         }
-        ["host", ..] => Err("expected `host <id> <crash|poweroff|isolate|heal|disconnect>`".into()),
+        ["host", ..] => Err("expected `host <id> <crash|poweroff|isolate|heal|disconnect|health red|health green>`".into()),
         ["vm", vm, verb, rest @ ..] => {
             let vm = VmId::from(*vm);
             let depth = |rest: &[&str]| -> Result<FaultDepth, String> {

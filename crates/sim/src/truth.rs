@@ -78,6 +78,9 @@ pub struct HostTruth {
     pub removed: bool,
     /// In maintenance mode.
     pub maintenance: bool,
+    /// What a red health alarm on it says (a hardware sensor: it may fail soon), if one is up.
+    #[serde(default)]
+    pub health_alarm: Option<String>,
     /// Last time it wrote its datastore heartbeat.
     pub last_heartbeat: Time,
     /// Added from the spare pool: it mounts only the datastores mounted on it since.

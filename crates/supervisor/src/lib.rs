@@ -376,6 +376,8 @@ pub struct Supervisor {
     returning: BTreeSet<HostId>,
     /// Set while an operator has disarmed automatic recovery, with the reason.
     disarmed: Option<String>,
+    /// Hosts vCenter shows with a health alarm (followed as predicted failures).
+    vcenter_degraded: BTreeSet<HostId>,
 }
 
 /// How long vCenter is taken for down after a call could not reach it.
@@ -419,6 +421,7 @@ impl Supervisor {
             evacuated_from: BTreeMap::new(),
             returning: BTreeSet::new(),
             disarmed: None,
+            vcenter_degraded: BTreeSet::new(),
         }
     }
 
@@ -594,6 +597,7 @@ impl Supervisor {
         for h in &hosts {
             // A transition may enable the next one at once (dead -> first revival action).
             self.follow_maintenance(now, h);
+            self.follow_health(now, h);
             for _ in 0..3 {
                 let before = self.hosts.get(h).map(|r| (r.state.clone(), r.action));
                 self.evaluate_host(now, h);

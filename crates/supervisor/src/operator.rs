@@ -36,7 +36,15 @@ impl Supervisor {
             self.note(now, subject, format!("operator: {req}: refused, no such host"));
             return;
         };
-        self.note(now, subject.clone(), format!("operator: {req}"));
+        let by = match &req {
+            OperatorRequest::Degraded { source, .. } | OperatorRequest::DegradedClear { source, .. }
+                if source == "vcenter" =>
+            {
+                "vCenter"
+            }
+            _ => "operator",
+        };
+        self.note(now, subject.clone(), format!("{by}: {req}"));
         match req {
             OperatorRequest::Evacuate {
                 reason,
@@ -183,6 +191,36 @@ impl Supervisor {
             Some("recovery is disarmed")
         } else {
             None
+        }
+    }
+
+    /// vCenter's own health alarm on a host (its overall status red while connected) is a
+    /// predicted failure like an alert: raised when it appears, withdrawn when it goes.
+    pub(crate) fn follow_health(&mut self, now: Time, host: &HostId) {
+        let alarm = self.inv.hosts.get(host).and_then(|h| h.health_alarm.clone());
+        match (alarm, self.vcenter_degraded.contains(host)) {
+            (Some(reason), false) => {
+                self.vcenter_degraded.insert(host.clone());
+                self.on_operator(
+                    now,
+                    OperatorRequest::Degraded {
+                        host: host.clone(),
+                        reason,
+                        source: "vcenter".into(),
+                    },
+                );
+            }
+            (None, true) => {
+                self.vcenter_degraded.remove(host);
+                self.on_operator(
+                    now,
+                    OperatorRequest::DegradedClear {
+                        host: host.clone(),
+                        source: "vcenter".into(),
+                    },
+                );
+            }
+            _ => {}
         }
     }
 

@@ -51,6 +51,7 @@ pub(super) fn host_truth(id: &str, h: &HostSpec, now: Time) -> HostTruth {
         condition: HostCondition::Up,
         removed: false,
         maintenance: false,
+        health_alarm: None,
         last_heartbeat: now,
         spare: false,
         mounted: BTreeSet::new(),

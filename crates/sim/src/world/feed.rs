@@ -191,6 +191,7 @@ impl World {
                     failure_domain: h.failure_domain.clone(),
                     mgmt_address: h.mgmt_address.clone(),
                     storage_heartbeat: self.cfg.storage_heartbeats.then_some(h.last_heartbeat),
+                    health_alarm: h.health_alarm.clone(),
                 },
             );
         }

@@ -62,6 +62,7 @@ impl World {
             | Fault::HostIsolate { host }
             | Fault::HostHeal { host }
             | Fault::HostDisconnect { host }
+            | Fault::HostHealth { host, .. }
                 if !host_known(host) =>
             {
                 Err(InjectError::UnknownHost {
@@ -150,6 +151,10 @@ impl World {
                     return Err(format!("host is {}", h.condition));
                 }
                 h.condition = HostCondition::Isolated;
+            }
+            Fault::HostHealth { host, red } => {
+                let h = self.hosts.get_mut(host).ok_or("host not in the cluster yet")?;
+                h.health_alarm = red.then(|| "vCenter shows a red hardware health alarm".to_owned());
             }
             Fault::HostDisconnect { host } => {
                 let h = self.hosts.get_mut(host).ok_or("host not in the cluster yet")?;

@@ -1,0 +1,230 @@
+//! `cargo xtask bench-evacuate`: the makespan of evacuating one host's VMs by live migration,
+//! `am-daemon run` (release) against the vcsim test bed with a latency injected per
+//! `MigrateVM_Task`, in parallel within the bounds against the same evacuation one move at a
+//! time, and against the bound the concurrency limits set (ceil(N/C)·L).
+
+use crate::Result;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Issue 14's goals: at least this much faster than serial, within this of the bound.
+const GOAL_SPEEDUP: f64 = 20.0;
+const GOAL_BOUND_RATIO: f64 = 1.1;
+const TOKEN: &str = "bench-evacuate-token-0123";
+
+struct Opts {
+    vms: u32,
+    targets: u32,
+    latency_ms: u64,
+    per_source: u32,
+    per_target: u32,
+    in_flight: u32,
+}
+
+fn parse(rest: &[&str]) -> Result<Opts> {
+    let mut o = Opts {
+        vms: 100,
+        targets: 10,
+        latency_ms: 1000,
+        per_source: 32,
+        per_target: 8,
+        in_flight: 64,
+    };
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
+        let small = || u32::try_from(n).map_err(|_| format!("{flag}: {n} is too large"));
+        match *flag {
+            "--vms" => o.vms = small()?,
+            "--targets" => o.targets = small()?,
+            "--latency-ms" => o.latency_ms = n,
+            "--per-source" => o.per_source = small()?,
+            "--per-target" => o.per_target = small()?,
+            "--in-flight" => o.in_flight = small()?,
+            other => {
+                return Err(format!(
+                    "unknown option {other} (--vms, --targets, --latency-ms, --per-source, --per-target, --in-flight)"
+                ));
+            }
+        }
+    }
+    if o.vms == 0 || o.targets == 0 || o.per_source == 0 || o.per_target == 0 || o.in_flight == 0 {
+        return Err("every option must be at least 1".into());
+    }
+    Ok(o)
+}
+
+pub fn bench_evacuate(root: &Path, rest: &[&str]) -> Result<()> {
+    let o = parse(rest)?;
+    crate::build_vcsim()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    crate::run(
+        Command::new(&cargo)
+            .args(["build", "--release", "-p", "am-daemon"])
+            .current_dir(root),
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let daemon = target.join("release/am-daemon");
+    let out_dir = target.join("bench-evacuate");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let parallel = (o.per_source, o.per_target, o.in_flight);
+    let mut rows = Vec::new();
+    for (label, bounds) in [("parallel", parallel), ("serial", (1, 1, 1))] {
+        let makespan = run_once(&o, &daemon, &out_dir.join(label), bounds)?;
+        eprintln!(
+            "bench-evacuate: {label}: {} VMs in {:.2} s",
+            o.vms,
+            makespan.as_secs_f64()
+        );
+        rows.push((label, bounds, makespan));
+    }
+    let table = render(&o, &rows);
+    println!("{table}");
+    let results = out_dir.join("results.md");
+    std::fs::write(&results, &table).map_err(|e| format!("{}: {e}", results.display()))?;
+    eprintln!("bench-evacuate: written to {}", results.display());
+    Ok(())
+}
+
+/// One evacuation: a fresh test bed and daemon; from the request to the host drained.
+fn run_once(
+    o: &Opts,
+    daemon: &Path,
+    dir: &Path,
+    (per_source, per_target, in_flight): (u32, u32, u32),
+) -> Result<Duration> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let hosts = o.targets + 1;
+    let sim = am_testbed::Vcsim::start(&am_testbed::Spec {
+        hosts,
+        vms_per_host: o.vms.div_ceil(hosts),
+        pack: o.vms,
+        ..am_testbed::Spec::default()
+    });
+    sim.post(&format!(
+        "/delay?method=MigrateVM_Task&ms={}&count=100000",
+        o.latency_ms
+    ));
+    let source = sim
+        .host_names()
+        .into_iter()
+        .min()
+        .ok_or("the test bed has no host")?;
+    let pw = dir.join("pw");
+    let token = dir.join("token");
+    std::fs::write(&pw, "secret\n").map_err(|e| e.to_string())?;
+    std::fs::write(&token, format!("{TOKEN}\n")).map_err(|e| e.to_string())?;
+    let ca = sim.ca_file.as_ref().ok_or("the test bed has no CA file")?;
+    let port = am_testbed::free_port();
+    let text = format!(
+        "journal = \"{journal}\"\n[vcenter]\nurl = \"{url}\"\nuser = \"svc-am\"\npassword = {{ file = \"{pw}\" }}\nca_file = \"{ca}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ file = \"{token}\" }}\n[targets.hosts]\naddress = \"none\"\n[targets.guests]\naddress = \"none\"\n[supervisor]\nevacuation_per_host = {per_source}\nevacuation_per_target = {per_target}\nevacuation_in_flight = {in_flight}\n[supervisor.backup]\nsnapshot_every = \"0s\"\n",
+        journal = dir.join("journal.db").display(),
+        url = sim.url,
+        pw = pw.display(),
+        token = token.display(),
+        ca = ca.display(),
+    );
+    let config = dir.join("am.toml");
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
+    let mut child = Command::new(daemon)
+        .args(["--log-level", "warn", "run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", daemon.display()))?;
+    let measured = measure(&mut child, port, &source, o.vms);
+    let _ = child.kill();
+    let _ = child.wait();
+    measured
+}
+
+fn measure(child: &mut std::process::Child, port: u16, source: &str, vms: u32) -> Result<Duration> {
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "am-daemon exited before it was ready ({status}); see its log"
+            ));
+        }
+        if matches!(am_testbed::http(&addr, "GET", "/readyz"), Ok((200, _))) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err("am-daemon not ready after 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let asked = Instant::now();
+    let (code, body) = am_testbed::http_with(
+        &addr,
+        "POST",
+        &format!("/api/v1/hosts/{source}/evacuate?reason=benchmark"),
+        &[("Authorization", &bearer)],
+        None,
+    )?;
+    if code != 202 {
+        return Err(format!("evacuate refused ({code}): {body}"));
+    }
+    loop {
+        let (_, body) = am_testbed::http(&addr, "GET", "/api/v1/status")?;
+        let status: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("status: {e}"))?;
+        let state = status["hosts"]
+            .as_array()
+            .and_then(|hs| hs.iter().find(|h| h["name"] == source))
+            .and_then(|h| h["state"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        match state.as_str() {
+            "drained" => return Ok(asked.elapsed()),
+            "up" if asked.elapsed() > Duration::from_secs(5) => {
+                return Err(format!(
+                    "the evacuation of {source} did not finish; see the daemon's events"
+                ));
+            }
+            _ => {}
+        }
+        if asked.elapsed() > Duration::from_secs(60 + 3 * u64::from(vms)) {
+            return Err(format!("{source} not drained after {:?}", asked.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn render(o: &Opts, rows: &[(&str, (u32, u32, u32), Duration)]) -> String {
+    let latency = o.latency_ms as f64 / 1000.0;
+    let bound_of = |(s, t, a): (u32, u32, u32)| {
+        let c = s.min(a).min(t.saturating_mul(o.targets)).max(1);
+        f64::from(o.vms.div_ceil(c)) * latency
+    };
+    let serial = rows
+        .iter()
+        .find(|r| r.0 == "serial")
+        .map_or(f64::NAN, |r| r.2.as_secs_f64());
+    let mut out = format!(
+        "`cargo xtask bench-evacuate`: am-daemon run (release) against am-vcsim, {} VMs packed on one host, {} target hosts, {} ms injected per MigrateVM_Task; makespan = from the API request to the host drained; bound = ceil(N/C)·L with C = min(per source, in all, per target x targets); goals: >= {GOAL_SPEEDUP}x serial, <= {GOAL_BOUND_RATIO}x the bound.\n\n| run | per source / per target / in all | makespan | bound | makespan / bound | speedup vs serial |\n| --- | --- | --- | --- | --- | --- |\n",
+        o.vms, o.targets, o.latency_ms
+    );
+    for (label, bounds, makespan) in rows {
+        let m = makespan.as_secs_f64();
+        let b = bound_of(*bounds);
+        out.push_str(&format!(
+            "| {label} | {} / {} / {} | {m:.2} s | {b:.1} s | {:.3}x | {:.1}x |\n",
+            bounds.0,
+            bounds.1,
+            bounds.2,
+            m / b,
+            serial / m
+        ));
+    }
+    out
+}
