@@ -378,6 +378,13 @@ pub struct Supervisor {
     disarmed: Option<String>,
     /// Hosts vCenter shows with a health alarm (followed as predicted failures).
     vcenter_degraded: BTreeSet<HostId>,
+    /// The VMs not at rest (see `vm_at_rest`): the only ones a step evaluates. Kept current
+    /// from `touched`: a VM's rest can change only when its record or its inventory entry does.
+    restless: BTreeSet<VmId>,
+    /// VMs whose record or inventory entry changed since `restless` was last settled.
+    touched: Vec<VmId>,
+    /// The whole inventory was replaced: every VM is settled again.
+    touched_all: bool,
 }
 
 /// How long vCenter is taken for down after a call could not reach it.
@@ -422,6 +429,9 @@ impl Supervisor {
             returning: BTreeSet::new(),
             disarmed: None,
             vcenter_degraded: BTreeSet::new(),
+            restless: BTreeSet::new(),
+            touched: Vec::new(),
+            touched_all: false,
         }
     }
 
@@ -611,8 +621,11 @@ impl Supervisor {
         for v in &vms {
             self.evaluate_vm(now, v);
         }
+        // Their handlers may have set or dropped a failing time.
+        self.touched.extend(vms);
         self.place_waiting(now);
         self.refresh_backups(now);
+        self.settle();
     }
 }
 
@@ -620,12 +633,67 @@ impl Supervisor {
     /// The VMs whose handler may do something now. A VM at rest is left out: protected and
     /// healthy, powered on, nothing failing and no failing time kept (its handler reads no clock
     /// then), or unprotected and recorded so, or kept off and still off. Every other VM is
-    /// evaluated: at 10,000 VMs this walk is what an observation costs, not 10,000 handlers.
-    fn vms_to_evaluate(&self) -> Vec<VmId> {
-        with_inventory(self.vms.iter(), &self.inv.vms)
+    /// evaluated. The set is kept as VMs change (`touch`), so a step costs what changed, not a
+    /// walk of 10,000 VMs.
+    fn vms_to_evaluate(&mut self) -> Vec<VmId> {
+        self.settle();
+        self.restless.iter().cloned().collect()
+    }
+
+    /// A VM's record or inventory entry changed: its rest is judged again at the next settle.
+    pub(crate) fn touch(&mut self, vm: &VmId) {
+        if !self.touched_all {
+            self.touched.push(vm.clone());
+        }
+    }
+
+    /// The whole inventory changed.
+    pub(crate) fn touch_all(&mut self) {
+        self.touched_all = true;
+        self.touched.clear();
+    }
+
+    /// Brings `restless` up to date with what was touched.
+    fn settle(&mut self) {
+        if std::mem::take(&mut self.touched_all) {
+            self.restless = with_inventory(self.vms.iter(), &self.inv.vms)
+                .filter(|(_, rec, vm)| !vm.is_some_and(|vm| vm_at_rest(vm, rec)))
+                .map(|(id, ..)| id.clone())
+                .collect();
+            self.touched.clear();
+            return;
+        }
+        for id in std::mem::take(&mut self.touched) {
+            match (self.vms.get(&id), self.inv.vms.get(&id)) {
+                (Some(rec), Some(vm)) if vm_at_rest(vm, rec) => {
+                    self.restless.remove(&id);
+                }
+                (Some(_), _) => {
+                    self.restless.insert(id);
+                }
+                (None, _) => {
+                    self.restless.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Checks the kept set against a full recomputation (for the property tests): the VMs it
+    /// has wrong, if any.
+    #[doc(hidden)]
+    pub fn check_restless(&self) -> Result<(), String> {
+        let full: BTreeSet<&VmId> = with_inventory(self.vms.iter(), &self.inv.vms)
             .filter(|(_, rec, vm)| !vm.is_some_and(|vm| vm_at_rest(vm, rec)))
-            .map(|(id, ..)| id.clone())
-            .collect()
+            .map(|(id, ..)| id)
+            .collect();
+        let kept: BTreeSet<&VmId> = self.restless.iter().collect();
+        if full == kept {
+            Ok(())
+        } else {
+            let missing: Vec<_> = full.difference(&kept).collect();
+            let extra: Vec<_> = kept.difference(&full).collect();
+            Err(format!("restless VMs missing {missing:?}, extra {extra:?}"))
+        }
     }
 }
 

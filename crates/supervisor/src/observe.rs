@@ -32,6 +32,7 @@ impl Supervisor {
             .map(|v| v.id.clone())
             .collect();
         self.inv = inv;
+        self.touch_all();
         self.rebuild_plans(now);
         for h in gone_hosts {
             self.host_gone(now, &h);
@@ -217,6 +218,7 @@ impl Supervisor {
                     self.prune_due.insert(src.clone());
                 }
                 self.inv.apply(&delta);
+                self.touch(&id);
                 self.ensure_vm(now, &id);
                 if let Some(rec) = self.vms.get_mut(&id) {
                     match (cpu_zero, rec.cpu_zero_since) {
@@ -232,6 +234,7 @@ impl Supervisor {
             InventoryDelta::VmRemoved(id) => {
                 let id = id.clone();
                 self.inv.apply(&delta);
+                self.touch(&id);
                 self.vm_gone(now, &id);
             }
             InventoryDelta::DatastoreUpsert(d) => {
@@ -362,6 +365,7 @@ impl Supervisor {
                     rec.guest_alive = Some(alive);
                     rec.guest_evidence = evidence;
                 }
+                self.touch(&v);
             }
             Subject::Cluster | Subject::Manager => {}
         }

@@ -68,6 +68,7 @@ impl Supervisor {
 
     /// The one place a VM changes state.
     pub(crate) fn set_vm_state(&mut self, now: Time, vm: &VmId, new: VmState, reason: impl Into<String>) {
+        self.touch(vm);
         let Some(rec) = self.vms.get_mut(vm) else { return };
         let from = rec.state.name();
         if new == VmState::Healthy && !matches!(rec.state, VmState::Verifying { .. }) {
@@ -99,6 +100,7 @@ impl Supervisor {
 
     /// A VM's first state, when it is first seen (recorded from `new`).
     pub(crate) fn first_vm_state(&mut self, now: Time, vm: &VmId, state: VmState, reason: impl Into<String>) {
+        self.touch(vm);
         let Some(rec) = self.vms.get_mut(vm) else { return };
         rec.state = state;
         let to = rec.state.name();

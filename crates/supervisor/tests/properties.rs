@@ -269,6 +269,8 @@ fn run(script: &[Say]) -> Result<(), String> {
         };
         let before = states(&sup);
         let out = sup.step(now, obs);
+        // Only the VMs not at rest are evaluated: the kept set never misses one.
+        sup.check_restless().map_err(|e| format!("step {i}: {e}"))?;
         pending.push(out);
         let after = states(&sup);
         let outs = std::mem::take(&mut pending);

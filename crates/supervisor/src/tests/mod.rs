@@ -73,6 +73,10 @@ impl Story {
 
     fn feed(&mut self, obs: Observation) -> &mut Self {
         let out = self.sup.step(self.now, obs);
+        // The VMs a step evaluates are exactly those not at rest, however they got there.
+        if let Err(e) = self.sup.check_restless() {
+            panic!("{e}");
+        }
         self.commands.extend(out.commands);
         self.log.extend(out.log);
         self
