@@ -26,7 +26,8 @@
 //! reserve and headroom minus what runs there and what the plan already put there), keeps its
 //! anti-affinity group and fault-tolerant partner apart, and obeys its must (not) run on rules.
 //! Among those hosts it prefers the ones that keep its soft rules (should run on, affinity
-//! group), then the ones holding fewer than [`Policy::fan_in`] VMs of this same plan, then the
+//! group), then the ones holding fewer VMs of this same plan by steps of [`Policy::fan_in`] (below
+//! it first, then below twice it, ...), then the
 //! first in a pseudo-random host order of its own for each failure. Restarts after one failure
 //! spread over several hosts, and different failures use different hosts.
 //!

@@ -133,7 +133,12 @@ impl Engine {
         match strategy {
             Strategy::Scatter => Key {
                 pen: self.penalty(v, h, local),
-                a: u64::from(self.policy.fan_in > 0 && local.count(h) >= self.policy.fan_in),
+                // The level of fan_in the host is at (0 below it): fewer first.
+                a: if self.policy.fan_in > 0 {
+                    u64::from(local.count(h) / self.policy.fan_in)
+                } else {
+                    0
+                },
                 b: ord(seed, host.hash),
             },
             Strategy::BestFit => {

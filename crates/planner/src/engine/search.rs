@@ -215,12 +215,17 @@ impl Engine {
                 if self.policy.fan_in == 0 {
                     return None;
                 }
+                // Every host that fits holds fan_in VMs of this plan already: the next level of
+                // fan_in, so that a large failure (or evacuation) still spreads evenly.
+                let mut best: Option<(HostIx, Key)> = None;
                 for &(o, h) in &s.order {
-                    if s.local_count[h] >= self.policy.fan_in && self.check(r, h, s) == Check::Ok {
-                        return Some((h, Key { pen: 0, a: 1, b: o }));
+                    let a = u64::from(s.local_count[h] / self.policy.fan_in);
+                    if best.is_some_and(|(_, k)| (k.a, k.b) <= (a, o)) || self.check(r, h, s) != Check::Ok {
+                        continue;
                     }
+                    best = Some((h, Key { pen: 0, a, b: o }));
                 }
-                return None;
+                return best;
             }
             Strategy::Scatter => {
                 // Hosts that hold the VM's affinity group, one by one; then the others in
