@@ -221,15 +221,16 @@ pub async fn ack_alarm(
 }
 
 /// An operator's request with the token: `POST /api/v1/hosts/{id}/evacuate` (with `reason` and
-/// `enter_maintenance`) or `/api/v1/hosts/{id}/maintenance/enter|exit`. Returns what the daemon
-/// accepted, in words; its outcome shows in the events.
+/// `enter_maintenance`), `/api/v1/hosts/{id}/maintenance/enter|exit` or
+/// `/api/v1/datastores/{id}/evacuate`. Returns what the daemon accepted, in words; its outcome
+/// shows in the events.
 pub async fn operator_request(
     url: &str,
     token: &Secret,
     req: &am_core::OperatorRequest,
 ) -> Result<String, ApiError> {
     use am_core::OperatorRequest as R;
-    let host = encode_segment(req.host().as_str());
+    let host = encode_segment(req.host().map_or("", |h| h.as_str()));
     let path = match req {
         R::Evacuate {
             reason,
@@ -241,6 +242,12 @@ pub async fn operator_request(
         ),
         R::MaintenanceEnter { .. } => format!("/api/v1/hosts/{host}/maintenance/enter"),
         R::MaintenanceExit { .. } => format!("/api/v1/hosts/{host}/maintenance/exit"),
+        R::EvacuateDatastore { datastore } => {
+            format!(
+                "/api/v1/datastores/{}/evacuate",
+                encode_segment(datastore.as_str())
+            )
+        }
     };
     let body = request(url, Method::POST, &path, Some(token)).await?;
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|source| ApiError::Decode {

@@ -31,7 +31,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_EVENTS: usize = 100;
 
 /// The routes, for `GET /` and the docs.
-pub const ROUTES: [(&str, &str, &str); 9] = [
+pub const ROUTES: [(&str, &str, &str); 10] = [
     ("GET", "/healthz", "the process is alive: 200 ok"),
     (
         "GET",
@@ -68,6 +68,11 @@ pub const ROUTES: [(&str, &str, &str); 9] = [
         "POST",
         "/api/v1/hosts/{id}/maintenance/enter|exit",
         "put an empty host into maintenance mode, or take it back (Authorization: Bearer <token>)",
+    ),
+    (
+        "POST",
+        "/api/v1/datastores/{id}/evacuate",
+        "storage maintenance: move every VM's files off a datastore (id or name) by Storage vMotion (Authorization: Bearer <token>)",
     ),
 ];
 
@@ -305,6 +310,20 @@ impl App {
                 }
                 self.operator(host, segments.get(5).copied(), query)
             }
+            ["api", "v1", "datastores", ds, "evacuate"] => {
+                if method != Method::POST {
+                    return method_not_allowed("POST");
+                }
+                if let Some(refusal) = self.refusal(peer, req.headers()) {
+                    return refusal;
+                }
+                match percent_decode(ds).filter(|d| !d.is_empty()) {
+                    Some(ds) => self.submit(am_core::OperatorRequest::EvacuateDatastore {
+                        datastore: ds.as_str().into(),
+                    }),
+                    None => error(StatusCode::BAD_REQUEST, "malformed datastore id in the path"),
+                }
+            }
             []
             | [""]
             | ["healthz" | "readyz" | "metrics"]
@@ -394,6 +413,11 @@ impl App {
                 );
             }
         };
+        self.submit(req)
+    }
+
+    /// Hands an operator's request to the daemon loop: 202 with the request in words.
+    fn submit(&self, req: am_core::OperatorRequest) -> Resp {
         let text = req.to_string();
         if !self.board.request(req) {
             return error(

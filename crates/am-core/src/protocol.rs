@@ -4,7 +4,7 @@
 use crate::action::{Action, ActionId, ActionOutcome};
 use crate::error::HvError;
 use crate::event::{ClusterEvent, InventoryDelta};
-use crate::ids::{HostId, VmId};
+use crate::ids::{DatastoreId, HostId, VmId};
 use crate::model::Inventory;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,8 @@ pub enum Subject {
     Cluster,
     /// The manager itself (its own network).
     Manager,
+    /// A datastore (its storage maintenance).
+    Datastore(DatastoreId),
 }
 
 impl Subject {
@@ -32,6 +34,7 @@ impl Subject {
             Subject::Vm(v) => v.as_str(),
             Subject::Cluster => "cluster",
             Subject::Manager => "manager",
+            Subject::Datastore(d) => d.as_str(),
         }
     }
 
@@ -40,6 +43,7 @@ impl Subject {
         match self {
             Subject::Host(_) => format!("host {name}"),
             Subject::Vm(_) => format!("vm {name}"),
+            Subject::Datastore(_) => format!("datastore {name}"),
             other => other.to_string(),
         }
     }
@@ -52,6 +56,7 @@ impl fmt::Display for Subject {
             Subject::Vm(v) => write!(f, "vm {v}"),
             Subject::Cluster => f.write_str("cluster"),
             Subject::Manager => f.write_str("manager"),
+            Subject::Datastore(d) => write!(f, "datastore {d}"),
         }
     }
 }
@@ -112,7 +117,7 @@ pub enum Observation {
     },
 }
 
-/// What an operator can ask the manager to do with a host.
+/// What an operator can ask the manager to do with a host or a datastore.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum OperatorRequest {
@@ -136,15 +141,23 @@ pub enum OperatorRequest {
         /// The host.
         host: HostId,
     },
+    /// Storage maintenance: move the files of every VM on the datastore to other datastores
+    /// with room (Storage vMotion for running VMs), a few at a time; nothing new is placed on it
+    /// meanwhile.
+    EvacuateDatastore {
+        /// The datastore.
+        datastore: DatastoreId,
+    },
 }
 
 impl OperatorRequest {
-    /// The host it is about.
-    pub fn host(&self) -> &HostId {
+    /// The host it is about (`None`: a datastore request).
+    pub fn host(&self) -> Option<&HostId> {
         match self {
             OperatorRequest::Evacuate { host, .. }
             | OperatorRequest::MaintenanceEnter { host }
-            | OperatorRequest::MaintenanceExit { host } => host,
+            | OperatorRequest::MaintenanceExit { host } => Some(host),
+            OperatorRequest::EvacuateDatastore { .. } => None,
         }
     }
 }
@@ -165,6 +178,7 @@ impl fmt::Display for OperatorRequest {
             }
             OperatorRequest::MaintenanceEnter { host } => write!(f, "maintenance enter {host}"),
             OperatorRequest::MaintenanceExit { host } => write!(f, "maintenance exit {host}"),
+            OperatorRequest::EvacuateDatastore { datastore } => write!(f, "evacuate-datastore {datastore}"),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Faults to inject, and the text fault script.
 
 use crate::duration::{format_duration, parse_duration};
-use am_core::{HostId, HvError, OperatorRequest, VmId};
+use am_core::{DatastoreId, HostId, HvError, OperatorRequest, VmId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -290,6 +290,9 @@ impl fmt::Display for Fault {
                 ),
                 OperatorRequest::MaintenanceEnter { host } => write!(f, "operator maintenance enter {host}"),
                 OperatorRequest::MaintenanceExit { host } => write!(f, "operator maintenance exit {host}"),
+                OperatorRequest::EvacuateDatastore { datastore } => {
+                    write!(f, "operator evacuate-datastore {datastore}")
+                }
             },
         }
     }
@@ -549,8 +552,16 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
                 },
             })
         }
+        ["operator", "evacuate-datastore", ds, rest @ ..] => {
+            no_more(rest)?;
+            Ok(Fault::Operator {
+                request: OperatorRequest::EvacuateDatastore {
+                    datastore: DatastoreId::from(*ds),
+                },
+            })
+        }
         ["operator", ..] => Err(
-            "expected `operator evacuate <host> [reason <why>] [enter-maintenance]` or `operator maintenance enter|exit <host>`"
+            "expected `operator evacuate <host> [reason <why>] [enter-maintenance]`, `operator maintenance enter|exit <host>` or `operator evacuate-datastore <datastore>`"
                 .into(),
         ),
         [other, ..] => Err(format!(

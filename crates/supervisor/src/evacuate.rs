@@ -34,7 +34,9 @@ pub(crate) struct Evac {
 impl Supervisor {
     /// An operator's request.
     pub(crate) fn on_operator(&mut self, now: Time, req: OperatorRequest) {
-        let host = req.host().clone();
+        let Some(host) = req.host().cloned() else {
+            return self.on_storage_request(now, req); // A datastore's: storage.rs.
+        };
         let subject = Subject::Host(host.clone());
         let Some(state) = self.host_state(&host).cloned() else {
             self.note(now, subject, format!("operator: {req}: refused, no such host"));
@@ -88,6 +90,7 @@ impl Supervisor {
                     format!("maintenance exit refused: the host is {other}"),
                 ),
             },
+            OperatorRequest::EvacuateDatastore { .. } => {} // Has no host: answered above.
         }
     }
 

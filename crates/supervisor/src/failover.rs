@@ -205,7 +205,7 @@ impl Supervisor {
             .vms_on(host)
             .filter(|vm| vm.is_protected())
             // A live migration in flight decides: failed, it is failed over then.
-            .filter(|vm| !self.evacuating_vm(&vm.id))
+            .filter(|vm| !self.evacuating_vm(&vm.id) && !self.relocating_vm(&vm.id))
             .filter(|vm| {
                 self.vms.get(&vm.id).is_some_and(|r| match &r.state {
                     VmState::StayOff { .. }

@@ -363,7 +363,7 @@ impl Supervisor {
                     rec.guest_evidence = evidence;
                 }
             }
-            Subject::Cluster | Subject::Manager => {}
+            Subject::Cluster | Subject::Manager | Subject::Datastore(_) => {}
         }
     }
 
