@@ -247,6 +247,8 @@ latencies! {
     add_host = 15_000;
     /// Mount a datastore on a host (default 2s).
     mount_datastore = 2_000;
+    /// Relocate a VM's files and/or registration, e.g. a Storage vMotion (default 12s).
+    relocate = 12_000;
     /// Enter maintenance mode (default 1s).
     enter_maintenance = 1_000;
     /// Exit maintenance mode (default 1s).

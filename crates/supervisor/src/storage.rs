@@ -140,16 +140,31 @@ impl Supervisor {
             .map(|(_, d)| d.id.clone())
     }
 
-    fn start_storage_evacuation(&mut self, now: Time, ds: &DatastoreId) {
-        let subject = Subject::Datastore(ds.clone());
-        if !self.inv.datastores.contains_key(ds) {
+    /// The datastore an operator named: by id, else by its (unique) name.
+    fn find_datastore(&self, named: &DatastoreId) -> Option<DatastoreId> {
+        if self.inv.datastores.contains_key(named) {
+            return Some(named.clone());
+        }
+        let mut by_name = self.inv.datastores.values().filter(|d| d.name == named.as_str());
+        match (by_name.next(), by_name.next()) {
+            (Some(d), None) => Some(d.id.clone()),
+            _ => None,
+        }
+    }
+
+    fn start_storage_evacuation(&mut self, now: Time, named: &DatastoreId) {
+        let Some(ds) = self.find_datastore(named) else {
             self.note(
                 now,
-                subject,
-                format!("operator: evacuate-datastore {ds}: refused, no such datastore"),
+                Subject::Datastore(named.clone()),
+                format!(
+                    "operator: evacuate-datastore {named}: refused, no datastore has that id or (unique) name"
+                ),
             );
             return;
-        }
+        };
+        let ds = &ds;
+        let subject = Subject::Datastore(ds.clone());
         let name = self.ds_label(ds);
         self.note(
             now,
@@ -205,7 +220,7 @@ impl Supervisor {
                 subject,
                 Severity::Warning,
                 format!(
-                    "storage evacuation of {name} refused: {} fit on no other datastore their host mounts (keeping {}% of each free); nothing was moved",
+                    "storage evacuation of {name} refused: no other datastore their host mounts has room for {} (keeping {}% of each free); nothing was moved",
                     summarize(&unplaced),
                     self.cfg.storage_free_margin_pct
                 ),
