@@ -10,6 +10,7 @@
 //! - `evacuate`: an evacuation asked over the API: live migration, then maintenance mode;
 //! - `oob`: out-of-band control through `run`: BMCs (sushy-tools over TLS) and an admin vCenter;
 //! - `safety`: partitions with and without probes, file locks, removal, capacity;
+//! - `storage`: a datastore evacuated over the API: every VM's files moved by RelocateVM_Task;
 //! - `told`: what `run` can be told (probes, spares and datastores, hooks, priorities, capacity
 //!   models) and how vCenter's own failures show (a hang, an oversized answer).
 
@@ -22,4 +23,5 @@ mod daemon;
 mod evacuate;
 mod oob;
 mod safety;
+mod storage;
 mod told;
