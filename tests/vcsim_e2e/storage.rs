@@ -112,7 +112,9 @@ async fn an_evacuated_datastore_is_emptied_by_storage_vmotion() {
         let recent: Vec<String> = status
             .map(|s| s.recent.iter().map(|e| e.to_string()).collect())
             .unwrap_or_default();
-        let done = recent.iter().any(|l| l.contains("storage evacuation of") && l.contains("done"));
+        let done = recent
+            .iter()
+            .any(|l| l.contains("storage evacuation of") && l.contains("done"));
         let now = vm_datastores(&sim);
         let left = now.values().filter(|(ds, _)| ds.contains(&source)).count();
         if done && left == 0 {
