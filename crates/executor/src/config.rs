@@ -130,7 +130,7 @@ mod tests {
             datastore: None,
         };
         assert_eq!(cfg.timeout_for(&clone), Duration::from_secs(30 * 60));
-        assert_eq!(cfg.timeouts.len(), 20, "one entry per Action variant");
+        assert_eq!(cfg.timeouts.len(), 21, "one entry per Action variant");
         let cfg = cfg.with_timeout("clone", Duration::from_secs(5));
         assert_eq!(cfg.timeout_for(&clone), Duration::from_secs(5));
         let mut cfg = cfg;
