@@ -91,6 +91,9 @@ type vmInfo struct {
 	GuestIP string `json:"guest_ip"`
 	Vmx     string `json:"vmx"`
 	Power   string `json:"power"`
+	// Datastores: the datastores vCenter shows the VM's files on (its datastore property, what
+	// RelocateVM_Task changes), by id.
+	Datastores []string `json:"datastores"`
 	// NestedHost: in an admin test bed (-nested-of), the managed test bed's host this VM is.
 	NestedHost string `json:"nested_host,omitempty"`
 }
@@ -127,6 +130,9 @@ func (c *controller) inventory(w http.ResponseWriter, r *http.Request) {
 					vi.Power = string(vm.Runtime.PowerState)
 					if vm.Config != nil {
 						vi.Vmx = vm.Config.Files.VmPathName
+					}
+					for _, ds := range vm.Datastore {
+						vi.Datastores = append(vi.Datastores, ds.Value)
 					}
 				})
 				vi.GuestIP = theWorld.vmIP(vi.Vmx)

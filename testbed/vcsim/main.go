@@ -70,6 +70,7 @@ func main() {
 	stdinExit := flag.Bool("exit-on-stdin-eof", false, "exit when stdin closes (so a test's child dies with it)")
 	guestPort := flag.Int("guest-port", 0, "TCP port each running VM with its guest network up listens on at its guest address (0: none)")
 	mgmtPort := flag.Int("mgmt-port", 0, "TCP port each live host with its management network up listens on at its management address (0: none)")
+	datastores := flag.Int("datastores", 1, "local datastores, each mounted by every host (the VMs are made on the first)")
 	nfs := flag.Bool("nfs", false, "make the VMs' datastore an NFS export mounted by every host; CreateNasDatastore of it mounts it")
 	ctlURL := flag.String("ctl", "", "client mode: the control endpoint (http://127.0.0.1:PORT) to send one request to")
 	ctlPost := flag.String("post", "", "client mode: the path to POST (e.g. /host/revive?name=H)")
@@ -114,6 +115,7 @@ func main() {
 	model.Machine = *hosts * *vmsPerHost
 	model.Pool = 0
 	model.App = 0
+	model.Datastore = *datastores
 	if err := model.Create(); err != nil {
 		fatal("creating the model: %v", err)
 	}

@@ -11,6 +11,7 @@
 //!   the bounds (latency injected per call), maintenance mode, the VMs' return; the disarm switch;
 //! - `oob`: out-of-band control through `run`: BMCs (sushy-tools over TLS) and an admin vCenter;
 //! - `safety`: partitions with and without probes, file locks, removal, capacity;
+//! - `storage`: a datastore evacuated over the API: every VM's files moved by RelocateVM_Task;
 //! - `told`: what `run` can be told (probes, spares and datastores, hooks, priorities, capacity
 //!   models) and how vCenter's own failures show (a hang, an oversized answer).
 
@@ -24,4 +25,5 @@ mod evacuate;
 mod oob;
 mod rund;
 mod safety;
+mod storage;
 mod told;

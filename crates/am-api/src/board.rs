@@ -161,6 +161,7 @@ impl Board {
             work.since.retain(|s, _| match s {
                 Subject::Host(h) => inv.hosts.contains_key(h),
                 Subject::Vm(v) => inv.vms.contains_key(v),
+                Subject::Datastore(d) => inv.datastores.contains_key(d),
                 Subject::Cluster | Subject::Manager => true,
             });
         }

@@ -222,8 +222,9 @@ pub async fn ack_alarm(
 
 /// An operator's request with the token: `POST /api/v1/hosts/{id}/evacuate` (with `reason` and
 /// `enter_maintenance`), `/api/v1/hosts/{id}/maintenance/enter|exit` (`return_vms`),
-/// `/api/v1/hosts/{id}/degraded[/clear]`, `/api/v1/disarm`, `/api/v1/arm`. Returns what the
-/// daemon accepted, in words; its outcome shows in the events.
+/// `/api/v1/hosts/{id}/degraded[/clear]`, `/api/v1/disarm`, `/api/v1/arm`,
+/// `/api/v1/datastores/{id}/evacuate`. Returns what the daemon accepted, in words; its outcome
+/// shows in the events.
 pub async fn operator_request(
     url: &str,
     token: &Secret,
@@ -250,6 +251,12 @@ pub async fn operator_request(
         R::DegradedClear { .. } => format!("/api/v1/hosts/{host}/degraded/clear"),
         R::Disarm { reason } => format!("/api/v1/disarm?reason={}", encode_segment(reason)),
         R::Arm => "/api/v1/arm".to_owned(),
+        R::EvacuateDatastore { datastore } => {
+            format!(
+                "/api/v1/datastores/{}/evacuate",
+                encode_segment(datastore.as_str())
+            )
+        }
     };
     let body = request(url, Method::POST, &path, Some(token)).await?;
     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|source| ApiError::Decode {

@@ -31,7 +31,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_EVENTS: usize = 100;
 
 /// The routes, for `GET /` and the docs.
-pub const ROUTES: [(&str, &str, &str); 13] = [
+pub const ROUTES: [(&str, &str, &str); 14] = [
     ("GET", "/healthz", "the process is alive: 200 ok"),
     (
         "GET",
@@ -88,6 +88,11 @@ pub const ROUTES: [(&str, &str, &str); 13] = [
         "POST",
         "/api/v1/arm",
         "resume automatic recovery (Authorization: Bearer <token>)",
+    ),
+    (
+        "POST",
+        "/api/v1/datastores/{id}/evacuate",
+        "storage maintenance: move every VM's files off a datastore (id or name) by Storage vMotion (Authorization: Bearer <token>)",
     ),
 ];
 
@@ -356,6 +361,20 @@ impl App {
                     am_core::OperatorRequest::Disarm { reason }
                 };
                 self.operator(vec![req])
+            }
+            ["api", "v1", "datastores", ds, "evacuate"] => {
+                if method != Method::POST {
+                    return method_not_allowed("POST");
+                }
+                if let Some(refusal) = self.refusal(peer, req.headers()) {
+                    return refusal;
+                }
+                match percent_decode(ds).filter(|d| !d.is_empty()) {
+                    Some(ds) => self.operator(vec![am_core::OperatorRequest::EvacuateDatastore {
+                        datastore: ds.as_str().into(),
+                    }]),
+                    None => error(StatusCode::BAD_REQUEST, "malformed datastore id in the path"),
+                }
             }
             []
             | [""]

@@ -719,13 +719,14 @@ pub fn parse_alarm_kind(name: &str) -> Option<AlarmKind> {
 /// Every alarm kind (the label values of the alarm metrics): am-core's exhaustive list.
 pub const ALARM_KINDS: [AlarmKind; AlarmKind::ALL.len()] = AlarmKind::ALL;
 
-/// A subject as one path segment: `host:h1`, `vm:vm-7`, `cluster`, `manager`.
+/// A subject as one path segment: `host:h1`, `vm:vm-7`, `datastore:ds-1`, `cluster`, `manager`.
 pub fn subject_path(subject: &Subject) -> String {
     match subject {
         Subject::Host(h) => format!("host:{h}"),
         Subject::Vm(v) => format!("vm:{v}"),
         Subject::Cluster => "cluster".into(),
         Subject::Manager => "manager".into(),
+        Subject::Datastore(d) => format!("datastore:{d}"),
     }
 }
 
@@ -733,6 +734,7 @@ pub fn subject_path(subject: &Subject) -> String {
 pub fn parse_subject(text: &str) -> Option<Subject> {
     match text.split_once(':') {
         Some(("host", id)) if !id.is_empty() => Some(Subject::Host(id.into())),
+        Some(("datastore", id)) if !id.is_empty() => Some(Subject::Datastore(id.into())),
         Some(("vm", id)) if !id.is_empty() => Some(Subject::Vm(id.into())),
         None if text == "cluster" => Some(Subject::Cluster),
         None if text == "manager" => Some(Subject::Manager),

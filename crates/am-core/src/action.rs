@@ -156,6 +156,18 @@ pub enum Action {
         /// The datastore.
         datastore: DatastoreId,
     },
+    /// Move a VM's registration and/or its files without changing its power (`RelocateVM_Task`):
+    /// a running VM with only `datastore` is a Storage vMotion, a powered-off VM with `host` a
+    /// cold move (within the same cluster: its resource pool stays). At least one of the two is
+    /// set; `None` keeps where it is.
+    Relocate {
+        /// The VM.
+        vm: VmId,
+        /// The host to register (or run) it on, or `None`: where it is.
+        host: Option<HostId>,
+        /// The datastore to move all its files to, or `None`: where they are.
+        datastore: Option<DatastoreId>,
+    },
     /// Put a host into maintenance mode.
     EnterMaintenance {
         /// The host.
@@ -186,6 +198,7 @@ impl Action {
             | Action::Register { vm, .. }
             | Action::Unregister { vm }
             | Action::CheckLocks { vm }
+            | Action::Relocate { vm, .. }
             | Action::DeleteBackup { vm } => Some(vm),
             _ => None,
         }
@@ -200,6 +213,7 @@ impl Action {
             Action::MigrateCold { to, .. } | Action::MigrateLive { to, .. } | Action::Failover { to, .. } => {
                 Some(to)
             }
+            Action::Relocate { host, .. } => host.as_ref(),
             Action::ReconnectHost { host }
             | Action::ReviveHost { host }
             | Action::FenceHost { host }
@@ -235,6 +249,7 @@ impl Action {
             Action::RemoveHost { .. } => "remove_host",
             Action::AddHost { .. } => "add_host",
             Action::MountDatastore { .. } => "mount_datastore",
+            Action::Relocate { .. } => "relocate",
             Action::EnterMaintenance { .. } => "enter_maintenance",
             Action::ExitMaintenance { .. } => "exit_maintenance",
         }
@@ -260,6 +275,16 @@ impl fmt::Display for Action {
             Action::Register { vm, host } => write!(f, "register {vm} on {host}"),
             Action::AddHost { spare } => write!(f, "add_host {spare}"),
             Action::MountDatastore { host, datastore } => write!(f, "mount_datastore {datastore} on {host}"),
+            Action::Relocate { vm, host, datastore } => {
+                write!(f, "relocate {vm}")?;
+                if let Some(h) = host {
+                    write!(f, " to {h}")?;
+                }
+                if let Some(d) = datastore {
+                    write!(f, " onto {d}")?;
+                }
+                Ok(())
+            }
             other => match (other.vm(), other.host()) {
                 (Some(vm), _) => write!(f, "{} {vm}", other.name()),
                 (None, Some(h)) => write!(f, "{} {h}", other.name()),
@@ -325,6 +350,30 @@ mod tests {
         assert_eq!(
             Action::ReviveHost { host: "h3".into() }.to_string(),
             "revive_host h3"
+        );
+    }
+
+    #[test]
+    fn relocate_names_its_targets() {
+        let storage = Action::Relocate {
+            vm: "vm-1".into(),
+            host: None,
+            datastore: Some("ds-2".into()),
+        };
+        assert_eq!(storage.to_string(), "relocate vm-1 onto ds-2");
+        assert_eq!(storage.host(), None);
+        assert_eq!(storage.vm(), Some(&VmId::from("vm-1")));
+        let cold = Action::Relocate {
+            vm: "vm-1".into(),
+            host: Some("h2".into()),
+            datastore: None,
+        };
+        assert_eq!(cold.to_string(), "relocate vm-1 to h2");
+        assert_eq!(cold.host(), Some(&HostId::from("h2")));
+        let json = serde_json::to_string(&storage).unwrap();
+        assert_eq!(
+            json,
+            r#"{"op":"relocate","vm":"vm-1","host":null,"datastore":"ds-2"}"#
         );
     }
 

@@ -218,6 +218,10 @@ pub struct Vm {
     /// Whether the backup cache keeps snapshots and clones of it.
     #[serde(default = "yes")]
     pub backup: bool,
+    /// The space its files take on its datastore in MiB (vCenter: `summary.storage.committed`),
+    /// if known: what a storage evacuation needs free elsewhere.
+    #[serde(default)]
+    pub storage_mib: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -245,6 +249,7 @@ impl Vm {
             config_path: None,
             instance_uuid: None,
             backup: true,
+            storage_mib: None,
         }
     }
 

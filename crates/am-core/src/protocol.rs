@@ -4,7 +4,7 @@
 use crate::action::{Action, ActionId, ActionOutcome};
 use crate::error::HvError;
 use crate::event::{ClusterEvent, InventoryDelta};
-use crate::ids::{HostId, VmId};
+use crate::ids::{DatastoreId, HostId, VmId};
 use crate::model::Inventory;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,8 @@ pub enum Subject {
     Cluster,
     /// The manager itself (its own network).
     Manager,
+    /// A datastore (its storage maintenance).
+    Datastore(DatastoreId),
 }
 
 impl Subject {
@@ -32,6 +34,7 @@ impl Subject {
             Subject::Vm(v) => v.as_str(),
             Subject::Cluster => "cluster",
             Subject::Manager => "manager",
+            Subject::Datastore(d) => d.as_str(),
         }
     }
 
@@ -40,6 +43,7 @@ impl Subject {
         match self {
             Subject::Host(_) => format!("host {name}"),
             Subject::Vm(_) => format!("vm {name}"),
+            Subject::Datastore(_) => format!("datastore {name}"),
             other => other.to_string(),
         }
     }
@@ -52,6 +56,7 @@ impl fmt::Display for Subject {
             Subject::Vm(v) => write!(f, "vm {v}"),
             Subject::Cluster => f.write_str("cluster"),
             Subject::Manager => f.write_str("manager"),
+            Subject::Datastore(d) => write!(f, "datastore {d}"),
         }
     }
 }
@@ -112,7 +117,7 @@ pub enum Observation {
     },
 }
 
-/// What an operator can ask the manager to do with a host.
+/// What an operator can ask the manager to do with a host or a datastore.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum OperatorRequest {
@@ -168,10 +173,17 @@ pub enum OperatorRequest {
     },
     /// Automatic recovery resumes: what failed meanwhile is handled as it stands now.
     Arm,
+    /// Storage maintenance: move the files of every VM on the datastore to other datastores
+    /// with room (Storage vMotion for running VMs), a few at a time; nothing new is placed on it
+    /// meanwhile.
+    EvacuateDatastore {
+        /// The datastore.
+        datastore: DatastoreId,
+    },
 }
 
 impl OperatorRequest {
-    /// The host it is about, if it is about one.
+    /// The host it is about, if it is about one (`None`: a datastore or cluster-wide request).
     pub fn host(&self) -> Option<&HostId> {
         match self {
             OperatorRequest::Evacuate { host, .. }
@@ -179,7 +191,9 @@ impl OperatorRequest {
             | OperatorRequest::MaintenanceExit { host, .. }
             | OperatorRequest::Degraded { host, .. }
             | OperatorRequest::DegradedClear { host, .. } => Some(host),
-            OperatorRequest::Disarm { .. } | OperatorRequest::Arm => None,
+            OperatorRequest::Disarm { .. } | OperatorRequest::Arm | OperatorRequest::EvacuateDatastore { .. } => {
+                None
+            }
         }
     }
 }
@@ -214,6 +228,7 @@ impl fmt::Display for OperatorRequest {
             }
             OperatorRequest::Disarm { reason } => write!(f, "disarm ({reason})"),
             OperatorRequest::Arm => f.write_str("arm"),
+            OperatorRequest::EvacuateDatastore { datastore } => write!(f, "evacuate-datastore {datastore}"),
         }
     }
 }

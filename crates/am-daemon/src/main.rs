@@ -63,6 +63,15 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Storage maintenance: ask a running daemon to move every VM's files off a datastore by
+    /// Storage vMotion, a few at a time, to datastores with room (needs the API token).
+    #[command(name = "evacuate-datastore")]
+    EvacuateDatastore {
+        /// The datastore's id or name.
+        datastore: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Ask a running daemon to put an empty host into maintenance mode, or take it back.
     Maintenance {
         /// enter or exit.
@@ -302,6 +311,12 @@ fn main() -> ExitCode {
                 host: host.as_str().into(),
                 reason,
                 enter_maintenance,
+            })
+            .await
+        }),
+        Command::EvacuateDatastore { datastore, api } => client(async move {
+            api.send(am_core::OperatorRequest::EvacuateDatastore {
+                datastore: datastore.as_str().into(),
             })
             .await
         }),

@@ -5,13 +5,14 @@ use am_core::{Action, ActionId, AlarmChange, LogKind, Record, Subject, Time};
 use rusqlite::{Transaction, params};
 use std::collections::HashMap;
 
-/// How a [`Subject`] is stored: `vm:<id>`, `host:<id>`, `cluster` or `manager`.
+/// How a [`Subject`] is stored: `vm:<id>`, `host:<id>`, `datastore:<id>`, `cluster` or `manager`.
 pub(crate) fn subject_key(s: &Subject) -> String {
     match s {
         Subject::Host(h) => format!("host:{h}"),
         Subject::Vm(v) => format!("vm:{v}"),
         Subject::Cluster => "cluster".into(),
         Subject::Manager => "manager".into(),
+        Subject::Datastore(d) => format!("datastore:{d}"),
     }
 }
 

@@ -146,6 +146,9 @@ pub struct Spec {
     pub mgmt_port: u16,
     /// The VMs' datastore is an NFS export, mountable on added hosts.
     pub nfs: bool,
+    /// Local datastores, each mounted by every host (`-datastores`; the VMs' files are on the
+    /// first).
+    pub datastores: u32,
     /// Placement seed.
     pub seed: u64,
     /// Makes this an admin test bed of nested hosts (`-nested-of`): the managed test bed's
@@ -169,6 +172,7 @@ impl Default for Spec {
             guest_port: 0,
             mgmt_port: 0,
             nfs: false,
+            datastores: 1,
             seed: 1,
             nested_of: None,
             nested_hosts: Vec::new(),
@@ -220,6 +224,7 @@ impl Vcsim {
             &format!("-mgmt-port={}", spec.mgmt_port),
             &format!("-nfs={}", spec.nfs),
             &format!("-pack={}", spec.pack),
+            &format!("-datastores={}", spec.datastores),
         ]);
         if let Some(l) = &spec.listen {
             cmd.args(["-listen", l]);

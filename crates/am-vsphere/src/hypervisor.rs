@@ -8,6 +8,7 @@ use crate::fault::{Subject, hv_error};
 use crate::map::{self, Props};
 use crate::shared::Orphan;
 use crate::{Inner, VsphereBackend, find_by_name, hooks};
+mod relocate;
 
 /// What an action needs to know about a VM now.
 const VM_NOW: &[&str] = &[
@@ -542,6 +543,9 @@ impl Hypervisor for VsphereBackend {
             Action::AddHost { spare } => ActionOutcome::HostAdded(self.add_host(spare).await?),
             Action::MountDatastore { host, datastore } => {
                 self.inner.mount_datastore(host, datastore).await.map(|()| Done)?
+            }
+            Action::Relocate { vm, host, datastore } => {
+                self.relocate(vm, host.as_ref(), datastore.as_ref()).await?
             }
             Action::EnterMaintenance { host } => self.enter_maintenance(host).await.map(|()| Done)?,
             Action::ExitMaintenance { host } => self.exit_maintenance(host).await.map(|()| Done)?,

@@ -57,6 +57,7 @@ pub(crate) const VM_PROPS: &[&str] = &[
     "summary.quickStats.guestMemoryUsage",
     "summary.quickStats.consumedOverheadMemory",
     "datastore",
+    "summary.storage.committed",
     "snapshot",
 ];
 
@@ -416,13 +417,12 @@ pub(crate) fn vm(id: VmId, obj: &MoRef, p: &Props, cx: &VmContext<'_>) -> Option
         guest_address,
         heartbeat: heartbeat(text(p, "guestHeartbeatStatus")),
         cpu_usage_mhz,
-        datastore: morefs(p, "datastore")
-            .first()
-            .map(|d| DatastoreId::new(d.value.clone())),
+        datastore: crate::storage::datastore_of(p).map(|d| DatastoreId::new(d.value)),
         backup_of,
         config_path: vmx_path(p).map(str::to_owned),
         instance_uuid: text(p, "config.instanceUuid").map(str::to_owned),
         backup: !attr(&opts.attributes.backup).is_some_and(|v| is_off(v)),
+        storage_mib: int(p, "summary.storage.committed").map(|b| non_negative(Some(b / MIB))),
     })
 }
 

@@ -9,8 +9,8 @@ const MIN: Duration = Duration::from_secs(60);
 /// The default deadline of each operation, by [`Action::name`]. Operations missing here get
 /// [`ExecutorConfig::default_timeout`].
 ///
-/// Power operations are quick; anything that copies disks (clones, restores) or moves memory
-/// (live migration) or boots a whole host can take many minutes.
+/// Power operations are quick; anything that copies disks (clones, restores, relocations) or moves
+/// memory (live migration) or boots a whole host can take many minutes.
 pub const DEFAULT_TIMEOUTS: &[(&str, Duration)] = &[
     ("power_on", Duration::from_secs(2 * 60)),
     ("power_off", Duration::from_secs(2 * 60)),
@@ -22,6 +22,7 @@ pub const DEFAULT_TIMEOUTS: &[(&str, Duration)] = &[
     ("restore_clone", Duration::from_secs(30 * 60)),
     ("migrate_cold", Duration::from_secs(10 * 60)),
     ("migrate_live", Duration::from_secs(30 * 60)),
+    ("relocate", Duration::from_secs(60 * 60)),
     ("failover", Duration::from_secs(5 * 60)),
     ("register", Duration::from_secs(5 * 60)),
     ("unregister", Duration::from_secs(2 * 60)),
@@ -129,7 +130,7 @@ mod tests {
             datastore: None,
         };
         assert_eq!(cfg.timeout_for(&clone), Duration::from_secs(30 * 60));
-        assert_eq!(cfg.timeouts.len(), 20, "one entry per Action variant");
+        assert_eq!(cfg.timeouts.len(), 21, "one entry per Action variant");
         let cfg = cfg.with_timeout("clone", Duration::from_secs(5));
         assert_eq!(cfg.timeout_for(&clone), Duration::from_secs(5));
         let mut cfg = cfg;

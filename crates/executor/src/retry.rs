@@ -187,6 +187,7 @@ fn already_done(action: &Action, error: &HvError) -> bool {
         | Action::EnterMaintenance { .. }
         | Action::ExitMaintenance { .. }
         | Action::ReconnectHost { .. }
+        | Action::Relocate { .. }
         | Action::Failover { .. } => matches!(error, HvError::InvalidState { .. }),
         Action::Unregister { .. }
         | Action::RemoveSnapshot { .. }

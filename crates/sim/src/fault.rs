@@ -1,7 +1,7 @@
 //! Faults to inject, and the text fault script.
 
 use crate::duration::{format_duration, parse_duration};
-use am_core::{HostId, HvError, OperatorRequest, VmId};
+use am_core::{DatastoreId, HostId, HvError, OperatorRequest, VmId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -311,6 +311,9 @@ impl fmt::Display for Fault {
                 OperatorRequest::DegradedClear { host, .. } => write!(f, "operator degraded-clear {host}"),
                 OperatorRequest::Disarm { reason } => write!(f, "operator disarm reason {reason}"),
                 OperatorRequest::Arm => f.write_str("operator arm"),
+                OperatorRequest::EvacuateDatastore { datastore } => {
+                    write!(f, "operator evacuate-datastore {datastore}")
+                }
             },
         }
     }
@@ -624,8 +627,16 @@ fn parse_fault(words: &[&str]) -> Result<Fault, String> {
                 request: OperatorRequest::Arm,
             })
         }
+        ["operator", "evacuate-datastore", ds, rest @ ..] => {
+            no_more(rest)?;
+            Ok(Fault::Operator {
+                request: OperatorRequest::EvacuateDatastore {
+                    datastore: DatastoreId::from(*ds),
+                },
+            })
+        }
         ["operator", ..] => Err(
-            "expected `operator evacuate <host> [reason <why>] [enter-maintenance]`, `operator maintenance enter <host>`, `operator maintenance exit <host> [return-vms]`, `operator degraded <host> [reason <why>]`, `operator degraded-clear <host>`, `operator disarm [reason <why>]` or `operator arm`"
+            "expected `operator evacuate <host> [reason <why>] [enter-maintenance]`, `operator maintenance enter <host>`, `operator maintenance exit <host> [return-vms]`, `operator degraded <host> [reason <why>]`, `operator degraded-clear <host>`, `operator disarm [reason <why>]`, `operator arm` or `operator evacuate-datastore <datastore>`"
                 .into(),
         ),
         [other, ..] => Err(format!(

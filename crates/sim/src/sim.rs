@@ -409,6 +409,9 @@ fn apply(w: &mut World, now: Time, action: &Action) -> Result<ActionOutcome, HvE
         Action::RemoveHost { host } => done(w.remove_host(now, host)),
         Action::AddHost { spare } => w.add_host(now, spare).map(ActionOutcome::HostAdded),
         Action::MountDatastore { host, datastore } => done(w.mount_datastore(now, host, datastore)),
+        Action::Relocate { vm, host, datastore } => {
+            done(w.relocate(now, vm, host.as_ref(), datastore.as_ref()))
+        }
         Action::EnterMaintenance { host } => done(w.set_maintenance(now, host, true)),
         Action::ExitMaintenance { host } => done(w.set_maintenance(now, host, false)),
     }

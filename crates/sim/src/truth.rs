@@ -144,6 +144,8 @@ pub struct VmTruth {
     pub guest_address: Option<String>,
     /// Datastore.
     pub datastore: Option<DatastoreId>,
+    /// The space its files take (MiB), if reported.
+    pub storage_mib: Option<u64>,
     /// For backup clones: the VM it is a copy of.
     pub backup_of: Option<VmId>,
     /// The host it is registered on in vCenter.

@@ -67,7 +67,7 @@ impl Supervisor {
                 break;
             }
             looked += 1;
-            if self.in_flight.values().any(|f| f.action.vm() == Some(&vm)) {
+            if self.in_flight.values().any(|f| f.action.vm() == Some(&vm)) || self.storage_held(&vm) {
                 continue;
             }
             let action = match kind {

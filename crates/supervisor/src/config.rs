@@ -169,6 +169,12 @@ pub struct Config {
     pub evacuation_in_flight: u32,
     /// What to do with a host predicted to fail.
     pub predicted_failure: PredictedFailure,
+    /// A storage evacuation's relocations (Storage vMotion) in flight at once (at least 1).
+    /// vSphere runs at most 2 per host and 8 per datastore at a time; 2 keeps within both.
+    pub storage_migrations_in_flight: u32,
+    /// The share of a datastore's capacity a storage evacuation keeps free on the datastores it
+    /// moves files to, in percent.
+    pub storage_free_margin_pct: u32,
     /// Time between revival actions, and for a revived host to show up again.
     #[serde(with = "am_core::time::duration_str")]
     pub revive_interval: Duration,
@@ -269,6 +275,8 @@ impl Default for Config {
             evacuation_per_target: 8,
             evacuation_in_flight: 32,
             predicted_failure: PredictedFailure::Evacuate,
+            storage_migrations_in_flight: 2,
+            storage_free_margin_pct: 10,
             revive_interval: Duration::from_secs(10),
             reconcile_window: Duration::from_secs(60),
             isolation_response: IsolationResponse::LeaveRunning,
@@ -320,6 +328,16 @@ impl Config {
             self.evacuation_in_flight >= 1,
             "evacuation_in_flight",
             "must be at least 1",
+        );
+        check(
+            self.storage_migrations_in_flight >= 1,
+            "storage_migrations_in_flight",
+            "must be at least 1",
+        );
+        check(
+            self.storage_free_margin_pct < 100,
+            "storage_free_margin_pct",
+            "must be below 100",
         );
         check(
             !self.manager_user.trim().is_empty(),

@@ -209,6 +209,9 @@ impl Supervisor {
             .inv
             .vms_on(host)
             .filter(|vm| vm.is_protected())
+            // A storage relocation in flight decides: failed, it is failed over then. (A live
+            // migration away from it is given up: it cannot finish from a dead host.)
+            .filter(|vm| !self.relocating_vm(&vm.id))
             .filter(|vm| {
                 self.vms.get(&vm.id).is_some_and(|r| match &r.state {
                     VmState::StayOff { .. }

@@ -69,6 +69,15 @@ impl Supervisor {
             );
             return;
         }
+        if self.relocating_vm(vm) {
+            // The same for a relocation of its files.
+            self.note(
+                now,
+                Subject::Vm(vm.clone()),
+                format!("{cause}: the relocation of its files ends first"),
+            );
+            return;
+        }
         self.open_vm_incident(now, vm, cause.clone());
         if let Some(r) = self.vms.get_mut(vm) {
             r.reverted_to = None;

@@ -55,6 +55,7 @@ mod outcome;
 mod record;
 mod relax;
 mod state;
+mod storage;
 mod vm;
 
 pub use config::{
@@ -290,15 +291,19 @@ enum Purpose {
     Evacuate(HostId, VmId),
     /// Maintenance mode entered (`true`) or left.
     Maintenance(HostId, bool),
+    /// A relocation of a VM's files off a datastore in storage maintenance (the source).
+    StorageMove(am_core::DatastoreId, VmId),
 }
 
 impl Purpose {
     /// What the action is about, for the audit log.
     fn subject(&self) -> Subject {
         match self {
-            Purpose::VmStep(vm, _) | Purpose::Rehome(vm) | Purpose::Backup(vm) | Purpose::Evacuate(_, vm) => {
-                Subject::Vm(vm.clone())
-            }
+            Purpose::VmStep(vm, _)
+            | Purpose::Rehome(vm)
+            | Purpose::Backup(vm)
+            | Purpose::Evacuate(_, vm)
+            | Purpose::StorageMove(_, vm) => Subject::Vm(vm.clone()),
             Purpose::AddSpare(_) => Subject::Cluster,
             Purpose::HostReconnect(h)
             | Purpose::HostRevive(h)
@@ -385,6 +390,8 @@ pub struct Supervisor {
     touched: Vec<VmId>,
     /// The whole inventory was replaced: every VM is settled again.
     touched_all: bool,
+    /// Storage evacuations under way, by datastore: each is in storage maintenance meanwhile.
+    storage: BTreeMap<am_core::DatastoreId, storage::StorageEvac>,
 }
 
 /// How long vCenter is taken for down after a call could not reach it.
@@ -432,6 +439,7 @@ impl Supervisor {
             restless: BTreeSet::new(),
             touched: Vec::new(),
             touched_all: false,
+            storage: BTreeMap::new(),
         }
     }
 

@@ -367,7 +367,7 @@ impl Supervisor {
                 }
                 self.touch(&v);
             }
-            Subject::Cluster | Subject::Manager => {}
+            Subject::Cluster | Subject::Manager | Subject::Datastore(_) => {}
         }
     }
 

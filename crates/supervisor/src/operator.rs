@@ -18,7 +18,8 @@ impl Supervisor {
             match req {
                 OperatorRequest::Disarm { reason } => self.disarm(now, reason),
                 OperatorRequest::Arm => self.arm(now),
-                _ => {}
+                // A datastore's: storage.rs.
+                _ => self.on_storage_request(now, req),
             }
             return;
         };
@@ -116,7 +117,7 @@ impl Supervisor {
                     );
                 }
             }
-            OperatorRequest::Disarm { .. } | OperatorRequest::Arm => {}
+            OperatorRequest::Disarm { .. } | OperatorRequest::Arm | OperatorRequest::EvacuateDatastore { .. } => {}
         }
     }
 

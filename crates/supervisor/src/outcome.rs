@@ -53,6 +53,7 @@ impl Supervisor {
             Purpose::VmStep(vm, step) => self.vm_step_done(now, &vm, step, id, &done.action, result),
             Purpose::Evacuate(h, vm) => self.migration_done(now, id, &h, &vm, result),
             Purpose::Maintenance(h, enter) => self.maintenance_done(now, &h, enter, result),
+            Purpose::StorageMove(ds, vm) => self.storage_move_done(now, id, &ds, &vm, result),
             Purpose::HostReconnect(_) | Purpose::HostRevive(_) => {}
             Purpose::HostFence(h) => self.fence_done(now, &h, result),
             Purpose::HostLockCheck(h, vm) => self.lock_check_done(now, &h, &vm, result),

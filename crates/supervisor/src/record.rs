@@ -31,6 +31,13 @@ impl Supervisor {
                 .map(|x| &x.name)
                 .filter(|n| *n != v.as_str())
                 .cloned(),
+            Subject::Datastore(d) => self
+                .inv
+                .datastores
+                .get(d)
+                .map(|x| &x.name)
+                .filter(|n| *n != d.as_str())
+                .cloned(),
             Subject::Cluster | Subject::Manager => None,
         }
     }

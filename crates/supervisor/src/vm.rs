@@ -55,8 +55,8 @@ impl Supervisor {
                 (None, _) => None,
             };
         }
-        if self.evacuating_vm(id) {
-            // A live migration runs on it: one action per VM; its outcome comes first.
+        if self.evacuating_vm(id) || self.relocating_vm(id) {
+            // A live migration or relocation runs on it: one action per VM; its outcome comes first.
             return;
         }
         if !protected {

@@ -30,6 +30,10 @@ fn vm_id(v: usize) -> VmId {
     VmId::from(format!("vm-{}", v % VMS + 1).as_str())
 }
 
+fn datastore_id(d: usize) -> am_core::DatastoreId {
+    am_core::DatastoreId::from(format!("ds-{}", d % 2 + 1).as_str())
+}
+
 fn inventory() -> Inventory {
     let mut inv = Inventory::default();
     for h in 0..HOSTS {
@@ -38,9 +42,21 @@ fn inventory() -> Inventory {
         host.storage_heartbeat = Some(Time::ZERO);
         inv.apply(&InventoryDelta::HostUpsert(host));
     }
+    // Two shared datastores (storage evacuations move the VMs' files between them).
+    for d in 0..2 {
+        inv.apply(&InventoryDelta::DatastoreUpsert(am_core::Datastore {
+            id: datastore_id(d),
+            name: format!("ds-{}", d + 1),
+            capacity_mib: 1_000_000,
+            free_mib: 600_000,
+            hosts: (0..HOSTS).map(host_id).collect(),
+        }));
+    }
     for v in 0..VMS {
         let mut vm = Vm::new(vm_id(v), Resources::new(1_000, 4_000), host_id(v));
         vm.guest_address = Some(format!("10.1.0.{v}"));
+        vm.datastore = Some(datastore_id(v));
+        vm.storage_mib = Some(20_000);
         inv.apply(&InventoryDelta::VmUpsert(vm));
     }
     inv
@@ -82,7 +98,8 @@ enum Say {
     Source {
         connected: bool,
     },
-    /// An operator asks: evacuate (with or without maintenance), maintenance enter, exit.
+    /// An operator asks: evacuate (with or without maintenance), maintenance enter, exit, or
+    /// evacuate a datastore (the host's number picks which).
     Operator {
         host: usize,
         kind: u8,
@@ -101,7 +118,7 @@ fn say() -> impl Strategy<Value = Say> {
         4 => (any::<bool>(), 0..5u8).prop_map(|(ok, error)| Say::Finish { ok, error }),
         1 => any::<bool>().prop_map(|isolated| Say::ManagerNet { isolated }),
         1 => any::<bool>().prop_map(|connected| Say::Source { connected }),
-        1 => (0..HOSTS, 0..9u8).prop_map(|(host, kind)| Say::Operator { host, kind }),
+        1 => (0..HOSTS, 0..10u8).prop_map(|(host, kind)| Say::Operator { host, kind }),
     ]
 }
 
@@ -239,7 +256,8 @@ fn run(script: &[Say]) -> Result<(), String> {
                 detail: "vCenter".into(),
             },
             Say::Operator { host, kind } => {
-                let host = host_id(*host);
+                let n = *host;
+                let host = host_id(n);
                 Observation::Operator(match kind {
                     0 | 1 => OperatorRequest::Evacuate {
                         host,
@@ -263,7 +281,10 @@ fn run(script: &[Say]) -> Result<(), String> {
                     7 => OperatorRequest::Disarm {
                         reason: "network maintenance".into(),
                     },
-                    _ => OperatorRequest::Arm,
+                    8 => OperatorRequest::Arm,
+                    _ => OperatorRequest::EvacuateDatastore {
+                        datastore: datastore_id(n),
+                    },
                 })
             }
         };

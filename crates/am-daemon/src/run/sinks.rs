@@ -51,7 +51,7 @@ fn posted_event(change: &am_core::AlarmChange) -> am_vsphere::vsphere_soap::Post
     let (vm, host) = match subject {
         Subject::Vm(v) => (Some(moref("VirtualMachine", v.as_str())), None),
         Subject::Host(h) => (None, Some(moref("HostSystem", h.as_str()))),
-        Subject::Cluster | Subject::Manager => (None, None),
+        Subject::Cluster | Subject::Manager | Subject::Datastore(_) => (None, None),
     };
     PostedEvent {
         kind,

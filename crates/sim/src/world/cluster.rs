@@ -272,6 +272,7 @@ impl World {
             anti_affinity_group: None,
             guest_address: None,
             datastore: ds.or_else(|| s.datastore.clone()),
+            storage_mib: s.storage_mib,
             backup_of: Some(src.clone()),
             registered: Some(host.clone()),
             running_on: Vec::new(),
@@ -319,6 +320,18 @@ impl World {
             });
         }
         self.check_datastore(vm, host)
+    }
+
+    /// What is free on datastore `ds` in MiB: 60 % of its capacity (the rest holds other files)
+    /// less what the VMs' files there take.
+    pub(super) fn ds_free(&self, ds: &DsTruth) -> u64 {
+        let used: u64 = self
+            .vms
+            .values()
+            .filter(|v| v.listed && v.datastore.as_ref() == Some(&ds.id))
+            .filter_map(|v| v.storage_mib)
+            .sum();
+        (ds.capacity_mib / 5 * 3).saturating_sub(used)
     }
 
     /// Refuses `host` for `vm` when it does not mount the VM's datastore.

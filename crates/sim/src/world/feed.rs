@@ -233,7 +233,7 @@ impl World {
                     id: ds.id.clone(),
                     name: ds.id.to_string(),
                     capacity_mib: ds.capacity_mib,
-                    free_mib: ds.capacity_mib / 5 * 3,
+                    free_mib: self.ds_free(ds),
                     hosts,
                 },
             );
@@ -288,6 +288,7 @@ impl World {
             }),
             instance_uuid: None,
             backup: true,
+            storage_mib: vm.storage_mib,
         }
     }
 

@@ -9,7 +9,7 @@ use super::World;
 use super::cluster::Boot;
 use crate::fault::{ApiTrigger, Fault};
 use crate::truth::{FaultRecord, GuestState, HostCondition, VmFault};
-use am_core::{EventKind, HostId, Time, VmId};
+use am_core::{DatastoreId, EventKind, HostId, OperatorRequest, Time, VmId};
 
 /// Why a fault could not be injected.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -29,6 +29,14 @@ pub enum InjectError {
         fault: String,
         /// The VM.
         vm: VmId,
+    },
+    /// The fault names a datastore the simulator does not know.
+    #[error("fault `{fault}`: unknown datastore {datastore}")]
+    UnknownDatastore {
+        /// The fault, in script syntax.
+        fault: String,
+        /// The datastore.
+        datastore: DatastoreId,
     },
     /// A probability outside `[0, 1]`.
     #[error("fault `{fault}`: probability is not between 0 and 1")]
@@ -51,12 +59,19 @@ impl World {
         };
         let bad_p = |p: f64| !(0.0..=1.0).contains(&p);
         match fault {
-            Fault::Operator { request } if request.host().is_some_and(|h| !host_known(h)) => {
-                Err(InjectError::UnknownHost {
+            Fault::Operator {
+                request: OperatorRequest::EvacuateDatastore { datastore },
+            } if !self.datastores.contains_key(datastore) => Err(InjectError::UnknownDatastore {
+                fault: text(),
+                datastore: datastore.clone(),
+            }),
+            Fault::Operator { request } => match request.host() {
+                Some(host) if !host_known(host) => Err(InjectError::UnknownHost {
                     fault: text(),
-                    host: request.host().cloned().unwrap_or_else(|| HostId::from("")),
-                })
-            }
+                    host: host.clone(),
+                }),
+                _ => Ok(()),
+            },
             Fault::HostCrash { host, .. }
             | Fault::HostPowerOff { host }
             | Fault::HostIsolate { host }

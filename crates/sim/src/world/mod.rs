@@ -136,6 +136,7 @@ impl World {
                         .as_ref()
                         .map(DatastoreId::new)
                         .or_else(|| default_ds.clone()),
+                    storage_mib: v.storage_mib,
                     backup_of: None,
                     registered: Some(host.clone()),
                     running_on: if v.power == SpecPower::On {

@@ -197,6 +197,74 @@ impl World {
         Ok(())
     }
 
+    /// Moves `vm`'s registration to `host` and/or its files to `ds`, its power unchanged (a
+    /// running VM moves live). Refused when the datastore is unknown, not mounted by the host
+    /// it ends on, or has no room for its files; or the host is no placement target, or has no
+    /// room for it running.
+    pub fn relocate(
+        &mut self,
+        _now: Time,
+        vm: &VmId,
+        host: Option<&HostId>,
+        ds: Option<&DatastoreId>,
+    ) -> Result<(), HvError> {
+        let from = self.managed_home(vm)?;
+        let to = host.cloned().unwrap_or_else(|| from.clone());
+        if host.is_none() && ds.is_none() {
+            return Err(HvError::invalid_state(
+                vm,
+                "relocate to nowhere: no host and no datastore",
+            ));
+        }
+        if to != from {
+            self.placement_target(&to)?;
+            if self.is_on_at_home(vm) {
+                self.check_capacity(&to, vm)?;
+            }
+        }
+        let v = self.vm(vm)?;
+        let size = v.storage_mib.unwrap_or(0);
+        let files = ds.cloned().or_else(|| v.datastore.clone());
+        if let Some(d) = ds.filter(|d| v.datastore.as_ref() != Some(*d)) {
+            let truth = self
+                .datastores
+                .get(d)
+                .ok_or_else(|| HvError::not_found("datastore", d))?;
+            let free = self.ds_free(truth);
+            if free < size {
+                return Err(HvError::InsufficientResources {
+                    host: to.to_string(),
+                    detail: format!("datastore {d} has {free} MiB free, {vm} needs {size} MiB"),
+                });
+            }
+        }
+        if let Some(d) = &files
+            && !self.mounts(&to, d)
+        {
+            return Err(HvError::invalid_state(
+                vm,
+                format!("datastore {d} is not mounted on {to}"),
+            ));
+        }
+        let on = self.is_on_at_home(vm);
+        let v = self.vm_mut(vm)?;
+        let old = std::mem::replace(&mut v.datastore, files.clone());
+        if to != from {
+            v.registered = Some(to.clone());
+            if on {
+                v.running_on.retain(|h| *h != from);
+                v.running_on.push(to.clone());
+            }
+        }
+        let show = |d: &Option<DatastoreId>| d.as_ref().map_or_else(|| "-".to_owned(), |d| d.to_string());
+        self.note(format!(
+            "vm {vm} relocated from {from} [{}] to {to} [{}]",
+            show(&old),
+            show(&files)
+        ));
+        Ok(())
+    }
+
     /// Registers `vm` on `to` and powers it on there. A VM that still runs on a host vCenter
     /// cannot reach holds its files locked: the power-on fails with `Locked` (the lock is the last
     /// guard against split brain; the manager must not count on it).
