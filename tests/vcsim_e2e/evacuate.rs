@@ -230,3 +230,44 @@ async fn a_red_health_alarm_in_vcenter_evacuates_its_host_into_maintenance() {
     .await;
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_powered_off_vm_leaves_an_evacuated_host_cold_and_stays_off() {
+    let sim = Vcsim::start(&Spec {
+        hosts: 3,
+        vms_per_host: 2,
+        tls: true,
+        ..Spec::default()
+    });
+    let d = RunDaemon::start(&sim, |_| {}).await;
+    let (name, moref, vms) = busiest(&sim);
+    let off = vms[0].clone();
+    sim.post(&format!("/vm/power-off?name={off}&user=alice"));
+    d.wait_for(&format!("{off} off by alice"), Duration::from_millis(200), |s| {
+        s.alarms
+            .iter()
+            .any(|a| a.kind == AlarmKind::VmPoweredOff && a.message.contains("alice"))
+            .then_some(())
+    })
+    .await;
+    d.ask(&OperatorRequest::Evacuate {
+        host: HostId::from(moref.as_str()),
+        reason: "maintenance".into(),
+        enter_maintenance: true,
+    })
+    .await;
+    until_in_maintenance_and_empty(&d, &sim, &name).await;
+    let after = hosts(&sim);
+    assert!(
+        after.iter().any(|(n, (_, on))| *n != name && on.contains(&off)),
+        "{off} is registered on another host: {after:?}"
+    );
+    let running = sim.running();
+    assert!(
+        running
+            .iter()
+            .all(|(vmx, on)| !vmx.contains(&format!("/{off}.vmx")) || on.is_empty()),
+        "{off} was powered on: {running:?}"
+    );
+    d.stop().await;
+}

@@ -191,9 +191,9 @@ impl OperatorRequest {
             | OperatorRequest::MaintenanceExit { host, .. }
             | OperatorRequest::Degraded { host, .. }
             | OperatorRequest::DegradedClear { host, .. } => Some(host),
-            OperatorRequest::Disarm { .. } | OperatorRequest::Arm | OperatorRequest::EvacuateDatastore { .. } => {
-                None
-            }
+            OperatorRequest::Disarm { .. }
+            | OperatorRequest::Arm
+            | OperatorRequest::EvacuateDatastore { .. } => None,
         }
     }
 }

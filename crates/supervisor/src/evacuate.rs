@@ -18,6 +18,8 @@ pub(crate) struct Move {
     to: HostId,
     /// The planned wave it belongs to (0-based).
     wave: usize,
+    /// A powered-off VM, re-registered on the target (`RelocateVM_Task`), not live-migrated.
+    cold: bool,
 }
 
 /// What an evacuation is for.
@@ -162,12 +164,30 @@ impl Supervisor {
                     from: m.from,
                     to: m.to,
                     wave: wave_left.len(),
+                    cold: false,
                 })
                 .collect();
             if !moves.is_empty() {
                 wave_left.push(moves.len());
                 queue.extend(moves);
             }
+        }
+        // Then the VMs that are off, last: re-registered cold on the hosts that stay, fewest
+        // registered VMs first (they use no capacity until someone powers them on).
+        let (cold, stuck) = self.cold_moves(host, &away, wave_left.len());
+        if !stuck.is_empty() {
+            self.note(
+                now,
+                subject.clone(),
+                format!(
+                    "{} (off) stay registered here: no other host up mounts their datastore",
+                    summarize(&stuck)
+                ),
+            );
+        }
+        if !cold.is_empty() {
+            wave_left.push(cold.len());
+            queue.extend(cold);
         }
         let (count, waves) = (queue.len(), wave_left.len());
         self.set_host_state(
@@ -230,6 +250,7 @@ impl Supervisor {
                 from: went_to,
                 to: host.clone(),
                 wave,
+                cold: false,
             });
         }
         if queue.is_empty() {
@@ -271,6 +292,71 @@ impl Supervisor {
             },
         );
         self.pump_evacuations(now);
+    }
+
+    /// The powered-off VMs registered on `host`, each with a host to go to (see `cold_target`),
+    /// as the moves of wave `wave`.
+    /// Those with nowhere to go (no other host up mounts their datastore) are named apart.
+    fn cold_moves(&self, host: &HostId, away: &BTreeSet<HostId>, wave: usize) -> (Vec<Move>, Vec<String>) {
+        let mut exclude = self.unusable_hosts();
+        exclude.extend(away.iter().cloned());
+        let mut load = self.registered_per_host();
+        let off: Vec<VmId> = self
+            .inv
+            .vms_on(host)
+            .filter(|v| v.power != PowerState::PoweredOn)
+            .map(|v| v.id.clone())
+            .collect();
+        let mut moves = Vec::new();
+        let mut stuck = Vec::new();
+        for vm in off {
+            match self.cold_target(&vm, &exclude, &load) {
+                Some(to) => {
+                    *load.entry(to.clone()).or_default() += 1;
+                    moves.push(Move {
+                        vm,
+                        from: host.clone(),
+                        to,
+                        wave,
+                        cold: true,
+                    });
+                }
+                None => stuck.push(self.vm_label(&vm)),
+            }
+        }
+        (moves, stuck)
+    }
+
+    /// VMs registered per host.
+    fn registered_per_host(&self) -> BTreeMap<HostId, usize> {
+        let mut n = BTreeMap::new();
+        for h in self.inv.vms.values().filter_map(|v| v.host.as_ref()) {
+            *n.entry(h.clone()).or_default() += 1;
+        }
+        n
+    }
+
+    /// Where a powered-off VM goes: a host that is up and not excluded, that mounts the VM's
+    /// datastore (when known), registering the fewest VMs (`load`), then by id.
+    fn cold_target(
+        &self,
+        vm: &VmId,
+        exclude: &BTreeSet<HostId>,
+        load: &BTreeMap<HostId, usize>,
+    ) -> Option<HostId> {
+        let ds = self
+            .inv
+            .vms
+            .get(vm)
+            .and_then(|v| v.datastore.as_ref())
+            .and_then(|d| self.inv.datastores.get(d));
+        self.inv
+            .hosts
+            .keys()
+            .filter(|h| !exclude.contains(*h) && self.host_state(h) == Some(&HostState::Up))
+            .filter(|h| ds.is_none_or(|d| d.hosts.contains(h)))
+            .min_by_key(|h| (load.get(*h).copied().unwrap_or(0), (*h).clone()))
+            .cloned()
     }
 
     /// Starts as many queued moves of every evacuation as the bounds allow (per source host, per
@@ -338,30 +424,61 @@ impl Supervisor {
             self.move_ended(now, host, &m, None);
             return false;
         }
-        if v.power != PowerState::PoweredOn {
-            self.move_ended(now, host, &m, Some("not running any more".into()));
+        if (v.power == PowerState::PoweredOn) == m.cold {
+            let why = if m.cold {
+                "powered on meanwhile"
+            } else {
+                "not running any more"
+            };
+            self.move_ended(now, host, &m, Some(why.into()));
             return false;
         }
         let busy = self.in_flight.values().any(|f| f.action.vm() == Some(&m.vm));
-        let healthy = self
-            .vms
-            .get(&m.vm)
-            .is_none_or(|r| matches!(r.state, VmState::Healthy | VmState::Unprotected));
-        if busy || !healthy {
+        let state = self.vms.get(&m.vm).map(|r| &r.state);
+        let quiet = if m.cold {
+            !state.is_some_and(|s| {
+                matches!(
+                    s,
+                    VmState::Recovering { .. }
+                        | VmState::Verifying { .. }
+                        | VmState::AwaitingCapacity
+                        | VmState::Deferred { .. }
+                        | VmState::Reconciling { .. }
+                )
+            })
+        } else {
+            state.is_none_or(|s| matches!(s, VmState::Healthy | VmState::Unprotected))
+        };
+        if busy || !quiet {
             self.move_ended(now, host, &m, Some("busy with its own recovery".into()));
             return false;
         }
         let priority = crate::ladder::priority_of(v);
         let (vl, tl) = (self.vm_label(&m.vm), self.host_label(&m.to));
+        let (action, what) = if m.cold {
+            (
+                Action::Relocate {
+                    vm: m.vm.clone(),
+                    host: Some(m.to.clone()),
+                    datastore: None,
+                },
+                format!("{why}: re-register {vl} (off) on {tl}"),
+            )
+        } else {
+            (
+                Action::MigrateLive {
+                    vm: m.vm.clone(),
+                    to: m.to.clone(),
+                },
+                format!("{why}: live-migrate {vl} to {tl}"),
+            )
+        };
         let id = self.issue(
             now,
-            Action::MigrateLive {
-                vm: m.vm.clone(),
-                to: m.to.clone(),
-            },
+            action,
             Purpose::Evacuate(host.clone(), m.vm.clone()),
             priority,
-            format!("{why}: live-migrate {vl} to {tl}"),
+            what,
         );
         if let Some(ev) = self.evacuations.get_mut(host) {
             ev.running.insert(id, m);
@@ -462,16 +579,21 @@ impl Supervisor {
                     let mut exclude = self.unusable_hosts();
                     exclude.insert(host.clone());
                     exclude.insert(m.to.clone());
-                    let view = self.planning_view().into_owned();
-                    let plan = self.place(&view, std::slice::from_ref(vm), &exclude);
-                    match plan.placements.get(vm).cloned() {
+                    let to = if m.cold {
+                        self.cold_target(vm, &exclude, &self.registered_per_host())
+                    } else {
+                        let view = self.planning_view().into_owned();
+                        let plan = self.place(&view, std::slice::from_ref(vm), &exclude);
+                        plan.placements.get(vm).cloned()
+                    };
+                    match to {
                         Some(to) => {
                             let vl = self.vm_label(vm);
                             let tl = self.host_label(&to);
                             self.note(
                                 now,
                                 Subject::Vm(vm.clone()),
-                                format!("live migration failed ({e}): {vl} is retried once, to {tl}"),
+                                format!("move failed ({e}): {vl} is retried once, to {tl}"),
                             );
                             if let Some(ev) = self.evacuations.get_mut(host) {
                                 ev.queue.push_front(Move { to, ..m });

@@ -117,7 +117,9 @@ impl Supervisor {
                     );
                 }
             }
-            OperatorRequest::Disarm { .. } | OperatorRequest::Arm | OperatorRequest::EvacuateDatastore { .. } => {}
+            OperatorRequest::Disarm { .. }
+            | OperatorRequest::Arm
+            | OperatorRequest::EvacuateDatastore { .. } => {}
         }
     }
 
