@@ -3,15 +3,13 @@
 //! `MigrateVM_Task`, in parallel within the bounds against the same evacuation one move at a
 //! time, and against the bound the concurrency limits set (ceil(N/C)·L).
 
-use crate::Result;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use crate::{Result, rund};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Issue 14's goals: at least this much faster than serial, within this of the bound.
 const GOAL_SPEEDUP: f64 = 20.0;
 const GOAL_BOUND_RATIO: f64 = 1.1;
-const TOKEN: &str = "bench-evacuate-token-0123";
 
 struct Opts {
     vms: u32,
@@ -61,15 +59,8 @@ fn parse(rest: &[&str]) -> Result<Opts> {
 pub fn bench_evacuate(root: &Path, rest: &[&str]) -> Result<()> {
     let o = parse(rest)?;
     crate::build_vcsim()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::run(
-        Command::new(&cargo)
-            .args(["build", "--release", "-p", "am-daemon"])
-            .current_dir(root),
-    )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let daemon = target.join("release/am-daemon");
-    let out_dir = target.join("bench-evacuate");
+    let daemon = rund::build_release(root)?;
+    let out_dir = rund::target_dir(root).join("bench-evacuate");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let parallel = (o.per_source, o.per_target, o.in_flight);
     let mut rows = Vec::new();
@@ -97,8 +88,6 @@ fn run_once(
     dir: &Path,
     (per_source, per_target, in_flight): (u32, u32, u32),
 ) -> Result<Duration> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let hosts = o.targets + 1;
     let sim = am_testbed::Vcsim::start(&am_testbed::Spec {
         hosts,
@@ -115,75 +104,21 @@ fn run_once(
         .into_iter()
         .min()
         .ok_or("the test bed has no host")?;
-    let pw = dir.join("pw");
-    let token = dir.join("token");
-    std::fs::write(&pw, "secret\n").map_err(|e| e.to_string())?;
-    std::fs::write(&token, format!("{TOKEN}\n")).map_err(|e| e.to_string())?;
-    let ca = sim.ca_file.as_ref().ok_or("the test bed has no CA file")?;
-    let port = am_testbed::free_port();
-    let text = format!(
-        "journal = \"{journal}\"\n[vcenter]\nurl = \"{url}\"\nuser = \"svc-am\"\npassword = {{ file = \"{pw}\" }}\nca_file = \"{ca}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ file = \"{token}\" }}\n[targets.hosts]\naddress = \"none\"\n[targets.guests]\naddress = \"none\"\n[supervisor]\nevacuation_per_host = {per_source}\nevacuation_per_target = {per_target}\nevacuation_in_flight = {in_flight}\n[supervisor.backup]\nsnapshot_every = \"0s\"\n",
-        journal = dir.join("journal.db").display(),
-        url = sim.url,
-        pw = pw.display(),
-        token = token.display(),
-        ca = ca.display(),
-    );
-    let config = dir.join("am.toml");
-    std::fs::write(&config, text).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
-    let mut child = Command::new(daemon)
-        .args(["--log-level", "warn", "run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", daemon.display()))?;
-    let measured = measure(&mut child, port, &source, o.vms);
-    let _ = child.kill();
-    let _ = child.wait();
-    measured
-}
-
-fn measure(child: &mut std::process::Child, port: u16, source: &str, vms: u32) -> Result<Duration> {
-    let addr = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!(
-                "am-daemon exited before it was ready ({status}); see its log"
-            ));
-        }
-        if matches!(am_testbed::http(&addr, "GET", "/readyz"), Ok((200, _))) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            return Err("am-daemon not ready after 120 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let bearer = format!("Bearer {TOKEN}");
-    let asked = Instant::now();
-    let (code, body) = am_testbed::http_with(
-        &addr,
-        "POST",
-        &format!("/api/v1/hosts/{source}/evacuate?reason=benchmark"),
-        &[("Authorization", &bearer)],
-        None,
+    let d = rund::Daemon::start(
+        daemon,
+        dir,
+        &sim,
+        &format!(
+            "[targets.hosts]\naddress = \"none\"\n[targets.guests]\naddress = \"none\"\n[supervisor]\nevacuation_per_host = {per_source}\nevacuation_per_target = {per_target}\nevacuation_in_flight = {in_flight}\n[supervisor.backup]\nsnapshot_every = \"0s\"\n"
+        ),
     )?;
+    let asked = Instant::now();
+    let (code, body) = d.post(&format!("/api/v1/hosts/{source}/evacuate?reason=benchmark"))?;
     if code != 202 {
         return Err(format!("evacuate refused ({code}): {body}"));
     }
     loop {
-        let (_, body) = am_testbed::http(&addr, "GET", "/api/v1/status")?;
-        let status: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("status: {e}"))?;
-        let state = status["hosts"]
-            .as_array()
-            .and_then(|hs| hs.iter().find(|h| h["name"] == source))
-            .and_then(|h| h["state"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        match state.as_str() {
+        match d.host_state(&source)?.as_str() {
             "drained" => return Ok(asked.elapsed()),
             "up" if asked.elapsed() > Duration::from_secs(5) => {
                 return Err(format!(
@@ -192,7 +127,7 @@ fn measure(child: &mut std::process::Child, port: u16, source: &str, vms: u32) -
             }
             _ => {}
         }
-        if asked.elapsed() > Duration::from_secs(60 + 3 * u64::from(vms)) {
+        if asked.elapsed() > Duration::from_secs(60 + 3 * u64::from(o.vms)) {
             return Err(format!("{source} not drained after {:?}", asked.elapsed()));
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -22,9 +22,15 @@
 //!   [--per-target N] [--in-flight N]` evacuates N VMs packed on one host by live migration, with a
 //!   latency injected per `MigrateVM_Task`, in parallel and one at a time, and prints the makespans
 //!   against the bound the limits set (`target/bench-evacuate/results.md`).
+//! - `cargo xtask bench-failover [--vms N] [--targets N] [--latency-ms MS]` crashes a host running
+//!   N VMs, with a latency injected per `PowerOnVM_Task`, and prints how long after the `dead`
+//!   verdict every restart was issued and the makespan against the bound
+//!   (`target/bench-failover/results.md`).
 
 mod bench_evacuate;
+mod bench_failover;
 mod bench_scale;
+mod rund;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -42,6 +48,7 @@ fn main() -> ExitCode {
         ["bench-soap", rest @ ..] => bench_soap(rest),
         ["bench-scale", rest @ ..] => bench_scale::bench_scale(&root(), rest),
         ["bench-evacuate", rest @ ..] => bench_evacuate::bench_evacuate(&root(), rest),
+        ["bench-failover", rest @ ..] => bench_failover::bench_failover(&root(), rest),
         ["test", rest @ ..] => test(rest),
         ["ci"] => ci(),
         _ => Err(USAGE.to_string()),
@@ -63,7 +70,8 @@ const USAGE: &str = "usage:
   cargo xtask vcsim start [-- -hosts N -vms-per-host N -listen ADDR -control ADDR ...]
   cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]
   cargo xtask bench-scale [--hosts-vms HxV] [--warmup S] [--window S]
-  cargo xtask bench-evacuate [--vms N] [--targets N] [--latency-ms MS] [--per-source N] [--per-target N] [--in-flight N]";
+  cargo xtask bench-evacuate [--vms N] [--targets N] [--latency-ms MS] [--per-source N] [--per-target N] [--in-flight N]
+  cargo xtask bench-failover [--vms N] [--targets N] [--latency-ms MS]";
 
 /// Debian packages the tests need: Go and govmomi's source (vcsim), fping (the probe benchmark's
 /// baseline), iproute2 (network namespaces in the probe tests), python3-venv (the venv that

@@ -1,0 +1,166 @@
+//! `cargo xtask bench-failover`: a crashed host's VMs restarted by `am-daemon run` (release)
+//! against the vcsim test bed, with a latency injected per `PowerOnVM_Task`: how long after the
+//! `dead` verdict every restart command is issued, and the makespan against the bound the
+//! executor's concurrency limits set (ceil(N/C)·L).
+
+use crate::{Result, rund};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Issue 12's goals: every restart issued within this of the verdict; the makespan within this
+/// of the bound.
+const GOAL_ISSUED_MS: f64 = 10.0;
+const GOAL_BOUND_RATIO: f64 = 1.1;
+/// The executor's bounds in `am-daemon run` (`EngineConfig::default`): in flight in all, and per
+/// target host.
+const MAX_IN_FLIGHT: u32 = 64;
+const PER_HOST: u32 = 16;
+
+struct Opts {
+    vms: u32,
+    targets: u32,
+    latency_ms: u64,
+}
+
+fn parse(rest: &[&str]) -> Result<Opts> {
+    let mut o = Opts {
+        vms: 100,
+        targets: 10,
+        latency_ms: 1000,
+    };
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
+        let small = || u32::try_from(n).map_err(|_| format!("{flag}: {n} is too large"));
+        match *flag {
+            "--vms" => o.vms = small()?,
+            "--targets" => o.targets = small()?,
+            "--latency-ms" => o.latency_ms = n,
+            other => return Err(format!("unknown option {other} (--vms, --targets, --latency-ms)")),
+        }
+    }
+    if o.vms == 0 || o.targets == 0 {
+        return Err("--vms and --targets must be at least 1".into());
+    }
+    Ok(o)
+}
+
+/// What one failover showed, from the daemon's audit trail (its own clock, ms).
+struct Figures {
+    restarts: usize,
+    /// From the `dead` verdict to the last restart command issued.
+    issued_ms: f64,
+    /// From the `dead` verdict to the last restart done.
+    makespan_ms: f64,
+}
+
+pub fn bench_failover(root: &Path, rest: &[&str]) -> Result<()> {
+    let o = parse(rest)?;
+    crate::build_vcsim()?;
+    let daemon = rund::build_release(root)?;
+    let out_dir = rund::target_dir(root).join("bench-failover");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let hosts = o.targets + 1;
+    let mgmt_port = am_testbed::free_port();
+    let sim = am_testbed::Vcsim::start(&am_testbed::Spec {
+        hosts,
+        vms_per_host: o.vms.div_ceil(hosts),
+        pack: o.vms,
+        mgmt_port,
+        ..am_testbed::Spec::default()
+    });
+    sim.post(&format!(
+        "/delay?method=PowerOnVM_Task&ms={}&count=100000",
+        o.latency_ms
+    ));
+    let source = sim
+        .host_names()
+        .into_iter()
+        .min()
+        .ok_or("the test bed has no host")?;
+    // Hosts probed on their management address (two signals: no one-at-a-time canary).
+    let d = rund::Daemon::start(
+        &daemon,
+        &out_dir.join("run"),
+        &sim,
+        &format!(
+            "[targets.hosts]\nport = {mgmt_port}\n[targets.guests]\naddress = \"none\"\n[supervisor.backup]\nsnapshot_every = \"0s\"\n"
+        ),
+    )?;
+    // Probes settle (every host answering) before the crash.
+    std::thread::sleep(Duration::from_secs(5));
+    sim.post(&format!("/host/crash?name={source}"));
+    let crashed = Instant::now();
+    let figures = loop {
+        if let Some(f) = figures(&d, &source, o.vms)? {
+            break f;
+        }
+        if crashed.elapsed() > Duration::from_secs(120 + 2 * u64::from(o.vms)) {
+            return Err(format!(
+                "{source}'s VMs not all restarted after {:?}",
+                crashed.elapsed()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let c = MAX_IN_FLIGHT.min(PER_HOST.saturating_mul(o.targets)).max(1);
+    let bound_ms = f64::from(o.vms.div_ceil(c)) * o.latency_ms as f64;
+    let table = format!(
+        "`cargo xtask bench-failover`: am-daemon run (release) against am-vcsim, {} VMs packed on one host that crashes, {} surviving hosts, {} ms injected per PowerOnVM_Task, hosts probed on their management address; times from the daemon's audit trail, from the `dead` verdict; bound = ceil(N/C)·L with C = min(executor in flight {MAX_IN_FLIGHT}, per target host {PER_HOST} x hosts) = {c}; goals: every restart issued within {GOAL_ISSUED_MS} ms, makespan <= {GOAL_BOUND_RATIO}x the bound.\n\n| restarts | last one issued after the verdict | makespan | bound | makespan / bound |\n| --- | --- | --- | --- | --- |\n| {} | {:.1} ms ({:.2}x the goal) | {:.2} s | {:.1} s | {:.3}x |\n",
+        o.vms,
+        o.targets,
+        o.latency_ms,
+        figures.restarts,
+        figures.issued_ms,
+        figures.issued_ms / GOAL_ISSUED_MS,
+        figures.makespan_ms / 1000.0,
+        bound_ms / 1000.0,
+        figures.makespan_ms / bound_ms,
+    );
+    println!("{table}");
+    let results = out_dir.join("results.md");
+    std::fs::write(&results, &table).map_err(|e| format!("{}: {e}", results.display()))?;
+    eprintln!("bench-failover: written to {}", results.display());
+    Ok(())
+}
+
+/// The figures once every restart of the VMs of `source` is done, from `/api/v1/events`.
+fn figures(d: &rund::Daemon, source: &str, vms: u32) -> Result<Option<Figures>> {
+    let (_, body) = am_testbed::http(&d.addr, "GET", "/api/v1/events?limit=1000")?;
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("events: {e}"))?;
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    let at = |e: &serde_json::Value| e["at"].as_f64().unwrap_or(f64::NAN);
+    let Some(dead) = events
+        .iter()
+        .find(|e| e["kind"] == "transition" && e["to"] == "dead" && e["name"] == source)
+        .map(at)
+    else {
+        return Ok(None);
+    };
+    let mut issued = std::collections::BTreeMap::new();
+    for e in &events {
+        let op = e["action"]["op"].as_str().unwrap_or_default();
+        if e["kind"] == "issued" && matches!(op, "failover" | "power_on") && at(e) >= dead {
+            issued.insert(e["id"].as_u64().unwrap_or(0), at(e));
+        }
+    }
+    let done: Vec<f64> = events
+        .iter()
+        .filter(|e| e["kind"] == "finished" && e["ok"] == true)
+        .filter(|e| issued.contains_key(&e["id"].as_u64().unwrap_or(u64::MAX)))
+        .map(at)
+        .collect();
+    if done.len() < vms as usize {
+        return Ok(None);
+    }
+    let last_issued = issued.values().copied().fold(f64::MIN, f64::max);
+    let last_done = done.iter().copied().fold(f64::MIN, f64::max);
+    Ok(Some(Figures {
+        restarts: done.len(),
+        issued_ms: last_issued - dead,
+        makespan_ms: last_done - dead,
+    }))
+}

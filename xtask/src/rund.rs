@@ -1,0 +1,118 @@
+//! The release `am-daemon run` against a test bed, for the benchmarks: built once, configured as
+//! an operator would (a password file, an API token file, a journal), killed on drop.
+
+use crate::Result;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The API token of every benchmark daemon.
+pub const TOKEN: &str = "bench-daemon-token-0123";
+
+/// Builds the release daemon; its path.
+pub fn build_release(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    crate::run(
+        Command::new(&cargo)
+            .args(["build", "--release", "-p", "am-daemon"])
+            .current_dir(root),
+    )?;
+    Ok(target_dir(root).join("release/am-daemon"))
+}
+
+/// The cargo target directory.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Child,
+    /// Its API (`127.0.0.1:PORT`).
+    pub addr: String,
+    /// Its files: `am.toml`, `journal.db`, `daemon.log`.
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `daemon` against `sim` in a fresh `dir`, with `extra` TOML appended to the
+    /// configuration (sections of its own), and waits for `/readyz`.
+    pub fn start(daemon: &Path, dir: &Path, sim: &am_testbed::Vcsim, extra: &str) -> Result<Daemon> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (pw, token) = (dir.join("pw"), dir.join("token"));
+        std::fs::write(&pw, "secret\n").map_err(|e| e.to_string())?;
+        std::fs::write(&token, format!("{TOKEN}\n")).map_err(|e| e.to_string())?;
+        let ca = sim.ca_file.as_ref().ok_or("the test bed has no CA file")?;
+        let port = am_testbed::free_port();
+        let text = format!(
+            "journal = \"{journal}\"\n[vcenter]\nurl = \"{url}\"\nuser = \"svc-am\"\npassword = {{ file = \"{pw}\" }}\nca_file = \"{ca}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ file = \"{token}\" }}\n{extra}",
+            journal = dir.join("journal.db").display(),
+            url = sim.url,
+            pw = pw.display(),
+            token = token.display(),
+            ca = ca.display(),
+        );
+        let config = dir.join("am.toml");
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(daemon)
+            .args(["--log-level", "warn", "run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", daemon.display()))?;
+        let mut d = Daemon {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            dir: dir.to_owned(),
+        };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = d.child.try_wait().map_err(|e| e.to_string())? {
+                return Err(format!(
+                    "am-daemon exited before it was ready ({status}); see {}",
+                    d.dir.join("daemon.log").display()
+                ));
+            }
+            if matches!(am_testbed::http(&d.addr, "GET", "/readyz"), Ok((200, _))) {
+                return Ok(d);
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                return Err("am-daemon not ready after 120 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A POST with the token: status and body.
+    pub fn post(&self, path: &str) -> Result<(u16, String)> {
+        let bearer = format!("Bearer {TOKEN}");
+        am_testbed::http_with(&self.addr, "POST", path, &[("Authorization", &bearer)], None)
+    }
+
+    /// Its status, as JSON.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let (_, body) = am_testbed::http(&self.addr, "GET", "/api/v1/status")?;
+        serde_json::from_str(&body).map_err(|e| format!("status: {e}"))
+    }
+
+    /// A host's state in its status.
+    pub fn host_state(&self, name: &str) -> Result<String> {
+        let status = self.status()?;
+        Ok(status["hosts"]
+            .as_array()
+            .and_then(|hs| hs.iter().find(|h| h["name"] == name))
+            .and_then(|h| h["state"].as_str())
+            .unwrap_or_default()
+            .to_owned())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
