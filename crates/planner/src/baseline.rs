@@ -154,3 +154,140 @@ pub fn upper_bound(inv: &Inventory, failed: &BTreeSet<HostId>, policy: &Policy) 
     let by_cpu = fit(vms.iter().map(|v| v.demand.cpu_mhz).collect(), free.cpu_mhz);
     by_mem.min(by_cpu)
 }
+
+/// The plans of [`first_fit_decreasing`] for the failure of every host (by id) and of every
+/// failure domain (by name), the same plans, made with the cluster's tables built once (host
+/// slots, free capacity, rules): the time yardstick for building every plan at once.
+pub fn first_fit_decreasing_every(
+    inv: &Inventory,
+    constraints: &Constraints,
+    policy: &Policy,
+) -> (Vec<(HostId, Plan)>, Vec<(String, Plan)>) {
+    let hosts: Vec<&am_core::Host> = inv.hosts.values().collect();
+    let slot: std::collections::HashMap<&HostId, usize> =
+        hosts.iter().enumerate().map(|(i, h)| (&h.id, i)).collect();
+    let mut free: Vec<Resources> = hosts.iter().map(|h| limit_of(policy, h.capacity)).collect();
+    let mut anti: std::collections::HashSet<(usize, &str)> = std::collections::HashSet::new();
+    let mut restart: Vec<Vec<&Vm>> = vec![Vec::new(); hosts.len()];
+    let mut vm_at: std::collections::HashMap<&VmId, usize> = std::collections::HashMap::new();
+    for vm in inv.vms.values() {
+        let Some(&h) = vm.host.as_ref().and_then(|h| slot.get(h)) else {
+            continue;
+        };
+        vm_at.insert(&vm.id, h);
+        if vm.power == PowerState::PoweredOn {
+            free[h] = free[h].saturating_sub(&vm.demand);
+            if vm.is_protected() {
+                restart[h].push(vm);
+            }
+        }
+        if let Some(g) = vm.anti_affinity_group.as_deref() {
+            anti.insert((h, g));
+        }
+    }
+    let mut partner: std::collections::HashMap<&VmId, &VmId> = std::collections::HashMap::new();
+    for p in &constraints.ft_pairs {
+        partner.insert(&p.primary, &p.secondary);
+        partner.insert(&p.secondary, &p.primary);
+    }
+    // VM -> the hosts its must (not) run on rules allow.
+    let mut allowed: std::collections::HashMap<&VmId, Vec<bool>> = std::collections::HashMap::new();
+    for r in &constraints.host_rules {
+        let must = match r.kind {
+            RuleKind::MustRunOn => true,
+            RuleKind::MustNotRunOn => false,
+            RuleKind::ShouldRunOn | RuleKind::ShouldNotRunOn => continue,
+        };
+        let group = constraints.host_groups.get(&r.host_group);
+        for vm in &r.vms {
+            let mask = allowed.entry(vm).or_insert_with(|| vec![true; hosts.len()]);
+            for (i, h) in hosts.iter().enumerate() {
+                if group.is_some_and(|g| g.contains(&h.id)) != must {
+                    mask[i] = false;
+                }
+            }
+        }
+    }
+    let accepts: Vec<bool> = hosts.iter().map(|h| h.accepts_vms()).collect();
+    let order = |vms: &mut Vec<&Vm>| {
+        vms.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(b.demand.mem_mib.cmp(&a.demand.mem_mib))
+                .then(b.demand.cpu_mhz.cmp(&a.demand.cpu_mhz))
+                .then_with(|| a.id.cmp(&b.id))
+        })
+    };
+    for list in &mut restart {
+        order(list);
+    }
+    let mut failed = vec![false; hosts.len()];
+    let mut left = free.clone();
+    let mut plan_of = |failed_hosts: &[usize], vms: &[&Vm]| -> Plan {
+        for &h in failed_hosts {
+            failed[h] = true;
+        }
+        left.copy_from_slice(&free);
+        let mut added: Vec<(usize, &str)> = Vec::new();
+        let mut placed: std::collections::HashMap<&VmId, usize> = std::collections::HashMap::new();
+        let mut plan = Plan::default();
+        for vm in vms {
+            let mask = allowed.get(&vm.id);
+            let mate = partner.get(&vm.id).copied();
+            let target = (0..hosts.len()).find(|&h| {
+                accepts[h]
+                    && !failed[h]
+                    && vm.demand.fits_in(&left[h])
+                    && mask.is_none_or(|m| m[h])
+                    && vm
+                        .anti_affinity_group
+                        .as_deref()
+                        .is_none_or(|g| !anti.contains(&(h, g)) && !added.contains(&(h, g)))
+                    && mate.is_none_or(|p| {
+                        let at = placed
+                            .get(p)
+                            .copied()
+                            .or_else(|| vm_at.get(p).copied().filter(|&x| !failed[x]));
+                        at != Some(h)
+                    })
+            });
+            match target {
+                Some(h) => {
+                    left[h] = left[h].saturating_sub(&vm.demand);
+                    if let Some(g) = vm.anti_affinity_group.as_deref() {
+                        added.push((h, g));
+                    }
+                    if partner.contains_key(&vm.id) {
+                        placed.insert(&vm.id, h);
+                    }
+                    plan.placements.insert(vm.id.clone(), hosts[h].id.clone());
+                }
+                None => {
+                    plan.unplaced.insert(vm.id.clone(), Unplaced::NoCapacity);
+                }
+            }
+        }
+        for &h in failed_hosts {
+            failed[h] = false;
+        }
+        plan
+    };
+    let host_plans: Vec<(HostId, Plan)> = (0..hosts.len())
+        .map(|h| (hosts[h].id.clone(), plan_of(&[h], &restart[h])))
+        .collect();
+    let mut domains: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, h) in hosts.iter().enumerate() {
+        if let Some(d) = h.failure_domain.as_deref() {
+            domains.entry(d).or_default().push(i);
+        }
+    }
+    let domain_plans: Vec<(String, Plan)> = domains
+        .into_iter()
+        .map(|(d, members)| {
+            let mut vms: Vec<&Vm> = members.iter().flat_map(|&h| restart[h].iter().copied()).collect();
+            order(&mut vms);
+            (d.to_owned(), plan_of(&members, &vms))
+        })
+        .collect();
+    (host_plans, domain_plans)
+}

@@ -1,0 +1,223 @@
+//! The planner at scale and at every fill level, against the goals of issue 12: one VM change
+//! (latency distribution), `refresh()` after 100 deferred changes, building every plan against
+//! a plain first-fit decreasing on the same inventory (time and VMs placed), and the heap the
+//! kept plans hold (a counting global allocator: retained and peak bytes).
+//!
+//! `cargo bench -p planner --bench scale` (environment: `SCALE_ROWS=70:0,80:0,88:0,95:0,88:12`
+//! for the fill and headroom percents of each row,
+//! `SCALE_CHANGES=1000`, `SCALE_CHECK=1` to also compare the updated plans with a rebuild).
+#![allow(clippy::expect_used, clippy::unwrap_used)] // benchmark code
+#![allow(missing_docs)]
+
+use peak_alloc::PeakAlloc;
+use planner::baseline::first_fit_decreasing_every;
+use planner::synth::{self, Params, Rng, vm_change};
+use planner::{FailoverPlans, Policy, Updated};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static HEAP: PeakAlloc = PeakAlloc;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// CPU time of this process, seconds (Linux).
+fn cpu() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+fn env_list(name: &str, default: &[u64]) -> Vec<u64> {
+    std::env::var(name)
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Best of `n` runs of `f`: (wall, cpu seconds).
+fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (Duration, f64, T) {
+    let mut best = (Duration::MAX, f64::MAX);
+    let mut out = None;
+    for _ in 0..n {
+        let (c0, t0) = (cpu(), Instant::now());
+        let r = f();
+        let (w, c) = (t0.elapsed(), cpu() - c0);
+        if w < best.0 {
+            best = (w, c);
+        }
+        out = Some(r);
+    }
+    (best.0, best.1, out.expect("n > 0"))
+}
+
+fn main() {
+    // (fill, headroom) rows: SCALE_ROWS=70:0,88:10 (headroom in percent of every host).
+    let rows: Vec<(u64, u64)> = std::env::var("SCALE_ROWS")
+        .unwrap_or_else(|_| "70:0,80:0,88:0,95:0,88:12".to_owned())
+        .split(',')
+        .filter_map(|r| {
+            let (f, h) = r.split_once(':').unwrap_or((r, "0"));
+            Some((f.trim().parse().ok()?, h.trim().parse().ok()?))
+        })
+        .collect();
+    let changes = env_list("SCALE_CHANGES", &[1000])[0] as usize;
+    let check = std::env::var("SCALE_CHECK").is_ok_and(|v| v == "1");
+    println!(
+        "| fill (memory used) | change mean | p50 | p99 | max | p99/5ms | refresh(100) | build (planner) | build (FFD) | build ratio (goal 3x) | placed planner / FFD | plans < FFD | kept heap | peak heap | kept/100MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (fill, headroom) in rows {
+        let policy = Policy {
+            headroom_pct: headroom as u8,
+            ..Policy::default()
+        };
+        let (inv, cons) = synth::cluster(
+            &Params {
+                // The default VM sizes fill about 45 % of the memory: scaled up so that
+                // `fill` percent is used, under a per-host cap a little above it.
+                fill_pct: (fill + 4).min(100),
+                vm_size_pct: fill * 100 / 45,
+                ..Params::default()
+            },
+            1,
+        );
+        let cap: u64 = inv.hosts.values().map(|h| h.capacity.mem_mib).sum();
+        let used: u64 = inv
+            .vms
+            .values()
+            .filter(|v| v.power == am_core::PowerState::PoweredOn)
+            .map(|v| v.demand.mem_mib)
+            .sum();
+        let actual = 100.0 * used as f64 / cap.max(1) as f64;
+        // (c) building every plan, against FFD on the same inventory.
+        let (ffd_wall, ffd_cpu, (ffd_hosts, ffd_domains)) =
+            best_of(3, || first_fit_decreasing_every(&inv, &cons, &policy));
+        let before = HEAP.current_usage();
+        HEAP.reset_peak_usage();
+        let (c0, t0) = (cpu(), Instant::now());
+        let plans = FailoverPlans::new(&inv, &cons, &policy).expect("valid");
+        let (mut build_wall, mut build_cpu) = (t0.elapsed(), cpu() - c0);
+        // (d) what the kept plans hold (the inventory copy and the tables included).
+        let kept = HEAP.current_usage().saturating_sub(before);
+        let peak = HEAP.peak_usage().saturating_sub(before);
+        drop(plans);
+        for _ in 0..2 {
+            let (c0, t0) = (cpu(), Instant::now());
+            let p = FailoverPlans::new(&inv, &cons, &policy).expect("valid");
+            let (w, c) = (t0.elapsed(), cpu() - c0);
+            if w < build_wall {
+                (build_wall, build_cpu) = (w, c);
+            }
+            drop(p);
+        }
+        let mut plans = FailoverPlans::new(&inv, &cons, &policy).expect("valid");
+        let (mut ours, mut theirs, mut worse) = (0usize, 0usize, 0usize);
+        let incomplete = plans.host_plans().filter(|(_, p)| !p.is_complete()).count();
+        let incomplete_racks = plans.domain_plans().filter(|(_, p)| !p.is_complete()).count();
+        let unplaced: usize = plans
+            .host_plans()
+            .map(|(_, p)| p.unplaced.len())
+            .chain(plans.domain_plans().map(|(_, p)| p.unplaced.len()))
+            .sum();
+        eprintln!(
+            "fill {fill}% headroom {headroom}%: {} VMs, memory {actual:.1} % used; plans with VMs left out: {incomplete} of hosts, {incomplete_racks} of racks, {unplaced} VMs left out",
+            inv.vms.len()
+        );
+        let mut count = |mine: Option<&planner::Plan>, ffd: &planner::Plan| {
+            let n = mine.map_or(0, |p| p.placements.len());
+            ours += n;
+            theirs += ffd.placements.len();
+            worse += usize::from(n < ffd.placements.len());
+        };
+        for (h, p) in &ffd_hosts {
+            count(plans.plan_for(h), p);
+        }
+        for (d, p) in &ffd_domains {
+            count(plans.plan_for_domain(d), p);
+        }
+        // (a) one VM change at a time: each change and its undo are both timed samples.
+        let mut rng = Rng::new(7);
+        let mut lat: Vec<Duration> = Vec::with_capacity(changes);
+        let mut by_kind = [Duration::ZERO; 4];
+        let mut worst_kind = [Duration::ZERO; 4];
+        let mut stats = Updated::default();
+        let mut i = 0;
+        while lat.len() < changes {
+            let (change, undo) = vm_change(plans.inventory(), &mut rng, i);
+            for d in [change, undo] {
+                let t = Instant::now();
+                stats += plans.apply(&d);
+                let e = t.elapsed();
+                lat.push(e);
+                by_kind[i % 4] += e;
+                worst_kind[i % 4] = worst_kind[i % 4].max(e);
+            }
+            i += 1;
+        }
+        // (b) refresh after 100 deferred changes (forward only), three times.
+        let mut refresh = Vec::new();
+        let mut rstats = Updated::default();
+        for round in 0..3 {
+            for k in 0..100 {
+                let (change, _) = vm_change(plans.inventory(), &mut rng, 100_000 + round * 1000 + k);
+                plans.defer(&change);
+            }
+            let t = Instant::now();
+            rstats += plans.refresh();
+            refresh.push(t.elapsed());
+        }
+        if check {
+            let full = FailoverPlans::new(plans.inventory(), &cons, &policy).expect("valid");
+            let same =
+                plans.host_plans().eq(full.host_plans()) && plans.domain_plans().eq(full.domain_plans());
+            eprintln!("fill {fill}%: incremental == full after the changes: {same}");
+            assert!(same, "incremental plans differ from a rebuild");
+        }
+        lat.sort_unstable();
+        let n = lat.len();
+        let mean = lat.iter().sum::<Duration>() / n as u32;
+        let p = |q: f64| lat[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
+        let refresh_max = refresh.iter().max().copied().unwrap_or_default();
+        let refresh_mean = refresh.iter().sum::<Duration>() / refresh.len().max(1) as u32;
+        eprintln!(
+            "fill {fill}% headroom {headroom}%: build wall {:.1} ms cpu {:.3} s; FFD wall {:.1} ms cpu {:.3} s; per kind (resize, move, add, remove) mean {:?} max {:?}; changes {stats:?}; refresh {rstats:?}, each {:?}",
+            ms(build_wall),
+            build_cpu,
+            ms(ffd_wall),
+            ffd_cpu,
+            by_kind.map(|d| format!("{:.2} ms", ms(d) / (n as f64 / 4.0))),
+            worst_kind.map(|d| format!("{:.1} ms", ms(d))),
+            refresh
+                .iter()
+                .map(|d| format!("{:.1} ms", ms(*d)))
+                .collect::<Vec<_>>(),
+        );
+        println!(
+            "| {fill}% ({actual:.0} %){} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.2} | {:.1} ms (max {:.1}) | {:.1} ms | {:.1} ms | {:.1}x ({:.2} of goal) | {ours} / {theirs} | {worse} | {:.1} MiB | {:.1} MiB | {:.2} |",
+            if headroom > 0 {
+                format!(", headroom {headroom} %")
+            } else {
+                String::new()
+            },
+            ms(mean),
+            ms(p(0.5)),
+            ms(p(0.99)),
+            ms(lat[n - 1]),
+            ms(p(0.99)) / 5.0,
+            ms(refresh_mean),
+            ms(refresh_max),
+            ms(build_wall),
+            ms(ffd_wall),
+            build_wall.as_secs_f64() / ffd_wall.as_secs_f64(),
+            build_wall.as_secs_f64() / ffd_wall.as_secs_f64() / 3.0,
+            kept as f64 / MIB,
+            peak as f64 / MIB,
+            kept as f64 / MIB / 100.0,
+        );
+    }
+}
