@@ -28,6 +28,15 @@ fn cpu() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// CPU time of this thread, nanoseconds (Linux scheduler statistics): per-change CPU time on a
+/// machine shared with other builds, where wall time also counts waiting for a core.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0)
+}
+
 fn env_list(name: &str, default: &[u64]) -> Vec<u64> {
     std::env::var(name)
         .ok()
@@ -68,9 +77,9 @@ fn main() {
     let changes = env_list("SCALE_CHANGES", &[1000])[0] as usize;
     let check = std::env::var("SCALE_CHECK").is_ok_and(|v| v == "1");
     println!(
-        "| fill (memory used) | change mean | p50 | p99 | max | p99/5ms | refresh(100) | build (planner) | build (FFD) | build ratio (goal 3x) | placed planner / FFD | plans < FFD | kept heap | peak heap | kept/100MiB |"
+        "| fill (memory used) | change mean | p50 | p99 | max | p99/5ms | CPU mean / p99 / max | refresh(100) wall (CPU) | build (planner) | build (FFD) | build ratio (goal 3x) | placed planner / FFD | plans < FFD | kept heap | peak heap | kept/100MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (fill, headroom) in rows {
         let policy = Policy {
             headroom_pct: headroom as u8,
@@ -143,6 +152,7 @@ fn main() {
         // (a) one VM change at a time: each change and its undo are both timed samples.
         let mut rng = Rng::new(7);
         let mut lat: Vec<Duration> = Vec::with_capacity(changes);
+        let mut lat_cpu: Vec<Duration> = Vec::with_capacity(changes);
         let mut by_kind = [Duration::ZERO; 4];
         let mut worst_kind = [Duration::ZERO; 4];
         let mut stats = Updated::default();
@@ -150,9 +160,10 @@ fn main() {
         while lat.len() < changes {
             let (change, undo) = vm_change(plans.inventory(), &mut rng, i);
             for d in [change, undo] {
-                let t = Instant::now();
+                let (c, t) = (thread_cpu_ns(), Instant::now());
                 stats += plans.apply(&d);
                 let e = t.elapsed();
+                lat_cpu.push(Duration::from_nanos(thread_cpu_ns().saturating_sub(c)));
                 lat.push(e);
                 by_kind[i % 4] += e;
                 worst_kind[i % 4] = worst_kind[i % 4].max(e);
@@ -161,15 +172,17 @@ fn main() {
         }
         // (b) refresh after 100 deferred changes (forward only), three times.
         let mut refresh = Vec::new();
+        let mut refresh_cpu: Vec<Duration> = Vec::new();
         let mut rstats = Updated::default();
         for round in 0..3 {
             for k in 0..100 {
                 let (change, _) = vm_change(plans.inventory(), &mut rng, 100_000 + round * 1000 + k);
                 plans.defer(&change);
             }
-            let t = Instant::now();
+            let (c, t) = (thread_cpu_ns(), Instant::now());
             rstats += plans.refresh();
             refresh.push(t.elapsed());
+            refresh_cpu.push(Duration::from_nanos(thread_cpu_ns().saturating_sub(c)));
         }
         if check {
             let full = FailoverPlans::new(plans.inventory(), &cons, &policy).expect("valid");
@@ -179,11 +192,15 @@ fn main() {
             assert!(same, "incremental plans differ from a rebuild");
         }
         lat.sort_unstable();
+        lat_cpu.sort_unstable();
         let n = lat.len();
+        let pc = |q: f64| lat_cpu[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
+        let cpu_mean = lat_cpu.iter().sum::<Duration>() / n as u32;
         let mean = lat.iter().sum::<Duration>() / n as u32;
         let p = |q: f64| lat[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
         let refresh_max = refresh.iter().max().copied().unwrap_or_default();
         let refresh_mean = refresh.iter().sum::<Duration>() / refresh.len().max(1) as u32;
+        let refresh_cpu_mean = refresh_cpu.iter().sum::<Duration>() / refresh_cpu.len().max(1) as u32;
         eprintln!(
             "fill {fill}% headroom {headroom}%: build wall {:.1} ms cpu {:.3} s; FFD wall {:.1} ms cpu {:.3} s; per kind (resize, move, add, remove) mean {:?} max {:?}; changes {stats:?}; refresh {rstats:?}, each {:?}",
             ms(build_wall),
@@ -198,7 +215,7 @@ fn main() {
                 .collect::<Vec<_>>(),
         );
         println!(
-            "| {fill}% ({actual:.0} %){} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.2} | {:.1} ms (max {:.1}) | {:.1} ms | {:.1} ms | {:.1}x ({:.2} of goal) | {ours} / {theirs} | {worse} | {:.1} MiB | {:.1} MiB | {:.2} |",
+            "| {fill}% ({actual:.0} %){} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {:.2} | {:.2} / {:.2} / {:.1} ms | {:.1} ms (max {:.1}; CPU {:.1}) | {:.1} ms | {:.1} ms | {:.1}x ({:.2} of goal) | {ours} / {theirs} | {worse} | {:.1} MiB | {:.1} MiB | {:.2} |",
             if headroom > 0 {
                 format!(", headroom {headroom} %")
             } else {
@@ -209,8 +226,12 @@ fn main() {
             ms(p(0.99)),
             ms(lat[n - 1]),
             ms(p(0.99)) / 5.0,
+            ms(cpu_mean),
+            ms(pc(0.99)),
+            ms(lat_cpu[n - 1]),
             ms(refresh_mean),
             ms(refresh_max),
+            ms(refresh_cpu_mean),
             ms(build_wall),
             ms(ffd_wall),
             build_wall.as_secs_f64() / ffd_wall.as_secs_f64(),

@@ -62,7 +62,7 @@ mod validate;
 pub use admission::Admission;
 pub use constraints::{Constraints, FtPair, HostRule, PlanError, Result, RuleKind};
 pub use evacuation::{Evacuation, Migration, Wave, evacuation_plan, evacuation_plan_with};
-pub use plans::{FailoverPlans, Lookup, Updated};
+pub use plans::{DEFAULT_UPDATE_BUDGET, FailoverPlans, Lookup, Updated};
 pub use validate::{Violation, check_plan};
 
 use am_core::{HostId, Inventory, InventoryDelta, PowerState, VmId};

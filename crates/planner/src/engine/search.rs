@@ -3,7 +3,7 @@
 //! portfolio that makes a plan of the scattering run or of the best of three strategies.
 
 use super::feasible::{Check, Key, Strategy, class_index};
-use super::index::{HostIx, VmIx};
+use super::index::{HostIx, Idx, VmIx};
 use super::local::{Baseline, Scratch};
 use super::spec::Spec;
 use super::{Engine, VmRec};
@@ -92,7 +92,8 @@ impl Computed {
 impl Engine {
     // ----- runs --------------------------------------------------------------------------------
 
-    /// Readies `s` for a run of `strategy` on `spec`: the excluded hosts, the host order.
+    /// Readies `s` for a run of `strategy` on `spec`: the excluded hosts, the candidate hosts
+    /// in the strategy's order, and their free room.
     fn begin(&self, s: &mut Scratch, spec: &Spec, strategy: Strategy) {
         let n = self.hosts.len();
         if s.excluded.len() < n {
@@ -102,27 +103,72 @@ impl Engine {
             s.local_anti.resize(n, Vec::new());
             s.local_aff.resize(n, Vec::new());
             s.pos.resize(n, u32::MAX);
+            s.rank.resize(n, u32::MAX);
         }
         for &h in &spec.excluded {
             s.excluded[h] = true;
         }
         s.order.clear();
-        if strategy == Strategy::Scatter {
-            for (h, r) in self.hosts.iter_enumerated() {
-                if r.present && r.accepts && !s.excluded[h] {
-                    s.order.push((ord(spec.seed, r.hash), h));
+        s.best.clear();
+        s.seed = spec.seed;
+        let candidate = |s: &Scratch, h: HostIx| self.usable(h) && !s.excluded[h];
+        match strategy {
+            Strategy::Scatter => {
+                for (h, r) in self.hosts.iter_enumerated() {
+                    if candidate(s, h) {
+                        s.order.push((ord(spec.seed, r.hash), h));
+                    }
+                }
+                s.order.sort_unstable_by(|a, b| {
+                    a.0.cmp(&b.0)
+                        .then_with(|| self.hosts[a.1].id.cmp(&self.hosts[b.1].id))
+                });
+            }
+            Strategy::FirstFit => {
+                for &h in self.host_ix.values() {
+                    if candidate(s, h) {
+                        s.order.push((0, h));
+                    }
                 }
             }
-            s.order.sort_unstable_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| self.hosts[a.1].id.cmp(&self.hosts[b.1].id))
-            });
-            for (i, &(_, h)) in s.order.iter().enumerate() {
-                s.pos[h] = i as u32;
+            Strategy::BestFit => {
+                let mut rank = 0;
+                for &h in self.host_ix.values() {
+                    if candidate(s, h) {
+                        s.rank[h] = rank;
+                        rank += 1;
+                        let free = self.base_free(h);
+                        s.best
+                            .insert((free.mem_mib, ord(spec.seed, self.hosts[h].hash), s.rank[h], h));
+                    }
+                }
+                return;
             }
-            s.next.clear();
-            s.next.extend(0..=s.order.len() as u32);
         }
+        for (i, &(_, h)) in s.order.iter().enumerate() {
+            s.pos[h] = i as u32;
+        }
+        s.room.clear();
+        s.room.extend(s.order.iter().map(|&(_, h)| self.base_free(h)));
+        s.full.clear();
+        s.full.resize(s.order.len(), false);
+    }
+
+    /// What host `h` has free for failover placements before a run puts anything there.
+    fn base_free(&self, h: HostIx) -> Resources {
+        let r = &self.hosts[h];
+        r.limit.saturating_sub(&r.used)
+    }
+
+    /// What host `h` has free in the run's state.
+    fn run_free(&self, s: &Scratch, h: HostIx) -> Resources {
+        self.base_free(h).saturating_sub(&s.local_used[h])
+    }
+
+    /// The position of candidate host `h` in `s.order`, if it has one.
+    fn position(s: &Scratch, h: HostIx) -> Option<usize> {
+        let p = *s.pos.get(h)? as usize;
+        (s.order.get(p).map(|e| e.1) == Some(h)).then_some(p)
     }
 
     /// Clears what a run on `spec` left in `s`.
@@ -144,6 +190,7 @@ impl Engine {
     /// Puts VM `v` on host `h` in the run's state.
     fn put(&self, s: &mut Scratch, strategy: Strategy, v: VmIx, h: HostIx) {
         let r = &self.vms[v];
+        let before = self.run_free(s, h);
         if s.local_count[h] == 0 {
             s.touched.push(h);
         }
@@ -161,9 +208,22 @@ impl Engine {
         if r.ft.is_some() {
             s.placed.insert(v, h);
         }
-        if strategy == Strategy::Scatter && self.policy.fan_in > 0 && s.local_count[h] == self.policy.fan_in {
-            let p = s.pos[h] as usize;
-            s.next[p] = p as u32 + 1;
+        let free = self.run_free(s, h);
+        match strategy {
+            Strategy::Scatter | Strategy::FirstFit => {
+                if let Some(p) = Self::position(s, h) {
+                    s.room[p] = free;
+                    s.full[p] = strategy == Strategy::Scatter
+                        && self.policy.fan_in > 0
+                        && s.local_count[h] >= self.policy.fan_in;
+                }
+            }
+            Strategy::BestFit => {
+                let (o, rank) = (ord(s.seed, self.hosts[h].hash), s.rank[h]);
+                if s.best.remove(&(before.mem_mib, o, rank, h)) {
+                    s.best.insert((free.mem_mib, o, rank, h));
+                }
+            }
         }
     }
 
@@ -192,32 +252,33 @@ impl Engine {
     }
 
     /// The host `strategy` puts `v` on, and its key, if any takes it.
+    ///
+    /// The candidates are visited in the strategy's order, skipping the hosts without room (read
+    /// from the run's compact `room` list, or the best-fit set by free memory) before the full
+    /// [`Engine::check`]: a host skipped would fail it on capacity, so the choice is the same.
     fn choose(&self, s: &mut Scratch, strategy: Strategy, seed: u64, v: VmIx) -> Option<(HostIx, Key)> {
         let r = &self.vms[v];
+        let d = r.demand;
         let mut best: Option<(Key, HostIx)> = None;
         match strategy {
             Strategy::Scatter if !self.soft(r) => {
-                let mut i = s.find(0);
-                while i < s.order.len() {
-                    let h = s.order[i].1;
-                    if self.check(r, h, s) == Check::Ok {
-                        return Some((
-                            h,
-                            Key {
-                                pen: 0,
-                                a: 0,
-                                b: s.order[i].0,
-                            },
-                        ));
-                    }
-                    i = s.find(i + 1);
-                }
-                if self.policy.fan_in == 0 {
-                    return None;
-                }
-                for &(o, h) in &s.order {
-                    if s.local_count[h] >= self.policy.fan_in && self.check(r, h, s) == Check::Ok {
-                        return Some((h, Key { pen: 0, a: 1, b: o }));
+                // Hosts under their fan-in first, then the others, each in order.
+                for over in [false, true] {
+                    for p in 0..s.order.len() {
+                        if s.full[p] != over || !d.fits_in(&s.room[p]) {
+                            continue;
+                        }
+                        let (o, h) = s.order[p];
+                        if self.check(r, h, s) == Check::Ok {
+                            return Some((
+                                h,
+                                Key {
+                                    pen: 0,
+                                    a: u64::from(over),
+                                    b: o,
+                                },
+                            ));
+                        }
                     }
                 }
                 return None;
@@ -240,7 +301,11 @@ impl Engine {
                         }
                     }
                 }
-                for &(o, h) in &s.order {
+                for p in 0..s.order.len() {
+                    if !d.fits_in(&s.room[p]) {
+                        continue;
+                    }
+                    let (o, h) = s.order[p];
                     if let Some((b, _)) = best {
                         if (b.pen, b.a) < (floor, 0) || ((b.pen, b.a) == (floor, 0) && b.b < o) {
                             break;
@@ -255,9 +320,19 @@ impl Engine {
                     }
                 }
             }
+            Strategy::BestFit if !self.soft(r) => {
+                // No penalties: the key is the memory left, then the position, then the id,
+                // the order of the set.
+                let from = (d.mem_mib, 0, 0, HostIx::from_u32(0));
+                for &(_, _, _, h) in s.best.range(from..) {
+                    if self.check(r, h, s) == Check::Ok {
+                        return Some((h, self.key(strategy, seed, r, h, s)));
+                    }
+                }
+            }
             Strategy::BestFit => {
-                for h in self.hosts.indices() {
-                    if s.excluded[h] || self.check(r, h, s) != Check::Ok {
+                for &(_, _, _, h) in &s.best {
+                    if self.check(r, h, s) != Check::Ok {
                         continue;
                     }
                     let k = self.key(strategy, seed, r, h, s);
@@ -267,9 +342,12 @@ impl Engine {
                 }
             }
             Strategy::FirstFit => {
-                for &h in self.host_ix.values() {
-                    if !s.excluded[h] && self.check(r, h, s) == Check::Ok {
-                        return Some((h, Key::default()));
+                for p in 0..s.order.len() {
+                    if d.fits_in(&s.room[p]) {
+                        let h = s.order[p].1;
+                        if self.check(r, h, s) == Check::Ok {
+                            return Some((h, Key::default()));
+                        }
                     }
                 }
             }
