@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 /// The placement steps of replays one delta may take in [`FailoverPlans::apply`] by default
 /// (about 2-3 ms on one core of the reference machine; see `docs/benchmarks.md`): a plan whose
 /// replay would cost more is made again later, at the next refresh or when looked up.
-pub const DEFAULT_UPDATE_BUDGET: usize = 1_500;
+pub const DEFAULT_UPDATE_BUDGET: usize = 400;
 
 /// A plan's runs and the plan written from them.
 #[derive(Clone, Debug)]
@@ -295,7 +295,7 @@ impl FailoverPlans {
     /// replays take at most the update budget ([`FailoverPlans::set_update_budget`]); plans that
     /// need more are made at the next refresh or lookup.
     pub fn apply(&mut self, delta: &InventoryDelta) -> Updated {
-        let mut up = self.refresh();
+        let mut up = self.catch_up();
         self.inv.apply(delta);
         up += self.update(delta, self.budget);
         up
@@ -313,6 +313,13 @@ impl FailoverPlans {
     /// than making every plan anew (the recent deltas' cost, times their number), the deltas
     /// go into the tables at once and every plan is made anew.
     pub fn refresh(&mut self) -> Updated {
+        let mut up = self.catch_up();
+        up.rebuilt += self.settle();
+        up
+    }
+
+    /// Applies the deferred deltas (replayed within the budget, or all at once by a rebuild).
+    fn catch_up(&mut self) -> Updated {
         let pending = std::mem::take(&mut self.pending);
         let mut up = Updated::default();
         let rebuild = self.rebuild_cost();
@@ -329,7 +336,6 @@ impl FailoverPlans {
         for delta in &pending {
             up += self.update(delta, self.budget);
         }
-        up.rebuilt += self.settle();
         up
     }
 
@@ -337,10 +343,30 @@ impl FailoverPlans {
     /// `budget` placement steps; plans that need more are deferred.
     fn update(&mut self, delta: &InventoryDelta, budget: usize) -> Updated {
         let mut left = budget;
-        let up = self.update_within(delta, &mut left);
+        let mut up = self.update_within(delta, &mut left);
         let spent = budget.saturating_sub(left);
         self.recent_cost = (self.recent_cost * 7 + spent) / 8;
+        up.rebuilt += self.settle_within(&mut left);
         up
+    }
+
+    /// Makes deferred plans while the budget `left` allows.
+    fn settle_within(&mut self, left: &mut usize) -> usize {
+        let (engine, scratch) = (&self.engine, &mut self.scratch);
+        let mut made = 0;
+        for e in self.hosts.values_mut().chain(self.domains.values_mut()) {
+            if *left == 0 {
+                break;
+            }
+            if e.made.get().is_none() && e.spec.vms.len() <= *left {
+                *left -= e.spec.vms.len();
+                let comp = engine.compute(scratch, &e.spec);
+                let plan = engine.to_plan(&comp);
+                e.made = OnceLock::from(Made { comp, plan });
+                made += 1;
+            }
+        }
+        made
     }
 
     fn update_within(&mut self, delta: &InventoryDelta, left: &mut usize) -> Updated {
@@ -365,9 +391,12 @@ impl FailoverPlans {
             if !self.engine.host_present(h) {
                 continue;
             }
-            let spec = self.engine.host_spec(h);
             let id = self.engine.host_id(h).clone();
             let entry = self.hosts.remove(&id);
+            let spec = match (&entry, ch.vm) {
+                (Some(e), Some(v)) if e.spec.excluded == [h] => self.engine.spec_after_vm(&e.spec, v),
+                _ => self.engine.host_spec(h),
+            };
             let entry = self.respec(entry, spec, ch.vm, (&ch.targets, &ch.tight), &mut up, left);
             rebuilt_hosts.insert(id.clone());
             self.hosts.insert(id, entry);
@@ -377,7 +406,11 @@ impl FailoverPlans {
             let name = self.engine.domain_name(d).to_owned();
             let entry = self.domains.remove(&name);
             if self.engine.domain_has_hosts(d) {
-                let spec = self.engine.domain_spec(d);
+                let spec = match (&entry, ch.vm) {
+                    // A VM change leaves the domain's hosts as they were.
+                    (Some(e), Some(v)) => self.engine.spec_after_vm(&e.spec, v),
+                    _ => self.engine.domain_spec(d),
+                };
                 let entry = self.respec(entry, spec, ch.vm, (&ch.targets, &ch.tight), &mut up, left);
                 self.domains.insert(name.clone(), entry);
             }
@@ -413,14 +446,11 @@ impl FailoverPlans {
                 up.kept += 1;
                 continue;
             };
-            let cost = Engine::replay_cost(&e.spec, &firsts);
-            if cost > *left {
+            let Some((comp, from)) = engine.replay(scratch, &e.spec, &e.spec, &m.comp, &firsts, left) else {
                 e.made = OnceLock::new();
                 up.deferred += 1;
                 continue;
-            }
-            *left -= cost;
-            let (comp, from) = engine.replay(scratch, &e.spec, &e.spec, &m.comp, &firsts);
+            };
             engine.patch_plan(&mut m.plan, &m.comp, &comp, from);
             m.comp = comp;
             up.replayed += 1;
@@ -478,16 +508,14 @@ impl FailoverPlans {
                 made: OnceLock::from(made),
             };
         };
-        let cost = Engine::replay_cost(&spec, &firsts);
-        if cost > *left {
+        let Some((comp, from)) =
+            self.engine
+                .replay(&mut self.scratch, &old_spec, &spec, &made.comp, &firsts, left)
+        else {
             up.deferred += 1;
             return Entry::deferred(spec);
-        }
-        *left -= cost;
+        };
         up.replayed += 1;
-        let (comp, from) = self
-            .engine
-            .replay(&mut self.scratch, &old_spec, &spec, &made.comp, &firsts);
         self.engine.patch_plan(&mut made.plan, &made.comp, &comp, from);
         Entry::made(spec, comp, made.plan)
     }

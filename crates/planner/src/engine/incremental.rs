@@ -278,7 +278,8 @@ impl Engine {
     }
 
     /// The runs of `old` replayed from `firsts` (from [`Engine::affected`]) for `new_spec`, and
-    /// the first step of the chosen run that may differ.
+    /// the first step of the chosen run that may differ; `None` (nothing done) if that would
+    /// take more than `left` placement steps, which it is charged.
     pub(crate) fn replay(
         &self,
         s: &mut Scratch,
@@ -286,7 +287,13 @@ impl Engine {
         new_spec: &Spec,
         old: &Computed,
         firsts: &[Option<usize>],
-    ) -> (Computed, usize) {
+        left: &mut usize,
+    ) -> Option<(Computed, usize)> {
+        let cost = Self::replay_cost(new_spec, firsts);
+        if cost > *left {
+            return None;
+        }
+        *left -= cost;
         let redo = |s: &mut Scratch, i: usize| -> Trace {
             let t = &old.traces[i];
             match firsts.get(i).copied().flatten() {
@@ -300,6 +307,14 @@ impl Engine {
         } else {
             None
         };
+        if rest.is_none() && first.improvable() {
+            // Best fit and first fit run whole.
+            let extra = 2 * new_spec.vms.len();
+            if extra > *left {
+                return None;
+            }
+            *left -= extra;
+        }
         let comp = self.portfolio(s, new_spec, first, rest);
         let from = if comp.chosen == old.chosen && comp.traces.len() == old.traces.len() {
             firsts
@@ -310,6 +325,6 @@ impl Engine {
         } else {
             0
         };
-        (comp, from)
+        Some((comp, from))
     }
 }
