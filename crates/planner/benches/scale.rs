@@ -80,6 +80,27 @@ fn main() {
         "| fill (memory used) | change mean | p50 | p99 | max | p99/5ms | CPU mean / p99 / max | refresh(100) wall (CPU) | build (planner) | build (FFD) | build ratio (goal 3x) | placed planner / FFD | plans < FFD | kept heap | peak heap | kept/100MiB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    {
+        // The roomy case: 1,000 host plans (no racks), default cluster and policy.
+        let (inv, cons) = synth::cluster(
+            &Params {
+                hosts_per_domain: 0,
+                ..Params::default()
+            },
+            1,
+        );
+        let policy = Policy::default();
+        let (fw, fc, _) = best_of(3, || first_fit_decreasing_every(&inv, &cons, &policy));
+        let (pw, pc, _) = best_of(3, || FailoverPlans::new(&inv, &cons, &policy).expect("valid"));
+        eprintln!(
+            "roomy, 1,000 host plans, no racks: planner wall {:.1} ms cpu {:.3} s, FFD wall {:.1} ms cpu {:.3} s, ratio {:.2}x",
+            ms(pw),
+            pc,
+            ms(fw),
+            fc,
+            pw.as_secs_f64() / fw.as_secs_f64()
+        );
+    }
     for (fill, headroom) in rows {
         let policy = Policy {
             headroom_pct: headroom as u8,
@@ -170,6 +191,30 @@ fn main() {
             }
             i += 1;
         }
+        // Plans an update deferred are made when looked up: the lookups' cost, after the changes.
+        let mut look: Vec<Duration> = Vec::new();
+        let hosts: Vec<_> = plans.inventory().hosts.keys().cloned().collect();
+        let domains: Vec<String> = ffd_domains.iter().map(|(d, _)| d.clone()).collect();
+        for h in &hosts {
+            let t = Instant::now();
+            std::hint::black_box(plans.plan_for(h));
+            look.push(t.elapsed());
+        }
+        let host_lookup_max = look.iter().max().copied().unwrap_or_default();
+        let slow_host_lookups = look.iter().filter(|d| d.as_micros() >= 100).count();
+        look.clear();
+        for d in &domains {
+            let t = Instant::now();
+            std::hint::black_box(plans.plan_for_domain(d));
+            look.push(t.elapsed());
+        }
+        let rack_lookup_max = look.iter().max().copied().unwrap_or_default();
+        let slow_rack_lookups = look.iter().filter(|d| d.as_micros() >= 100).count();
+        eprintln!(
+            "fill {fill}% headroom {headroom}%: lookups after the changes (deferred plans made then): hosts max {:.2} ms ({slow_host_lookups} over 0.1 ms), racks max {:.2} ms ({slow_rack_lookups} over 0.1 ms)",
+            ms(host_lookup_max),
+            ms(rack_lookup_max)
+        );
         // (b) refresh after 100 deferred changes (forward only), three times.
         let mut refresh = Vec::new();
         let mut refresh_cpu: Vec<Duration> = Vec::new();
@@ -240,5 +285,9 @@ fn main() {
             peak as f64 / MIB,
             kept as f64 / MIB / 100.0,
         );
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    for line in status.lines().filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS")) {
+        eprintln!("process {line}");
     }
 }

@@ -323,8 +323,8 @@ impl FailoverPlans {
         let pending = std::mem::take(&mut self.pending);
         let mut up = Updated::default();
         let rebuild = self.rebuild_cost();
-        // Checking a plan costs a fraction of making it: about 1/200 of a rebuild per delta.
-        let per_delta = self.recent_cost.saturating_add(rebuild / 200);
+        // Checking every plan after a delta costs a fraction of making them all: about 1/150.
+        let per_delta = self.recent_cost.saturating_add(rebuild / 150);
         if pending.len() > 1 && pending.len().saturating_mul(per_delta) >= rebuild {
             for delta in &pending {
                 self.engine.apply(delta);
