@@ -224,7 +224,10 @@ pub fn first_fit_decreasing_every(
         let at = vm.host.as_ref().and_then(|h| slot.get(h)).copied();
         while partners.next_if(|p| ***p < vm.id).is_some() {}
         while rules.next_if(|(v, _)| ***v < vm.id).is_some() {}
-        let mask = rules.peek().filter(|(v, _)| ***v == vm.id).map(|(_, m)| m.as_slice());
+        let mask = rules
+            .peek()
+            .filter(|(v, _)| ***v == vm.id)
+            .map(|(_, m)| m.as_slice());
         let mut own = None;
         if partners.peek().is_some_and(|p| ***p == vm.id) {
             mate_no.insert(&vm.id, mate_at.len());
@@ -295,9 +298,8 @@ pub fn first_fit_decreasing_every(
                     && !failed[h]
                     && vm.demand.fits_in(&left[h])
                     && r.allowed.is_none_or(|m| m[h])
-                    && r.anti.is_none_or(|g| {
-                        anti[h].binary_search(&g).is_err() && !added.contains(&(h, g))
-                    })
+                    && r.anti
+                        .is_none_or(|g| anti[h].binary_search(&g).is_err() && !added.contains(&(h, g)))
                     && mate.is_none_or(|at| at != Some(h))
             });
             match target {
