@@ -53,7 +53,10 @@ pub(crate) struct Scratch {
     pub(super) aff_local: HashMap<AffIx, Vec<HostIx>>,
     /// The scattering host order: (position key, host), sorted.
     pub(super) order: Vec<(u64, HostIx)>,
-    /// Each host's position in `order`.
+    /// How many positions of `order`, from the first, are final (sorted, with their room and
+    /// fan-in state); the rest are in no order yet.
+    pub(super) sorted: usize,
+    /// Each host's position in `order` (among the final ones).
     pub(super) pos: IxVec<HostIx, u32>,
     /// Free room of each position of `order` in the run's state (scatter, first fit).
     pub(super) room: Vec<Resources>,

@@ -119,10 +119,9 @@ impl Engine {
                         s.order.push((ord(spec.seed, r.hash), h));
                     }
                 }
-                s.order.sort_unstable_by(|a, b| {
-                    a.0.cmp(&b.0)
-                        .then_with(|| self.hosts[a.1].id.cmp(&self.hosts[b.1].id))
-                });
+                // Sorted lazily (see `Engine::ensure_sorted`): a run in a roomy cluster reads
+                // only the first few positions.
+                s.sorted = 0;
             }
             Strategy::FirstFit => {
                 for &h in self.host_ix.values() {
@@ -145,13 +144,49 @@ impl Engine {
                 return;
             }
         }
-        for (i, &(_, h)) in s.order.iter().enumerate() {
-            s.pos[h] = i as u32;
-        }
         s.room.clear();
-        s.room.extend(s.order.iter().map(|&(_, h)| self.base_free(h)));
+        s.room.resize(s.order.len(), Resources::ZERO);
         s.full.clear();
         s.full.resize(s.order.len(), false);
+        if strategy == Strategy::FirstFit {
+            // Already in order (by id).
+            s.sorted = 0;
+            let len = s.order.len();
+            self.settle_positions(s, len);
+        }
+    }
+
+    /// Makes position `p` of `s.order` (and every one before it) final: the candidates from
+    /// `s.sorted` on are sorted a chunk at a time (the smallest keys picked out first), and
+    /// each gets its place, room and fan-in state.
+    fn ensure_sorted(&self, s: &mut Scratch, p: usize) {
+        if p < s.sorted || p >= s.order.len() {
+            return;
+        }
+        let len = s.order.len();
+        let end = (p + 1).max(2 * s.sorted).max(32).min(len);
+        let cmp = |a: &(u64, HostIx), b: &(u64, HostIx)| {
+            a.0.cmp(&b.0)
+                .then_with(|| self.hosts[a.1].id.cmp(&self.hosts[b.1].id))
+        };
+        let rest = &mut s.order[s.sorted..];
+        let k = end - s.sorted;
+        if k < rest.len() {
+            rest.select_nth_unstable_by(k - 1, cmp);
+        }
+        rest[..k].sort_unstable_by(cmp);
+        self.settle_positions(s, end);
+    }
+
+    /// Gives the positions from `s.sorted` to `end` their place, room and fan-in state.
+    fn settle_positions(&self, s: &mut Scratch, end: usize) {
+        for i in s.sorted..end {
+            let h = s.order[i].1;
+            s.pos[h] = i as u32;
+            s.room[i] = self.run_free(s, h);
+            s.full[i] = self.policy.fan_in > 0 && s.local_count[h] >= self.policy.fan_in;
+        }
+        s.sorted = end;
     }
 
     /// What host `h` has free for failover placements before a run puts anything there.
@@ -165,10 +200,10 @@ impl Engine {
         self.base_free(h).saturating_sub(&s.local_used[h])
     }
 
-    /// The position of candidate host `h` in `s.order`, if it has one.
+    /// The position of candidate host `h` in `s.order`, if it has its final one yet.
     fn position(s: &Scratch, h: HostIx) -> Option<usize> {
         let p = *s.pos.get(h)? as usize;
-        (s.order.get(p).map(|e| e.1) == Some(h)).then_some(p)
+        (p < s.sorted && s.order.get(p).map(|e| e.1) == Some(h)).then_some(p)
     }
 
     /// Clears what a run on `spec` left in `s`.
@@ -265,6 +300,7 @@ impl Engine {
                 // Hosts under their fan-in first, then the others, each in order.
                 for over in [false, true] {
                     for p in 0..s.order.len() {
+                        self.ensure_sorted(s, p);
                         if s.full[p] != over || !d.fits_in(&s.room[p]) {
                             continue;
                         }
@@ -302,6 +338,7 @@ impl Engine {
                     }
                 }
                 for p in 0..s.order.len() {
+                    self.ensure_sorted(s, p);
                     if !d.fits_in(&s.room[p]) {
                         continue;
                     }
