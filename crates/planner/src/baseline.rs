@@ -155,6 +155,9 @@ pub fn upper_bound(inv: &Inventory, failed: &BTreeSet<HostId>, policy: &Policy) 
     by_mem.min(by_cpu)
 }
 
+/// Plans by failed host, then by failed failure domain.
+pub type EveryPlan = (Vec<(HostId, Plan)>, Vec<(String, Plan)>);
+
 /// A VM to restart, with what first-fit decreasing needs of it read once.
 struct Restart<'a> {
     vm: &'a Vm,
@@ -176,7 +179,7 @@ pub fn first_fit_decreasing_every(
     inv: &Inventory,
     constraints: &Constraints,
     policy: &Policy,
-) -> (Vec<(HostId, Plan)>, Vec<(String, Plan)>) {
+) -> EveryPlan {
     use std::collections::HashMap;
     let hosts: Vec<&am_core::Host> = inv.hosts.values().collect();
     let slot: HashMap<&HostId, usize> = hosts.iter().enumerate().map(|(i, h)| (&h.id, i)).collect();
