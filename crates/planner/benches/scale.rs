@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p planner --bench scale` (environment: `SCALE_ROWS=70:0,80:0,88:0,95:0,88:12`
 //! for the fill and headroom percents of each row,
-//! `SCALE_CHANGES=1000`, `SCALE_CHECK=1` to also compare the updated plans with a rebuild).
+//! `SCALE_CHANGES=1000`, `SCALE_REPS=3` runs of the changes (each sample the fastest), `SCALE_BUDGET=400` the update budget, `SCALE_CHECK=1` to also compare the updated plans with a rebuild).
 #![allow(clippy::expect_used, clippy::unwrap_used)] // benchmark code
 #![allow(missing_docs)]
 
@@ -20,13 +20,16 @@ static HEAP: PeakAlloc = PeakAlloc;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// CPU time of this thread, nanoseconds (Linux scheduler statistics): per-change CPU time on a
+/// CPU time of this thread, nanoseconds (`CLOCK_THREAD_CPUTIME_ID`): per-change CPU time on a
 /// machine shared with other builds, where wall time also counts waiting for a core.
 fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
-        .unwrap_or(0)
+    thread_local! {
+        static START: Option<cpu_time::ThreadTime> = cpu_time::ThreadTime::try_now().ok();
+    }
+    START.with(|start| match (start, cpu_time::ThreadTime::try_now()) {
+        (Some(s), Ok(now)) => now.duration_since(*s).as_nanos() as u64,
+        _ => 0,
+    })
 }
 
 fn env_list(name: &str, default: &[u64]) -> Vec<u64> {
@@ -68,6 +71,7 @@ fn main() {
         .collect();
     let changes = env_list("SCALE_CHANGES", &[1000])[0] as usize;
     let check = std::env::var("SCALE_CHECK").is_ok_and(|v| v == "1");
+    let reps = env_list("SCALE_REPS", &[3])[0].max(1) as usize;
     println!(
         "| fill (memory used) | change mean | p50 | p99 | max | p99/5ms | CPU mean / p99 / max | refresh(100) wall (CPU) | build planner wall (CPU) | build FFD wall (CPU) | build ratio CPU (goal 3x) | placed planner / FFD | plans < FFD | kept heap | peak heap | kept/100MiB |"
     );
@@ -155,26 +159,47 @@ fn main() {
         for (d, p) in &ffd_domains {
             count(plans.plan_for_domain(d), p);
         }
-        // (a) one VM change at a time: each change and its undo are both timed samples.
+        // (a) one VM change at a time: each change and its undo are both timed samples. The same
+        // sequence runs `reps` times from the same plans, and each sample is the fastest of its
+        // runs: on a machine shared with other builds, a single run also times preemptions.
         let mut rng = Rng::new(7);
-        let mut lat: Vec<Duration> = Vec::with_capacity(changes);
-        let mut lat_cpu: Vec<Duration> = Vec::with_capacity(changes);
+        let mut deltas = Vec::with_capacity(changes + 1);
+        let mut kinds = Vec::with_capacity(changes + 1);
+        let mut i = 0;
+        while deltas.len() < changes {
+            // Each change is undone at once: every pair starts from the same inventory.
+            let (change, undo) = vm_change(plans.inventory(), &mut rng, i);
+            deltas.extend([change, undo]);
+            kinds.extend([i % 4, i % 4]);
+            i += 1;
+        }
+        if let Ok(b) = std::env::var("SCALE_BUDGET") {
+            plans.set_update_budget(b.parse().unwrap_or(planner::DEFAULT_UPDATE_BUDGET));
+        }
+        let start = plans.clone();
+        let mut lat: Vec<Duration> = vec![Duration::MAX; deltas.len()];
+        let mut lat_cpu: Vec<Duration> = vec![Duration::MAX; deltas.len()];
+        let mut stats = Updated::default();
+        for rep in 0..reps {
+            plans = start.clone();
+            for (k, d) in deltas.iter().enumerate() {
+                let (c, t) = (thread_cpu_ns(), Instant::now());
+                let up = plans.apply(d);
+                let e = t.elapsed();
+                let ce = Duration::from_nanos(thread_cpu_ns().saturating_sub(c));
+                if rep == 0 {
+                    stats += up;
+                }
+                lat[k] = lat[k].min(e);
+                lat_cpu[k] = lat_cpu[k].min(ce);
+            }
+        }
+        drop(start);
         let mut by_kind = [Duration::ZERO; 4];
         let mut worst_kind = [Duration::ZERO; 4];
-        let mut stats = Updated::default();
-        let mut i = 0;
-        while lat.len() < changes {
-            let (change, undo) = vm_change(plans.inventory(), &mut rng, i);
-            for d in [change, undo] {
-                let (c, t) = (thread_cpu_ns(), Instant::now());
-                stats += plans.apply(&d);
-                let e = t.elapsed();
-                lat_cpu.push(Duration::from_nanos(thread_cpu_ns().saturating_sub(c)));
-                lat.push(e);
-                by_kind[i % 4] += e;
-                worst_kind[i % 4] = worst_kind[i % 4].max(e);
-            }
-            i += 1;
+        for (k, &e) in lat.iter().enumerate() {
+            by_kind[kinds[k]] += e;
+            worst_kind[kinds[k]] = worst_kind[kinds[k]].max(e);
         }
         // Plans an update deferred are made when looked up: the lookups' cost, after the changes.
         let mut look: Vec<Duration> = Vec::new();

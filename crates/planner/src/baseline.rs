@@ -175,11 +175,7 @@ struct Restart<'a> {
 /// failure domain (by name), the same plans, made with the cluster's tables built once (host
 /// slots, free capacity, rules, each VM's rules and partner): the time yardstick for building
 /// every plan at once.
-pub fn first_fit_decreasing_every(
-    inv: &Inventory,
-    constraints: &Constraints,
-    policy: &Policy,
-) -> EveryPlan {
+pub fn first_fit_decreasing_every(inv: &Inventory, constraints: &Constraints, policy: &Policy) -> EveryPlan {
     use std::collections::HashMap;
     let hosts: Vec<&am_core::Host> = inv.hosts.values().collect();
     let slot: HashMap<&HostId, usize> = hosts.iter().enumerate().map(|(i, h)| (&h.id, i)).collect();

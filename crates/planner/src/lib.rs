@@ -5,8 +5,10 @@
 //!
 //! - [`FailoverPlans`] keeps a ready plan for the failure of every host and every failure domain
 //!   of a cluster, and keeps them current as [`InventoryDelta`]s arrive: only the plans a change
-//!   can affect are redone, and redone from the first step it affects. Looking a plan up on a
-//!   host failure is a map lookup.
+//!   can affect are redone, and redone from the first step it affects, within a budget of work
+//!   per change; a plan over the budget is made again at the next
+//!   [`FailoverPlans::refresh`] (or when it is looked up before). After a refresh, looking a
+//!   plan up on a host failure is a map lookup.
 //! - [`FailoverPlans::admission`] tells how many host failures the cluster tolerates and whether a
 //!   percentage reservation holds (vSphere HA's admission control).
 //! - [`evacuation_plan`] orders the live migrations that empty hosts going into maintenance (or
