@@ -55,6 +55,9 @@ struct Figures {
     issued_ms: f64,
     /// From the `dead` verdict to the last restart done.
     makespan_ms: f64,
+    /// The quickest and the median restart, from its command to its outcome.
+    min_ms: f64,
+    median_ms: f64,
 }
 
 pub fn bench_failover(root: &Path, rest: &[&str]) -> Result<()> {
@@ -107,18 +110,25 @@ pub fn bench_failover(root: &Path, rest: &[&str]) -> Result<()> {
         std::thread::sleep(Duration::from_millis(250));
     };
     let c = MAX_IN_FLIGHT.min(PER_HOST.saturating_mul(o.targets)).max(1);
-    let bound_ms = f64::from(o.vms.div_ceil(c)) * o.latency_ms as f64;
+    let rounds = f64::from(o.vms.div_ceil(c));
+    let bound_ms = rounds * o.latency_ms as f64;
+    // One restart is more than its power-on: unregister, register and reads (the quickest
+    // restart, the least contended, is its latency).
+    let bound_min_ms = rounds * figures.min_ms;
     let table = format!(
-        "`cargo xtask bench-failover`: am-daemon run (release) against am-vcsim, {} VMs packed on one host that crashes, {} surviving hosts, {} ms injected per PowerOnVM_Task, hosts probed on their management address; times from the daemon's audit trail, from the `dead` verdict; bound = ceil(N/C)·L with C = min(executor in flight {MAX_IN_FLIGHT}, per target host {PER_HOST} x hosts) = {c}; goals: every restart issued within {GOAL_ISSUED_MS} ms, makespan <= {GOAL_BOUND_RATIO}x the bound.\n\n| restarts | last one issued after the verdict | makespan | bound | makespan / bound |\n| --- | --- | --- | --- | --- |\n| {} | {:.1} ms ({:.2}x the goal) | {:.2} s | {:.1} s | {:.3}x |\n",
+        "`cargo xtask bench-failover`: am-daemon run (release) against am-vcsim, {} VMs packed on one host that crashes, {} surviving hosts, {} ms injected per PowerOnVM_Task, hosts probed on their management address; times from the daemon's audit trail (its step times), from the `dead` verdict; C = min(executor in flight {MAX_IN_FLIGHT}, per target host {PER_HOST} x hosts) = {c}; bound = ceil(N/C)·L with L the injected latency, and with L the quickest restart; goals: every restart issued within {GOAL_ISSUED_MS} ms, makespan <= {GOAL_BOUND_RATIO}x the bound.\n\n| restarts | last one issued after the verdict | one restart (quickest / median) | makespan | bound (L injected) | makespan / bound | bound (L quickest) | makespan / bound |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n| {} | {:.1} ms | {:.2} s / {:.2} s | {:.2} s | {:.1} s | {:.3}x | {:.2} s | {:.3}x |\n",
         o.vms,
         o.targets,
         o.latency_ms,
         figures.restarts,
         figures.issued_ms,
-        figures.issued_ms / GOAL_ISSUED_MS,
+        figures.min_ms / 1000.0,
+        figures.median_ms / 1000.0,
         figures.makespan_ms / 1000.0,
         bound_ms / 1000.0,
         figures.makespan_ms / bound_ms,
+        bound_min_ms / 1000.0,
+        figures.makespan_ms / bound_min_ms,
     );
     println!("{table}");
     let results = out_dir.join("results.md");
@@ -147,20 +157,23 @@ fn figures(d: &rund::Daemon, source: &str, vms: u32) -> Result<Option<Figures>> 
             issued.insert(e["id"].as_u64().unwrap_or(0), at(e));
         }
     }
-    let done: Vec<f64> = events
+    let done: Vec<(f64, f64)> = events
         .iter()
         .filter(|e| e["kind"] == "finished" && e["ok"] == true)
-        .filter(|e| issued.contains_key(&e["id"].as_u64().unwrap_or(u64::MAX)))
-        .map(at)
+        .filter_map(|e| issued.get(&e["id"].as_u64().unwrap_or(u64::MAX)).map(|i| (at(e), at(e) - i)))
         .collect();
     if done.len() < vms as usize {
         return Ok(None);
     }
     let last_issued = issued.values().copied().fold(f64::MIN, f64::max);
-    let last_done = done.iter().copied().fold(f64::MIN, f64::max);
+    let last_done = done.iter().map(|d| d.0).fold(f64::MIN, f64::max);
+    let mut took: Vec<f64> = done.iter().map(|d| d.1).collect();
+    took.sort_by(f64::total_cmp);
     Ok(Some(Figures {
         restarts: done.len(),
         issued_ms: last_issued - dead,
         makespan_ms: last_done - dead,
+        min_ms: took.first().copied().unwrap_or(f64::NAN),
+        median_ms: took.get(took.len() / 2).copied().unwrap_or(f64::NAN),
     }))
 }

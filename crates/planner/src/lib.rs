@@ -5,8 +5,10 @@
 //!
 //! - [`FailoverPlans`] keeps a ready plan for the failure of every host and every failure domain
 //!   of a cluster, and keeps them current as [`InventoryDelta`]s arrive: only the plans a change
-//!   can affect are redone, and redone from the first step it affects. Looking a plan up on a
-//!   host failure is a map lookup.
+//!   can affect are redone, and redone from the first step it affects, within a budget of work
+//!   per change; a plan over the budget is made again at the next
+//!   [`FailoverPlans::refresh`] (or when it is looked up before). After a refresh, looking a
+//!   plan up on a host failure is a map lookup.
 //! - [`FailoverPlans::admission`] tells how many host failures the cluster tolerates and whether a
 //!   percentage reservation holds (vSphere HA's admission control).
 //! - [`evacuation_plan`] orders the live migrations that empty hosts going into maintenance (or
@@ -63,7 +65,7 @@ mod validate;
 pub use admission::Admission;
 pub use constraints::{Constraints, FtPair, HostRule, PlanError, Result, RuleKind};
 pub use evacuation::{Evacuation, Migration, Wave, evacuation_plan, evacuation_plan_with};
-pub use plans::{FailoverPlans, Lookup, Updated};
+pub use plans::{DEFAULT_UPDATE_BUDGET, FailoverPlans, Lookup, Updated};
 pub use validate::{Violation, check_plan};
 
 use am_core::{HostId, Inventory, InventoryDelta, PowerState, VmId};

@@ -5,7 +5,7 @@ use am_core::{
     ConnectionState, Host, HostId, Inventory, InventoryDelta, PowerState, Resources, RestartPriority, Vm,
     VmId,
 };
-use planner::baseline::{first_fit_decreasing, upper_bound, vms_to_restart};
+use planner::baseline::{first_fit_decreasing, first_fit_decreasing_every, upper_bound, vms_to_restart};
 use planner::synth::Rng;
 use planner::{
     Constraints, FailoverPlans, FtPair, HostRule, Plan, Policy, RuleKind, check_plan, evacuation_plan_with,
@@ -364,6 +364,62 @@ proptest! {
         }
         let now = Case { inv: plans.inventory().clone(), ..c };
         check_all(&now, &plans)?;
+    }
+
+    #[test]
+    fn budgeted_and_batched_updates_equal_full_recomputation(
+        seed in any::<u64>(), hosts in 1usize..7, vms in 0usize..30, steps in 1usize..40,
+        budget in 0usize..40
+    ) {
+        // A small update budget defers plans (made at the next refresh or lookup, or kept
+        // deferred through later deltas), and long runs of deferred deltas take the refresh's
+        // rebuild path: the plans are still those of a full recomputation.
+        let c = case(seed, hosts, vms, seed % 2 == 0);
+        let mut plans = FailoverPlans::new(&c.inv, &c.cons, &c.policy).expect("valid");
+        plans.set_update_budget(budget);
+        let mut rng = Rng::new(seed ^ 0xb0d6e7);
+        let mut n = 0;
+        let mut i = 0;
+        while i < steps {
+            if rng.chance(25) {
+                let k = 1 + rng.below(30) as usize;
+                for _ in 0..k {
+                    let d = delta(plans.inventory(), &mut rng, &mut n);
+                    plans.defer(&d);
+                }
+                plans.refresh();
+                prop_assert!(plans.is_fresh());
+                i += k;
+            } else {
+                let d = delta(plans.inventory(), &mut rng, &mut n);
+                plans.apply(&d);
+                i += 1;
+            }
+            if rng.chance(30) || i >= steps {
+                let full = FailoverPlans::new(plans.inventory(), &c.cons, &c.policy).expect("valid");
+                same(&plans, &full)?;
+            } else if let Some(h) = plans.inventory().hosts.keys().next().cloned() {
+                // One plan looked up alone, made on the spot if it was deferred.
+                let fresh = plan_host_failure_with(plans.inventory(), &c.cons, &h, &c.policy).expect("valid");
+                prop_assert_eq!(plans.plan_for(&h), Some(&fresh));
+            }
+        }
+    }
+
+    #[test]
+    fn ffd_for_every_failure_is_ffd_for_each(
+        seed in any::<u64>(), hosts in 1usize..7, vms in 0usize..30, tight in any::<bool>()
+    ) {
+        let c = case(seed, hosts, vms, tight);
+        let (host_plans, domain_plans) = first_fit_decreasing_every(&c.inv, &c.cons, &c.policy);
+        for (f, failed) in failures(&c.inv) {
+            let one = first_fit_decreasing(&c.inv, &c.cons, &failed, &c.policy);
+            let every = match &f {
+                Some(d) => domain_plans.iter().find(|(x, _)| x == d).map(|(_, p)| p),
+                None => host_plans.iter().find(|(h, _)| failed.contains(h)).map(|(_, p)| p),
+            };
+            prop_assert_eq!(every, Some(&one));
+        }
     }
 
     #[test]

@@ -125,6 +125,26 @@ impl Engine {
     }
 
     pub(super) fn upsert_vm(&mut self, vm: &Vm) -> Change {
+        let (slot, old, new) = self.vm_records(vm);
+        self.replace_vm(slot, old, new)
+    }
+
+    /// [`Engine::upsert_vm`] without working out what changed: for building the tables, where
+    /// no plan exists yet (no host record is copied to compare).
+    pub(super) fn insert_vm(&mut self, vm: &Vm) {
+        let (slot, old, new) = self.vm_records(vm);
+        if old.present {
+            self.detach(slot);
+        }
+        let present = new.present;
+        self.vms[slot] = new;
+        if present {
+            self.attach(slot);
+        }
+    }
+
+    /// VM `vm`'s slot, its record now and its record from `vm`.
+    fn vm_records(&mut self, vm: &Vm) -> (VmIx, VmRec, VmRec) {
         let slot = self.vm_slot(&vm.id);
         let host = vm.host.as_ref().map(|h| self.host_slot(h));
         let anti = vm
@@ -142,7 +162,7 @@ impl Engine {
         new.host = host;
         new.anti = anti;
         new.aff = aff;
-        self.replace_vm(slot, old, new)
+        (slot, old, new)
     }
 
     fn replace_vm(&mut self, slot: VmIx, old: VmRec, new: VmRec) -> Change {

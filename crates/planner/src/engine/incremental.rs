@@ -227,20 +227,19 @@ impl Engine {
         None
     }
 
-    /// `old` (computed for `spec` before hosts `xs` changed; [`Engine::note_old`] called before
-    /// the change; `tight` among them only got tighter) brought up to date for `new_spec`, which
-    /// has the same VMs as `spec` in its first `same` positions, and the same excluded hosts and
-    /// seed. Returns the new runs and the first step of the chosen run that may differ, or
-    /// `None` if no run changed.
-    pub(crate) fn update(
+    /// Which runs of `old` (computed for `spec` before hosts `xs` changed; [`Engine::note_old`]
+    /// called before the change; `tight` among them only got tighter) must be replayed for
+    /// `new_spec`, which has the same VMs as `spec` in its first `same` positions, and the same
+    /// excluded hosts and seed: per run, the first step that may differ. `None` if no run
+    /// changed.
+    pub(crate) fn affected(
         &self,
-        s: &mut Scratch,
         spec: &Spec,
         new_spec: &Spec,
         same: usize,
         old: &mut Computed,
         (xs, tight): (&[HostIx], &[HostIx]),
-    ) -> Option<(Computed, usize)> {
+    ) -> Option<Vec<Option<usize>>> {
         let limit = if same >= spec.vms.len() && same >= new_spec.vms.len() {
             None
         } else {
@@ -264,9 +263,40 @@ impl Engine {
         if firsts.iter().all(Option::is_none) {
             return None;
         }
+        Some(firsts)
+    }
+
+    /// What replaying the runs of `firsts` (from [`Engine::affected`]) for `new_spec` costs, in
+    /// placement steps: a lower bound (a run that becomes improvable also runs best fit and
+    /// first fit whole).
+    pub(crate) fn replay_cost(new_spec: &Spec, firsts: &[Option<usize>]) -> usize {
+        firsts
+            .iter()
+            .flatten()
+            .map(|&j| new_spec.vms.len().saturating_sub(j))
+            .sum()
+    }
+
+    /// The runs of `old` replayed from `firsts` (from [`Engine::affected`]) for `new_spec`, and
+    /// the first step of the chosen run that may differ; `None` (nothing done) if that would
+    /// take more than `left` placement steps, which it is charged.
+    pub(crate) fn replay(
+        &self,
+        s: &mut Scratch,
+        spec: &Spec,
+        new_spec: &Spec,
+        old: &Computed,
+        firsts: &[Option<usize>],
+        left: &mut usize,
+    ) -> Option<(Computed, usize)> {
+        let cost = Self::replay_cost(new_spec, firsts);
+        if cost > *left {
+            return None;
+        }
+        *left -= cost;
         let redo = |s: &mut Scratch, i: usize| -> Trace {
             let t = &old.traces[i];
-            match firsts[i] {
+            match firsts.get(i).copied().flatten() {
                 Some(j) => self.run(s, new_spec, t.strategy, Some((t, j))),
                 None => t.clone(),
             }
@@ -277,9 +307,21 @@ impl Engine {
         } else {
             None
         };
+        if rest.is_none() && first.improvable() {
+            // Best fit and first fit run whole.
+            let extra = 2 * new_spec.vms.len();
+            if extra > *left {
+                return None;
+            }
+            *left -= extra;
+        }
         let comp = self.portfolio(s, new_spec, first, rest);
         let from = if comp.chosen == old.chosen && comp.traces.len() == old.traces.len() {
-            firsts[comp.chosen].unwrap_or(spec.vms.len().min(new_spec.vms.len()))
+            firsts
+                .get(comp.chosen)
+                .copied()
+                .flatten()
+                .unwrap_or(spec.vms.len().min(new_spec.vms.len()))
         } else {
             0
         };

@@ -5,7 +5,7 @@
 use super::VmRec;
 use super::index::{AffIx, AntiIx, HostIx, IxVec, VmIx};
 use am_core::Resources;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// What a run knows beyond the baseline: nothing, a [`Scratch`], or [`One`] host's share.
 pub(super) trait Local {
@@ -53,22 +53,21 @@ pub(crate) struct Scratch {
     pub(super) aff_local: HashMap<AffIx, Vec<HostIx>>,
     /// The scattering host order: (position key, host), sorted.
     pub(super) order: Vec<(u64, HostIx)>,
-    /// Each host's position in `order`.
+    /// How many positions of `order`, from the first, are final (sorted, with their room and
+    /// fan-in state); the rest are in no order yet.
+    pub(super) sorted: usize,
+    /// Each host's position in `order` (among the final ones).
     pub(super) pos: IxVec<HostIx, u32>,
-    /// Skip links over `order` past the hosts that reached their fan-in (union-find).
-    pub(super) next: Vec<u32>,
-}
-
-impl Scratch {
-    /// The first position at or after `i` in `order` not skipped, compressing the path.
-    pub(super) fn find(&mut self, mut i: usize) -> usize {
-        while self.next[i] as usize != i {
-            let n = self.next[i] as usize;
-            self.next[i] = self.next[n];
-            i = n;
-        }
-        i
-    }
+    /// Free room of each position of `order` in the run's state (scatter, first fit).
+    pub(super) room: Vec<Resources>,
+    /// Scatter: whether each position of `order` holds its fan-in of the run's VMs.
+    pub(super) full: Vec<bool>,
+    /// Best fit: (free memory, position key, rank by id, host) of every candidate host.
+    pub(super) best: BTreeSet<(u64, u64, u32, HostIx)>,
+    /// The seed of the run's host order.
+    pub(super) seed: u64,
+    /// Best fit: each candidate host's rank by id.
+    pub(super) rank: IxVec<HostIx, u32>,
 }
 
 impl Local for Scratch {

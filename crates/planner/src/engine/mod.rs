@@ -255,9 +255,9 @@ impl Engine {
             if detached(&vm.id) {
                 let mut v = vm.clone();
                 v.host = None;
-                e.upsert_vm(&v);
+                e.insert_vm(&v);
             } else {
-                e.upsert_vm(vm);
+                e.insert_vm(vm);
             }
         }
         e

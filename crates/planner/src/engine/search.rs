@@ -3,7 +3,7 @@
 //! portfolio that makes a plan of the scattering run or of the best of three strategies.
 
 use super::feasible::{Check, Key, Strategy, class_index};
-use super::index::{HostIx, VmIx};
+use super::index::{HostIx, Idx, VmIx};
 use super::local::{Baseline, Scratch};
 use super::spec::Spec;
 use super::{Engine, VmRec};
@@ -92,7 +92,8 @@ impl Computed {
 impl Engine {
     // ----- runs --------------------------------------------------------------------------------
 
-    /// Readies `s` for a run of `strategy` on `spec`: the excluded hosts, the host order.
+    /// Readies `s` for a run of `strategy` on `spec`: the excluded hosts, the candidate hosts
+    /// in the strategy's order, and their free room.
     fn begin(&self, s: &mut Scratch, spec: &Spec, strategy: Strategy) {
         let n = self.hosts.len();
         if s.excluded.len() < n {
@@ -102,27 +103,107 @@ impl Engine {
             s.local_anti.resize(n, Vec::new());
             s.local_aff.resize(n, Vec::new());
             s.pos.resize(n, u32::MAX);
+            s.rank.resize(n, u32::MAX);
         }
         for &h in &spec.excluded {
             s.excluded[h] = true;
         }
         s.order.clear();
-        if strategy == Strategy::Scatter {
-            for (h, r) in self.hosts.iter_enumerated() {
-                if r.present && r.accepts && !s.excluded[h] {
-                    s.order.push((ord(spec.seed, r.hash), h));
+        s.best.clear();
+        s.seed = spec.seed;
+        let candidate = |s: &Scratch, h: HostIx| self.usable(h) && !s.excluded[h];
+        match strategy {
+            Strategy::Scatter => {
+                for (h, r) in self.hosts.iter_enumerated() {
+                    if candidate(s, h) {
+                        s.order.push((ord(spec.seed, r.hash), h));
+                    }
+                }
+                // Sorted lazily (see `Engine::ensure_sorted`): a run in a roomy cluster reads
+                // only the first few positions.
+                s.sorted = 0;
+            }
+            Strategy::FirstFit => {
+                for &h in self.host_ix.values() {
+                    if candidate(s, h) {
+                        s.order.push((0, h));
+                    }
                 }
             }
-            s.order.sort_unstable_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| self.hosts[a.1].id.cmp(&self.hosts[b.1].id))
-            });
-            for (i, &(_, h)) in s.order.iter().enumerate() {
-                s.pos[h] = i as u32;
+            Strategy::BestFit => {
+                let mut rank = 0;
+                for &h in self.host_ix.values() {
+                    if candidate(s, h) {
+                        s.rank[h] = rank;
+                        rank += 1;
+                        let free = self.base_free(h);
+                        s.best
+                            .insert((free.mem_mib, ord(spec.seed, self.hosts[h].hash), s.rank[h], h));
+                    }
+                }
+                return;
             }
-            s.next.clear();
-            s.next.extend(0..=s.order.len() as u32);
         }
+        s.room.clear();
+        s.room.resize(s.order.len(), Resources::ZERO);
+        s.full.clear();
+        s.full.resize(s.order.len(), false);
+        if strategy == Strategy::FirstFit {
+            // Already in order (by id).
+            s.sorted = 0;
+            let len = s.order.len();
+            self.settle_positions(s, len);
+        }
+    }
+
+    /// Makes position `p` of `s.order` (and every one before it) final: the candidates from
+    /// `s.sorted` on are sorted a chunk at a time (the smallest keys picked out first), and
+    /// each gets its place, room and fan-in state.
+    fn ensure_sorted(&self, s: &mut Scratch, p: usize) {
+        if p < s.sorted || p >= s.order.len() {
+            return;
+        }
+        let len = s.order.len();
+        let end = (p + 1).max(2 * s.sorted).max(32).min(len);
+        let cmp = |a: &(u64, HostIx), b: &(u64, HostIx)| {
+            a.0.cmp(&b.0)
+                .then_with(|| self.hosts[a.1].id.cmp(&self.hosts[b.1].id))
+        };
+        let rest = &mut s.order[s.sorted..];
+        let k = end - s.sorted;
+        if k < rest.len() {
+            rest.select_nth_unstable_by(k - 1, cmp);
+        }
+        rest[..k].sort_unstable_by(cmp);
+        self.settle_positions(s, end);
+    }
+
+    /// Gives the positions from `s.sorted` to `end` their place, room and fan-in state.
+    fn settle_positions(&self, s: &mut Scratch, end: usize) {
+        for i in s.sorted..end {
+            let h = s.order[i].1;
+            s.pos[h] = i as u32;
+            s.room[i] = self.run_free(s, h);
+            s.full[i] = self.policy.fan_in > 0 && s.local_count[h] >= self.policy.fan_in;
+        }
+        s.sorted = end;
+    }
+
+    /// What host `h` has free for failover placements before a run puts anything there.
+    fn base_free(&self, h: HostIx) -> Resources {
+        let r = &self.hosts[h];
+        r.limit.saturating_sub(&r.used)
+    }
+
+    /// What host `h` has free in the run's state.
+    fn run_free(&self, s: &Scratch, h: HostIx) -> Resources {
+        self.base_free(h).saturating_sub(&s.local_used[h])
+    }
+
+    /// The position of candidate host `h` in `s.order`, if it has its final one yet.
+    fn position(s: &Scratch, h: HostIx) -> Option<usize> {
+        let p = *s.pos.get(h)? as usize;
+        (p < s.sorted && s.order.get(p).map(|e| e.1) == Some(h)).then_some(p)
     }
 
     /// Clears what a run on `spec` left in `s`.
@@ -144,6 +225,7 @@ impl Engine {
     /// Puts VM `v` on host `h` in the run's state.
     fn put(&self, s: &mut Scratch, strategy: Strategy, v: VmIx, h: HostIx) {
         let r = &self.vms[v];
+        let before = self.run_free(s, h);
         if s.local_count[h] == 0 {
             s.touched.push(h);
         }
@@ -161,9 +243,22 @@ impl Engine {
         if r.ft.is_some() {
             s.placed.insert(v, h);
         }
-        if strategy == Strategy::Scatter && self.policy.fan_in > 0 && s.local_count[h] == self.policy.fan_in {
-            let p = s.pos[h] as usize;
-            s.next[p] = p as u32 + 1;
+        let free = self.run_free(s, h);
+        match strategy {
+            Strategy::Scatter | Strategy::FirstFit => {
+                if let Some(p) = Self::position(s, h) {
+                    s.room[p] = free;
+                    s.full[p] = strategy == Strategy::Scatter
+                        && self.policy.fan_in > 0
+                        && s.local_count[h] >= self.policy.fan_in;
+                }
+            }
+            Strategy::BestFit => {
+                let (o, rank) = (ord(s.seed, self.hosts[h].hash), s.rank[h]);
+                if s.best.remove(&(before.mem_mib, o, rank, h)) {
+                    s.best.insert((free.mem_mib, o, rank, h));
+                }
+            }
         }
     }
 
@@ -192,33 +287,39 @@ impl Engine {
     }
 
     /// The host `strategy` puts `v` on, and its key, if any takes it.
+    ///
+    /// The candidates are visited in the strategy's order, skipping the hosts without room (read
+    /// from the run's compact `room` list, or the best-fit set by free memory) before the full
+    /// [`Engine::check`]: a host skipped would fail it on capacity, so the choice is the same.
     fn choose(&self, s: &mut Scratch, strategy: Strategy, seed: u64, v: VmIx) -> Option<(HostIx, Key)> {
         let r = &self.vms[v];
+        let d = r.demand;
         let mut best: Option<(Key, HostIx)> = None;
         match strategy {
             Strategy::Scatter if !self.soft(r) => {
-                let mut i = s.find(0);
-                while i < s.order.len() {
-                    let h = s.order[i].1;
-                    if self.check(r, h, s) == Check::Ok {
-                        return Some((
-                            h,
-                            Key {
-                                pen: 0,
-                                a: 0,
-                                b: s.order[i].0,
-                            },
-                        ));
+                // Hosts under their fan-in first, in order; past it, the fitting host holding
+                // the fewest of this plan's VMs by levels of fan_in (so that a large failure or
+                // an evacuation still spreads evenly), then in order.
+                for p in 0..s.order.len() {
+                    self.ensure_sorted(s, p);
+                    if s.full[p] || !d.fits_in(&s.room[p]) {
+                        continue;
                     }
-                    i = s.find(i + 1);
+                    let (o, h) = s.order[p];
+                    if self.check(r, h, s) == Check::Ok {
+                        return Some((h, Key { pen: 0, a: 0, b: o }));
+                    }
                 }
                 if self.policy.fan_in == 0 {
                     return None;
                 }
-                // Every host that fits holds fan_in VMs of this plan already: the next level of
-                // fan_in, so that a large failure (or evacuation) still spreads evenly.
                 let mut best: Option<(HostIx, Key)> = None;
-                for &(o, h) in &s.order {
+                for p in 0..s.order.len() {
+                    self.ensure_sorted(s, p);
+                    if !s.full[p] || !d.fits_in(&s.room[p]) {
+                        continue;
+                    }
+                    let (o, h) = s.order[p];
                     let a = u64::from(s.local_count[h] / self.policy.fan_in);
                     if best.is_some_and(|(_, k)| (k.a, k.b) <= (a, o)) || self.check(r, h, s) != Check::Ok {
                         continue;
@@ -245,7 +346,12 @@ impl Engine {
                         }
                     }
                 }
-                for &(o, h) in &s.order {
+                for p in 0..s.order.len() {
+                    self.ensure_sorted(s, p);
+                    if !d.fits_in(&s.room[p]) {
+                        continue;
+                    }
+                    let (o, h) = s.order[p];
                     if let Some((b, _)) = best {
                         if (b.pen, b.a) < (floor, 0) || ((b.pen, b.a) == (floor, 0) && b.b < o) {
                             break;
@@ -260,9 +366,19 @@ impl Engine {
                     }
                 }
             }
+            Strategy::BestFit if !self.soft(r) => {
+                // No penalties: the key is the memory left, then the position, then the id,
+                // the order of the set.
+                let from = (d.mem_mib, 0, 0, HostIx::from_u32(0));
+                for &(_, _, _, h) in s.best.range(from..) {
+                    if self.check(r, h, s) == Check::Ok {
+                        return Some((h, self.key(strategy, seed, r, h, s)));
+                    }
+                }
+            }
             Strategy::BestFit => {
-                for h in self.hosts.indices() {
-                    if s.excluded[h] || self.check(r, h, s) != Check::Ok {
+                for &(_, _, _, h) in &s.best {
+                    if self.check(r, h, s) != Check::Ok {
                         continue;
                     }
                     let k = self.key(strategy, seed, r, h, s);
@@ -272,9 +388,12 @@ impl Engine {
                 }
             }
             Strategy::FirstFit => {
-                for &h in self.host_ix.values() {
-                    if !s.excluded[h] && self.check(r, h, s) == Check::Ok {
-                        return Some((h, Key::default()));
+                for p in 0..s.order.len() {
+                    if d.fits_in(&s.room[p]) {
+                        let h = s.order[p].1;
+                        if self.check(r, h, s) == Check::Ok {
+                            return Some((h, Key::default()));
+                        }
                     }
                 }
             }

@@ -26,16 +26,37 @@ impl Spec {
 }
 
 impl Engine {
-    /// Sorts `vms` into placement order: priority, memory, CPU (each highest first), then id.
+    /// Placement order: priority, memory, CPU (each highest first), then id.
+    fn placement_cmp(&self, a: VmIx, b: VmIx) -> std::cmp::Ordering {
+        let (x, y) = (&self.vms[a], &self.vms[b]);
+        y.priority
+            .cmp(&x.priority)
+            .then(y.demand.mem_mib.cmp(&x.demand.mem_mib))
+            .then(y.demand.cpu_mhz.cmp(&x.demand.cpu_mhz))
+            .then_with(|| x.id.cmp(&y.id))
+    }
+
+    /// Sorts `vms` into placement order.
     fn order_vms(&self, vms: &mut [VmIx]) {
-        vms.sort_by(|&a, &b| {
-            let (x, y) = (&self.vms[a], &self.vms[b]);
-            y.priority
-                .cmp(&x.priority)
-                .then(y.demand.mem_mib.cmp(&x.demand.mem_mib))
-                .then(y.demand.cpu_mhz.cmp(&x.demand.cpu_mhz))
-                .then_with(|| x.id.cmp(&y.id))
-        });
+        vms.sort_by(|&a, &b| self.placement_cmp(a, b));
+    }
+
+    /// The spec of the same failure as `old` (a host's or a domain's, current before VM `v`
+    /// changed) now that only `v` changed: `v` taken out, and put back in its place if the
+    /// failure now plans it. The same as making the spec anew, without sorting every VM again.
+    pub(crate) fn spec_after_vm(&self, old: &Spec, v: VmIx) -> Spec {
+        let mut vms: Vec<VmIx> = Vec::with_capacity(old.vms.len() + 1);
+        vms.extend(old.vms.iter().copied().filter(|&x| x != v));
+        let r = &self.vms[v];
+        if r.planned() && r.host.is_some_and(|h| old.excludes(h)) {
+            let i = vms.partition_point(|&x| self.placement_cmp(x, v) == std::cmp::Ordering::Less);
+            vms.insert(i, v);
+        }
+        Spec {
+            excluded: old.excluded.clone(),
+            seed: old.seed,
+            vms,
+        }
     }
 
     /// The VMs a failure of `hosts` puts to plan, in order.
