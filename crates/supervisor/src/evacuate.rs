@@ -593,7 +593,10 @@ impl Supervisor {
                             self.note(
                                 now,
                                 Subject::Vm(vm.clone()),
-                                format!("move failed ({e}): {vl} is retried once, to {tl}"),
+                                format!(
+                                    "{} failed ({e}): {vl} is retried once, to {tl}",
+                                    if m.cold { "cold move" } else { "live migration" }
+                                ),
                             );
                             if let Some(ev) = self.evacuations.get_mut(host) {
                                 ev.queue.push_front(Move { to, ..m });
