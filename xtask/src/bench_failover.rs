@@ -160,7 +160,11 @@ fn figures(d: &rund::Daemon, source: &str, vms: u32) -> Result<Option<Figures>> 
     let done: Vec<(f64, f64)> = events
         .iter()
         .filter(|e| e["kind"] == "finished" && e["ok"] == true)
-        .filter_map(|e| issued.get(&e["id"].as_u64().unwrap_or(u64::MAX)).map(|i| (at(e), at(e) - i)))
+        .filter_map(|e| {
+            issued
+                .get(&e["id"].as_u64().unwrap_or(u64::MAX))
+                .map(|i| (at(e), at(e) - i))
+        })
         .collect();
     if done.len() < vms as usize {
         return Ok(None);

@@ -18,10 +18,15 @@ pub struct BoardOptions {
     pub snapshot_recent: usize,
     /// How VM demand and host capacity are counted, as plans and the status say it.
     pub capacity_model: Option<String>,
-    /// How stale the snapshot may grow while steps change no state and raise no alarm:
-    /// a capture copies every VM's row, which at 10,000 VMs is what an idle step would cost.
+    /// How stale the snapshot may grow while steps change no state and raise no alarm, per
+    /// [`IDLE_REFRESH_PER`] VMs (at least once): a capture copies every VM's row, so spacing
+    /// captures by inventory size keeps what they cost a second the same at any size (1 s at
+    /// 2,000 VMs, 5 s at 10,000).
     pub idle_refresh: std::time::Duration,
 }
+
+/// The inventory size one [`BoardOptions::idle_refresh`] is for.
+pub const IDLE_REFRESH_PER: usize = 2000;
 
 impl Default for BoardOptions {
     fn default() -> Self {
@@ -177,13 +182,18 @@ impl Board {
             view.recent.iter().skip(skip).cloned().collect()
         };
         // No state changed and no alarm: the actions issued or finished (the backup cache's, at
-        // a steady rate) show in the next capture, at most `idle_refresh` later.
+        // a steady rate) show in the next capture, at most `idle_refresh` (scaled by the
+        // inventory's size) later.
         let idle = !out
             .log
             .iter()
             .any(|e| matches!(e.kind, LogKind::Transition { .. }))
             && !out.commands.iter().any(|c| matches!(c, Command::Alarm(_)));
-        if idle && work.captured.is_some_and(|at| now.since(at) < opts.idle_refresh) {
+        #[allow(clippy::cast_precision_loss)]
+        let spacing = opts
+            .idle_refresh
+            .mul_f64((inv.vms.len() as f64 / IDLE_REFRESH_PER as f64).max(1.0));
+        if idle && work.captured.is_some_and(|at| now.since(at) < spacing) {
             return;
         }
         work.captured = Some(now);

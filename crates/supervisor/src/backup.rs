@@ -60,6 +60,11 @@ impl Supervisor {
         // Only as many as can be issued now are kept (and one per action in flight, which may be
         // skipped): a cache far behind its period has thousands due.
         let room = budget.min(policy.max_in_flight.saturating_sub(busy));
+        if room == 0 {
+            // Nothing could be issued: no walk of every VM to find what is due (the lag is
+            // noted by the next step that has room and finds more due than it can take).
+            return;
+        }
         let (due, oldest, total) = self.backups_due(now, room + self.in_flight.len());
         let mut looked = 0;
         for (_, vm, kind) in due {
