@@ -258,48 +258,47 @@ impl EtcdJournal {
         self.seq = seq;
         Ok(())
     }
+}
 
-    /// A clean stop: marks this leader as resigned in the unit's history (fenced), then revokes
-    /// the lease so a standby takes over at once.
-    pub async fn resign(&self) {
-        let mut client = self.etcd.client();
-        let s = self.etcd.settings().clone();
-        let key = self.keys.ha();
-        let fence = self.lease.fence();
-        let me = (self.lease.name().to_owned(), self.lease.token());
-        let marked = self
-            .etcd
-            .run(async move {
-                let got = client
-                    .get(key.clone(), None)
-                    .await
-                    .map_err(|e| request_error(&s, "get", &key, &e))?;
-                let mut history: History = match got.kvs().first() {
-                    Some(kv) => serde_json::from_slice(kv.value()).map_err(|e| corrupt(kv.key(), e))?,
-                    None => History::default(),
-                };
-                history.last = Some(LastLeader {
-                    name: me.0,
-                    token: me.1,
-                    resigned: true,
-                });
-                let value = serde_json::to_vec(&history).map_err(|e| corrupt(key.as_bytes(), e))?;
-                client
-                    .txn(
-                        Txn::new()
-                            .when(vec![fence])
-                            .and_then(vec![TxnOp::put(key.clone(), value, None)]),
-                    )
-                    .await
-                    .map_err(|e| request_error(&s, "txn", &key, &e))?;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = marked {
-            tracing::warn!(error = %e, "could not mark the resignation");
-        }
-        self.lease.resign(&self.etcd).await;
+/// A clean stop: marks this leader as resigned in the unit's history (fenced), then revokes
+/// the lease so a standby takes over at once.
+pub async fn resign(etcd: &Etcd, lease: &Lease) {
+    let mut client = etcd.client();
+    let s = etcd.settings().clone();
+    let key = Keys::new(&etcd.settings().prefix, &etcd.settings().unit).ha();
+    let fence = lease.fence();
+    let me = (lease.name().to_owned(), lease.token());
+    let marked = etcd
+        .run(async move {
+            let got = client
+                .get(key.clone(), None)
+                .await
+                .map_err(|e| request_error(&s, "get", &key, &e))?;
+            let mut history: History = match got.kvs().first() {
+                Some(kv) => serde_json::from_slice(kv.value()).map_err(|e| corrupt(kv.key(), e))?,
+                None => History::default(),
+            };
+            history.last = Some(LastLeader {
+                name: me.0,
+                token: me.1,
+                resigned: true,
+            });
+            let value = serde_json::to_vec(&history).map_err(|e| corrupt(key.as_bytes(), e))?;
+            client
+                .txn(
+                    Txn::new()
+                        .when(vec![fence])
+                        .and_then(vec![TxnOp::put(key.clone(), value, None)]),
+                )
+                .await
+                .map_err(|e| request_error(&s, "txn", &key, &e))?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = marked {
+        tracing::warn!(error = %e, "could not mark the resignation");
     }
+    lease.resign(etcd).await;
 }
 
 impl Journal for EtcdJournal {

@@ -23,7 +23,7 @@ mod settings;
 
 pub use client::Etcd;
 pub use error::{EtcdError, Result};
-pub use journal::{EtcdJournal, History, LastLeader, history};
+pub use journal::{EtcdJournal, History, LastLeader, history, resign};
 pub use keys::Keys;
 pub use leader::{LeaderInfo, Lease, campaign, leader_of};
 pub use settings::{Password, Settings};

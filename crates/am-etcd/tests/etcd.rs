@@ -82,7 +82,7 @@ async fn the_etcd_journal_recovers_what_sqlite_recovers_across_checkpoints_and_t
     assert_eq!(left, 37, "only the tail after the last checkpoint is kept");
 
     // A clean handover: the next leader reads the same state back from etcd.
-    journal.resign().await;
+    am_etcd::resign(&etcd, &lease).await;
     drop(journal);
     drop(lease);
     let (etcd_b, lease_b) = lead(&server, "vc1", "b").await;

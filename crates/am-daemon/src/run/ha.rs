@@ -1,0 +1,215 @@
+//! Manager HA in `run` (`[etcd]`, cargo feature `etcd`): before anything touches vCenter, the
+//! daemon campaigns for its unit; as a standby it only watches the leader key. Once it leads, it
+//! restores from the unit's journal in etcd and reconciles unfinished intents exactly as a
+//! restarted daemon does (the same [`crate::journal::restore_of`]), and every action goes through
+//! [`Fenced`]: none is handed to vCenter unless `action_margin` of the lease is left.
+//!
+//! Losing the lease (a refused fenced write, no renewal before the lease runs out, etcd saying it
+//! is gone) stops the engine and `run` returns [`RunError::LeadershipLost`]: the process exits
+//! (status 1) and its supervisor (systemd `Restart=always`) starts it again, as a standby. Exiting
+//! rather than stepping down in-process drops every call still in flight with the process.
+
+use super::RunError;
+use crate::config::DaemonConfig;
+
+/// What is known of the unit's leadership, for the status board.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HaState {
+    /// The unit.
+    pub unit: String,
+    /// This daemon's name.
+    pub name: String,
+    /// Whether this daemon leads the unit.
+    pub leading: bool,
+    /// Who leads (this daemon or another), if anyone.
+    pub leader: Option<String>,
+    /// The leader's token.
+    pub token: Option<i64>,
+    /// The leader's lease's remaining time, in milliseconds.
+    pub lease_remaining_ms: Option<u64>,
+    /// Takeovers of the unit so far (from etcd).
+    pub takeovers: u64,
+    /// Leases lost by the unit's leaders so far (from etcd).
+    pub leases_lost: u64,
+}
+
+#[cfg(not(feature = "etcd"))]
+mod imp {
+    use super::*;
+
+    /// This build has no etcd: alone, or refused with the feature's name.
+    pub(crate) enum Role {
+        /// No `[etcd]` section: the only daemon.
+        Alone,
+    }
+
+    pub(crate) async fn lead<F: std::future::Future<Output = ()>>(
+        cfg: &DaemonConfig,
+        _shutdown: std::pin::Pin<&mut F>,
+        _board: &am_api::Board,
+    ) -> Result<Option<Role>, RunError> {
+        if cfg.etcd.is_some() {
+            return Err(RunError::EtcdNotBuilt);
+        }
+        Ok(Some(Role::Alone))
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod imp {
+    use super::*;
+    use crate::config::EtcdConfig;
+    use am_core::{Action, ActionOutcome, HvError, Hypervisor};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// How this daemon runs its unit.
+    pub(crate) enum Role {
+        /// No `[etcd]` section: the only daemon.
+        Alone,
+        /// It leads its unit.
+        Leader(Box<Leading>),
+    }
+
+    /// A daemon that leads its unit.
+    pub(crate) struct Leading {
+        pub etcd: am_etcd::Etcd,
+        pub lease: am_etcd::Lease,
+        pub journal: am_etcd::EtcdJournal,
+        pub recovered: am_store::Recovered,
+        pub history: am_etcd::History,
+        pub margin: Duration,
+    }
+
+    fn settings(e: &EtcdConfig) -> Result<am_etcd::Settings, RunError> {
+        let mut s = am_etcd::Settings::new(e.endpoints.clone(), e.unit.clone(), e.member_name());
+        s.prefix = e.prefix.clone();
+        s.lease_ttl = e.lease_ttl;
+        s.connect_timeout = e.connect_timeout;
+        s.request_timeout = e.request_timeout;
+        if let (Some(user), Some(pw)) = (&e.user, &e.password) {
+            let secret = pw.read("etcd.password")?;
+            s.user = Some((user.clone(), am_etcd::Password::new(secret.expose())));
+        }
+        Ok(s)
+    }
+
+    fn publish(board: &am_api::Board, state: &HaState) {
+        board.set_ha(Some(am_api::HaView {
+            unit: state.unit.clone(),
+            name: state.name.clone(),
+            leading: state.leading,
+            leader: state.leader.clone(),
+            token: state.token,
+            lease_remaining_ms: state.lease_remaining_ms,
+            takeovers: state.takeovers,
+            leases_lost: state.leases_lost,
+        }));
+    }
+
+    /// Connects to etcd and campaigns until this daemon leads its unit (`Some`), or `shutdown`
+    /// completes first (`None`). Without `[etcd]`: [`Role::Alone`] at once.
+    pub(crate) async fn lead<F: std::future::Future<Output = ()>>(
+        cfg: &DaemonConfig,
+        shutdown: std::pin::Pin<&mut F>,
+        board: &am_api::Board,
+    ) -> Result<Option<Role>, RunError> {
+        let Some(e) = &cfg.etcd else {
+            return Ok(Some(Role::Alone));
+        };
+        let etcd = am_etcd::Etcd::connect(settings(e)?).await?;
+        let s = etcd.settings().clone();
+        tracing::info!(endpoints = %s.endpoints.join(","), unit = %s.unit, name = %s.name, "campaigning");
+        let history = am_etcd::history(&etcd).await.unwrap_or_default();
+        let standby_board = board.clone();
+        let mut state = HaState {
+            unit: s.unit.clone(),
+            name: s.name.clone(),
+            takeovers: history.takeovers,
+            leases_lost: history.leases_lost,
+            ..HaState::default()
+        };
+        let campaign = am_etcd::campaign(&etcd, e.poll_interval, move |l| {
+            state.leader = l.map(|l| l.name.clone());
+            state.token = l.map(|l| l.token);
+            state.lease_remaining_ms =
+                l.map(|l| u64::try_from(l.lease_remaining.as_millis()).unwrap_or(u64::MAX));
+            publish(&standby_board, &state);
+        });
+        let lease = tokio::select! {
+            lease = campaign => lease?,
+            () = shutdown => return Ok(None),
+        };
+        let (journal, recovered, history) = am_etcd::EtcdJournal::open(&etcd, &lease).await?;
+        tracing::info!(
+            unit = %s.unit,
+            token = lease.token(),
+            takeovers = history.takeovers,
+            unfinished = recovered.unfinished.len(),
+            "leading the unit: restoring from its journal in etcd"
+        );
+        Ok(Some(Role::Leader(Box::new(Leading {
+            etcd,
+            lease,
+            journal,
+            recovered,
+            history,
+            margin: e.margin(),
+        }))))
+    }
+
+    impl Leading {
+        /// Keeps the board's view of the leadership fresh (the lease's remaining time).
+        pub(crate) fn show(&self, board: &am_api::Board) {
+            let lease = self.lease.clone();
+            let board = board.clone();
+            let mut state = HaState {
+                unit: lease.unit().to_owned(),
+                name: lease.name().to_owned(),
+                leading: true,
+                leader: Some(lease.name().to_owned()),
+                token: Some(lease.token()),
+                lease_remaining_ms: None,
+                takeovers: self.history.takeovers,
+                leases_lost: self.history.leases_lost,
+            };
+            tokio::spawn(async move {
+                loop {
+                    state.lease_remaining_ms =
+                        Some(u64::try_from(lease.remaining().as_millis()).unwrap_or(u64::MAX));
+                    state.leading = !lease.is_lost();
+                    publish(&board, &state);
+                    if lease.is_lost() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        }
+    }
+
+    /// The hypervisor of a leader: an action starts only while `margin` of the lease is left;
+    /// otherwise it fails as "vCenter not reached" (counted against nothing; the engine stops
+    /// once the lease is lost).
+    pub(crate) struct Fenced {
+        pub inner: Arc<dyn Hypervisor>,
+        pub lease: am_etcd::Lease,
+        pub margin: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl Hypervisor for Fenced {
+        async fn execute(&self, action: &Action) -> Result<ActionOutcome, HvError> {
+            if let Err(e) = self.lease.check(self.margin) {
+                tracing::warn!(action = action.name(), error = %e, "not acting: the lease does not cover the action");
+                return Err(HvError::Unreachable {
+                    target: am_core::error::MANAGEMENT_SERVER.into(),
+                    detail: format!("not sent: {e}"),
+                });
+            }
+            self.inner.execute(action).await
+        }
+    }
+}
+
+pub(crate) use imp::*;
