@@ -7,6 +7,7 @@
 //! - `basics`: a crashed host, a user power-off, a red heartbeat, a vCenter restart, connection
 //!   errors, every action of the adapter;
 //! - `daemon`: `am_daemon::run::run_with`, what `am-daemon run` calls, with its journal and API;
+//! - `ha`: manager HA on etcd: `am-daemon run` processes, a leader killed or frozen;
 //! - `evacuate`: an evacuation asked over the API: live migration, then maintenance mode;
 //! - `oob`: out-of-band control through `run`: BMCs (sushy-tools over TLS) and an admin vCenter;
 //! - `safety`: partitions with and without probes, file locks, removal, capacity;
@@ -20,6 +21,7 @@ mod basics;
 mod common;
 mod daemon;
 mod evacuate;
+mod ha;
 mod oob;
 mod safety;
 mod told;

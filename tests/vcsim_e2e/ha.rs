@@ -1,0 +1,391 @@
+//! Manager HA on etcd (issue 13): real `am-daemon run` processes (built with `--features etcd`)
+//! share one unit on an etcd on loopback, against one vcsim. A leader killed with SIGKILL in the
+//! middle of a host failover is replaced by the standby, which completes it: no VM runs twice,
+//! none is left off. A leader frozen (SIGSTOP) past its lease stops acting once it thaws.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use am_core::{Action, Record};
+use am_testbed::{EtcdServer, Spec, Vcsim, signal};
+
+use crate::common::*;
+
+/// The daemon binary with etcd support, built once per test run (a no-op when `cargo xtask test`
+/// built it already).
+fn daemon_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = am_testbed::workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        // The test's own cargo variables would make build scripts (ring's) run again, and the
+        // test build after this one too: build as from a shell.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if (k.starts_with("CARGO_") && !matches!(k.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
+                || k == "OUT_DIR"
+                || k.starts_with("RUSTC")
+            {
+                build.env_remove(&k);
+            }
+        }
+        let status = build
+            .current_dir(&root)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "am-daemon",
+                "--features",
+                "etcd",
+                "--bin",
+                "am-daemon",
+            ])
+            .status()
+            .expect("running cargo build for am-daemon");
+        assert!(status.success(), "building am-daemon --features etcd failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let bin = target.join("debug").join("am-daemon");
+        assert!(bin.is_file(), "no daemon binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// One `am-daemon run` process; killed on drop.
+struct Daemon {
+    child: Option<Child>,
+    name: String,
+    url: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(sim: &Vcsim, etcd: &EtcdServer, name: &str, dir: &std::path::Path) -> Daemon {
+        let port = am_testbed::free_port();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let ca = sim
+            .ca_file
+            .as_ref()
+            .map(|c| format!("ca_file = {:?}\n", c.display().to_string()))
+            .unwrap_or_default();
+        let config = format!(
+            r#"
+[vcenter]
+url = "{url}"
+user = "svc-am"
+password = {{ file = {pw:?} }}
+{ca}health_interval = "1s"
+health_timeout = "2s"
+
+[api]
+listen = "127.0.0.1:{port}"
+
+[targets.hosts]
+address = "none"
+[targets.guests]
+address = "none"
+
+[supervisor]
+single_signal_confirm = "2s"
+revive_interval = "5s"
+
+[etcd]
+endpoints = ["{etcd}"]
+unit = "vc"
+name = "{name}"
+lease_ttl = "2s"
+request_timeout = "1s"
+poll_interval = "100ms"
+"#,
+            url = sim.url,
+            pw = pw.display().to_string(),
+            etcd = etcd.url,
+        );
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(&cfg, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(daemon_binary())
+            .args(["--log-level", "info", "run", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting am-daemon");
+        Daemon {
+            child: Some(child),
+            name: name.into(),
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The leadership as its API shows it, if it answers.
+    async fn ha(&self) -> Option<am_api::HaView> {
+        am_api::fetch_status(&self.url).await.ok()?.ha
+    }
+
+    /// Whether it exited, and how.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    fn kill9(&mut self) {
+        signal(self.pid(), "KILL");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-s", "CONT", &c.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` every 200 ms for at most [`WAIT`]; fails with the daemons' logs.
+async fn until<T>(what: &str, daemons: &[&Daemon], mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let logs: String = daemons
+                .iter()
+                .map(|d| format!("--- {} ---\n{}\n", d.name, tail(&d.log(), 60)))
+                .collect();
+            panic!("timed out after {}s waiting for {what}\n{logs}", WAIT.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Every batch the unit's journal holds in etcd, in order.
+async fn journal(etcd: &EtcdServer) -> Vec<Record> {
+    let mut c = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    let keys = am_etcd::Keys::new("/am", "vc");
+    let got = c
+        .get(
+            keys.batch(0),
+            Some(etcd_client::GetOptions::new().with_range(keys.batches_end())),
+        )
+        .await
+        .unwrap();
+    got.kvs()
+        .iter()
+        .flat_map(|kv| serde_json::from_slice::<Vec<Record>>(kv.value()).unwrap())
+        .collect()
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("am-ha-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `a` and waits until it leads and has read the inventory, then `b` until it stands by.
+async fn leader_and_standby(sim: &Vcsim, etcd: &EtcdServer, dir: &std::path::Path) -> (Daemon, Daemon) {
+    let a = Daemon::start(sim, etcd, "a", dir);
+    until("a to lead and read the inventory", &[&a], async || {
+        let s = am_api::fetch_status(&a.url).await.ok()?;
+        (s.ha.as_ref()?.leading && !s.vms.is_empty()).then_some(())
+    })
+    .await;
+    let b = Daemon::start(sim, etcd, "b", dir);
+    until("b to stand by behind a", &[&a, &b], async || {
+        let ha = b.ha().await?;
+        (!ha.leading && ha.leader.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+    (a, b)
+}
+
+/// The dead host's VMs all run, once each, on other hosts.
+async fn all_moved(
+    sim: &Vcsim,
+    obs: &am_vsphere::vsphere_soap::Client,
+    dead_ref: &str,
+    names: &[String],
+) -> bool {
+    let all = vms(obs).await;
+    names.iter().all(|name| {
+        all.iter().any(|(_, n, power, host)| {
+            n == name && power == "poweredOn" && host.as_ref().is_some_and(|h| h.value != dead_ref)
+        })
+    }) && each_runs_once(sim).is_ok()
+}
+
+/// SIGKILL of the leader while its failover's power-ons are held in vCenter: the standby takes
+/// the unit over, restores from the etcd journal, reconciles the unfinished failovers (the dead
+/// leader's power-ons complete after its death) and moves every VM of the dead host: each runs
+/// exactly once, none is left off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_completes_a_failover_when_the_leader_is_killed_in_the_middle() {
+    let sim = Vcsim::start(&Spec {
+        hosts: 3,
+        vms_per_host: 2,
+        tls: true,
+        ..Spec::default()
+    });
+    let etcd = EtcdServer::start();
+    let dir = scratch("kill");
+    let (mut a, mut b) = leader_and_standby(&sim, &etcd, &dir).await;
+    let token_a = a.ha().await.unwrap().token.unwrap();
+    let obs = observer(&sim).await;
+    let (dead_name, dead_ref, dead_vms) = busiest(&sim);
+
+    // The leader's power-ons wait in vCenter: it is in the middle of the failover when killed.
+    sim.post("/hold?method=PowerOnVM_Task");
+    sim.post(&format!("/host/crash?name={dead_name}"));
+    until("a's failover to reach vCenter's power-on", &[&a], async || {
+        let held = sim.get("/held");
+        (!held.as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    a.kill9();
+    // vCenter finishes what the dead leader had started.
+    sim.post("/release?method=PowerOnVM_Task");
+
+    let ha = until("b to take the unit over", &[&b], async || {
+        b.ha().await.filter(|h| h.leading)
+    })
+    .await;
+    assert!(ha.token.unwrap() > token_a, "a newer token: {ha:?}");
+    assert_eq!(
+        (ha.takeovers, ha.leases_lost),
+        (1, 1),
+        "a's lease ran out: {ha:?}"
+    );
+    until(
+        "every VM of the dead host to run elsewhere, once",
+        &[&b],
+        async || all_moved(&sim, &obs, &dead_ref, &dead_vms).await.then_some(()),
+    )
+    .await;
+    // Settle, then look again: nothing runs twice, nothing is left off.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    each_runs_once(&sim).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.log(), 80)));
+    assert!(
+        all_moved(&sim, &obs, &dead_ref, &dead_vms).await,
+        "{}",
+        tail(&b.log(), 80)
+    );
+    // What the journal in etcd shows: a's failovers, and b's restore reconciling them.
+    let records = journal(&etcd).await;
+    let failovers = records
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Record::Intent {
+                    action: Action::Failover { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(failovers >= 1, "a's failovers are journaled: {records:?}");
+    let reconciled = records.iter().any(|r| {
+        matches!(r, Record::Decision(e) if matches!(&e.kind, am_core::LogKind::Note { message } if message.contains("unfinished before the restart")))
+    });
+    assert!(
+        reconciled,
+        "b reconciles a's unfinished failovers as a restarted daemon does"
+    );
+    let log_b = b.log();
+    assert!(log_b.contains("leading the unit"), "{}", tail(&log_b, 40));
+    assert!(b.exited().is_none(), "b keeps running");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A leader frozen (SIGSTOP) past its lease: the standby takes over and handles a host failure;
+/// when the old leader thaws it acts on nothing (its lease ran out by its own clock, its journal
+/// write would be refused) and exits saying it lost the leadership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_stops_acting() {
+    let sim = Vcsim::start(&Spec {
+        hosts: 3,
+        vms_per_host: 2,
+        tls: true,
+        ..Spec::default()
+    });
+    let etcd = EtcdServer::start();
+    let dir = scratch("pause");
+    let (mut a, b) = leader_and_standby(&sim, &etcd, &dir).await;
+    let obs = observer(&sim).await;
+    signal(a.pid(), "STOP");
+    until("b to take the unit over from the frozen a", &[&b], async || {
+        b.ha().await.filter(|h| h.leading)
+    })
+    .await;
+    // A host fails while a is frozen: only b may act on it.
+    let (dead_name, dead_ref, dead_vms) = busiest(&sim);
+    sim.post(&format!("/host/crash?name={dead_name}"));
+    until("b to move the dead host's VMs", &[&b], async || {
+        all_moved(&sim, &obs, &dead_ref, &dead_vms).await.then_some(())
+    })
+    .await;
+    signal(a.pid(), "CONT");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = a.exited() {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a never exited after thawing:\n{}",
+            tail(&a.log(), 60)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!status.success(), "a exits with an error: {status:?}");
+    let log_a = a.log();
+    assert!(
+        log_a.contains("lost the leadership") || log_a.contains("leadership lost"),
+        "a says why it stopped:\n{}",
+        tail(&log_a, 40)
+    );
+    println!("a after thawing:\n{}", tail(&log_a, 12));
+    let after_thaw = log_a.rsplit("leadership lost").next().unwrap_or_default();
+    assert!(
+        !after_thaw.contains("issued"),
+        "a issues nothing once its lease is lost:\n{}",
+        tail(&log_a, 40)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    each_runs_once(&sim).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.log(), 80)));
+    assert!(all_moved(&sim, &obs, &dead_ref, &dead_vms).await);
+    let _ = std::fs::remove_dir_all(&dir);
+}
