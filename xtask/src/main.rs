@@ -3,10 +3,12 @@
 //! - `cargo xtask test` installs what the tests need (Debian packages: Go, govmomi's source,
 //!   fping, iproute2, python3-venv, when run as root; sushy-tools from PyPI into
 //!   `target/sushy-venv` when missing), builds the vcsim test bed, and runs every test of the
-//!   workspace. This is the README's test command, and what `.ci/run` ends with.
+//!   workspace, with `--features am-daemon/etcd` (manager HA; Debian's protobuf-compiler and
+//!   etcd-server are installed for it). This is the README's test command, and what `.ci/run`
+//!   ends with.
 //! - `cargo xtask sushy install` installs sushy-tools (the Redfish emulator of the
 //!   out-of-band tests) into `target/sushy-venv` when missing and prints its `sushy-emulator`.
-//! - `cargo xtask ci` runs `cargo fmt --check`, `cargo clippy -- -D warnings`, `cargo deny check`
+//! - `cargo xtask ci` runs `cargo fmt --check`, `cargo clippy --features am-daemon/etcd -- -D warnings`, `cargo deny check`
 //!   (bans, licenses, sources), then `cargo xtask test`.
 //! - `cargo xtask vcsim build` builds the vcsim test bed into `target/vcsim/am-vcsim`.
 //! - `cargo xtask vcsim start [-- FLAGS]` builds and runs it (flags: `-hosts`, `-vms-per-host`, ...).
@@ -60,14 +62,20 @@ const USAGE: &str = "usage:
 
 /// Debian packages the tests need: Go and govmomi's source (vcsim), fping (the probe benchmark's
 /// baseline), iproute2 (network namespaces in the probe tests), python3-venv (the venv that
-/// sushy-tools is installed into).
-const TEST_PACKAGES: [&str; 5] = [
+/// sushy-tools is installed into), protobuf-compiler (`protoc`, which etcd-client's build needs:
+/// `am-daemon --features etcd`) and etcd-server (the etcd the HA tests start on loopback).
+const TEST_PACKAGES: [&str; 7] = [
     "golang-go",
     "golang-github-vmware-govmomi-dev",
     "fping",
     "iproute2",
     "python3-venv",
+    "protobuf-compiler",
+    "etcd-server",
 ];
+
+/// Every test and lint builds the optional parts too (manager HA on etcd).
+const FEATURES: [&str; 2] = ["--features", "am-daemon/etcd"];
 
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
@@ -123,6 +131,7 @@ fn test(rest: &[&str]) -> Result<()> {
     let vcsim = build_vcsim()?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"])
+        .args(FEATURES)
         .env("AM_VCSIM_BIN", &vcsim)
         .current_dir(root());
     // An AM_SUSHY_BIN given is used as it is; else the venv, installed when missing.
@@ -137,9 +146,13 @@ fn test(rest: &[&str]) -> Result<()> {
 
 fn ci() -> Result<()> {
     let root = root();
+    // Before clippy: building etcd-client needs protoc.
+    ensure_packages()?;
     run(cargo().args(["fmt", "--all", "--check"]).current_dir(&root))?;
     run(cargo()
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .args(["clippy", "--workspace", "--all-targets"])
+        .args(FEATURES)
+        .args(["--", "-D", "warnings"])
         .current_dir(&root))?;
     let have_deny = cargo()
         .args(["deny", "--version"])

@@ -124,8 +124,10 @@ mod tests {
             takeovers: 3,
             leases_lost: 2,
         };
-        let mut snap = crate::Snapshot::default();
-        snap.ha = Some(ha.clone());
+        let mut snap = crate::Snapshot {
+            ha: Some(ha.clone()),
+            ..crate::Snapshot::default()
+        };
         let text = crate::render_prometheus(&snap);
         for want in [
             "am_ha_leader{unit=\"vc1\"} 0",
