@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         ["sushy", "install"] => am_testbed::install_sushy(&root()).map(|p| println!("{}", p.display())),
         ["bench-soap", rest @ ..] => bench_soap(rest),
         ["bench-scale", rest @ ..] => bench_scale::bench_scale(&root(), rest),
+        ["bench-ha"] => bench_ha(),
         ["test", rest @ ..] => test(rest),
         ["ci"] => ci(),
         _ => Err(USAGE.to_string()),
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
 const USAGE: &str = "usage:
   cargo xtask test [-- CARGO TEST ARGS]   install what the tests need, build vcsim, run every test
   cargo xtask ci                          fmt, clippy, deny, then `cargo xtask test` (what .ci/run runs)
+  cargo xtask bench-ha                    manager HA on etcd: takeover time, journal cost vs SQLite
   cargo xtask vcsim build
   cargo xtask sushy install               sushy-tools (Redfish emulator) into target/sushy-venv
   cargo xtask vcsim start [-- -hosts N -vms-per-host N -listen ADDR -control ADDR ...]
@@ -168,6 +170,32 @@ fn ci() -> Result<()> {
         .args(["deny", "check", "bans", "licenses", "sources"])
         .current_dir(&root))?;
     test(&[])
+}
+
+/// `cargo xtask bench-ha`: see the module's documentation.
+fn bench_ha() -> Result<()> {
+    ensure_packages()?;
+    let root = root();
+    let vcsim = build_vcsim()?;
+    run(cargo()
+        .args(["test", "-p", "am-scenarios", "--test", "vcsim_e2e"])
+        .args(FEATURES)
+        .args(["ha::measure_takeover_time", "--", "--ignored", "--nocapture"])
+        .env("AM_VCSIM_BIN", &vcsim)
+        .current_dir(&root))?;
+    run(cargo()
+        .args(["bench", "-p", "am-etcd", "--bench", "journal_cost"])
+        .current_dir(&root))?;
+    let dir = root.join("target/bench-ha");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(|e| format!("{f}: {e}"));
+    let results = format!(
+        "### Takeover: leader SIGKILL to the standby's first action\n\n{}\n### Journal cost per decision\n\n{}",
+        read("takeover.md")?,
+        read("journal.md")?
+    );
+    std::fs::write(dir.join("results.md"), &results).map_err(|e| e.to_string())?;
+    print!("{results}");
+    Ok(())
 }
 
 fn root() -> PathBuf {
