@@ -492,3 +492,76 @@ async fn measure_takeover_time() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("takeover.md"), table).unwrap();
 }
+
+/// Three daemons on one unit: one leads, two stand by behind it; SIGKILL of the leader during a
+/// failover: exactly one of the two takes over (the other stands by behind it) and completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_three_daemons_exactly_one_takes_over() {
+    let sim = Vcsim::start(&Spec {
+        hosts: 3,
+        vms_per_host: 2,
+        tls: true,
+        ..Spec::default()
+    });
+    let etcd = EtcdServer::start();
+    let dir = scratch("three");
+    let (mut a, b) = leader_and_standby(&sim, &etcd, &dir).await;
+    let c = Daemon::start(&sim, &etcd, "c", &dir);
+    until("c to stand by behind a", &[&a, &c], async || {
+        let ha = c.ha().await?;
+        (!ha.leading && ha.leader.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+    let obs = observer(&sim).await;
+    let (dead_name, dead_ref, dead_vms) = busiest(&sim);
+    sim.post("/hold?method=PowerOnVM_Task");
+    sim.post(&format!("/host/crash?name={dead_name}"));
+    until("a's failover to reach vCenter's power-on", &[&a], async || {
+        (!sim.get("/held").as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    a.kill9();
+    sim.post("/release?method=PowerOnVM_Task");
+    let (new, other) = until("b or c to take the unit over", &[&b, &c], async || {
+        let (hb, hc) = (b.ha().await?, c.ha().await?);
+        match (hb.leading, hc.leading) {
+            (true, false) => Some((&b, hc)),
+            (false, true) => Some((&c, hb)),
+            (true, true) => panic!("two leaders: {hb:?} {hc:?}"),
+            (false, false) => None,
+        }
+    })
+    .await;
+    until(
+        "the other to stand by behind the new leader",
+        &[&b, &c],
+        async || {
+            let ha = if std::ptr::eq(new, &b) {
+                c.ha().await?
+            } else {
+                b.ha().await?
+            };
+            (!ha.leading && ha.leader.as_deref() == Some(new.name.as_str())).then_some(())
+        },
+    )
+    .await;
+    assert!(!other.leading);
+    until(
+        "every VM of the dead host to run elsewhere, once",
+        &[new],
+        async || all_moved(&sim, &obs, &dead_ref, &dead_vms).await.then_some(()),
+    )
+    .await;
+    // For a while, exactly one leads and every VM runs once.
+    for _ in 0..10 {
+        let leading = [b.ha().await, c.ha().await]
+            .into_iter()
+            .flatten()
+            .filter(|h| h.leading)
+            .count();
+        assert_eq!(leading, 1, "exactly one leader");
+        each_runs_once(&sim).unwrap_or_else(|e| panic!("{e}\n{}", tail(&new.log(), 80)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
