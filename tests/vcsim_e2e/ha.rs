@@ -565,3 +565,68 @@ async fn of_three_daemons_exactly_one_takes_over() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// etcd goes away (its one member stopped) while a host fails: the leader, cut off, acts on
+/// nothing (it cannot journal) and exits once its lease runs out; the standby outlives the
+/// outage, and when etcd is back it takes the unit over and completes the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_stops_and_the_standby_finishes_after_the_outage() {
+    let sim = Vcsim::start(&Spec {
+        hosts: 3,
+        vms_per_host: 2,
+        tls: true,
+        ..Spec::default()
+    });
+    let mut etcd = EtcdServer::start();
+    let dir = scratch("outage");
+    let (mut a, mut b) = leader_and_standby(&sim, &etcd, &dir).await;
+    let obs = observer(&sim).await;
+    let before = vms(&obs).await;
+    etcd.stop();
+    let (dead_name, dead_ref, dead_vms) = busiest(&sim);
+    sim.post(&format!("/host/crash?name={dead_name}"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = a.exited() {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a never stopped:\n{}",
+            tail(&a.log(), 60)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        a.log().contains("lost the leadership") || a.log().contains("cannot journal"),
+        "{}",
+        tail(&a.log(), 30)
+    );
+    // Nothing moved while nobody could lead: every VM is where it was, in vCenter.
+    let during = vms(&obs).await;
+    for (moref, name, _, host) in &before {
+        let now = during.iter().find(|(m, ..)| m == moref);
+        assert_eq!(
+            now.map(|v| &v.3),
+            Some(host),
+            "{name} was not touched during the outage"
+        );
+    }
+    assert!(
+        b.exited().is_none(),
+        "the standby outlives the outage:\n{}",
+        tail(&b.log(), 30)
+    );
+    etcd.restart();
+    until("b to take the unit over after the outage", &[&b], async || {
+        b.ha().await.filter(|h| h.leading)
+    })
+    .await;
+    until("b to move the dead host's VMs", &[&b], async || {
+        all_moved(&sim, &obs, &dead_ref, &dead_vms).await.then_some(())
+    })
+    .await;
+    each_runs_once(&sim).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.log(), 80)));
+    let _ = std::fs::remove_dir_all(&dir);
+}

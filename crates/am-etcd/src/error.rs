@@ -68,6 +68,17 @@ pub enum EtcdError {
     Stopped,
 }
 
+impl EtcdError {
+    /// Whether trying again later may succeed (etcd unreachable, slow, or a request failed), as
+    /// opposed to settings, a refused login, an unreadable value or a lost leadership.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            EtcdError::Unreachable { .. } | EtcdError::Timeout { .. } | EtcdError::Request { .. }
+        )
+    }
+}
+
 /// Results of this crate.
 pub type Result<T, E = EtcdError> = std::result::Result<T, E>;
 

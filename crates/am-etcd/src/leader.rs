@@ -239,7 +239,18 @@ pub async fn campaign(
     let keys = Keys::new(&s.prefix, &s.unit);
     let mut announced: Option<i64> = None;
     loop {
-        let current = leader_of(etcd, &keys).await?;
+        // A standby outlives an etcd outage: it tries again (a refused login or a bad value
+        // is not an outage, and ends the campaign).
+        let current = match leader_of(etcd, &keys).await {
+            Ok(c) => c,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(unit = %s.unit, error = %e, "etcd does not answer; still standing by");
+                standby(None);
+                tokio::time::sleep(poll).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         standby(current.as_ref());
         if let Some(l) = &current {
             if announced != Some(l.token) {
@@ -249,8 +260,14 @@ pub async fn campaign(
             tokio::time::sleep(poll).await;
             continue;
         }
-        if let Some(lease) = try_lead(etcd, &keys).await? {
-            return Ok(lease);
+        match try_lead(etcd, &keys).await {
+            Ok(Some(lease)) => return Ok(lease),
+            Ok(None) => {}
+            Err(e) if e.is_transient() => {
+                tracing::warn!(unit = %s.unit, error = %e, "campaign failed; trying again");
+                tokio::time::sleep(poll).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
