@@ -19,13 +19,13 @@ use tokio::runtime::{Handle, Runtime};
 #[derive(Clone)]
 pub struct Etcd {
     inner: Arc<Inner>,
+    settings: Arc<Settings>,
 }
 
 struct Inner {
     runtime: Mutex<Option<Runtime>>,
     handle: Handle,
     client: Client,
-    settings: Settings,
 }
 
 impl Drop for Inner {
@@ -42,8 +42,8 @@ impl Drop for Inner {
 impl std::fmt::Debug for Etcd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Etcd")
-            .field("endpoints", &self.inner.settings.endpoints)
-            .field("unit", &self.inner.settings.unit)
+            .field("endpoints", &self.settings.endpoints)
+            .field("unit", &self.settings.unit)
             .finish_non_exhaustive()
     }
 }
@@ -148,14 +148,25 @@ impl Etcd {
                 runtime: Mutex::new(Some(runtime)),
                 handle,
                 client,
-                settings,
             }),
+            settings: Arc::new(settings),
         })
     }
 
     /// The settings it was connected with.
     pub fn settings(&self) -> &Settings {
-        &self.inner.settings
+        &self.settings
+    }
+
+    /// The same connection (and thread) for another unit: what a daemon leading several units
+    /// of a sharded deployment uses, one per unit.
+    pub fn for_unit(&self, unit: &str) -> Etcd {
+        let mut settings = (*self.settings).clone();
+        settings.unit = unit.to_owned();
+        Etcd {
+            inner: self.inner.clone(),
+            settings: Arc::new(settings),
+        }
     }
 
     /// A clone of the client (cheap), to use on the etcd thread.
@@ -195,13 +206,12 @@ impl Etcd {
             let _ = tx.send(f.await);
         }));
         // The request has its own timeout (the client's); this only guards against a lost thread.
-        match rx.recv_timeout(self.inner.settings.request_timeout * 4) {
+        match rx.recv_timeout(self.settings.request_timeout * 4) {
             Ok(r) => r,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(EtcdError::Timeout {
                 op: "request",
-                key: self.inner.settings.endpoint_list(),
-                after_ms: u64::try_from((self.inner.settings.request_timeout * 4).as_millis())
-                    .unwrap_or(u64::MAX),
+                key: self.settings.endpoint_list(),
+                after_ms: u64::try_from((self.settings.request_timeout * 4).as_millis()).unwrap_or(u64::MAX),
             }),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(EtcdError::Stopped),
         }

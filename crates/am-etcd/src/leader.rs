@@ -42,7 +42,8 @@ struct Shared {
     token: i64,
     lease_id: i64,
     ttl: Duration,
-    keys: Keys,
+    /// The key held on the lease (the unit's leader key, or a member's key).
+    key: String,
     /// When the lease expires at the latest, by this process's monotonic clock.
     expires: Mutex<Instant>,
     /// `Some(reason)` once lost.
@@ -156,7 +157,7 @@ impl Lease {
 
     /// The compare every fenced write carries: the leader key still has our creation revision.
     pub(crate) fn fence(&self) -> Compare {
-        Compare::create_revision(self.shared.keys.leader(), CompareOp::Equal, self.shared.token)
+        Compare::create_revision(self.shared.key.clone(), CompareOp::Equal, self.shared.token)
     }
 
     /// The error of a write that `fence` refused, or of an action the lease does not cover.
@@ -260,7 +261,7 @@ pub async fn campaign(
             tokio::time::sleep(poll).await;
             continue;
         }
-        match try_lead(etcd, &keys).await {
+        match hold(etcd, keys.leader()).await {
             Ok(Some(lease)) => return Ok(lease),
             Ok(None) => {}
             Err(e) if e.is_transient() => {
@@ -272,12 +273,13 @@ pub async fn campaign(
     }
 }
 
-/// One attempt: a new lease, and the leader key on it if nobody created it meanwhile.
-async fn try_lead(etcd: &Etcd, keys: &Keys) -> Result<Option<Lease>> {
+/// One attempt: a new lease, and `key` on it if nobody created it meanwhile (the unit's leader
+/// key, or a member's key). The lease is renewed in the background.
+pub(crate) async fn hold(etcd: &Etcd, key: String) -> Result<Option<Lease>> {
     let s = etcd.settings().clone();
     let ttl_secs = i64::try_from(s.lease_ttl.as_secs()).unwrap_or(i64::MAX);
     let mut client = etcd.client();
-    let leader = keys.leader();
+    let leader = key.clone();
     let name = s.name.clone();
     let sent = Instant::now();
     let won = etcd
@@ -322,13 +324,13 @@ async fn try_lead(etcd: &Etcd, keys: &Keys) -> Result<Option<Lease>> {
             token,
             lease_id,
             ttl: s.lease_ttl,
-            keys: keys.clone(),
+            key,
             expires: Mutex::new(sent),
             lost,
         }),
     };
     lease.renewed(sent, ttl);
-    tracing::info!(unit = %s.unit, name = %s.name, token, ttl_s = ttl, "leading");
+    tracing::info!(key = %lease.shared.key, name = %s.name, token, ttl_s = ttl, "holding the key on a lease");
     // The keep-alive holds the client, not the `Etcd`: when the last handle goes, the etcd thread
     // stops, and with it the renewals (a dead leader's lease then expires).
     etcd.spawn(keep_alive(etcd.client(), s.request_timeout, lease.clone()));

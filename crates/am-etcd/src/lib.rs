@@ -12,6 +12,9 @@
 //!   only while the token holds; recovery by the same fold as the SQLite journal's
 //!   ([`am_store::Recovery`]), so both give the same [`am_store::Recovered`].
 //!
+//! - [`shard`]: N daemons share M units: members, a balanced assignment, each unit led by
+//!   exactly one member at a time, rebalanced when one joins or dies.
+//!
 //! Keys are laid out under `<prefix>/<unit>/` (see [`keys`]).
 
 mod client;
@@ -20,6 +23,7 @@ pub mod journal;
 pub mod keys;
 mod leader;
 mod settings;
+pub mod shard;
 
 pub use client::Etcd;
 pub use error::{EtcdError, Result};
