@@ -16,6 +16,9 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// The unit of work (one vCenter scope): daemons with the same unit share it, one leading.
     pub unit: String,
+    /// Sharding: the units this daemon shares with the others, each a cluster of `[vcenter]` by
+    /// name (one engine per unit it leads; `unit` is then unused). Empty: the one `unit`.
+    pub units: Vec<String>,
     /// This daemon's name in the leader key (default: the host name).
     pub name: Option<String>,
     /// The lease's time to live: how long a dead leader holds the unit (whole seconds, >= 2).
@@ -46,6 +49,7 @@ impl Default for EtcdConfig {
             endpoints: vec!["http://127.0.0.1:2379".into()],
             prefix: "/am".into(),
             unit: "default".into(),
+            units: Vec::new(),
             name: None,
             lease_ttl: Duration::from_secs(5),
             action_margin: Duration::ZERO,
@@ -107,6 +111,13 @@ impl EtcdConfig {
             "unit",
             "must be non-empty, without /".into(),
         );
+        for u in &self.units {
+            check(
+                !u.is_empty() && !u.contains('/'),
+                "units",
+                format!("`{u}` must be a cluster name, non-empty, without /"),
+            );
+        }
         check(
             self.lease_ttl >= Duration::from_secs(2) && self.lease_ttl.subsec_nanos() == 0,
             "lease_ttl",

@@ -45,6 +45,7 @@ mod imp {
 
     pub(crate) async fn lead<F: std::future::Future<Output = ()>>(
         cfg: &DaemonConfig,
+        _won: Option<()>,
         _shutdown: std::pin::Pin<&mut F>,
         _board: &am_api::Board,
     ) -> Result<Option<Role>, RunError> {
@@ -111,12 +112,16 @@ mod imp {
     /// completes first (`None`). Without `[etcd]`: [`Role::Alone`] at once.
     pub(crate) async fn lead<F: std::future::Future<Output = ()>>(
         cfg: &DaemonConfig,
+        won: Option<(am_etcd::Etcd, am_etcd::Lease)>,
         shutdown: std::pin::Pin<&mut F>,
         board: &am_api::Board,
     ) -> Result<Option<Role>, RunError> {
         let Some(e) = &cfg.etcd else {
             return Ok(Some(Role::Alone));
         };
+        if let Some((etcd, lease)) = won {
+            return open(e, etcd, lease).await.map(Some);
+        }
         let etcd = am_etcd::Etcd::connect(settings(e)?).await?;
         let s = etcd.settings().clone();
         tracing::info!(endpoints = %s.endpoints.join(","), unit = %s.unit, name = %s.name, "campaigning");
@@ -140,6 +145,12 @@ mod imp {
             lease = campaign => lease?,
             () = shutdown => return Ok(None),
         };
+        open(e, etcd, lease).await.map(Some)
+    }
+
+    /// The leader's side: the unit's journal read from etcd.
+    async fn open(e: &EtcdConfig, etcd: am_etcd::Etcd, lease: am_etcd::Lease) -> Result<Role, RunError> {
+        let s = etcd.settings().clone();
         let (journal, recovered, history) = am_etcd::EtcdJournal::open(&etcd, &lease).await?;
         tracing::info!(
             unit = %s.unit,
@@ -148,14 +159,94 @@ mod imp {
             unfinished = recovered.unfinished.len(),
             "leading the unit: restoring from its journal in etcd"
         );
-        Ok(Some(Role::Leader(Box::new(Leading {
+        Ok(Role::Leader(Box::new(Leading {
             etcd,
             lease,
             journal,
             recovered,
             history,
             margin: e.margin(),
-        }))))
+        })))
+    }
+
+    /// The configuration of one unit of a sharded daemon: the cluster of that name, the unit's
+    /// keys, and the API on `api.listen`'s port plus one plus the unit's place in `units`.
+    pub(crate) fn unit_config(cfg: &DaemonConfig, unit: &str, index: usize) -> DaemonConfig {
+        let mut c = cfg.clone();
+        if let Some(vc) = c.vcenter.as_mut() {
+            vc.clusters = vec![unit.to_owned()];
+        }
+        if let Some(e) = c.etcd.as_mut() {
+            e.unit = unit.to_owned();
+            e.units = Vec::new();
+        }
+        let port = c.api.listen.port();
+        if port != 0 {
+            let offset = u16::try_from(index + 1).unwrap_or(u16::MAX);
+            c.api.listen.set_port(port.saturating_add(offset));
+        }
+        c
+    }
+
+    /// A sharded daemon (`[etcd] units`): joins the members, and runs one engine (a `run_with`
+    /// on the unit's configuration, without a campaign) per unit it leads, until `shutdown`.
+    /// A unit whose lease is lost stops its engine only; the daemon may lead it again later.
+    pub(crate) async fn run_sharded(
+        cfg: DaemonConfig,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), RunError> {
+        use std::collections::BTreeMap;
+        let Some(e) = cfg.etcd.clone() else {
+            return Err(RunError::EtcdNotBuilt);
+        };
+        let etcd = am_etcd::Etcd::connect(settings(&e)?).await?;
+        let mut member = am_etcd::shard::Member::join(&etcd, e.units.clone(), e.poll_interval).await?;
+        tracing::info!(name = %etcd.settings().name, units = ?e.units, "joined the members");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            running.retain(|_, t| !t.is_finished());
+            for (unit, lease) in member.led() {
+                if running.contains_key(&unit) {
+                    continue;
+                }
+                let index = e.units.iter().position(|u| *u == unit).unwrap_or(0);
+                let unit_cfg = unit_config(&cfg, &unit, index);
+                let extras = crate::run::RunExtras {
+                    lease: Some((etcd.for_unit(&unit), lease)),
+                    ..crate::run::RunExtras::default()
+                };
+                let mut stop = stop_rx.clone();
+                let name = unit.clone();
+                let task: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RunError>> + Send>> =
+                    Box::pin(crate::run::run_with(unit_cfg, extras, async move {
+                        let _ = stop.wait_for(|s| *s).await.is_ok();
+                    }));
+                tracing::info!(unit = %name, api = %unit_config(&cfg, &unit, index).api.listen, "running the unit");
+                running.insert(
+                    unit,
+                    tokio::spawn(async move {
+                        match task.await {
+                            Ok(()) => tracing::info!(unit = %name, "the unit's engine stopped"),
+                            Err(err) => {
+                                tracing::error!(unit = %name, error = %err, "the unit's engine stopped")
+                            }
+                        }
+                    }),
+                );
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = member.changed() => {}
+                () = tokio::time::sleep(e.poll_interval) => {}
+            }
+        }
+        let _ = stop_tx.send(true);
+        for (_, t) in running {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        Ok(())
     }
 
     impl Leading {

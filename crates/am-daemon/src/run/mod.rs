@@ -109,10 +109,18 @@ pub struct RunExtras {
     pub sinks: Vec<Box<dyn AlarmSink>>,
     /// A prober to use instead of the network prober.
     pub prober: Option<Arc<dyn Prober>>,
+    /// The unit's leadership, already won (a sharded daemon's unit): no campaign.
+    #[cfg(feature = "etcd")]
+    pub lease: Option<(am_etcd::Etcd, am_etcd::Lease)>,
 }
 
 /// Runs the daemon against the vCenter of `cfg` until `shutdown` completes.
 pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    // Sharded ([etcd] units): one engine per unit this daemon leads, each a `run_with`.
+    #[cfg(feature = "etcd")]
+    if cfg.etcd.as_ref().is_some_and(|e| !e.units.is_empty()) {
+        return ha::run_sharded(cfg, shutdown).await;
+    }
     run_with(cfg, RunExtras::default(), shutdown).await
 }
 
@@ -180,7 +188,11 @@ pub async fn run_with(
     }));
     let mut shutdown = std::pin::pin!(shutdown);
     // With [etcd]: stand by until this daemon leads its unit (or is shut down first).
-    let role = match ha::lead(&cfg, shutdown.as_mut(), &board).await {
+    #[cfg(feature = "etcd")]
+    let won = extras.lease;
+    #[cfg(not(feature = "etcd"))]
+    let won = None;
+    let role = match ha::lead(&cfg, won, shutdown.as_mut(), &board).await {
         Ok(Some(role)) => role,
         Ok(None) => {
             let _ = stop_tx.send(true);
