@@ -151,7 +151,7 @@ impl EtcdConfig {
     }
 }
 
-/// Durations too short to matter here are refused by [`EtcdConfig::validate`].
+/// The section as a user writes it.
 #[cfg(test)]
 mod tests {
     use super::super::DaemonConfig;
@@ -177,5 +177,11 @@ mod tests {
         for want in ["etcd.lease_ttl", "etcd.user", "journal"] {
             assert!(err.contains(want), "{want} in {err}");
         }
+        let err = DaemonConfig::from_toml("[etcd]\nunits = [\"c0\", \"a/b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("etcd.units") && err.contains("a/b"), "{err}");
+        let ok = DaemonConfig::from_toml("[etcd]\nunits = [\"c0\", \"c1\"]\n").unwrap();
+        assert_eq!(ok.etcd.unwrap().units.len(), 2);
     }
 }
