@@ -275,6 +275,33 @@ async fn leader_and_standby_ttl(
     (a, b)
 }
 
+/// Every event vCenter keeps (vcsim applies no filter but the count).
+async fn events(obs: &am_vsphere::vsphere_soap::Client) -> Vec<am_vsphere::vsphere_soap::Event> {
+    obs.query_events(&am_vsphere::vsphere_soap::EventFilter {
+        max_count: Some(1000),
+        ..am_vsphere::vsphere_soap::EventFilter::default()
+    })
+    .await
+    .expect("events")
+}
+
+/// How many times vCenter powered on each VM (by name) in events after `after` (their key).
+async fn power_ons(
+    obs: &am_vsphere::vsphere_soap::Client,
+    after: i64,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut n = std::collections::BTreeMap::new();
+    for e in events(obs).await {
+        if e.key > after
+            && e.type_name == "VmPoweredOnEvent"
+            && let Some(vm) = e.vm
+        {
+            *n.entry(vm.name).or_insert(0) += 1;
+        }
+    }
+    n
+}
+
 /// The dead host's VMs all run, once each, on other hosts.
 async fn all_moved(
     sim: &Vcsim,
@@ -310,6 +337,7 @@ async fn the_standby_completes_a_failover_when_the_leader_is_killed_in_the_middl
     let (dead_name, dead_ref, dead_vms) = busiest(&sim);
 
     // The leader's power-ons wait in vCenter: it is in the middle of the failover when killed.
+    let since = events(&obs).await.iter().map(|e| e.key).max().unwrap_or(0);
     sim.post("/hold?method=PowerOnVM_Task");
     sim.post(&format!("/host/crash?name={dead_name}"));
     until("a's failover to reach vCenter's power-on", &[&a], async || {
@@ -345,6 +373,17 @@ async fn the_standby_completes_a_failover_when_the_leader_is_killed_in_the_middl
         "{}",
         tail(&b.log(), 80)
     );
+    // vCenter's own count: each of the dead host's VMs was powered on exactly once, by the dead
+    // leader's released call or by the new leader, never by both.
+    let ons = power_ons(&obs, since).await;
+    for name in &dead_vms {
+        assert_eq!(
+            ons.get(name),
+            Some(&1),
+            "{name} powered on once: {ons:?}\n{}",
+            tail(&b.log(), 80)
+        );
+    }
     // What the journal in etcd shows: a's failovers, and b's restore reconciling them.
     let records = journal(&etcd).await;
     let failovers = records
@@ -395,6 +434,7 @@ async fn a_leader_paused_past_its_lease_stops_acting() {
     .await;
     // A host fails while a is frozen: only b may act on it.
     let (dead_name, dead_ref, dead_vms) = busiest(&sim);
+    let since = events(&obs).await.iter().map(|e| e.key).max().unwrap_or(0);
     sim.post(&format!("/host/crash?name={dead_name}"));
     until("b to move the dead host's VMs", &[&b], async || {
         all_moved(&sim, &obs, &dead_ref, &dead_vms).await.then_some(())
@@ -430,6 +470,14 @@ async fn a_leader_paused_past_its_lease_stops_acting() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     each_runs_once(&sim).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.log(), 80)));
     assert!(all_moved(&sim, &obs, &dead_ref, &dead_vms).await);
+    let ons = power_ons(&obs, since).await;
+    for name in &dead_vms {
+        assert_eq!(
+            ons.get(name),
+            Some(&1),
+            "{name} powered on once (by b only): {ons:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -538,6 +586,7 @@ async fn of_three_daemons_exactly_one_takes_over() {
     .await;
     let obs = observer(&sim).await;
     let (dead_name, dead_ref, dead_vms) = busiest(&sim);
+    let since = events(&obs).await.iter().map(|e| e.key).max().unwrap_or(0);
     sim.post("/hold?method=PowerOnVM_Task");
     sim.post(&format!("/host/crash?name={dead_name}"));
     until("a's failover to reach vCenter's power-on", &[&a], async || {
@@ -586,6 +635,10 @@ async fn of_three_daemons_exactly_one_takes_over() {
         assert_eq!(leading, 1, "exactly one leader");
         each_runs_once(&sim).unwrap_or_else(|e| panic!("{e}\n{}", tail(&new.log(), 80)));
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ons = power_ons(&obs, since).await;
+    for name in &dead_vms {
+        assert_eq!(ons.get(name), Some(&1), "{name} powered on once: {ons:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
