@@ -180,7 +180,12 @@ fn bench_ha() -> Result<()> {
     run(cargo()
         .args(["test", "-p", "am-scenarios", "--test", "vcsim_e2e"])
         .args(FEATURES)
-        .args(["ha::bench::measure_takeover_time", "--", "--ignored", "--nocapture"])
+        .args([
+            "ha::bench::measure_takeover_time",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("AM_VCSIM_BIN", &vcsim)
         .current_dir(&root))?;
     run(cargo()

@@ -10,7 +10,8 @@
 //! | `am_ha_leases_lost_total` | counter | leaders of the unit whose lease ran out, from etcd |
 //!
 //! The counters are the unit's, kept in etcd by each new leader, so every daemon of the unit
-//! reports the same figures. "No leader" is best alerted on across daemons (`sum by (unit)
+//! reports the same figures. A standby that cannot take a leaderless unit over raises
+//! `AlarmKind::UnitWithoutLeader`; "no leader" is also best alerted on across daemons (`sum by (unit)
 //! (am_ha_leader) == 0`): when every daemon is down, none is left to raise an alarm.
 
 use prometheus_client::registry::Registry;

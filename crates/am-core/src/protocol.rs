@@ -222,11 +222,14 @@ pub enum AlarmKind {
     /// An evacuation the operator asked for cannot finish (VMs with no place, failed moves,
     /// the host lost): it stopped, and says why.
     EvacuationFailed,
+    /// Manager HA: a standby has seen no daemon lead its unit for two lease TTLs and cannot
+    /// take it over itself (etcd does not answer): nothing watches the unit's VMs.
+    UnitWithoutLeader,
 }
 
 impl AlarmKind {
     /// Every kind, in declaration order (the label values of the alarm metrics).
-    pub const ALL: [AlarmKind; 17] = [
+    pub const ALL: [AlarmKind; 18] = [
         AlarmKind::VmPoweredOff,
         AlarmKind::RecoveryFailed,
         AlarmKind::RestartLimit,
@@ -244,6 +247,7 @@ impl AlarmKind {
         AlarmKind::HostRemovalFailed,
         AlarmKind::FenceFailed,
         AlarmKind::EvacuationFailed,
+        AlarmKind::UnitWithoutLeader,
     ];
 
     /// Its place in [`AlarmKind::ALL`]. Exhaustive: a new kind does not build until it is listed
@@ -267,6 +271,7 @@ impl AlarmKind {
             AlarmKind::HostRemovalFailed => 14,
             AlarmKind::FenceFailed => 15,
             AlarmKind::EvacuationFailed => 16,
+            AlarmKind::UnitWithoutLeader => 17,
         }
     }
 }

@@ -302,11 +302,26 @@ async fn a_leader_cut_off_from_etcd_stops_and_the_standby_finishes_after_the_out
         "the standby outlives the outage:\n{}",
         tail(&b.log(), 30)
     );
+    // Nobody leads and b cannot take over: b raises the alarm (to its log and webhook) and shows
+    // no leader in its status.
+    until("b's unit-without-leader alarm", &[&b], async || {
+        b.log().contains("UnitWithoutLeader").then_some(())
+    })
+    .await;
+    let ha = b.ha().await.expect("b's status during the outage");
+    assert!(!ha.leading && ha.leader.is_none(), "{ha:?}");
     etcd.restart();
     until("b to take the unit over after the outage", &[&b], async || {
         b.ha().await.filter(|h| h.leading)
     })
     .await;
+    assert!(
+        b.log()
+            .lines()
+            .any(|l| l.contains("alarm cleared") && l.contains("UnitWithoutLeader")),
+        "the alarm is cleared once b leads:\n{}",
+        tail(&b.log(), 30)
+    );
     until("b to move the dead host's VMs", &[&b], async || {
         all_moved(&sim, &obs, &dead_ref, &dead_vms).await.then_some(())
     })

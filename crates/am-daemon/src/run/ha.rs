@@ -127,6 +127,12 @@ mod imp {
         tracing::info!(endpoints = %s.endpoints.join(","), unit = %s.unit, name = %s.name, "campaigning");
         let history = am_etcd::history(&etcd).await.unwrap_or_default();
         let standby_board = board.clone();
+        let watch = Arc::new(std::sync::Mutex::new(NoLeader::new(
+            cfg,
+            s.unit.clone(),
+            e.lease_ttl * 2,
+        )?));
+        let seen = watch.clone();
         let mut state = HaState {
             unit: s.unit.clone(),
             name: s.name.clone(),
@@ -140,12 +146,102 @@ mod imp {
             state.lease_remaining_ms =
                 l.map(|l| u64::try_from(l.lease_remaining.as_millis()).unwrap_or(u64::MAX));
             publish(&standby_board, &state);
+            if let Ok(mut w) = seen.lock() {
+                w.saw(l.is_some());
+            }
         });
         let lease = tokio::select! {
             lease = campaign => lease?,
             () = shutdown => return Ok(None),
         };
+        // This daemon leads now: a unit-without-leader alarm it raised is over.
+        if let Ok(mut w) = watch.lock() {
+            w.clear();
+        }
         open(e, etcd, lease).await.map(Some)
+    }
+
+    /// A standby's watch for a unit nobody leads: after `after` with no leader seen (and none
+    /// taken over by this daemon: etcd does not answer), [`AlarmKind::UnitWithoutLeader`] goes to
+    /// the log and the webhook; it is cleared when a leader is seen again.
+    ///
+    /// [`AlarmKind::UnitWithoutLeader`]: am_core::AlarmKind::UnitWithoutLeader
+    pub(crate) struct NoLeader {
+        unit: String,
+        after: Duration,
+        since: Option<std::time::Instant>,
+        started: std::time::Instant,
+        raised: bool,
+        sinks: Vec<Box<dyn crate::alarm::AlarmSink>>,
+    }
+
+    impl NoLeader {
+        fn new(cfg: &DaemonConfig, unit: String, after: Duration) -> Result<NoLeader, RunError> {
+            let mut sinks: Vec<Box<dyn crate::alarm::AlarmSink>> = vec![Box::new(crate::alarm::LogSink)];
+            if let Some(url) = &cfg.alarms.webhook_url {
+                sinks.push(Box::new(crate::alarm::WebhookSink::new(
+                    url,
+                    cfg.alarms.alertmanager,
+                )?));
+            }
+            Ok(NoLeader {
+                unit,
+                after,
+                since: None,
+                started: std::time::Instant::now(),
+                raised: false,
+                sinks,
+            })
+        }
+
+        fn now(&self) -> am_core::Time {
+            am_core::Time::from_millis(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+        }
+
+        fn send(&mut self, change: &am_core::AlarmChange) {
+            for sink in &mut self.sinks {
+                sink.deliver(change);
+            }
+        }
+
+        /// One look at the leader key: `true` when someone leads.
+        pub(crate) fn saw(&mut self, leader: bool) {
+            if leader {
+                self.since = None;
+                self.clear();
+                return;
+            }
+            let since = *self.since.get_or_insert_with(std::time::Instant::now);
+            if !self.raised && since.elapsed() >= self.after {
+                self.raised = true;
+                let alarm = am_core::Alarm {
+                    kind: am_core::AlarmKind::UnitWithoutLeader,
+                    subject: am_core::Subject::Manager,
+                    name: Some(self.unit.clone()),
+                    severity: am_core::Severity::Critical,
+                    message: format!(
+                        "unit {}: no daemon has led it for {} s and this standby cannot take it over (etcd does not answer); nothing watches its VMs",
+                        self.unit,
+                        since.elapsed().as_secs()
+                    ),
+                    at: self.now(),
+                };
+                self.send(&am_core::AlarmChange::Raise(alarm));
+            }
+        }
+
+        /// Clears a raised alarm (a leader is seen, or this daemon leads now).
+        pub(crate) fn clear(&mut self) {
+            if self.raised {
+                self.raised = false;
+                let at = self.now();
+                self.send(&am_core::AlarmChange::Clear {
+                    kind: am_core::AlarmKind::UnitWithoutLeader,
+                    subject: am_core::Subject::Manager,
+                    at,
+                });
+            }
+        }
     }
 
     /// The leader's side: the unit's journal read from etcd.
