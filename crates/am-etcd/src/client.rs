@@ -75,6 +75,26 @@ pub(crate) fn request_error(
     }
 }
 
+/// The client's TLS from PEM files (each unreadable one named).
+fn tls_options(tls: &crate::settings::Tls) -> Result<etcd_client::TlsOptions> {
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| EtcdError::Settings(format!("cannot read the {what} {}: {e}", p.display())))
+    };
+    let mut o = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read("CA file", &tls.ca_file)?));
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        o = o.identity(etcd_client::Identity::from_pem(
+            read("client certificate", cert)?,
+            read("client key", key)?,
+        ));
+    }
+    if let Some(d) = &tls.domain {
+        o = o.domain_name(d.clone());
+    }
+    Ok(o)
+}
+
 impl Etcd {
     /// Starts the etcd thread, connects (authenticating when a user is set) and reads the
     /// cluster's status once, so that an unreachable endpoint or a refused login fails here,
@@ -97,6 +117,9 @@ impl Etcd {
                 .with_require_leader(true);
             if let Some((user, password)) = &s.user {
                 opts = opts.with_user(user.clone(), password.expose().to_owned());
+            }
+            if let Some(tls) = &s.tls {
+                opts = opts.with_tls(tls_options(tls)?);
             }
             let deadline = s.connect_timeout + s.request_timeout;
             let attempt = async {

@@ -30,4 +30,4 @@ pub use error::{EtcdError, Result};
 pub use journal::{EtcdJournal, History, LastLeader, history, resign};
 pub use keys::Keys;
 pub use leader::{LeaderInfo, Lease, campaign, leader_of};
-pub use settings::{Password, Settings};
+pub use settings::{Password, Settings, Tls};

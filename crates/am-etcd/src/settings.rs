@@ -2,6 +2,7 @@
 
 use crate::error::{EtcdError, Result};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A password, never printed.
@@ -25,6 +26,20 @@ impl fmt::Debug for Password {
     }
 }
 
+/// TLS to etcd (`https://` endpoints): the CA that signed the members' certificates, and this
+/// daemon's client certificate when the members ask for one (`--client-cert-auth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM file of the CA (or CAs) to trust.
+    pub ca_file: PathBuf,
+    /// PEM file of the client certificate.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of its private key.
+    pub key_file: Option<PathBuf>,
+    /// The name to check the members' certificates against (default: each endpoint's host).
+    pub domain: Option<String>,
+}
+
 /// How to reach etcd and what to lead there.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -46,6 +61,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// User and password, when etcd has authentication on.
     pub user: Option<(String, Password)>,
+    /// TLS, for `https://` endpoints.
+    pub tls: Option<Tls>,
 }
 
 impl Settings {
@@ -60,6 +77,7 @@ impl Settings {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(2),
             user: None,
+            tls: None,
         }
     }
 
@@ -73,11 +91,16 @@ impl Settings {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
                 bad.push(format!("endpoint {e:?} is not an http:// or https:// URL"));
             }
-            if e.starts_with("https://") {
+            if e.starts_with("https://") != self.tls.is_some() {
                 bad.push(format!(
-                    "endpoint {e:?}: TLS to etcd is not built in; reach etcd over a TLS-terminating local proxy (docs/operations.md)"
+                    "endpoint {e:?}: https:// endpoints need TLS settings (a CA file), http:// ones none"
                 ));
             }
+        }
+        if let Some(t) = &self.tls
+            && t.cert_file.is_some() != t.key_file.is_some()
+        {
+            bad.push("a client certificate needs its key, and a key its certificate".to_owned());
         }
         if !self.prefix.starts_with('/') {
             bad.push(format!("prefix {:?} must start with /", self.prefix));

@@ -244,3 +244,37 @@ fn settings_are_checked() {
     let ok = Settings::new(vec!["http://127.0.0.1:2379".into()], "vc1", "a");
     assert!(ok.validate().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate_works_and_a_missing_certificate_is_refused() {
+    let server = EtcdServer::start_tls();
+    let files = server.tls.clone().unwrap();
+    let mut s = settings(&server, "vc1", "a");
+    s.tls = Some(am_etcd::Tls {
+        ca_file: files.ca.clone(),
+        cert_file: Some(files.client_cert.clone()),
+        key_file: Some(files.client_key.clone()),
+        domain: None,
+    });
+    let etcd = Etcd::connect(s.clone()).await.unwrap();
+    let lease = campaign(&etcd, Duration::from_millis(100), |_| {}).await.unwrap();
+    let (mut journal, _, _) = EtcdJournal::open(&etcd, &lease).await.unwrap();
+    journal.append(&sample::batch(1)).unwrap();
+    // Without a client certificate the member refuses the connection.
+    let mut bare = s.clone();
+    bare.tls = Some(am_etcd::Tls {
+        cert_file: None,
+        key_file: None,
+        ..s.tls.clone().unwrap()
+    });
+    bare.connect_timeout = Duration::from_millis(500);
+    assert!(
+        Etcd::connect(bare).await.is_err(),
+        "no client certificate, no etcd"
+    );
+    // A missing CA file is named.
+    let mut missing = s;
+    missing.tls.as_mut().unwrap().ca_file = "/nonexistent/ca.pem".into();
+    let e = Etcd::connect(missing).await.unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+}

@@ -59,7 +59,7 @@ use std::time::{Duration, SystemTime};
 
 mod etcd;
 mod sushy;
-pub use etcd::{EtcdServer, etcd_binary, signal};
+pub use etcd::{EtcdServer, EtcdTls, etcd_binary, signal};
 pub use sushy::{SUSHY_REQUIREMENT, Sushy, SushySpec, find_sushy, install_sushy, sushy_binary, sushy_venv};
 
 /// The workspace root: the nearest directory above this crate that holds the test bed.

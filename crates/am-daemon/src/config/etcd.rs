@@ -41,6 +41,12 @@ pub struct EtcdConfig {
     pub user: Option<String>,
     /// Its password (from the environment or a file, never the configuration).
     pub password: Option<SecretSource>,
+    /// TLS (`https://` endpoints): the CA of the members' certificates (PEM).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// This daemon's client certificate, when the members ask for one (PEM).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -58,6 +64,9 @@ impl Default for EtcdConfig {
             request_timeout: Duration::from_secs(2),
             user: None,
             password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -100,11 +109,21 @@ impl EtcdConfig {
         );
         for e in &self.endpoints {
             check(
-                e.starts_with("http://"),
+                e.starts_with("http://") || e.starts_with("https://"),
                 "endpoints",
-                format!("`{e}` is not an http:// URL (TLS to etcd: see docs/operations.md)"),
+                format!("`{e}` is not an http:// or https:// URL"),
+            );
+            check(
+                e.starts_with("https://") == self.ca_file.is_some(),
+                "ca_file",
+                format!("`{e}`: https:// endpoints need ca_file, http:// ones take none"),
             );
         }
+        check(
+            self.cert_file.is_some() == self.key_file.is_some(),
+            "cert_file",
+            "give cert_file and key_file together".into(),
+        );
         check(self.prefix.starts_with('/'), "prefix", "must start with /".into());
         check(
             !self.unit.is_empty() && !self.unit.contains('/'),
@@ -181,6 +200,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("etcd.units") && err.contains("a/b"), "{err}");
+        let err = DaemonConfig::from_toml(
+            "[etcd]\nendpoints = [\"https://10.0.0.1:2379\"]\ncert_file = \"/c.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("etcd.ca_file") && err.contains("etcd.cert_file"),
+            "{err}"
+        );
+        let tls = DaemonConfig::from_toml(
+            "[etcd]\nendpoints = [\"https://10.0.0.1:2379\"]\nca_file = \"/ca.pem\"\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n",
+        );
+        assert!(tls.is_ok(), "{tls:?}");
         let ok = DaemonConfig::from_toml("[etcd]\nunits = [\"c0\", \"c1\"]\n").unwrap();
         assert_eq!(ok.etcd.unwrap().units.len(), 2);
     }

@@ -88,6 +88,12 @@ mod imp {
         s.lease_ttl = e.lease_ttl;
         s.connect_timeout = e.connect_timeout;
         s.request_timeout = e.request_timeout;
+        s.tls = e.ca_file.as_ref().map(|ca| am_etcd::Tls {
+            ca_file: ca.clone(),
+            cert_file: e.cert_file.clone(),
+            key_file: e.key_file.clone(),
+            domain: None,
+        });
         if let (Some(user), Some(pw)) = (&e.user, &e.password) {
             let secret = pw.read("etcd.password")?;
             s.user = Some((user.clone(), am_etcd::Password::new(secret.expose())));
