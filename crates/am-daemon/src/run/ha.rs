@@ -406,3 +406,64 @@ mod imp {
 }
 
 pub(crate) use imp::*;
+
+#[cfg(all(test, feature = "etcd"))]
+mod tests {
+    use super::imp::Fenced;
+    use am_core::{Action, ActionOutcome, HvError, Hypervisor};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    struct Counting(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Hypervisor for Counting {
+        async fn execute(&self, _action: &Action) -> Result<ActionOutcome, HvError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(ActionOutcome::Done)
+        }
+    }
+
+    /// An action reaches the hypervisor only while the margin of the lease is left; refused, it
+    /// fails as "vCenter not reached" (counted against nothing) and never calls it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_action_starts_only_while_the_lease_covers_its_margin() {
+        let server = am_testbed::EtcdServer::start();
+        let mut s = am_etcd::Settings::new(vec![server.url.clone()], "vc1", "a");
+        s.lease_ttl = Duration::from_secs(3);
+        s.request_timeout = Duration::from_secs(1);
+        let etcd = am_etcd::Etcd::connect(s).await.unwrap();
+        let lease = am_etcd::campaign(&etcd, Duration::from_millis(100), |_| {})
+            .await
+            .unwrap();
+        let inner = Arc::new(Counting(AtomicUsize::new(0)));
+        let reset = Action::Reset { vm: "vm-1".into() };
+        let covered = Fenced {
+            inner: inner.clone(),
+            lease: lease.clone(),
+            margin: Duration::from_secs(1),
+        };
+        assert!(covered.execute(&reset).await.is_ok());
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1, "within the lease: called");
+        let longer = Fenced {
+            inner: inner.clone(),
+            lease: lease.clone(),
+            margin: Duration::from_secs(10),
+        };
+        let e = longer.execute(&reset).await.unwrap_err();
+        assert!(
+            e.is_vcenter_unreachable() && e.to_string().contains("needed"),
+            "{e}"
+        );
+        assert_eq!(
+            inner.0.load(Ordering::SeqCst),
+            1,
+            "not called when the lease is too short"
+        );
+        // Once the lease is gone, nothing is called at all.
+        am_etcd::resign(&etcd, &lease).await;
+        assert!(covered.execute(&reset).await.is_err());
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+    }
+}
