@@ -65,6 +65,22 @@ fn daemon_binary() -> PathBuf {
     .clone()
 }
 
+/// A loopback port such that it and the `n - 1` after it are free now.
+fn free_ports(n: u16) -> u16 {
+    loop {
+        let base = am_testbed::free_port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (0..n)
+            .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return base;
+        }
+    }
+}
+
 /// One `am-daemon run` process; killed on drop.
 pub(super) struct Daemon {
     child: Option<Child>,
@@ -108,7 +124,8 @@ impl Daemon {
         ttl_s: u64,
         unit_line: &str,
     ) -> Daemon {
-        let port = am_testbed::free_port();
+        // The base port and the next four (a sharded daemon's units' APIs) all free now.
+        let port = free_ports(5);
         let pw = dir.join("pw");
         std::fs::write(&pw, "secret\n").unwrap();
         let ca = sim

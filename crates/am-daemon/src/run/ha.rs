@@ -305,12 +305,27 @@ mod imp {
         let mut member = am_etcd::shard::Member::join(&etcd, e.units.clone(), e.poll_interval).await?;
         tracing::info!(name = %etcd.settings().name, units = ?e.units, "joined the members");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut running: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+        let mut running: BTreeMap<String, tokio::task::JoinHandle<bool>> = BTreeMap::new();
+        // A unit whose engine failed (vCenter down, its API port taken) waits a lease's TTL
+        // before it is run again: no hot loop.
+        let mut failed: BTreeMap<String, std::time::Instant> = BTreeMap::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            running.retain(|_, t| !t.is_finished());
+            let done: Vec<String> = running
+                .iter()
+                .filter(|(_, t)| t.is_finished())
+                .map(|(u, _)| u.clone())
+                .collect();
+            for unit in done {
+                if let Some(t) = running.remove(&unit)
+                    && !t.await.unwrap_or(false)
+                {
+                    failed.insert(unit, std::time::Instant::now());
+                }
+            }
+            failed.retain(|_, at| at.elapsed() < e.lease_ttl);
             for (unit, lease) in member.led() {
-                if running.contains_key(&unit) {
+                if running.contains_key(&unit) || failed.contains_key(&unit) {
                     continue;
                 }
                 let index = e.units.iter().position(|u| *u == unit).unwrap_or(0);
@@ -330,9 +345,13 @@ mod imp {
                     unit,
                     tokio::spawn(async move {
                         match task.await {
-                            Ok(()) => tracing::info!(unit = %name, "the unit's engine stopped"),
+                            Ok(()) => {
+                                tracing::info!(unit = %name, "the unit's engine stopped");
+                                true
+                            }
                             Err(err) => {
-                                tracing::error!(unit = %name, error = %err, "the unit's engine stopped")
+                                tracing::error!(unit = %name, error = %err, "the unit's engine stopped");
+                                false
                             }
                         }
                     }),
