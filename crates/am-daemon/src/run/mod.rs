@@ -183,9 +183,15 @@ pub async fn run_with(
         })?;
     tracing::info!(%addr, "HTTP API listening");
     let mut api_stop = stop_rx.clone();
-    let api = tokio::spawn(am_api::serve(listener, board.clone(), token, async move {
-        let _ = api_stop.wait_for(|s| *s).await.is_ok();
-    }));
+    // Aborted if `run_with` returns early with an error (vCenter unreachable, ...).
+    let mut api = AbortOnDrop(Some(tokio::spawn(am_api::serve(
+        listener,
+        board.clone(),
+        token,
+        async move {
+            let _ = api_stop.wait_for(|s| *s).await.is_ok();
+        },
+    ))));
     let mut shutdown = std::pin::pin!(shutdown);
     // With [etcd]: stand by until this daemon leads its unit (or is shut down first).
     #[cfg(feature = "etcd")]
@@ -196,13 +202,12 @@ pub async fn run_with(
         Ok(Some(role)) => role,
         Ok(None) => {
             let _ = stop_tx.send(true);
-            let _ = tokio::time::timeout(Duration::from_millis(500), api).await;
+            if let Some(api) = api.0.take() {
+                let _ = tokio::time::timeout(Duration::from_millis(500), api).await;
+            }
             return Ok(());
         }
-        Err(e) => {
-            api.abort();
-            return Err(e);
-        }
+        Err(e) => return Err(e),
     };
     if let Some(o) = out_of_band.clone() {
         // The admin vCenter's login, if any, in the background: one down at start delays nothing.
@@ -378,9 +383,10 @@ pub async fn run_with(
         }
     }
     // A stop is quick even when vCenter hangs: what is in flight stays journaled as unfinished.
-    if tokio::time::timeout(Duration::from_millis(500), api)
-        .await
-        .is_err()
+    if let Some(api) = api.0.take()
+        && tokio::time::timeout(Duration::from_millis(500), api)
+            .await
+            .is_err()
     {
         tracing::debug!("HTTP API did not stop in time");
     }
@@ -415,6 +421,17 @@ pub async fn run_with(
         });
     }
     result.map_err(RunError::from)
+}
+
+/// A task aborted when dropped (unless taken out first).
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
+    }
 }
 
 /// Audit rows kept by the periodic prune.
