@@ -7,6 +7,7 @@
 //! - `basics`: a crashed host, a user power-off, a red heartbeat, a vCenter restart, connection
 //!   errors, every action of the adapter;
 //! - `daemon`: `am_daemon::run::run_with`, what `am-daemon run` calls, with its journal and API;
+//! - `ha`: manager HA on etcd: `am-daemon run` processes, a leader killed or frozen;
 //! - `evacuate`: an evacuation asked over the API or by an Alertmanager alert: live migration within
 //!   the bounds (latency injected per call), maintenance mode, the VMs' return; the disarm switch;
 //! - `oob`: out-of-band control through `run`: BMCs (sushy-tools over TLS) and an admin vCenter;
@@ -22,6 +23,7 @@ mod basics;
 mod common;
 mod daemon;
 mod evacuate;
+mod ha;
 mod oob;
 mod rund;
 mod safety;

@@ -3,10 +3,12 @@
 //! - `cargo xtask test` installs what the tests need (Debian packages: Go, govmomi's source,
 //!   fping, iproute2, python3-venv, when run as root; sushy-tools from PyPI into
 //!   `target/sushy-venv` when missing), builds the vcsim test bed, and runs every test of the
-//!   workspace. This is the README's test command, and what `.ci/run` ends with.
+//!   workspace, with `--features am-daemon/etcd` (manager HA; Debian's protobuf-compiler and
+//!   etcd-server are installed for it). This is the README's test command, and what `.ci/run`
+//!   ends with.
 //! - `cargo xtask sushy install` installs sushy-tools (the Redfish emulator of the
 //!   out-of-band tests) into `target/sushy-venv` when missing and prints its `sushy-emulator`.
-//! - `cargo xtask ci` runs `cargo fmt --check`, `cargo clippy -- -D warnings`, `cargo deny check`
+//! - `cargo xtask ci` runs `cargo fmt --check`, `cargo clippy --features am-daemon/etcd -- -D warnings`, `cargo deny check`
 //!   (bans, licenses, sources), then `cargo xtask test`.
 //! - `cargo xtask vcsim build` builds the vcsim test bed into `target/vcsim/am-vcsim`.
 //! - `cargo xtask vcsim start [-- FLAGS]` builds and runs it (flags: `-hosts`, `-vms-per-host`, ...).
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         ["bench-scale", rest @ ..] => bench_scale::bench_scale(&root(), rest),
         ["bench-evacuate", rest @ ..] => bench_evacuate::bench_evacuate(&root(), rest),
         ["bench-failover", rest @ ..] => bench_failover::bench_failover(&root(), rest),
+        ["bench-ha"] => bench_ha(),
         ["test", rest @ ..] => test(rest),
         ["ci"] => ci(),
         _ => Err(USAGE.to_string()),
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
 const USAGE: &str = "usage:
   cargo xtask test [-- CARGO TEST ARGS]   install what the tests need, build vcsim, run every test
   cargo xtask ci                          fmt, clippy, deny, then `cargo xtask test` (what .ci/run runs)
+  cargo xtask bench-ha                    manager HA on etcd: takeover time, journal cost vs SQLite
   cargo xtask vcsim build
   cargo xtask sushy install               sushy-tools (Redfish emulator) into target/sushy-venv
   cargo xtask vcsim start [-- -hosts N -vms-per-host N -listen ADDR -control ADDR ...]
@@ -75,14 +79,20 @@ const USAGE: &str = "usage:
 
 /// Debian packages the tests need: Go and govmomi's source (vcsim), fping (the probe benchmark's
 /// baseline), iproute2 (network namespaces in the probe tests), python3-venv (the venv that
-/// sushy-tools is installed into).
-const TEST_PACKAGES: [&str; 5] = [
+/// sushy-tools is installed into), protobuf-compiler (`protoc`, which etcd-client's build needs:
+/// `am-daemon --features etcd`) and etcd-server (the etcd the HA tests start on loopback).
+const TEST_PACKAGES: [&str; 7] = [
     "golang-go",
     "golang-github-vmware-govmomi-dev",
     "fping",
     "iproute2",
     "python3-venv",
+    "protobuf-compiler",
+    "etcd-server",
 ];
+
+/// Every test and lint builds the optional parts too (manager HA on etcd).
+const FEATURES: [&str; 2] = ["--features", "am-daemon/etcd"];
 
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
@@ -138,6 +148,7 @@ fn test(rest: &[&str]) -> Result<()> {
     let vcsim = build_vcsim()?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"])
+        .args(FEATURES)
         .env("AM_VCSIM_BIN", &vcsim)
         .current_dir(root());
     // An AM_SUSHY_BIN given is used as it is; else the venv, installed when missing.
@@ -152,9 +163,13 @@ fn test(rest: &[&str]) -> Result<()> {
 
 fn ci() -> Result<()> {
     let root = root();
+    // Before clippy: building etcd-client needs protoc.
+    ensure_packages()?;
     run(cargo().args(["fmt", "--all", "--check"]).current_dir(&root))?;
     run(cargo()
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .args(["clippy", "--workspace", "--all-targets"])
+        .args(FEATURES)
+        .args(["--", "-D", "warnings"])
         .current_dir(&root))?;
     let have_deny = cargo()
         .args(["deny", "--version"])
@@ -170,6 +185,37 @@ fn ci() -> Result<()> {
         .args(["deny", "check", "bans", "licenses", "sources"])
         .current_dir(&root))?;
     test(&[])
+}
+
+/// `cargo xtask bench-ha`: see the module's documentation.
+fn bench_ha() -> Result<()> {
+    ensure_packages()?;
+    let root = root();
+    let vcsim = build_vcsim()?;
+    run(cargo()
+        .args(["test", "-p", "am-scenarios", "--test", "vcsim_e2e"])
+        .args(FEATURES)
+        .args([
+            "ha::bench::measure_takeover_time",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("AM_VCSIM_BIN", &vcsim)
+        .current_dir(&root))?;
+    run(cargo()
+        .args(["bench", "-p", "am-etcd", "--bench", "journal_cost"])
+        .current_dir(&root))?;
+    let dir = root.join("target/bench-ha");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(|e| format!("{f}: {e}"));
+    let results = format!(
+        "### Takeover: leader SIGKILL to the standby's first action\n\n{}\n### Journal cost per decision\n\n{}",
+        read("takeover.md")?,
+        read("journal.md")?
+    );
+    std::fs::write(dir.join("results.md"), &results).map_err(|e| e.to_string())?;
+    print!("{results}");
+    Ok(())
 }
 
 fn root() -> PathBuf {

@@ -71,6 +71,8 @@ struct Shared {
     work: Mutex<Work>,
     /// Where operators' requests go (the daemon loop), once it is set.
     operator: Mutex<Option<tokio::sync::mpsc::UnboundedSender<am_core::OperatorRequest>>>,
+    /// Manager HA: who leads the unit, set by the daemon.
+    ha: RwLock<Option<crate::HaView>>,
 }
 
 #[derive(Debug)]
@@ -131,6 +133,7 @@ impl Board {
                 opts,
                 work: Mutex::new(Work::default()),
                 operator: Mutex::new(None),
+                ha: RwLock::new(None),
             }),
         }
     }
@@ -250,6 +253,11 @@ impl Board {
         }
     }
 
+    /// Sets what the status shows of the unit's leadership (manager HA).
+    pub fn set_ha(&self, ha: Option<crate::HaView>) {
+        *write(&self.shared.ha) = ha;
+    }
+
     /// The latest snapshot, its `now` advanced by the time since it was captured.
     pub fn snapshot(&self) -> Snapshot {
         let (snap, captured) = {
@@ -258,6 +266,7 @@ impl Board {
         };
         let mut snap = Arc::unwrap_or_clone(snap);
         snap.capacity_model.clone_from(&self.shared.opts.capacity_model);
+        snap.ha = read(&self.shared.ha).clone();
         let now = snap.at + captured.elapsed();
         snap.advance_to(now);
         snap

@@ -108,6 +108,7 @@
 mod board;
 mod client;
 mod error;
+mod ha;
 pub mod metrics;
 mod operator;
 mod secret;
@@ -121,6 +122,7 @@ pub use client::{
     operator_request,
 };
 pub use error::{ApiError, Result};
+pub use ha::HaView;
 pub use metrics::{render_openmetrics, render_prometheus};
 pub use secret::Secret;
 pub use server::{DEFAULT_EVENTS, HEADER_TIMEOUT, MAX_CONNECTIONS, ROUTES, SHUTDOWN_GRACE, serve};

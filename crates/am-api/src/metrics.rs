@@ -27,6 +27,7 @@
 //! | `am_manager_isolated`, `am_storm_guard`, `am_disarmed` | gauge | | 1 when set |
 //! | `am_evacuation_moves_pending` | gauge | | moves of evacuations not finished |
 //! | `am_snapshot_age_seconds` | gauge | | time since the last supervisor step that changed something |
+//! | `am_ha_*` | | `unit` | manager HA, with `[etcd]` (see `ha.rs`): leader, takeovers, leases lost |
 //!
 //! Two formats: the Prometheus text format 0.0.4 (the default, what `curl` gets) and OpenMetrics
 //! 1.0 (when the scraper's `Accept` asks for `application/openmetrics-text`, as Prometheus does).
@@ -274,6 +275,7 @@ fn registry(s: &Snapshot) -> Registry {
         "Time since the last supervisor step that changed something",
         s.now.since(s.at).as_secs_f64(),
     );
+    crate::ha::register(&mut reg, s.ha.as_ref());
     reg
 }
 

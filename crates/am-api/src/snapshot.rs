@@ -38,6 +38,9 @@ pub struct Snapshot {
     /// How VM demand and host capacity are counted (`run`: the `[capacity]` model), when known.
     #[serde(default)]
     pub capacity_model: Option<String>,
+    /// Manager HA: who leads this daemon's unit (`None` without `[etcd]`).
+    #[serde(default)]
+    pub ha: Option<crate::HaView>,
 }
 
 /// One host.
@@ -492,6 +495,7 @@ impl Snapshot {
             executor: exec.map(ExecutorView::new),
             recent: recent.to_vec(),
             capacity_model: None,
+            ha: None,
         }
     }
 

@@ -214,6 +214,9 @@ fn cluster_lines(out: &mut Vec<String>, s: &Snapshot, c: &ClusterStats) {
 pub fn render_stats(s: &Snapshot, width: usize) -> String {
     let width = width.max(40);
     let mut out: Vec<String> = Vec::new();
+    if let Some(ha) = &s.ha {
+        out.push(ha.line());
+    }
     cluster_lines(&mut out, s, &s.cluster);
 
     out.push(String::new());

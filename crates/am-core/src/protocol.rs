@@ -291,11 +291,14 @@ pub enum AlarmKind {
     Disarmed,
     /// A host is predicted to fail (an alert, vCenter's health status).
     HostDegraded,
+    /// Manager HA: a standby has seen no daemon lead its unit for two lease TTLs and cannot
+    /// take it over itself (etcd does not answer): nothing watches the unit's VMs.
+    UnitWithoutLeader,
 }
 
 impl AlarmKind {
     /// Every kind, in declaration order (the label values of the alarm metrics).
-    pub const ALL: [AlarmKind; 19] = [
+    pub const ALL: [AlarmKind; 20] = [
         AlarmKind::VmPoweredOff,
         AlarmKind::RecoveryFailed,
         AlarmKind::RestartLimit,
@@ -315,6 +318,7 @@ impl AlarmKind {
         AlarmKind::EvacuationFailed,
         AlarmKind::Disarmed,
         AlarmKind::HostDegraded,
+        AlarmKind::UnitWithoutLeader,
     ];
 
     /// Its place in [`AlarmKind::ALL`]. Exhaustive: a new kind does not build until it is listed
@@ -340,6 +344,7 @@ impl AlarmKind {
             AlarmKind::EvacuationFailed => 16,
             AlarmKind::Disarmed => 17,
             AlarmKind::HostDegraded => 18,
+            AlarmKind::UnitWithoutLeader => 19,
         }
     }
 }

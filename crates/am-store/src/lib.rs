@@ -72,11 +72,14 @@
 //! or clone by the name it was requested with, not by the id the hypervisor gave it.
 
 mod error;
+mod recovery;
+pub mod sample;
 mod schema;
 mod store;
 mod write;
 
 pub use error::StoreError;
+pub use recovery::Recovery;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use store::{
     BACKUPS_KEPT_PER_VM, Backup, BackupKind, BackupState, Pruned, RESTARTS_KEPT_PER_VM, Recovered,

@@ -3,7 +3,8 @@
 //! The one launcher and control client of the vcsim test bed (`testbed/vcsim`, govmomi's vCenter
 //! simulator with fault injection and a liveness model, see `testbed/README.md`), used by every
 //! test that talks to it and by `cargo xtask` (which builds it). Standard library and
-//! `serde_json` only; the control client is plain blocking HTTP/1.1 on loopback. [`Sushy`] runs
+//! `serde_json` only; the control client is plain blocking HTTP/1.1 on loopback. [`EtcdServer`]
+//! runs a one-member etcd on loopback (Debian's `etcd-server`) for the manager's HA tests. [`Sushy`] runs
 //! sushy-tools' `sushy-emulator` (Python, from PyPI: `cargo xtask sushy install`) as a program.
 //!
 //! ```no_run
@@ -56,7 +57,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+mod etcd;
 mod sushy;
+pub use etcd::{EtcdServer, EtcdTls, etcd_binary, signal};
 pub use sushy::{SUSHY_REQUIREMENT, Sushy, SushySpec, find_sushy, install_sushy, sushy_binary, sushy_venv};
 
 /// The workspace root: the nearest directory above this crate that holds the test bed.

@@ -8,10 +8,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod etcd;
 mod oob;
 mod secret;
 mod sections;
 
+pub use etcd::EtcdConfig;
 pub use oob::{
     AdminReviveConfig, AdminVcenterConfig, BmcAuth, BmcConfig, BmcHostConfig, BmcResolved, REVIVE_RESETS,
 };
@@ -52,6 +54,8 @@ pub struct DaemonConfig {
     pub supervisor: supervisor::Config,
     /// Probe settings.
     pub probe: probe::Settings,
+    /// Manager HA on etcd: leader election per unit, the journal in etcd (`etcd` cargo feature).
+    pub etcd: Option<EtcdConfig>,
 }
 
 /// Top-level keys that are plain values (the others are sections, reached with `__`).
@@ -132,6 +136,9 @@ impl DaemonConfig {
                 key: "probe".into(),
                 reason: e.to_string(),
             });
+        }
+        if let Some(e) = &self.etcd {
+            e.validate(self.journal.is_some(), &mut bad);
         }
         if let Some(vc) = &self.vcenter {
             if !(vc.url.starts_with("https://") || vc.url.starts_with("http://")) {
@@ -297,6 +304,9 @@ impl DaemonConfig {
         }
         if let Some(t) = &self.api.token {
             sources.push(("api.token".into(), t));
+        }
+        if let Some(s) = self.etcd.as_ref().and_then(|e| e.secrets()) {
+            sources.push(s);
         }
         for (name, s) in &self.spares {
             sources.push((format!("spares.{name}.password"), &s.password));

@@ -12,9 +12,12 @@
 //! engine's power source and take the revival and fencing of the hosts they cover; `sinks`
 //! posts alarms to vCenter.
 
+mod ha;
 pub mod oob;
 pub mod options;
 mod sinks;
+
+pub use ha::HaState;
 
 use crate::alarm::{AlarmSink, LogSink};
 use crate::config::{ConfigError, DaemonConfig, VcenterConfig};
@@ -68,6 +71,23 @@ pub enum RunError {
         /// Why no ICMP socket could be opened.
         reason: String,
     },
+    /// The configuration has an `[etcd]` section, and this build cannot use it.
+    #[error(
+        "the configuration has an [etcd] section, but this am-daemon was built without etcd support: rebuild with `cargo build --release -p am-daemon --features etcd` (needs protoc), or remove [etcd] to run alone"
+    )]
+    EtcdNotBuilt,
+    /// etcd is unreachable, refused the login, or a request failed (each names endpoint and key).
+    #[cfg(feature = "etcd")]
+    #[error(transparent)]
+    Etcd(#[from] am_etcd::EtcdError),
+    /// This daemon led its unit and lost the lease: it stopped acting. Restarted, it stands by.
+    #[error("lost the leadership of unit {unit}: {reason}; stopped acting (restart to stand by)")]
+    LeadershipLost {
+        /// The unit.
+        unit: String,
+        /// Why.
+        reason: String,
+    },
     /// The HTTP API could not listen, or its token could not be read.
     #[error("api on {addr}: {reason}")]
     Api {
@@ -89,10 +109,18 @@ pub struct RunExtras {
     pub sinks: Vec<Box<dyn AlarmSink>>,
     /// A prober to use instead of the network prober.
     pub prober: Option<Arc<dyn Prober>>,
+    /// The unit's leadership, already won (a sharded daemon's unit): no campaign.
+    #[cfg(feature = "etcd")]
+    pub lease: Option<(am_etcd::Etcd, am_etcd::Lease)>,
 }
 
 /// Runs the daemon against the vCenter of `cfg` until `shutdown` completes.
 pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    // Sharded ([etcd] units): one engine per unit this daemon leads, each a `run_with`.
+    #[cfg(feature = "etcd")]
+    if cfg.etcd.as_ref().is_some_and(|e| !e.units.is_empty()) {
+        return ha::run_sharded(cfg, shutdown).await;
+    }
     run_with(cfg, RunExtras::default(), shutdown).await
 }
 
@@ -125,6 +153,62 @@ pub async fn run_with(
     };
     let password = vc.password.read("vcenter.password")?;
     let out_of_band = oob::out_of_band(&cfg)?.map(Arc::new);
+
+    // The HTTP API first: a standby serves its status (who leads) while it waits.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let board = am_api::Board::with_options(am_api::BoardOptions {
+        capacity_model: Some(format!(
+            "{}, memory overcommit {:.2}",
+            cfg.capacity.memory.describe(),
+            cfg.capacity.memory_overcommit
+        )),
+        ..am_api::BoardOptions::default()
+    });
+    let addr = cfg.api.listen;
+    let token = match &cfg.api.token {
+        Some(source) => {
+            let secret = source.read("api.token")?;
+            Some(am_api::Secret::new(secret.expose()).map_err(|e| RunError::Api {
+                addr,
+                reason: e.to_string(),
+            })?)
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| RunError::Api {
+            addr,
+            reason: format!("cannot listen: {e}"),
+        })?;
+    tracing::info!(%addr, "HTTP API listening");
+    let mut api_stop = stop_rx.clone();
+    // Aborted if `run_with` returns early with an error (vCenter unreachable, ...).
+    let mut api = AbortOnDrop(Some(tokio::spawn(am_api::serve(
+        listener,
+        board.clone(),
+        token,
+        async move {
+            let _ = api_stop.wait_for(|s| *s).await.is_ok();
+        },
+    ))));
+    let mut shutdown = std::pin::pin!(shutdown);
+    // With [etcd]: stand by until this daemon leads its unit (or is shut down first).
+    #[cfg(feature = "etcd")]
+    let won = extras.lease;
+    #[cfg(not(feature = "etcd"))]
+    let won = None;
+    let role = match ha::lead(&cfg, won, shutdown.as_mut(), &board).await {
+        Ok(Some(role)) => role,
+        Ok(None) => {
+            let _ = stop_tx.send(true);
+            if let Some(api) = api.0.take() {
+                let _ = tokio::time::timeout(Duration::from_millis(500), api).await;
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(o) = out_of_band.clone() {
         // The admin vCenter's login, if any, in the background: one down at start delays nothing.
         tokio::spawn(async move { o.connect().await });
@@ -163,10 +247,28 @@ pub async fn run_with(
         power_interval: cfg.bmc.poll_interval,
         ..EngineConfig::default()
     };
-    let (journal, restore) = match extras.journal {
+    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+    let (mut journal, mut restore) = match extras.journal {
         Some(j) => (j, None),
+        None if cfg.etcd.is_some() => (Box::new(MemoryJournal::default()) as Box<dyn Journal>, None),
         None => open_journal(&cfg)?,
     };
+    #[cfg(feature = "etcd")]
+    let leading = match role {
+        ha::Role::Leader(l) => {
+            let l = *l;
+            l.show(&board);
+            restore = Some((
+                crate::journal::restore_of(&l.recovered),
+                l.recovered.moving.values().cloned().collect(),
+            ));
+            journal = Box::new(l.journal);
+            Some((l.etcd, l.lease, l.margin))
+        }
+        ha::Role::Alone => None,
+    };
+    #[cfg(not(feature = "etcd"))]
+    let ha::Role::Alone = role;
     if let Some((_, moving)) = &restore {
         backend.adopt(moving);
     }
@@ -187,6 +289,16 @@ pub async fn run_with(
         Some(o) => Arc::new(oob::OutOfBandHypervisor::new(backend.clone(), o.clone())),
         None => Arc::new(backend.clone()),
     };
+    // A leader's actions start only while the lease covers them (inside the retries: each try).
+    #[cfg(feature = "etcd")]
+    let hypervisor: Arc<dyn am_core::Hypervisor> = match &leading {
+        Some((_, lease, margin)) => Arc::new(ha::Fenced {
+            inner: hypervisor,
+            lease: lease.clone(),
+            margin: *margin,
+        }),
+        None => hypervisor,
+    };
     let backends = Backends {
         hypervisor: Arc::new(executor::Retrying::new(hypervisor)),
         source: Arc::new(backend),
@@ -206,16 +318,7 @@ pub async fn run_with(
         engine.restore(restore)?;
     }
 
-    // The HTTP API, fed by the engine after every step; both stop on the same signal.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let board = am_api::Board::with_options(am_api::BoardOptions {
-        capacity_model: Some(format!(
-            "{}, memory overcommit {:.2}",
-            cfg.capacity.memory.describe(),
-            cfg.capacity.memory_overcommit
-        )),
-        ..am_api::BoardOptions::default()
-    });
+    // The HTTP API is fed by the engine after every step; both stop on the same signal.
     // Operators' requests through the API (evacuate, maintenance) go into the loop.
     board.set_operator(engine.operator());
     let exec = engine.executor().clone();
@@ -223,24 +326,6 @@ pub async fn run_with(
     engine.set_observer(Box::new(move |now, out, sup| {
         observed.observe(now, out, sup, Some(&exec.status()));
     }));
-    let addr = cfg.api.listen;
-    let token = match &cfg.api.token {
-        Some(source) => {
-            let secret = source.read("api.token")?;
-            Some(am_api::Secret::new(secret.expose()).map_err(|e| RunError::Api {
-                addr,
-                reason: e.to_string(),
-            })?)
-        }
-        None => None,
-    };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| RunError::Api {
-            addr,
-            reason: format!("cannot listen: {e}"),
-        })?;
-    tracing::info!(%addr, "HTTP API listening");
     // Journal retention: a second connection prunes old audit rows and finished intents (never
     // unfinished intents, active alarms or user power-off marks) every ten minutes.
     if let Some(path) = cfg.journal.clone() {
@@ -261,20 +346,47 @@ pub async fn run_with(
             }
         });
     }
-    let mut api_stop = stop_rx.clone();
-    let api = tokio::spawn(am_api::serve(listener, board, token, async move {
-        let _ = api_stop.wait_for(|s| *s).await.is_ok();
-    }));
+    // A leader also stops when its lease is lost.
+    #[cfg(feature = "etcd")]
+    let lost = {
+        let lease = leading.as_ref().map(|(_, l, _)| l.clone());
+        async move {
+            match lease {
+                Some(l) => l.lost().await,
+                None => std::future::pending().await,
+            }
+        }
+    };
+    #[cfg(not(feature = "etcd"))]
+    let lost = std::future::pending::<String>();
+    let lost_reason: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let lost_seen = lost_reason.clone();
     let result = engine
         .run_until(async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                reason = lost => {
+                    if let Ok(mut r) = lost_seen.lock() {
+                        *r = Some(reason);
+                    }
+                }
+            }
             let _ = stop_tx.send(true);
         })
         .await;
+    let lost_reason = lost_reason.lock().ok().and_then(|r| r.clone());
+    #[cfg(feature = "etcd")]
+    if let Some((etcd, lease, _)) = &leading {
+        if lost_reason.is_none() && result.is_ok() {
+            // A clean stop hands the unit over at once.
+            am_etcd::resign(etcd, lease).await;
+        }
+    }
     // A stop is quick even when vCenter hangs: what is in flight stays journaled as unfinished.
-    if tokio::time::timeout(Duration::from_millis(500), api)
-        .await
-        .is_err()
+    if let Some(api) = api.0.take()
+        && tokio::time::timeout(Duration::from_millis(500), api)
+            .await
+            .is_err()
     {
         tracing::debug!("HTTP API did not stop in time");
     }
@@ -292,7 +404,34 @@ pub async fn run_with(
     {
         tracing::debug!("vCenter logout timed out");
     }
+    if let Some(reason) = lost_reason {
+        return Err(RunError::LeadershipLost {
+            unit: cfg.etcd.as_ref().map(|e| e.unit.clone()).unwrap_or_default(),
+            reason,
+        });
+    }
+    // A fenced journal write stops the engine as a journal failure: say what it was.
+    #[cfg(feature = "etcd")]
+    if let (Err(e), Some((_, lease, _))) = (&result, &leading)
+        && lease.is_lost()
+    {
+        return Err(RunError::LeadershipLost {
+            unit: lease.unit().to_owned(),
+            reason: e.to_string(),
+        });
+    }
     result.map_err(RunError::from)
+}
+
+/// A task aborted when dropped (unless taken out first).
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
+    }
 }
 
 /// Audit rows kept by the periodic prune.
@@ -409,6 +548,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("vcenter.password"), "{e}");
+    }
+
+    /// A build without the `etcd` feature refuses `[etcd]`, naming the feature; with it, an
+    /// unreachable etcd is named.
+    #[tokio::test]
+    async fn an_etcd_section_needs_the_feature_and_a_reachable_etcd() {
+        let dir = std::env::temp_dir().join(format!("am-run-etcd-pw-{}", std::process::id()));
+        std::fs::write(&dir, "secret\n").unwrap();
+        let mut vc = vcenter("https://127.0.0.1:9/sdk");
+        vc.password = SecretSource {
+            env: None,
+            file: Some(dir.clone()),
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = DaemonConfig {
+            vcenter: Some(vc),
+            api: crate::config::ApiConfig {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                token: None,
+            },
+            etcd: Some(crate::config::EtcdConfig {
+                endpoints: vec![format!("http://127.0.0.1:{port}")],
+                connect_timeout: Duration::from_millis(300),
+                request_timeout: Duration::from_millis(300),
+                ..crate::config::EtcdConfig::default()
+            }),
+            ..DaemonConfig::default()
+        };
+        let e = run(cfg, std::future::pending::<()>())
+            .await
+            .unwrap_err()
+            .to_string();
+        let _ = std::fs::remove_file(&dir);
+        if cfg!(feature = "etcd") {
+            assert!(
+                e.contains(&format!("127.0.0.1:{port}")) && e.contains("unreachable"),
+                "{e}"
+            );
+        } else {
+            assert!(e.contains("--features etcd"), "{e}");
+        }
     }
 
     #[tokio::test]
