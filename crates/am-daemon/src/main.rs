@@ -256,11 +256,26 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            client(async move {
-                am_daemon::run::run(cfg, shutdown_signal())
-                    .await
-                    .map_err(|e| e.to_string())
-            })
+            // Two workers: the engine's step (the journal's fsync, the status snapshot) holds
+            // one at most, so probes and the vCenter feed never wait behind it.
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(am_daemon::run::run(cfg, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Stats { url, watch } => client(async move {
             match watch {
