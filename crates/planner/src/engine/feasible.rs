@@ -134,11 +134,7 @@ impl Engine {
             Strategy::Scatter => Key {
                 pen: self.penalty(v, h, local),
                 // The level of fan_in the host is at (0 below it): fewer first.
-                a: if self.policy.fan_in > 0 {
-                    u64::from(local.count(h) / self.policy.fan_in)
-                } else {
-                    0
-                },
+                a: u64::from(local.count(h).checked_div(self.policy.fan_in).unwrap_or(0)),
                 b: ord(seed, host.hash),
             },
             Strategy::BestFit => {

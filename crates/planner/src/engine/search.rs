@@ -320,7 +320,7 @@ impl Engine {
                         continue;
                     }
                     let (o, h) = s.order[p];
-                    let a = u64::from(s.local_count[h] / self.policy.fan_in);
+                    let a = u64::from(s.local_count[h].checked_div(self.policy.fan_in).unwrap_or(0));
                     if best.is_some_and(|(_, k)| (k.a, k.b) <= (a, o)) || self.check(r, h, s) != Check::Ok {
                         continue;
                     }
