@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 /// of the bound.
 const GOAL_ISSUED_MS: f64 = 10.0;
 const GOAL_BOUND_RATIO: f64 = 1.1;
-/// The executor's bounds in `am-daemon run` (`EngineConfig::default`): in flight in all, and per
+/// The executor's bounds in `am-daemon run` (`[executor]`'s defaults): in flight in all, and per
 /// target host.
-const MAX_IN_FLIGHT: u32 = 64;
-const PER_HOST: u32 = 16;
+const MAX_IN_FLIGHT: u32 = 128;
+const PER_HOST: u32 = 32;
 
 struct Opts {
     vms: u32,

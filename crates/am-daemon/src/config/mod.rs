@@ -18,7 +18,9 @@ pub use oob::{
     AdminReviveConfig, AdminVcenterConfig, BmcAuth, BmcConfig, BmcHostConfig, BmcResolved, REVIVE_RESETS,
 };
 pub use secret::{SecretSource, SecretString};
-pub use sections::{AlarmConfig, ApiConfig, HookConfig, HooksConfig, SpareConfig, VcenterConfig};
+pub use sections::{
+    AlarmConfig, ApiConfig, ExecutorSettings, HookConfig, HooksConfig, SpareConfig, VcenterConfig,
+};
 
 /// The whole configuration. Every section refuses keys it does not know, nested ones included.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -34,6 +36,8 @@ pub struct DaemonConfig {
     pub api: ApiConfig,
     /// Alarm delivery.
     pub alarms: AlarmConfig,
+    /// How many actions run against vCenter at once.
+    pub executor: ExecutorSettings,
     /// What to probe: hosts' management addresses, guests' addresses.
     pub targets: am_vsphere::Targets,
     /// Restart priorities by VM name, folder and resource pool.
@@ -182,6 +186,17 @@ impl DaemonConfig {
         }
         self.validate_vsphere(&mut bad);
         oob::validate(&self.bmc, self.admin_vcenter.as_ref(), &mut bad);
+        for (key, n) in [
+            ("executor.max_in_flight", self.executor.max_in_flight),
+            ("executor.per_host", self.executor.per_host),
+        ] {
+            if n == 0 {
+                bad.push(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
         if let Some(url) = &self.alarms.webhook_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 bad.push(ConfigError::Invalid {

@@ -159,6 +159,26 @@ impl Default for ApiConfig {
     }
 }
 
+/// How many actions run against vCenter at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorSettings {
+    /// Actions in flight in all (at least 1).
+    pub max_in_flight: usize,
+    /// Actions in flight per target host (at least 1; vSphere HA powers on up to 32 VMs per host
+    /// at once).
+    pub per_host: usize,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        ExecutorSettings {
+            max_in_flight: 128,
+            per_host: 32,
+        }
+    }
+}
+
 /// Alarm delivery.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

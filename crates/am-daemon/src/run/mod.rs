@@ -245,6 +245,9 @@ pub async fn run_with(
         health_interval: Some(vc.health_interval),
         health_timeout: vc.health_timeout,
         power_interval: cfg.bmc.poll_interval,
+        executor: executor::ExecutorConfig::default()
+            .with_max_in_flight(cfg.executor.max_in_flight)
+            .with_per_host(cfg.executor.per_host),
         ..EngineConfig::default()
     };
     #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
