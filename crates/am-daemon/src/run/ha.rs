@@ -12,26 +12,8 @@
 use super::RunError;
 use crate::config::DaemonConfig;
 
-/// What is known of the unit's leadership, for the status board.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HaState {
-    /// The unit.
-    pub unit: String,
-    /// This daemon's name.
-    pub name: String,
-    /// Whether this daemon leads the unit.
-    pub leading: bool,
-    /// Who leads (this daemon or another), if anyone.
-    pub leader: Option<String>,
-    /// The leader's token.
-    pub token: Option<i64>,
-    /// The leader's lease's remaining time, in milliseconds.
-    pub lease_remaining_ms: Option<u64>,
-    /// Takeovers of the unit so far (from etcd).
-    pub takeovers: u64,
-    /// Leases lost by the unit's leaders so far (from etcd).
-    pub leases_lost: u64,
-}
+/// What is known of the unit's leadership: the status board's own view of it.
+pub use am_api::HaView as HaState;
 
 #[cfg(not(feature = "etcd"))]
 mod imp {
@@ -102,16 +84,7 @@ mod imp {
     }
 
     fn publish(board: &am_api::Board, state: &HaState) {
-        board.set_ha(Some(am_api::HaView {
-            unit: state.unit.clone(),
-            name: state.name.clone(),
-            leading: state.leading,
-            leader: state.leader.clone(),
-            token: state.token,
-            lease_remaining_ms: state.lease_remaining_ms,
-            takeovers: state.takeovers,
-            leases_lost: state.leases_lost,
-        }));
+        board.set_ha(Some(state.clone()));
     }
 
     /// Connects to etcd and campaigns until this daemon leads its unit (`Some`), or `shutdown`
