@@ -53,6 +53,31 @@ pub(crate) struct Evac {
     since: Time,
 }
 
+impl Evac {
+    /// An evacuation of the moves in `queue` (each numbered with its planned wave), none
+    /// started yet.
+    fn new(reason: String, goal: Goal, queue: VecDeque<Move>, since: Time) -> Evac {
+        let mut wave_left = vec![0; queue.iter().map(|m| m.wave + 1).max().unwrap_or(0)];
+        for m in &queue {
+            if let Some(n) = wave_left.get_mut(m.wave) {
+                *n += 1;
+            }
+        }
+        Evac {
+            reason,
+            goal,
+            planned: queue.len(),
+            queue,
+            running: BTreeMap::new(),
+            wave_left,
+            retried: BTreeSet::new(),
+            moved: Vec::new(),
+            failed: Vec::new(),
+            since,
+        }
+    }
+}
+
 /// An evacuation's progress, for status pages and `stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvacuationProgress {
@@ -153,7 +178,7 @@ impl Supervisor {
         }
         self.clear(now, AlarmKind::EvacuationFailed, subject.clone());
         let mut queue = VecDeque::new();
-        let mut wave_left = Vec::new();
+        let mut waves = 0;
         for w in ev.waves {
             let moves: Vec<Move> = w
                 .migrations
@@ -163,18 +188,18 @@ impl Supervisor {
                     vm: m.vm,
                     from: m.from,
                     to: m.to,
-                    wave: wave_left.len(),
+                    wave: waves,
                     cold: false,
                 })
                 .collect();
             if !moves.is_empty() {
-                wave_left.push(moves.len());
+                waves += 1;
                 queue.extend(moves);
             }
         }
         // Then the VMs that are off, last: re-registered cold on the hosts that stay, fewest
         // registered VMs first (they use no capacity until someone powers them on).
-        let (cold, stuck) = self.cold_moves(host, &away, wave_left.len());
+        let (cold, stuck) = self.cold_moves(host, &away, waves);
         if !stuck.is_empty() {
             self.note(
                 now,
@@ -186,10 +211,10 @@ impl Supervisor {
             );
         }
         if !cold.is_empty() {
-            wave_left.push(cold.len());
+            waves += 1;
             queue.extend(cold);
         }
-        let (count, waves) = (queue.len(), wave_left.len());
+        let count = queue.len();
         self.set_host_state(
             now,
             host,
@@ -206,18 +231,7 @@ impl Supervisor {
         );
         self.evacuations.insert(
             host.clone(),
-            Evac {
-                reason,
-                goal: Goal::Empty { enter_maintenance },
-                planned: count,
-                queue,
-                running: BTreeMap::new(),
-                wave_left,
-                retried: BTreeSet::new(),
-                moved: Vec::new(),
-                failed: Vec::new(),
-                since: now,
-            },
+            Evac::new(reason, Goal::Empty { enter_maintenance }, queue, now),
         );
         self.pump_evacuations(now);
     }
@@ -261,12 +275,6 @@ impl Supervisor {
             );
             return;
         }
-        let mut wave_left = vec![0; queue.len().div_ceil(per_host)];
-        for m in &queue {
-            if let Some(n) = wave_left.get_mut(m.wave) {
-                *n += 1;
-            }
-        }
         let name = self.host_label(host);
         self.note(
             now,
@@ -276,21 +284,8 @@ impl Supervisor {
                 queue.len()
             ),
         );
-        self.evacuations.insert(
-            host.clone(),
-            Evac {
-                reason: "return".into(),
-                goal: Goal::Return,
-                planned: queue.len(),
-                queue,
-                running: BTreeMap::new(),
-                wave_left,
-                retried: BTreeSet::new(),
-                moved: Vec::new(),
-                failed: Vec::new(),
-                since: now,
-            },
-        );
+        self.evacuations
+            .insert(host.clone(), Evac::new("return".into(), Goal::Return, queue, now));
         self.pump_evacuations(now);
     }
 
