@@ -21,35 +21,25 @@ struct Opts {
 }
 
 fn parse(rest: &[&str]) -> Result<Opts> {
-    let mut o = Opts {
-        vms: 100,
-        targets: 10,
-        latency_ms: 1000,
-        per_source: 32,
-        per_target: 8,
-        in_flight: 64,
+    let given = rund::numbers(
+        rest,
+        &[
+            "--vms",
+            "--targets",
+            "--latency-ms",
+            "--per-source",
+            "--per-target",
+            "--in-flight",
+        ],
+    )?;
+    let o = Opts {
+        vms: rund::small(&given, "--vms", 100)?,
+        targets: rund::small(&given, "--targets", 10)?,
+        latency_ms: given.get("--latency-ms").copied().unwrap_or(1000),
+        per_source: rund::small(&given, "--per-source", 32)?,
+        per_target: rund::small(&given, "--per-target", 8)?,
+        in_flight: rund::small(&given, "--in-flight", 64)?,
     };
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let n: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
-        let small = || u32::try_from(n).map_err(|_| format!("{flag}: {n} is too large"));
-        match *flag {
-            "--vms" => o.vms = small()?,
-            "--targets" => o.targets = small()?,
-            "--latency-ms" => o.latency_ms = n,
-            "--per-source" => o.per_source = small()?,
-            "--per-target" => o.per_target = small()?,
-            "--in-flight" => o.in_flight = small()?,
-            other => {
-                return Err(format!(
-                    "unknown option {other} (--vms, --targets, --latency-ms, --per-source, --per-target, --in-flight)"
-                ));
-            }
-        }
-    }
     if o.vms == 0 || o.targets == 0 || o.per_source == 0 || o.per_target == 0 || o.in_flight == 0 {
         return Err("every option must be at least 1".into());
     }

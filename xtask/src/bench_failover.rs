@@ -23,25 +23,12 @@ struct Opts {
 }
 
 fn parse(rest: &[&str]) -> Result<Opts> {
-    let mut o = Opts {
-        vms: 100,
-        targets: 10,
-        latency_ms: 1000,
+    let given = rund::numbers(rest, &["--vms", "--targets", "--latency-ms"])?;
+    let o = Opts {
+        vms: rund::small(&given, "--vms", 100)?,
+        targets: rund::small(&given, "--targets", 10)?,
+        latency_ms: given.get("--latency-ms").copied().unwrap_or(1000),
     };
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let n: u64 = value
-            .parse()
-            .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
-        let small = || u32::try_from(n).map_err(|_| format!("{flag}: {n} is too large"));
-        match *flag {
-            "--vms" => o.vms = small()?,
-            "--targets" => o.targets = small()?,
-            "--latency-ms" => o.latency_ms = n,
-            other => return Err(format!("unknown option {other} (--vms, --targets, --latency-ms)")),
-        }
-    }
     if o.vms == 0 || o.targets == 0 {
         return Err("--vms and --targets must be at least 1".into());
     }

@@ -2,9 +2,9 @@
 //! and 10,000 VMs: how long until it is ready, its CPU at rest and its peak memory, with the backup
 //! cache on (the default) and off, each as a ratio to issue 12's goals. Linux only (`/proc`).
 
-use crate::Result;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use crate::{Result, rund};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Issue 12's goals: idle CPU (share of one core), peak RSS, ready after start.
@@ -62,15 +62,8 @@ struct Row {
 pub fn bench_scale(root: &Path, rest: &[&str]) -> Result<()> {
     let o = parse(rest)?;
     crate::build_vcsim()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::run(
-        Command::new(&cargo)
-            .args(["build", "--release", "-p", "am-daemon"])
-            .current_dir(root),
-    )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let daemon = target.join("release/am-daemon");
-    let out_dir = target.join("bench-scale");
+    let daemon = rund::build_release(root)?;
+    let out_dir = rund::target_dir(root).join("bench-scale");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let tck = clock_ticks()?;
     let mut rows = Vec::new();
@@ -87,22 +80,22 @@ pub fn bench_scale(root: &Path, rest: &[&str]) -> Result<()> {
                 hosts * per_host,
                 if backups { "cache" } else { "nocache" }
             ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let (config, port) = config(&dir, &sim, backups)?;
-            let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
-            let started = Instant::now();
-            let mut child = Command::new(&daemon)
-                .args(["--log-level", "warn", "run", "--config"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", daemon.display()))?;
-            let measured = measure(&mut child, port, started, &o, tck);
-            let _ = child.kill();
-            let _ = child.wait();
-            let (ready, cpu_pct, rss_mib) = measured?;
+            let backup = if backups {
+                ""
+            } else {
+                "[supervisor.backup]\nsnapshot_every = \"0s\"\n"
+            };
+            let d = rund::Daemon::start(
+                &daemon,
+                &dir,
+                &sim,
+                &format!(
+                    "[targets.hosts]\naddress = \"none\"\n[targets.guests]\naddress = \"none\"\n{backup}"
+                ),
+            )?;
+            let (cpu_pct, rss_mib) = measure(d.pid(), &o, tck)?;
+            let ready = d.ready;
+            drop(d);
             eprintln!(
                 "bench-scale: {} VMs, backup cache {}: ready {:.1} s, idle CPU {cpu_pct:.2} %, peak RSS {rss_mib:.0} MiB",
                 hosts * per_host,
@@ -127,59 +120,15 @@ pub fn bench_scale(root: &Path, rest: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Ready (`/readyz` 200) after start, then CPU over the window after the warm-up, and peak RSS.
-fn measure(
-    child: &mut Child,
-    port: u16,
-    started: Instant,
-    o: &Opts,
-    tck: f64,
-) -> Result<(Duration, f64, f64)> {
-    let pid = child.id();
-    let addr = format!("127.0.0.1:{port}");
-    let ready = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!(
-                "am-daemon exited before it was ready ({status}); see its log"
-            ));
-        }
-        if matches!(am_testbed::http(&addr, "GET", "/readyz"), Ok((200, _))) {
-            break started.elapsed();
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            return Err("am-daemon not ready after 300 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+/// CPU over the window after the warm-up, and peak RSS, of the ready daemon `pid`.
+fn measure(pid: u32, o: &Opts, tck: f64) -> Result<(f64, f64)> {
     std::thread::sleep(o.warmup);
     let before = cpu_ticks(pid)?;
     let t = Instant::now();
     std::thread::sleep(o.window);
     let used = (cpu_ticks(pid)? - before) / tck;
     let cpu_pct = 100.0 * used / t.elapsed().as_secs_f64();
-    Ok((ready, cpu_pct, peak_rss_mib(pid)?))
-}
-
-fn config(dir: &Path, sim: &am_testbed::Vcsim, backups: bool) -> Result<(PathBuf, u16)> {
-    let pw = dir.join("pw");
-    std::fs::write(&pw, "secret\n").map_err(|e| e.to_string())?;
-    let ca = sim.ca_file.as_ref().ok_or("the test bed has no CA file")?;
-    let port = am_testbed::free_port();
-    let backup = if backups {
-        ""
-    } else {
-        "[supervisor.backup]\nsnapshot_every = \"0s\"\n"
-    };
-    let text = format!(
-        "journal = \"{journal}\"\n[vcenter]\nurl = \"{url}\"\nuser = \"svc-am\"\npassword = {{ file = \"{pw}\" }}\nca_file = \"{ca}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[targets.hosts]\naddress = \"none\"\n[targets.guests]\naddress = \"none\"\n{backup}",
-        journal = dir.join("journal.db").display(),
-        url = sim.url,
-        pw = pw.display(),
-        ca = ca.display(),
-    );
-    let path = dir.join("am.toml");
-    std::fs::write(&path, text).map_err(|e| e.to_string())?;
-    Ok((path, port))
+    Ok((cpu_pct, peak_rss_mib(pid)?))
 }
 
 fn clock_ticks() -> Result<f64> {

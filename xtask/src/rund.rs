@@ -9,6 +9,34 @@ use std::time::{Duration, Instant};
 /// The API token of every benchmark daemon.
 pub const TOKEN: &str = "bench-daemon-token-0123";
 
+/// A benchmark's `--name N` options: the value of each given, by name (an option not in `names`,
+/// a missing value or one that is not a number is refused, naming it).
+pub fn numbers(
+    rest: &[&str],
+    names: &[&'static str],
+) -> Result<std::collections::BTreeMap<&'static str, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let Some(name) = names.iter().find(|n| **n == *flag) else {
+            return Err(format!("unknown option {flag} ({})", names.join(", ")));
+        };
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("{flag}: `{value}` is not a number"))?;
+        out.insert(*name, n);
+    }
+    Ok(out)
+}
+
+/// `numbers`' value of `name` as a `u32`, else `default`.
+pub fn small(given: &std::collections::BTreeMap<&'static str, u64>, name: &str, default: u32) -> Result<u32> {
+    given.get(name).map_or(Ok(default), |n| {
+        u32::try_from(*n).map_err(|_| format!("{name}: {n} is too large"))
+    })
+}
+
 /// Builds the release daemon; its path.
 pub fn build_release(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -32,6 +60,8 @@ pub struct Daemon {
     pub addr: String,
     /// Its files: `am.toml`, `journal.db`, `daemon.log`.
     pub dir: PathBuf,
+    /// How long after its start it answered `/readyz` with 200.
+    pub ready: Duration,
 }
 
 impl Daemon {
@@ -56,6 +86,7 @@ impl Daemon {
         let config = dir.join("am.toml");
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
+        let started = Instant::now();
         let child = Command::new(daemon)
             .args(["--log-level", "warn", "run", "--config"])
             .arg(&config)
@@ -67,8 +98,8 @@ impl Daemon {
             child,
             addr: format!("127.0.0.1:{port}"),
             dir: dir.to_owned(),
+            ready: Duration::ZERO,
         };
-        let started = Instant::now();
         loop {
             if let Some(status) = d.child.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!(
@@ -77,13 +108,19 @@ impl Daemon {
                 ));
             }
             if matches!(am_testbed::http(&d.addr, "GET", "/readyz"), Ok((200, _))) {
+                d.ready = started.elapsed();
                 return Ok(d);
             }
-            if started.elapsed() > Duration::from_secs(120) {
-                return Err("am-daemon not ready after 120 s".into());
+            if started.elapsed() > Duration::from_secs(300) {
+                return Err("am-daemon not ready after 300 s".into());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// A POST with the token: status and body.
