@@ -259,6 +259,16 @@ func (c *controller) hostConnected(r *http.Request) (interface{}, error) {
 		types.VirtualMachineConnectionStateConnected, &types.HostConnectedEvent{})
 }
 
+// entityStatus is the request's status: green, yellow, red or gray.
+func entityStatus(r *http.Request) (types.ManagedEntityStatus, error) {
+	status := types.ManagedEntityStatus(r.FormValue("status"))
+	switch status {
+	case types.ManagedEntityStatusGreen, types.ManagedEntityStatusYellow, types.ManagedEntityStatusRed, types.ManagedEntityStatusGray:
+		return status, nil
+	}
+	return "", fmt.Errorf("status must be green, yellow, red or gray")
+}
+
 // hostHealth sets a host's overall status (red: a red alarm, e.g. hardware health, on a host
 // that is still connected).
 func (c *controller) hostHealth(r *http.Request) (interface{}, error) {
@@ -266,11 +276,9 @@ func (c *controller) hostHealth(r *http.Request) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	status := types.ManagedEntityStatus(r.FormValue("status"))
-	switch status {
-	case types.ManagedEntityStatusGreen, types.ManagedEntityStatusYellow, types.ManagedEntityStatusRed, types.ManagedEntityStatusGray:
-	default:
-		return nil, fmt.Errorf("status must be green, yellow, red or gray")
+	status, err := entityStatus(r)
+	if err != nil {
+		return nil, err
 	}
 	simulator.Map.WithLock(h, func() {
 		simulator.Map.Update(h, []types.PropertyChange{
@@ -286,11 +294,9 @@ func (c *controller) vmHeartbeat(r *http.Request) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	status := types.ManagedEntityStatus(r.FormValue("status"))
-	switch status {
-	case types.ManagedEntityStatusGreen, types.ManagedEntityStatusYellow, types.ManagedEntityStatusRed, types.ManagedEntityStatusGray:
-	default:
-		return nil, fmt.Errorf("status must be green, yellow, red or gray")
+	status, err := entityStatus(r)
+	if err != nil {
+		return nil, err
 	}
 	simulator.Map.WithLock(vm, func() {
 		simulator.Map.Update(vm, []types.PropertyChange{
