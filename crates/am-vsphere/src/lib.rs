@@ -50,6 +50,7 @@ mod hypervisor;
 mod map;
 mod mirror;
 mod options;
+mod props;
 mod scope;
 mod shared;
 mod source;

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use vsphere_soap::{Event, MoRef, Value};
 
-/// An object's properties by path, as collected (unset properties are absent).
-pub(crate) type Props = BTreeMap<String, Value>;
+pub(crate) use crate::props::Props;
 
 /// `HostSystem` properties the adapter reads.
 pub(crate) const HOST_PROPS: &[&str] = &[

@@ -62,12 +62,45 @@ impl Out {
     }
 }
 
+/// A mirror being filled by a first look, update by update as they arrive (a full inventory is
+/// never held as one list of updates); [`Mirror::loaded`] makes it whole.
+#[derive(Default)]
+pub(crate) struct Loading {
+    mirror: Mirror,
+    dirty: BTreeSet<MoRef>,
+    left: Vec<MoRef>,
+}
+
+impl Loading {
+    /// One update of the first look.
+    pub(crate) fn add(&mut self, u: ObjectUpdate) {
+        self.mirror.store(u, &mut self.dirty, &mut self.left);
+    }
+}
+
 impl Mirror {
-    /// A mirror of the full state in `updates` (a first `WaitForUpdatesEx`). VMs the manager
-    /// unregistered and `previous` still showed are kept (see [`crate::shared`]).
-    pub(crate) fn full(updates: &[ObjectUpdate], cx: &Cx<'_>, previous: Option<&Mirror>) -> Mirror {
-        let mut m = Mirror::default();
-        m.apply(updates, cx);
+    /// A mirror of the full state in `updates` (a first `WaitForUpdatesEx`). See [`Mirror::loaded`].
+    #[cfg(test)]
+    pub(crate) fn full(
+        updates: impl IntoIterator<Item = ObjectUpdate>,
+        cx: &Cx<'_>,
+        previous: Option<&Mirror>,
+    ) -> Mirror {
+        let mut l = Loading::default();
+        updates.into_iter().for_each(|u| l.add(u));
+        Mirror::loaded(l, cx, previous)
+    }
+
+    /// The mirror of a first look. VMs the manager unregistered and `previous` still showed are
+    /// kept (see [`crate::shared`]).
+    pub(crate) fn loaded(l: Loading, cx: &Cx<'_>, previous: Option<&Mirror>) -> Mirror {
+        let Loading {
+            mut mirror,
+            dirty,
+            left,
+        } = l;
+        mirror.settle(dirty, left, cx);
+        let mut m = mirror;
         let orphans: Vec<(VmId, bool, Option<Vm>)> = cx.with_shared(|s| {
             s.orphans()
                 .iter()
@@ -114,35 +147,55 @@ impl Mirror {
 
     /// Applies property updates (and id mapping changes); returns what changed, hosts and
     /// datastores before the VMs that name them, removed hosts last.
-    pub(crate) fn apply(&mut self, updates: &[ObjectUpdate], cx: &Cx<'_>) -> Vec<InventoryDelta> {
+    pub(crate) fn apply(
+        &mut self,
+        updates: impl IntoIterator<Item = ObjectUpdate>,
+        cx: &Cx<'_>,
+    ) -> Vec<InventoryDelta> {
         let mut dirty: BTreeSet<MoRef> = BTreeSet::new();
         let mut left: Vec<MoRef> = Vec::new();
         for u in updates {
-            match u.kind {
-                ObjectUpdateKind::Leave => {
-                    self.objects.remove(&u.obj);
-                    dirty.remove(&u.obj);
-                    left.push(u.obj.clone());
+            self.store(u, &mut dirty, &mut left);
+        }
+        self.settle(dirty, left, cx)
+    }
+
+    /// Keeps the properties of one update (its values moved, not copied).
+    fn store(&mut self, u: ObjectUpdate, dirty: &mut BTreeSet<MoRef>, left: &mut Vec<MoRef>) {
+        match u.kind {
+            ObjectUpdateKind::Leave => {
+                self.objects.remove(&u.obj);
+                dirty.remove(&u.obj);
+                left.push(u.obj);
+            }
+            ObjectUpdateKind::Enter | ObjectUpdateKind::Modify => {
+                let props = self.objects.entry(u.obj.clone()).or_default();
+                if u.kind == ObjectUpdateKind::Enter {
+                    props.clear();
                 }
-                ObjectUpdateKind::Enter | ObjectUpdateKind::Modify => {
-                    let props = self.objects.entry(u.obj.clone()).or_default();
-                    if u.kind == ObjectUpdateKind::Enter {
-                        props.clear();
-                    }
-                    for c in &u.changes {
-                        match (c.op, &c.val) {
-                            (PropertyChangeOp::Assign | PropertyChangeOp::Add, Some(v)) => {
-                                props.insert(c.name.clone(), v.clone());
-                            }
-                            _ => {
-                                props.remove(&c.name);
-                            }
+                for c in u.changes {
+                    match (c.op, c.val) {
+                        (PropertyChangeOp::Assign | PropertyChangeOp::Add, Some(v)) => {
+                            props.insert(c.name, v);
+                        }
+                        _ => {
+                            props.remove(&c.name);
                         }
                     }
-                    dirty.insert(u.obj.clone());
                 }
+                props.shrink();
+                dirty.insert(u.obj);
             }
         }
+    }
+
+    /// Maps the objects `dirty` and `left` name again: what changed.
+    fn settle(
+        &mut self,
+        mut dirty: BTreeSet<MoRef>,
+        mut left: Vec<MoRef>,
+        cx: &Cx<'_>,
+    ) -> Vec<InventoryDelta> {
         let epoch = cx.with_shared(|s| s.epoch());
         // VMs are mapped again when an id mapping changed, or a folder's or pool's name, or the
         // custom attribute definitions (their priorities and addresses may follow);
@@ -482,7 +535,7 @@ mod tests {
         let env = Env::new();
         let cx = env.cx();
         let m = Mirror::full(
-            &[
+            [
                 enter_host("host-1"),
                 enter_host("host-2"),
                 enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
@@ -496,7 +549,7 @@ mod tests {
         let mut m = m;
         // A host stops responding: one host delta; its VM's connection state changes nothing.
         let d = m.apply(
-            &[
+            [
                 upd(
                     ObjectUpdateKind::Modify,
                     host("host-1"),
@@ -517,7 +570,7 @@ mod tests {
         assert_eq!(h.connection, ConnectionState::NotResponding);
         // A property becoming unset is removed.
         let d = m.apply(
-            &[upd(
+            [upd(
                 ObjectUpdateKind::Modify,
                 vm("vm-1"),
                 &[("runtime.powerState", None)],
@@ -530,7 +583,7 @@ mod tests {
         assert_eq!(v.power, PowerState::PoweredOff);
         // Leaving objects are removed; hosts last.
         let d = m.apply(
-            &[
+            [
                 upd(ObjectUpdateKind::Leave, host("host-2"), &[]),
                 upd(ObjectUpdateKind::Leave, vm("vm-1"), &[]),
                 enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
@@ -545,7 +598,7 @@ mod tests {
     fn snapshots_and_templates() {
         let env = Env::new();
         let cx = env.cx();
-        let mut m = Mirror::full(&[enter_host("host-1")], &cx, None);
+        let mut m = Mirror::full([enter_host("host-1")], &cx, None);
         let xml = br#"<val xmlns:xsi="x" xsi:type="VirtualMachineSnapshotInfo"><rootSnapshotList><snapshot type="VirtualMachineSnapshot">snapshot-1</snapshot><name>am-backup-1</name><createTime>2023-11-14T22:13:30Z</createTime></rootSnapshotList></val>"#;
         let tree = vsphere_soap::xml::parse(xml).unwrap().root;
         let mut e = enter_vm("vm-1", "host-1", "[ds] a/a.vmx");
@@ -554,7 +607,7 @@ mod tests {
             op: PropertyChangeOp::Assign,
             val: Some(tree),
         });
-        let d = m.apply(&[e], &cx);
+        let d = m.apply([e], &cx);
         assert_eq!(names(&d), vec!["vm+ vm-1 on host-1", "snap vm-1 1"]);
         assert_eq!(
             m.inventory().snapshots[&VmId::from("vm-1")][0]
@@ -563,12 +616,12 @@ mod tests {
             10_000
         );
         let d = m.apply(
-            &[upd(ObjectUpdateKind::Modify, vm("vm-1"), &[("snapshot", None)])],
+            [upd(ObjectUpdateKind::Modify, vm("vm-1"), &[("snapshot", None)])],
             &cx,
         );
         assert_eq!(names(&d), vec!["snap vm-1 0"]);
         let d = m.apply(
-            &[upd(
+            [upd(
                 ObjectUpdateKind::Modify,
                 vm("vm-1"),
                 &[("config.template", Some(Value::Bool(true)))],
@@ -583,7 +636,7 @@ mod tests {
         let env = Env::new();
         let cx = env.cx();
         let mut m = Mirror::full(
-            &[
+            [
                 enter_host("host-1"),
                 enter_host("host-2"),
                 enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
@@ -604,7 +657,7 @@ mod tests {
                 ghost: None,
             },
         );
-        let d = m.apply(&[upd(ObjectUpdateKind::Leave, vm("vm-1"), &[])], &cx);
+        let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-1"), &[])], &cx);
         assert_eq!(
             names(&d),
             vec!["vm+ vm-1 on host-1"],
@@ -616,11 +669,11 @@ mod tests {
         );
         assert!(m.inventory().vms.contains_key(&"vm-1".into()));
         // Registered again as vm-57: it is vm-1, now on host-2.
-        let d = m.apply(&[enter_vm("vm-57", "host-2", "[ds] a/a.vmx")], &cx);
+        let d = m.apply([enter_vm("vm-57", "host-2", "[ds] a/a.vmx")], &cx);
         assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
         assert!(env.shared.lock().unwrap().orphan(&"vm-1".into()).is_none());
         let d = m.apply(
-            &[upd(
+            [upd(
                 ObjectUpdateKind::Modify,
                 vm("vm-57"),
                 &[("runtime.powerState", Some(t("poweredOff")))],
@@ -631,7 +684,7 @@ mod tests {
         assert_eq!(m.inventory().vms.len(), 1);
         // A resync (new session) finds vm-57 and reports it as vm-1 again: nothing changes.
         let again = Mirror::full(
-            &[enter_host("host-1"), enter_host("host-2"), {
+            [enter_host("host-1"), enter_host("host-2"), {
                 let mut e = enter_vm("vm-57", "host-2", "[ds] a/a.vmx");
                 e.changes.push(PropertyChange {
                     name: "runtime.powerState".into(),
@@ -658,7 +711,7 @@ mod tests {
             },
         );
         let d = m.apply(
-            &[upd(
+            [upd(
                 ObjectUpdateKind::Modify,
                 vm("vm-57"),
                 &[("runtime.powerState", Some(t("poweredOn")))],
@@ -666,7 +719,7 @@ mod tests {
             &cx,
         );
         assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
-        let d = m.apply(&[upd(ObjectUpdateKind::Leave, vm("vm-57"), &[])], &cx);
+        let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-57"), &[])], &cx);
         assert_eq!(names(&d), vec!["vm+ vm-1 on -"]);
         assert_eq!(m.inventory().vms.len(), 1);
     }
@@ -676,7 +729,7 @@ mod tests {
         let env = Env::new();
         let cx = env.cx();
         let mut m = Mirror::full(
-            &[enter_host("host-1"), enter_vm("vm-57", "host-1", "[ds] a/a.vmx")],
+            [enter_host("host-1"), enter_vm("vm-57", "host-1", "[ds] a/a.vmx")],
             &cx,
             None,
         );
@@ -684,7 +737,7 @@ mod tests {
             .lock()
             .unwrap()
             .set_alias("vm-57", &"vm-1".into(), "[ds] a/a.vmx");
-        let d = m.apply(&[], &cx);
+        let d = m.apply([], &cx);
         assert_eq!(names(&d), vec!["vm- vm-57", "vm+ vm-1 on host-1"]);
     }
 
@@ -693,7 +746,7 @@ mod tests {
         let env = Env::new();
         let cx = env.cx();
         let mut m = Mirror::full(
-            &[enter_host("host-1"), enter_vm("vm-3", "host-1", "[ds] c/c.vmx")],
+            [enter_host("host-1"), enter_vm("vm-3", "host-1", "[ds] c/c.vmx")],
             &cx,
             None,
         );
@@ -709,10 +762,10 @@ mod tests {
                 ghost: None,
             },
         );
-        let d = m.apply(&[upd(ObjectUpdateKind::Leave, vm("vm-3"), &[])], &cx);
+        let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-3"), &[])], &cx);
         assert_eq!(names(&d), vec!["vm+ vm-3 on -"]);
         // A resync keeps the orphan.
-        let again = Mirror::full(&[enter_host("host-1")], &cx, Some(&m));
+        let again = Mirror::full([enter_host("host-1")], &cx, Some(&m));
         assert!(again.inventory().vms.contains_key(&"vm-3".into()));
         assert!(m.diff(&again).is_empty());
     }
@@ -722,7 +775,7 @@ mod tests {
         let env = Env::new();
         let cx = env.cx();
         let m = Mirror::full(
-            &[
+            [
                 enter_host("host-1"),
                 enter_host("host-2"),
                 enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
@@ -732,7 +785,7 @@ mod tests {
             None,
         );
         let new = Mirror::full(
-            &[
+            [
                 enter_host("host-1"),
                 enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
                 enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),

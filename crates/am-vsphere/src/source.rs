@@ -13,12 +13,15 @@ use vsphere_soap::{
 
 use crate::fault::{Subject, hv_error};
 use crate::map::{self, DS_PROPS, EVENT_TYPES, HOST_PROPS, NAMED_PROPS, VM_PROPS};
-use crate::mirror::{Cx, Mirror};
+use crate::mirror::{Cx, Loading, Mirror};
 use crate::{Inner, VsphereBackend};
 
 /// Events kept in the collector's page (vCenter may keep its default of 10; a page that holds no
 /// event seen before is completed with `QueryEvents`).
 const PAGE: i32 = 200;
+/// Object updates asked per `WaitForUpdatesEx` answer (vCenter pages a full state by it).
+const PAGE_OBJECTS: u32 = 1000;
+
 /// A page of at least this many events, all new, may have lost some.
 const SMALL_PAGE: usize = 10;
 
@@ -104,7 +107,7 @@ impl State {
 /// What a new feed saw first.
 struct FirstLook {
     feed: Feed,
-    objects: Vec<ObjectUpdate>,
+    loading: Loading,
     events: Vec<Event>,
 }
 
@@ -115,20 +118,27 @@ fn source_err(e: &vsphere_soap::Error) -> HvError {
 /// Splits an update set into inventory objects and the events of the collector's page.
 fn split(objects: Vec<ObjectUpdate>, inventory: &mut Vec<ObjectUpdate>, events: &mut Vec<Event>) {
     for o in objects {
-        if o.obj.kind != "EventHistoryCollector" {
+        if !event_page(&o, events) {
             inventory.push(o);
-            continue;
         }
-        for c in o.changes.iter().filter(|c| c.name == "latestPage") {
-            let Some(page) = &c.val else { continue };
-            for v in page.items() {
-                match Event::from_value(v.clone()) {
-                    Ok(e) => events.push(e),
-                    Err(e) => tracing::debug!(error = %e, "undecodable event skipped"),
-                }
+    }
+}
+
+/// The events of `o` if it is the event collector's page (then `true`).
+fn event_page(o: &ObjectUpdate, events: &mut Vec<Event>) -> bool {
+    if o.obj.kind != "EventHistoryCollector" {
+        return false;
+    }
+    for c in o.changes.iter().filter(|c| c.name == "latestPage") {
+        let Some(page) = &c.val else { continue };
+        for v in page.items() {
+            match Event::from_value(v.clone()) {
+                Ok(e) => events.push(e),
+                Err(e) => tracing::debug!(error = %e, "undecodable event skipped"),
             }
         }
     }
+    true
 }
 
 /// `obj` no longer exists.
@@ -223,20 +233,21 @@ impl Inner {
             }
         };
         let spec = self.filter(collector.as_ref().map(EventCollector::moref), &views);
-        let mut watch = self.client.watch(spec).await?;
-        let mut objects = Vec::new();
+        let mut watch = self.client.watch(spec).await?.page_size(PAGE_OBJECTS);
+        let mut loading = Loading::default();
         let mut events = Vec::new();
-        // The first wait returns the whole state at once; `truncated` says there is more.
+        // The first wait returns the whole state (`truncated`: there is more), each object
+        // stored as it arrives: at 10,000 VMs the answer is some 60 MB of XML, never held whole.
+        let mut each = |u: ObjectUpdate| {
+            if !event_page(&u, &mut events) {
+                loading.add(u);
+            }
+            Ok(())
+        };
         for _ in 0..10_000 {
-            match watch.next(Duration::from_secs(1)).await? {
-                Some(set) => {
-                    let more = set.truncated;
-                    split(set.objects, &mut objects, &mut events);
-                    if !more {
-                        break;
-                    }
-                }
-                None => break,
+            match watch.next_each(Duration::from_secs(1), &mut each).await? {
+                Some(set) if set.truncated => {}
+                _ => break,
             }
         }
         Ok(FirstLook {
@@ -246,7 +257,7 @@ impl Inner {
                 collector,
                 generation,
             },
-            objects,
+            loading,
             events,
         })
     }
@@ -353,7 +364,7 @@ impl Inner {
         let st = &mut *st;
         let fresh = st.cursor.first_page(&first.events);
         st.pending = self.map_events(&fresh);
-        st.mirror = Mirror::full(&first.objects, &self.cx(), Some(&st.mirror));
+        st.mirror = Mirror::loaded(first.loading, &self.cx(), Some(&st.mirror));
         st.feed = Some(first.feed);
         st.feed_no += 1;
         st.seq = 0;
@@ -377,7 +388,7 @@ impl Inner {
         let fresh = st.cursor.first_page(&first.events);
         let mut events = std::mem::take(&mut st.pending);
         events.extend(self.map_events(&fresh));
-        let new = Mirror::full(&first.objects, &self.cx(), Some(&st.mirror));
+        let new = Mirror::loaded(first.loading, &self.cx(), Some(&st.mirror));
         let deltas = st.mirror.diff(&new);
         st.mirror = new;
         st.feed = Some(first.feed);
@@ -408,7 +419,7 @@ impl Inner {
             Vec::new()
         } else {
             let updates = self.refreshed(refresh).await;
-            st.mirror.apply(&updates, &self.cx())
+            st.mirror.apply(updates, &self.cx())
         };
         // Whole seconds (at least one) so that vCenter blocks rather than spins; none when there
         // is news already.
@@ -455,7 +466,7 @@ impl Inner {
                 }
             }
         }
-        deltas.extend(st.mirror.apply(&objects, &self.cx()));
+        deltas.extend(st.mirror.apply(objects, &self.cx()));
         if !page.is_empty() {
             let mut cursor = std::mem::take(&mut st.cursor);
             events.extend(self.new_events(&mut cursor, &page).await);

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, SoapFault, VimFault};
 use crate::secret::Credentials;
+use crate::split::Splitter;
 use crate::tls::TlsMode;
-use crate::transport::{HttpTransport, RoundTripper, SoapRequest, TransportErrorKind};
+use crate::transport::{HttpTransport, RoundTripper, SoapRequest, TransportError, TransportErrorKind};
 use crate::value::{DataObject, MoRef, Value, from_value};
 use crate::xml::{self, XmlWriter};
 
@@ -186,8 +187,7 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    transport: Arc<dyn RoundTripper>,
-    action: String,
+    wire: Wire,
     timeout: Duration,
     keep_alive: Option<Duration>,
     service_content: ServiceContent,
@@ -228,15 +228,19 @@ impl Client {
                 b.max_body,
             )?),
         };
-        let action = format!("urn:vim25/{}", b.api_version);
+        let wire = Wire {
+            transport,
+            action: format!("urn:vim25/{}", b.api_version),
+            max_body: b.max_body,
+        };
         let sc = call(
-            &*transport,
-            &action,
+            &wire,
             b.timeout,
             "RetrieveServiceContent",
             &service_instance(),
             "",
             false,
+            None,
         )
         .await?;
         let sc = sc
@@ -247,8 +251,7 @@ impl Client {
             from_value(&sc).map_err(|e| decode_err("RetrieveServiceContent", e.to_string()))?;
         let client = Client {
             inner: Arc::new(Inner {
-                transport,
-                action,
+                wire,
                 timeout: b.timeout,
                 keep_alive: b.keep_alive,
                 service_content,
@@ -296,13 +299,13 @@ impl Client {
         w.text("userName", &credentials.username)
             .text("password", credentials.password.expose());
         let res = call(
-            &*self.inner.transport,
-            &self.inner.action,
+            &self.inner.wire,
             self.inner.timeout,
             "Login",
             &sm,
             &w.into_string(),
             true,
+            None,
         )
         .await?;
         let v = res
@@ -342,13 +345,13 @@ impl Client {
         }
         let sm = self.session_manager()?.clone();
         call(
-            &*self.inner.transport,
-            &self.inner.action,
+            &self.inner.wire,
             self.inner.timeout,
             "Logout",
             &sm,
             "",
             false,
+            None,
         )
         .await?;
         Ok(())
@@ -424,32 +427,62 @@ impl Client {
         timeout: Duration,
         args: impl FnOnce(&mut XmlWriter),
     ) -> Result<Vec<Value>> {
+        self.invoke_each(method, this, timeout, args, None).await
+    }
+
+    /// [`Client::invoke_timeout`] handing every element at `path` (local names under
+    /// `<method>Response`, e.g. `returnval`, `filterSet`, `objectSet`) to `each` as it arrives,
+    /// decoded on its own: the response is never held whole (see [`crate::split`]). The
+    /// `returnval`s come back without those elements; an error of `each` stops the read.
+    pub async fn invoke_split(
+        &self,
+        method: &str,
+        this: &MoRef,
+        timeout: Duration,
+        args: impl FnOnce(&mut XmlWriter),
+        path: &[&str],
+        each: &mut Each<'_>,
+    ) -> Result<Vec<Value>> {
+        self.invoke_each(method, this, timeout, args, Some((path, each)))
+            .await
+    }
+
+    async fn invoke_each(
+        &self,
+        method: &str,
+        this: &MoRef,
+        timeout: Duration,
+        args: impl FnOnce(&mut XmlWriter),
+        mut each: Option<(&[&str], &mut Each<'_>)>,
+    ) -> Result<Vec<Value>> {
         let mut w = XmlWriter::new();
         args(&mut w);
         let args = w.into_string();
         let generation = self.session_generation();
+        let wire = &self.inner.wire;
         let first = call(
-            &*self.inner.transport,
-            &self.inner.action,
+            wire,
             timeout,
             method,
             this,
             &args,
             false,
+            each.as_mut().map(|(p, f)| (*p, &mut **f)),
         )
         .await;
         match first {
+            // A fault carries no split elements: nothing was handed on twice.
             Err(e) if e.is_not_authenticated() && self.inner.credentials.is_some() => {
                 tracing::info!(method, "session not authenticated; logging in again");
                 self.relogin(generation).await?;
                 call(
-                    &*self.inner.transport,
-                    &self.inner.action,
+                    wire,
                     timeout,
                     method,
                     this,
                     &args,
                     false,
+                    each.as_mut().map(|(p, f)| (*p, &mut **f)),
                 )
                 .await
             }
@@ -486,25 +519,38 @@ pub(crate) fn single_moref(method: &str, v: Vec<Value>) -> Result<MoRef> {
     }
 }
 
-/// One round trip: encode, send, decode the envelope into returnvals or a fault.
+/// Where calls go: the transport, the `SOAPAction`, the limit of a response (of each element
+/// and the rest, when split).
+#[derive(Debug)]
+struct Wire {
+    transport: Arc<dyn RoundTripper>,
+    action: String,
+    max_body: usize,
+}
+
+/// What [`Client::invoke_split`] hands each element to.
+pub type Each<'a> = dyn FnMut(Value) -> Result<()> + Send + 'a;
+
+/// One round trip: encode, send, decode the envelope into returnvals or a fault; with `each`,
+/// the elements at its path under the response go to it as they arrive.
 async fn call(
-    transport: &dyn RoundTripper,
-    action: &str,
+    wire: &Wire,
     timeout: Duration,
     method: &str,
     this: &MoRef,
     args: &str,
     new_session: bool,
+    each: Option<(&[&str], &mut Each<'_>)>,
 ) -> Result<Vec<Value>> {
     let req = SoapRequest {
         method: method.to_string(),
-        action: action.to_string(),
+        action: wire.action.clone(),
         body: xml::envelope(method, this, args),
         timeout,
         new_session,
     };
     tracing::trace!(method, this = %this, "vim25 call");
-    let res = transport.round_trip(req).await.map_err(|source| {
+    let transport_err = |source: TransportError| {
         if source.kind == TransportErrorKind::Timeout {
             tracing::debug!(method, "vim25 call timed out");
         }
@@ -512,7 +558,32 @@ async fn call(
             method: method.to_string(),
             source,
         }
-    })?;
+    };
+    let res = match each {
+        None => wire.transport.round_trip(req).await.map_err(transport_err)?,
+        Some((inner, each)) => {
+            let response = format!("{method}Response");
+            let mut path = vec!["Envelope", "Body", response.as_str()];
+            path.extend_from_slice(inner);
+            let mut failed: Option<Error> = None;
+            let mut sink = |bytes: &[u8]| {
+                let decoded = xml::parse(bytes)
+                    .map_err(|source| Error::Xml {
+                        method: method.to_string(),
+                        source,
+                    })
+                    .and_then(|doc| each(doc.root));
+                decoded.map_err(|e| failed = Some(e)).is_ok()
+            };
+            let mut split = Splitter::new(&path, wire.max_body, &mut sink);
+            let res = wire.transport.round_trip_split(req, &mut split).await;
+            drop(split);
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            res.map_err(transport_err)?
+        }
+    };
     decode_response(method, res.status, &res.body)
 }
 

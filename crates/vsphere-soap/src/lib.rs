@@ -5,6 +5,8 @@
 //!   real one (rustls; TLS verified by default, see [`TlsMode`]).
 //! - [`xml`] and [`value`]: requests are written with [`xml::XmlWriter`]; responses decode to [`Value`]
 //!   trees (schema-less, guided by `xsi:type`), which [`from_value`] maps onto serde types.
+//! - [`split`]: large answers (a full inventory) decoded element by element as they arrive, never
+//!   held whole.
 //! - [`Client`]: service content, session (login, keep-alive, re-login after `NotAuthenticated`),
 //!   [`Client::invoke`] for any method, and typed methods for the ones the product needs.
 //! - Errors in layers ([`Error`]): transport, HTTP, XML, SOAP fault with the vim fault inside
@@ -32,6 +34,7 @@ pub mod event;
 mod methods;
 pub mod property;
 mod secret;
+pub mod split;
 pub mod task;
 mod time;
 pub mod tls;
@@ -39,7 +42,7 @@ pub mod transport;
 pub mod value;
 pub mod xml;
 
-pub use client::{AboutInfo, Client, ClientBuilder, ServiceContent, UserSession, decode_response};
+pub use client::{AboutInfo, Client, ClientBuilder, Each, ServiceContent, UserSession, decode_response};
 pub use error::{Error, FaultKind, Result, SoapFault, TaskError, VimFault};
 pub use event::{EntityArg, Event, EventCollector, EventFilter, PostedEvent, PostedEventKind};
 pub use methods::{CloneSpec, FileInfo, HostConnectSpec, MovePriority, NasVolumeSpec, RelocateSpec};

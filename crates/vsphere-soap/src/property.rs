@@ -499,6 +499,7 @@ impl Client {
             filter,
             version: String::new(),
             generation: self.session_generation(),
+            page_size: None,
         })
     }
 
@@ -552,6 +553,7 @@ pub struct PropertyWatch {
     filter: MoRef,
     version: String,
     generation: u64,
+    page_size: Option<u32>,
 }
 
 impl PropertyWatch {
@@ -560,18 +562,45 @@ impl PropertyWatch {
         &self.version
     }
 
+    /// At most `n` object updates per answer (`maxObjectUpdates`; vCenter then sets `truncated`
+    /// and the next call returns the rest at once). Servers may ignore it (vcsim does).
+    pub fn page_size(mut self, n: u32) -> Self {
+        self.page_size = Some(n);
+        self
+    }
+
     /// Wait up to `max_wait` (whole seconds) for changes. `Ok(None)`: nothing changed in time.
     pub async fn next(&mut self, max_wait: Duration) -> Result<Option<UpdateSet>> {
+        let mut objects = Vec::new();
+        let set = self
+            .next_each(max_wait, &mut |u| {
+                objects.push(u);
+                Ok(())
+            })
+            .await?;
+        Ok(set.map(|s| UpdateSet { objects, ..s }))
+    }
+
+    /// [`PropertyWatch::next`], handing each object update to `each` as it arrives, decoded on
+    /// its own (the set returned has none): a full state of any size is never held whole. With
+    /// `resync` set, the updates were a full state.
+    pub async fn next_each(
+        &mut self,
+        max_wait: Duration,
+        each: &mut (dyn FnMut(ObjectUpdate) -> Result<()> + Send),
+    ) -> Result<Option<UpdateSet>> {
         let mut resync = false;
         if self.client.session_generation() != self.generation {
             self.recreate().await?;
             resync = true;
         }
-        let res = match self.wait(max_wait).await {
+        let mut decode = |v: Value| each(object_update(v)?);
+        let res = match self.wait(max_wait, &mut decode).await {
+            // A fault carries no object updates: none was handed on before the retry.
             Err(e) if self.client.session_generation() != self.generation && lost_collector(&e) => {
                 self.recreate().await?;
                 resync = true;
-                self.wait(max_wait).await?
+                self.wait(max_wait, &mut decode).await?
             }
             other => other?,
         };
@@ -586,16 +615,26 @@ impl PropertyWatch {
         }
     }
 
-    async fn wait(&self, max_wait: Duration) -> Result<Vec<Value>> {
+    async fn wait(&self, max_wait: Duration, each: &mut crate::client::Each<'_>) -> Result<Vec<Value>> {
         let secs = i64::try_from(max_wait.as_secs()).unwrap_or(i64::MAX);
         let timeout = self.client.timeout() + max_wait;
         self.client
-            .invoke_timeout("WaitForUpdatesEx", &self.collector, timeout, |w| {
-                w.text("version", &self.version)
-                    .start("options")
-                    .int("maxWaitSeconds", secs)
-                    .end("options");
-            })
+            .invoke_split(
+                "WaitForUpdatesEx",
+                &self.collector,
+                timeout,
+                |w| {
+                    w.text("version", &self.version)
+                        .start("options")
+                        .int("maxWaitSeconds", secs);
+                    if let Some(n) = self.page_size {
+                        w.int("maxObjectUpdates", i64::from(n));
+                    }
+                    w.end("options");
+                },
+                &["returnval", "filterSet", "objectSet"],
+                each,
+            )
             .await
     }
 

@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::split::{SplitError, Splitter};
 use crate::tls::TlsMode;
 
 /// One SOAP request, already encoded.
@@ -88,6 +89,29 @@ impl TransportError {
 pub trait RoundTripper: Send + Sync + std::fmt::Debug {
     /// Send `req`; return the response whatever its HTTP status.
     async fn round_trip(&self, req: SoapRequest) -> Result<SoapResponse, TransportError>;
+
+    /// [`RoundTripper::round_trip`], handing the body to `split` as it arrives: the response
+    /// returned is the body without the split elements. The default reads the whole body first.
+    async fn round_trip_split(
+        &self,
+        req: SoapRequest,
+        split: &mut Splitter<'_>,
+    ) -> Result<SoapResponse, TransportError> {
+        let res = self.round_trip(req).await?;
+        split.feed(&res.body).map_err(split_error)?;
+        Ok(SoapResponse {
+            status: res.status,
+            body: split.finish(),
+        })
+    }
+}
+
+/// Why a split response was not read to its end, as a transport failure.
+pub fn split_error(e: SplitError) -> TransportError {
+    match e {
+        SplitError::TooLarge(m) => TransportError::new(TransportErrorKind::TooLarge, m),
+        SplitError::Stopped => TransportError::new(TransportErrorKind::Other, "stopped by its reader"),
+    }
 }
 
 const SESSION_COOKIE: &str = "vmware_soap_session";
@@ -100,7 +124,8 @@ pub struct HttpTransport {
     max_body: usize,
 }
 
-/// The default limit of a response body: 64 MiB (a full inventory of 10,000 VMs is a few MiB).
+/// The default limit of a response body: 64 MiB. A split answer ([`RoundTripper::round_trip_split`],
+/// the inventory feed: some 60 MB of XML at 10,000 VMs) has it per element and on the rest.
 pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 
 impl std::fmt::Debug for HttpTransport {
@@ -159,9 +184,9 @@ impl HttpTransport {
     }
 }
 
-#[async_trait::async_trait]
-impl RoundTripper for HttpTransport {
-    async fn round_trip(&self, req: SoapRequest) -> Result<SoapResponse, TransportError> {
+impl HttpTransport {
+    /// Sends `req` and keeps the session cookie of the answer; the body is still to be read.
+    async fn send(&self, req: SoapRequest) -> Result<reqwest::Response, TransportError> {
         if req.new_session {
             self.set_cookie(None);
         }
@@ -181,20 +206,28 @@ impl RoundTripper for HttpTransport {
                 self.set_cookie(Some(value.to_string()));
             }
         }
+        Ok(res)
+    }
+}
+
+#[async_trait::async_trait]
+impl RoundTripper for HttpTransport {
+    async fn round_trip(&self, req: SoapRequest) -> Result<SoapResponse, TransportError> {
+        let method = req.method.clone();
+        let mut res = self.send(req).await?;
         let status = res.status().as_u16();
         let too_large = |n: u64| {
             TransportError::new(
                 TransportErrorKind::TooLarge,
                 format!(
-                    "{} response of {n} bytes or more is over the limit of {} bytes",
-                    req.method, self.max_body
+                    "{method} response of {n} bytes or more is over the limit of {} bytes",
+                    self.max_body
                 ),
             )
         };
         if let Some(n) = res.content_length().filter(|n| *n > self.max_body as u64) {
             return Err(too_large(n));
         }
-        let mut res = res;
         let mut body: Vec<u8> = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(map_reqwest)? {
             if body.len() + chunk.len() > self.max_body {
@@ -203,6 +236,24 @@ impl RoundTripper for HttpTransport {
             body.extend_from_slice(&chunk);
         }
         Ok(SoapResponse { status, body })
+    }
+
+    /// Reads the body chunk by chunk into `split`: no limit on the whole, the splitter's on each
+    /// element and on the rest.
+    async fn round_trip_split(
+        &self,
+        req: SoapRequest,
+        split: &mut Splitter<'_>,
+    ) -> Result<SoapResponse, TransportError> {
+        let mut res = self.send(req).await?;
+        let status = res.status().as_u16();
+        while let Some(chunk) = res.chunk().await.map_err(map_reqwest)? {
+            split.feed(&chunk).map_err(split_error)?;
+        }
+        Ok(SoapResponse {
+            status,
+            body: split.finish(),
+        })
     }
 }
 

@@ -144,3 +144,61 @@ async fn nothing_listening_is_a_connect_error() {
     .unwrap_err();
     assert_eq!(e.kind, TransportErrorKind::Connect, "{e}");
 }
+
+/// A chunked answer of `n` elements of `size` bytes each under one root.
+fn elements_server(n: usize, size: usize) -> u16 {
+    server(move |s| {
+        let _ =
+            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/xml\r\n\r\n");
+        let mut send = |b: &[u8]| {
+            let _ = s.write_all(format!("{:x}\r\n", b.len()).as_bytes());
+            let _ = s.write_all(b);
+            s.write_all(b"\r\n").is_ok()
+        };
+        send(b"<Envelope><Body><R><version>7</version>");
+        let element = format!("<e>{}</e>", "x".repeat(size - 7));
+        for _ in 0..n {
+            if !send(element.as_bytes()) {
+                return;
+            }
+        }
+        send(b"</R></Body></Envelope>");
+        let _ = s.write_all(b"0\r\n\r\n");
+    })
+}
+
+async fn split_call(port: u16, limit: usize) -> (Result<String, TransportError>, usize) {
+    let t = HttpTransport::with_limit(
+        &format!("http://127.0.0.1:{port}/sdk"),
+        &TlsMode::SystemRoots,
+        Duration::from_secs(2),
+        limit,
+    )
+    .expect("a transport");
+    let mut seen = 0;
+    let mut sink = |b: &[u8]| {
+        seen += usize::from(b.starts_with(b"<e>") && b.ends_with(b"</e>"));
+        true
+    };
+    let mut split = vsphere_soap::split::Splitter::new(&["Envelope", "Body", "R", "e"], limit, &mut sink);
+    let res = t
+        .round_trip_split(request(Duration::from_secs(5)), &mut split)
+        .await
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned());
+    drop(split);
+    (res, seen)
+}
+
+#[tokio::test]
+async fn a_split_answer_is_limited_per_element_not_in_all() {
+    // 4 MiB in 4,096 elements of 1 KiB, read under a 1 MiB limit: every element handed on, the
+    // rest kept.
+    let (res, seen) = split_call(elements_server(4096, 1024), 1 << 20).await;
+    assert_eq!(res.unwrap(), "<Envelope><Body><R><version>7</version></R></Body></Envelope>");
+    assert_eq!(seen, 4096);
+    // One element of 2 MiB is over it.
+    let (res, _) = split_call(elements_server(1, 2 << 20), 1 << 20).await;
+    let e = res.unwrap_err();
+    assert_eq!(e.kind, TransportErrorKind::TooLarge, "{e}");
+    assert!(e.message.contains("Envelope/Body/R/e"), "{e}");
+}
