@@ -10,6 +10,7 @@ use vsphere_soap::{MoRef, ObjectUpdate, ObjectUpdateKind, PropertyChangeOp};
 
 use crate::map::{self, Props, TimeMap};
 use crate::options::Options;
+use crate::props::Packed;
 use crate::shared::Shared;
 
 /// What the mapping needs besides the properties.
@@ -32,7 +33,11 @@ impl Cx<'_> {
 /// See the module docs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Mirror {
+    /// Properties of the hosts, datastores, folders, pools, custom fields.
     objects: BTreeMap<MoRef, Props>,
+    /// Properties of the VMs, packed (at 10,000 VMs decoded values were most of the daemon's
+    /// memory).
+    packed: BTreeMap<MoRef, Packed>,
     /// The id each VM moref was last reported as.
     vm_ids: BTreeMap<String, VmId>,
     hosts: BTreeMap<HostId, Host>,
@@ -141,8 +146,8 @@ impl Mirror {
 
     /// The properties of `obj`, as last seen.
     #[cfg(test)]
-    pub(crate) fn props(&self, obj: &MoRef) -> Option<&Props> {
-        self.objects.get(obj)
+    pub(crate) fn props(&self, obj: &MoRef) -> Option<Props> {
+        (self.objects.get(obj).cloned()).or_else(|| self.packed.get(obj).map(Packed::unpack))
     }
 
     /// Applies property updates (and id mapping changes); returns what changed, hosts and
@@ -165,14 +170,17 @@ impl Mirror {
         match u.kind {
             ObjectUpdateKind::Leave => {
                 self.objects.remove(&u.obj);
+                self.packed.remove(&u.obj);
                 dirty.remove(&u.obj);
                 left.push(u.obj);
             }
             ObjectUpdateKind::Enter | ObjectUpdateKind::Modify => {
-                let props = self.objects.entry(u.obj.clone()).or_default();
-                if u.kind == ObjectUpdateKind::Enter {
-                    props.clear();
-                }
+                let vm = u.obj.kind == "VirtualMachine";
+                let mut props = match (u.kind, vm) {
+                    (ObjectUpdateKind::Enter, _) => Props::new(),
+                    (_, true) => self.packed.get(&u.obj).map(Packed::unpack).unwrap_or_default(),
+                    (_, false) => self.objects.remove(&u.obj).unwrap_or_default(),
+                };
                 for c in u.changes {
                     match (c.op, c.val) {
                         (PropertyChangeOp::Assign | PropertyChangeOp::Add, Some(v)) => {
@@ -184,6 +192,11 @@ impl Mirror {
                     }
                 }
                 props.shrink();
+                if vm {
+                    self.packed.insert(u.obj.clone(), Packed::of(&props));
+                } else {
+                    self.objects.insert(u.obj.clone(), props);
+                }
                 dirty.insert(u.obj);
             }
         }
@@ -206,7 +219,7 @@ impl Mirror {
             .any(|o| matches!(o.kind.as_str(), "Folder" | "ResourcePool" | "CustomFieldsManager"));
         if epoch != self.epoch || names_changed {
             self.epoch = epoch;
-            dirty.extend(self.of_kind("VirtualMachine").map(|(o, _)| o.clone()));
+            dirty.extend(self.packed.keys().cloned());
         }
         if dirty.iter().chain(&left).any(|o| o.kind == "HostSystem") {
             dirty.extend(self.of_kind("Datastore").map(|(o, _)| o.clone()));
@@ -222,7 +235,7 @@ impl Mirror {
                 _ => {}
             }
         }
-        left.retain(|o| !self.objects.contains_key(o));
+        left.retain(|o| !self.objects.contains_key(o) && !self.packed.contains_key(o));
         for obj in &left {
             match obj.kind.as_str() {
                 "HostSystem" => {
@@ -269,7 +282,10 @@ impl Mirror {
     }
 
     fn emit_vm(&mut self, obj: &MoRef, cx: &Cx<'_>, fields: &BTreeMap<i64, String>, out: &mut Out) {
-        let Some(p) = self.objects.get(obj) else { return };
+        let Some(p) = self.packed.get(obj).map(Packed::unpack) else {
+            return;
+        };
+        let p = &p;
         let vmx = map::vmx_path(p);
         let id = cx.with_shared(|s| s.id_of(&obj.value, vmx));
         let name_of = |m: &MoRef| {

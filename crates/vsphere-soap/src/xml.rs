@@ -190,9 +190,10 @@ fn finish(frame: Frame, pos: u64) -> Result<Value, XmlError> {
         name: _,
         xsi_type,
         moref_type,
-        text,
+        mut text,
         fields,
     } = frame;
+    text.shrink_to_fit();
     if let Some(t) = xsi_type.as_deref() {
         if t.starts_with("ArrayOf") {
             return Ok(Value::Array(fields.into_iter().map(|(_, v)| v).collect()));
@@ -202,6 +203,9 @@ fn finish(frame: Frame, pos: u64) -> Result<Value, XmlError> {
         }
     }
     if !fields.is_empty() {
+        // Decoded values may be kept long (the inventory mirror): no room left over from growth.
+        let mut fields = fields;
+        fields.shrink_to_fit();
         return Ok(Value::Data(DataObject {
             type_name: xsi_type,
             fields,

@@ -194,7 +194,10 @@ async fn a_split_answer_is_limited_per_element_not_in_all() {
     // 4 MiB in 4,096 elements of 1 KiB, read under a 1 MiB limit: every element handed on, the
     // rest kept.
     let (res, seen) = split_call(elements_server(4096, 1024), 1 << 20).await;
-    assert_eq!(res.unwrap(), "<Envelope><Body><R><version>7</version></R></Body></Envelope>");
+    assert_eq!(
+        res.unwrap(),
+        "<Envelope><Body><R><version>7</version></R></Body></Envelope>"
+    );
     assert_eq!(seen, 4096);
     // One element of 2 MiB is over it.
     let (res, _) = split_call(elements_server(1, 2 << 20), 1 << 20).await;
