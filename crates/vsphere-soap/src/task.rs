@@ -96,8 +96,17 @@ impl TaskInfo {
 impl Client {
     /// Wait until `task` succeeds (its `TaskInfo`) or fails ([`Error::Task`]).
     ///
-    /// Follows the task's `info` with `WaitForUpdatesEx`; gives up after `timeout`.
+    /// Reads the task's `info` once; unless it is finished, follows it with `WaitForUpdatesEx`;
+    /// gives up after `timeout`.
     pub async fn wait_for_task(&self, task: &MoRef, timeout: Duration) -> Result<TaskInfo> {
+        // One read first: a task is often done by the time its method returned (a collector of
+        // its own, its filter, a wait and its removal are four calls, and vcsim batches a
+        // collector's updates every 250 ms).
+        if let Some(v) = self.retrieve_property_raw(task, "info").await?
+            && let Some(done) = finished(task, TaskInfo::from_value(&v)?)
+        {
+            return done;
+        }
         let spec = PropertyFilterSpec::for_object(task, &["info"]);
         let mut watch = self.watch(spec).await?;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -122,25 +131,13 @@ impl Client {
                 .next_back()
                 .map(TaskInfo::from_value);
             match info {
-                Some(Ok(info)) if info.state == TaskState::Success => break Ok(info),
-                Some(Ok(info)) if info.state == TaskState::Error => {
-                    let fault = info.error.clone().unwrap_or_else(|| {
-                        VimFault::from_value(
-                            "MethodFault",
-                            Value::Text(String::new()),
-                            String::new(),
-                            String::new(),
-                        )
-                    });
-                    break Err(Error::Task(Box::new(TaskError {
-                        task: task.clone(),
-                        description_id: info.description_id,
-                        entity: info.entity,
-                        fault,
-                    })));
+                Some(Ok(info)) => {
+                    if let Some(done) = finished(task, info) {
+                        break done;
+                    }
                 }
                 Some(Err(e)) => break Err(e),
-                _ => {}
+                None => {}
             }
         };
         if let Err(e) = watch.close().await {
@@ -152,5 +149,29 @@ impl Client {
     /// `CancelTask`.
     pub async fn cancel_task(&self, task: &MoRef) -> Result<()> {
         self.invoke("CancelTask", task, |_| {}).await.map(drop)
+    }
+}
+
+/// The outcome of a task in state `info`, if it has one: its info, or its fault as an error.
+fn finished(task: &MoRef, info: TaskInfo) -> Option<Result<TaskInfo>> {
+    match info.state {
+        TaskState::Success => Some(Ok(info)),
+        TaskState::Error => {
+            let fault = info.error.clone().unwrap_or_else(|| {
+                VimFault::from_value(
+                    "MethodFault",
+                    Value::Text(String::new()),
+                    String::new(),
+                    String::new(),
+                )
+            });
+            Some(Err(Error::Task(Box::new(TaskError {
+                task: task.clone(),
+                description_id: info.description_id,
+                entity: info.entity,
+                fault,
+            }))))
+        }
+        _ => None,
     }
 }

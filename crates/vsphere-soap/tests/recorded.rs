@@ -100,8 +100,9 @@ async fn recorded_session_inventory_task_and_events() {
         .clone();
     assert!(rp.body.contains(r#"<selectSet xsi:type="TraversalSpec"><name>traverseView</name><type>ContainerView</type><path>view</path>"#));
 
-    // A failed task, awaited through WaitForUpdatesEx.
-    t.ok("CreatePropertyCollector", &fixture("CreatePropertyCollector-1"))
+    // A failed task, running when first read, awaited through WaitForUpdatesEx.
+    t.ok("RetrievePropertiesEx", &task_info("task-42", "running"))
+        .ok("CreatePropertyCollector", &fixture("CreatePropertyCollector-1"))
         .ok("CreateFilter", &fixture("CreateFilter-1"))
         .ok("WaitForUpdatesEx", &fixture("WaitForUpdatesEx-1"))
         .ok("DestroyPropertyCollector", &fixture("DestroyPropertyCollector-1"));
@@ -358,40 +359,41 @@ async fn task_success_result_and_arguments_in_wsdl_order() {
             ),
         )
     };
-    t.ok(
-        "CreatePropertyCollector",
-        &response(
+    t.ok("RetrievePropertiesEx", &task_info("task-7", "queued"))
+        .ok(
             "CreatePropertyCollector",
-            r#"<returnval type="PropertyCollector">pc-2</returnval>"#,
-        ),
-    )
-    .ok(
-        "CreateFilter",
-        &response(
-            "CreateFilter",
-            r#"<returnval type="PropertyFilter">f</returnval>"#,
-        ),
-    )
-    .ok(
-        "WaitForUpdatesEx",
-        &update("running", "")
-            .replace("KIND", "enter")
-            .replace(">V<", ">1<"),
-    )
-    .ok("WaitForUpdatesEx", &response("WaitForUpdatesEx", ""))
-    .ok(
-        "WaitForUpdatesEx",
-        &update(
-            "success",
-            r#"<result xsi:type="ManagedObjectReference" type="VirtualMachine">vm-2</result>"#,
+            &response(
+                "CreatePropertyCollector",
+                r#"<returnval type="PropertyCollector">pc-2</returnval>"#,
+            ),
         )
-        .replace("KIND", "modify")
-        .replace(">V<", ">2<"),
-    )
-    .ok(
-        "DestroyPropertyCollector",
-        &response("DestroyPropertyCollector", ""),
-    );
+        .ok(
+            "CreateFilter",
+            &response(
+                "CreateFilter",
+                r#"<returnval type="PropertyFilter">f</returnval>"#,
+            ),
+        )
+        .ok(
+            "WaitForUpdatesEx",
+            &update("running", "")
+                .replace("KIND", "enter")
+                .replace(">V<", ">1<"),
+        )
+        .ok("WaitForUpdatesEx", &response("WaitForUpdatesEx", ""))
+        .ok(
+            "WaitForUpdatesEx",
+            &update(
+                "success",
+                r#"<result xsi:type="ManagedObjectReference" type="VirtualMachine">vm-2</result>"#,
+            )
+            .replace("KIND", "modify")
+            .replace(">V<", ">2<"),
+        )
+        .ok(
+            "DestroyPropertyCollector",
+            &response("DestroyPropertyCollector", ""),
+        );
     let info = c.wait_for_task(&task, Duration::from_secs(30)).await.unwrap();
     assert_eq!(info.result_moref(), Some(&MoRef::new("VirtualMachine", "vm-2")));
     let reqs = t.requests.lock().unwrap();
@@ -449,4 +451,35 @@ fn futures_are_send(c: &Client, w: &mut vsphere_soap::PropertyWatch) {
     send(c.power_on_vm(&MoRef::new("VirtualMachine", "v"), None));
     send(w.next(Duration::from_secs(1)));
     send(c.clone());
+}
+
+/// A `RetrievePropertiesEx` answer: `task`'s info in `state`.
+fn task_info(task: &str, state: &str) -> String {
+    response(
+        "RetrievePropertiesEx",
+        &format!(
+            r#"<returnval><objects><obj type="Task">{task}</obj><propSet><name>info</name><val xsi:type="TaskInfo"><key>{task}</key><task type="Task">{task}</task><descriptionId>VirtualMachine.powerOn</descriptionId><state>{state}</state></val></propSet></objects></returnval>"#
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_task_done_when_first_read_needs_no_collector() {
+    let t = Scripted::new();
+    t.ok(
+        "RetrieveServiceContent",
+        &response("RetrieveServiceContent", SERVICE_CONTENT),
+    )
+    .ok("RetrievePropertiesEx", &task_info("task-9", "success"));
+    let c = Client::builder("vc.invalid")
+        .transport(t.clone())
+        .connect()
+        .await
+        .unwrap();
+    let info = c
+        .wait_for_task(&MoRef::new("Task", "task-9"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(info.state, vsphere_soap::TaskState::Success);
+    assert_eq!(t.methods(), ["RetrieveServiceContent", "RetrievePropertiesEx"]);
 }
