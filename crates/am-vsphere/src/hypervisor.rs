@@ -113,20 +113,55 @@ impl Inner {
         Ok(o.props.into_iter().collect())
     }
 
+    /// The reference `path` of `obj`, read at most once a minute: for references that do not
+    /// change in practice (a host's cluster, a cluster's root pool, a datastore's browser). A
+    /// failover of 100 VMs onto 10 hosts asked for the same few hundred times, each a call
+    /// vCenter serves while it registers and powers on.
+    pub(crate) async fn fixed_ref(
+        &self,
+        obj: &MoRef,
+        path: &'static str,
+        s: &Subject<'_>,
+    ) -> Result<Option<MoRef>, HvError> {
+        const FOR: std::time::Duration = std::time::Duration::from_secs(60);
+        let key = (obj.clone(), path);
+        let cached = {
+            let c = self
+                .fixed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.get(&key)
+                .filter(|(at, _)| at.elapsed() < FOR)
+                .map(|(_, r)| r.clone())
+        };
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let p = self.props(obj, &[path], s).await?;
+        let found = map::moref(&p, path).cloned();
+        if let Some(r) = &found {
+            let mut c = self
+                .fixed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.retain(|_, (at, _)| at.elapsed() < FOR);
+            c.insert(key, (std::time::Instant::now(), r.clone()));
+        }
+        Ok(found)
+    }
+
     /// The compute resource (cluster or standalone) a host belongs to.
     async fn compute_resource(&self, host: &MoRef, s: &Subject<'_>) -> Result<MoRef, HvError> {
-        let p = self.props(host, &["parent"], s).await?;
-        map::moref(&p, "parent")
-            .cloned()
+        self.fixed_ref(host, "parent", s)
+            .await?
             .ok_or_else(|| HvError::not_found("host", &host.value))
     }
 
     /// The root resource pool of a host's cluster.
     async fn pool_of(&self, host: &MoRef, s: &Subject<'_>) -> Result<MoRef, HvError> {
         let cr = self.compute_resource(host, s).await?;
-        let p = self.props(&cr, &["resourcePool"], s).await?;
-        map::moref(&p, "resourcePool")
-            .cloned()
+        self.fixed_ref(&cr, "resourcePool", s)
+            .await?
             .ok_or_else(|| HvError::Api {
                 fault: "NoResourcePool".into(),
                 message: format!("{} of host {} has no resource pool", cr, host.value),
@@ -149,8 +184,7 @@ impl Inner {
         if same {
             return Ok(None);
         }
-        let p = self.props(&to_cr, &["resourcePool"], s).await?;
-        Ok(map::moref(&p, "resourcePool").cloned())
+        self.fixed_ref(&to_cr, "resourcePool", s).await
     }
 
     /// The VM folder of the datacenter `obj` is in.

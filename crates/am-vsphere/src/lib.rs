@@ -127,6 +127,8 @@ pub(crate) struct Inner {
     pub time: map::TimeMap,
     pub shared: Mutex<shared::Shared>,
     pub source: tokio::sync::Mutex<source::State>,
+    /// References that do not change in practice, as last read (see [`Inner::fixed_ref`]).
+    pub fixed: Mutex<std::collections::HashMap<(MoRef, &'static str), (std::time::Instant, MoRef)>>,
 }
 
 impl std::fmt::Debug for VsphereBackend {
@@ -152,6 +154,7 @@ impl VsphereBackend {
                 scope,
                 shared: Mutex::new(shared::Shared::default()),
                 source: tokio::sync::Mutex::new(source::State::default()),
+                fixed: Mutex::default(),
             }),
         })
     }

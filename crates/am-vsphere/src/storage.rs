@@ -95,15 +95,9 @@ impl Inner {
                 .map_err(|e| hv_error(&e, &s))?
                 .ok_or_else(|| HvError::not_found("datastore", ds_name))?,
         };
-        let p = self
-            .client
-            .retrieve_object(&ds, &["browser"])
-            .await
-            .map_err(|e| hv_error(&e, &s))?;
-        let browser = p
-            .get("browser")
-            .and_then(Value::as_moref)
-            .cloned()
+        let browser = self
+            .fixed_ref(&ds, "browser", &s)
+            .await?
             .ok_or_else(|| HvError::not_found("datastore browser", ds.value.clone()))?;
         let path = format!("[{ds_name}] {folder}");
         let task = self
