@@ -119,6 +119,9 @@ pub struct VsphereBackend {
     inner: Arc<Inner>,
 }
 
+/// An object's reference property (object, path) as read when.
+pub(crate) type FixedRefs = std::collections::HashMap<(MoRef, &'static str), (std::time::Instant, MoRef)>;
+
 pub(crate) struct Inner {
     pub client: Client,
     pub opts: Options,
@@ -128,7 +131,7 @@ pub(crate) struct Inner {
     pub shared: Mutex<shared::Shared>,
     pub source: tokio::sync::Mutex<source::State>,
     /// References that do not change in practice, as last read (see [`Inner::fixed_ref`]).
-    pub fixed: Mutex<std::collections::HashMap<(MoRef, &'static str), (std::time::Instant, MoRef)>>,
+    pub fixed: Mutex<FixedRefs>,
 }
 
 impl std::fmt::Debug for VsphereBackend {
