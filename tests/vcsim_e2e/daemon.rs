@@ -348,7 +348,7 @@ async fn an_inventory_larger_than_the_response_limit_is_read_object_by_object() 
     .await;
     let vms = d
         .wait_for("every VM", Duration::from_millis(200), |s| {
-            (s.vms.len() >= 1000).then(|| s.vms.len())
+            (s.vms.len() >= 1000).then_some(s.vms.len())
         })
         .await;
     assert_eq!(vms, 1000, "vcsim's 10 x 100 VMs, each once");
