@@ -253,6 +253,8 @@ impl Engine {
 
     /// Feeds one observation through the supervisor and carries out its output.
     pub fn step(&mut self, obs: Observation) -> Result<(), EngineError> {
+        // Wall time, also under a paused (virtual) clock: what the step costs.
+        let started = std::time::Instant::now();
         let now = self.clock.now();
         let inventory_changed = matches!(obs, Observation::Inventory(_) | Observation::Delta(_));
         // A host vCenter loses has its power read at once: an `Off` decides in one round trip.
@@ -317,9 +319,20 @@ impl Engine {
                 Command::Cancel { id, .. } => self.exec.cancel(*id),
             }
         }
+        // From the observation's arrival to the last command handed to the executor (`cargo
+        // xtask bench-scale` reads it: the wall time a failure's decision and restarts take).
+        let wall_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         for line in &out.log {
             log_line(line);
         }
+        tracing::debug!(
+            target: "am::step",
+            at_ms = now.as_millis(),
+            wall_us,
+            commands = out.commands.len(),
+            lines = out.log.len(),
+            "step"
+        );
         if let Some(observer) = self.observer.as_mut() {
             observer(now, &out, &self.sup);
         }
