@@ -342,6 +342,25 @@ impl Inventory {
             .fold(Resources::ZERO, |acc, vm| acc + vm.demand)
     }
 
+    /// What is free on every host, in one pass over the VMs ([`Inventory::free`] walks them all
+    /// for one host).
+    pub fn free_by_host(&self) -> BTreeMap<HostId, Resources> {
+        let mut used: BTreeMap<&HostId, Resources> = BTreeMap::new();
+        for vm in self.vms.values().filter(|vm| vm.power == PowerState::PoweredOn) {
+            if let Some(h) = &vm.host {
+                let u = used.entry(h).or_insert(Resources::ZERO);
+                *u = *u + vm.demand;
+            }
+        }
+        self.hosts
+            .values()
+            .map(|h| {
+                let u = used.get(&h.id).copied().unwrap_or(Resources::ZERO);
+                (h.id.clone(), h.capacity.saturating_sub(&u))
+            })
+            .collect()
+    }
+
     /// What is free on `host` (zero if the host is unknown).
     pub fn free(&self, host: &HostId) -> Resources {
         match self.hosts.get(host) {
@@ -392,6 +411,12 @@ mod tests {
         off.power = PowerState::PoweredOff;
         inv.apply(&InventoryDelta::VmUpsert(off));
         assert_eq!(inv.free(&"h1".into()), Resources::new(8_000, 61_440));
+        inv.apply(&InventoryDelta::HostUpsert(Host::new("h2", Resources::new(1_000, 1_024))));
+        let all = inv.free_by_host();
+        assert_eq!(all.len(), 2);
+        for (h, f) in &all {
+            assert_eq!(*f, inv.free(h), "{h}: one pass agrees with the walk per host");
+        }
         assert_eq!(inv.vms_on(&"h1".into()).count(), 2);
         inv.apply(&InventoryDelta::VmRemoved("a".into()));
         assert_eq!(inv.free(&"h1".into()), Resources::new(10_000, 65_536));

@@ -338,6 +338,9 @@ impl Supervisor {
             return;
         }
         let unusable = self.unusable_hosts();
+        // Once for all (per host it walked every VM: at 50,000 VMs on 500 hosts, 13 VMs to
+        // register elsewhere held the verdict's step, and every restart in it, for 8 s).
+        let free = self.inv.free_by_host();
         for vm in off {
             let source = self.inv.vms.get(&vm).and_then(|v| v.backup_of.clone());
             let source_host = source
@@ -354,7 +357,7 @@ impl Supervisor {
                 .max_by_key(|h| {
                     (
                         Some(&h.id) != source_host.as_ref(),
-                        self.inv.free(&h.id).mem_mib,
+                        free.get(&h.id).map_or(0, |f| f.mem_mib),
                         std::cmp::Reverse(h.id.clone()),
                     )
                 })
