@@ -256,7 +256,7 @@ impl Engine {
         // Wall time, also under a paused (virtual) clock: what the step costs.
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let inventory_changed = matches!(obs, Observation::Inventory(_) | Observation::Delta(_));
+        let inventory_changed = targets_may_change(self.sup.inventory(), &obs);
         // A host vCenter loses has its power read at once: an `Off` decides in one round trip.
         match &obs {
             Observation::Event(am_core::ClusterEvent {
@@ -386,6 +386,26 @@ impl Engine {
                 true
             }
         });
+    }
+}
+
+/// Whether `obs` may change what is probed (an address, a VM's host, a host's name): the probe
+/// list is rebuilt from every VM, and vCenter sends a VM's CPU use every 20 s or so (at 50,000
+/// VMs some 2,500 changes a second, none of which touches it).
+fn targets_may_change(inv: &am_core::Inventory, obs: &Observation) -> bool {
+    use am_core::InventoryDelta as D;
+    match obs {
+        Observation::Inventory(_) => true,
+        Observation::Delta(D::HostUpsert(h)) => inv
+            .hosts
+            .get(&h.id)
+            .is_none_or(|old| old.mgmt_address != h.mgmt_address || old.name != h.name),
+        Observation::Delta(D::VmUpsert(v)) => inv.vms.get(&v.id).is_none_or(|old| {
+            old.guest_address != v.guest_address || old.host != v.host || old.backup_of != v.backup_of
+        }),
+        Observation::Delta(D::HostRemoved(_) | D::VmRemoved(_)) => true,
+        Observation::Delta(D::DatastoreUpsert(_) | D::Snapshots { .. }) => false,
+        _ => false,
     }
 }
 
@@ -628,5 +648,38 @@ async fn watch_health(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use am_core::{Host, Inventory, InventoryDelta as D, Resources, Vm};
+
+    #[test]
+    fn only_what_is_probed_rebuilds_the_probe_list() {
+        let mut inv = Inventory::default();
+        inv.apply(&D::HostUpsert(Host::new("h1", Resources::new(1, 1))));
+        let mut vm = Vm::new("vm-1", Resources::new(1, 1), "h1");
+        vm.guest_address = Some("10.0.0.1".into());
+        inv.apply(&D::VmUpsert(vm.clone()));
+        let delta = |d: D| Observation::Delta(d);
+        let mut busy = vm.clone();
+        busy.cpu_usage_mhz = Some(1200);
+        assert!(!targets_may_change(&inv, &delta(D::VmUpsert(busy))), "CPU use: not probed");
+        let mut moved = vm.clone();
+        moved.host = Some("h2".into());
+        assert!(targets_may_change(&inv, &delta(D::VmUpsert(moved))));
+        let mut readdressed = vm;
+        readdressed.guest_address = Some("10.0.0.2".into());
+        assert!(targets_may_change(&inv, &delta(D::VmUpsert(readdressed))));
+        let mut new = Vm::new("vm-2", Resources::new(1, 1), "h1");
+        new.guest_address = None;
+        assert!(targets_may_change(&inv, &delta(D::VmUpsert(new))), "a VM not seen before");
+        assert!(targets_may_change(&inv, &delta(D::VmRemoved("vm-1".into()))));
+        let mut renamed = Host::new("h1", Resources::new(1, 1));
+        renamed.name = "esx-01".into();
+        assert!(targets_may_change(&inv, &delta(D::HostUpsert(renamed))));
+        assert!(!targets_may_change(&inv, &delta(D::HostUpsert(Host::new("h1", Resources::new(2, 2))))));
     }
 }
