@@ -411,7 +411,10 @@ mod tests {
         off.power = PowerState::PoweredOff;
         inv.apply(&InventoryDelta::VmUpsert(off));
         assert_eq!(inv.free(&"h1".into()), Resources::new(8_000, 61_440));
-        inv.apply(&InventoryDelta::HostUpsert(Host::new("h2", Resources::new(1_000, 1_024))));
+        inv.apply(&InventoryDelta::HostUpsert(Host::new(
+            "h2",
+            Resources::new(1_000, 1_024),
+        )));
         let all = inv.free_by_host();
         assert_eq!(all.len(), 2);
         for (h, f) in &all {

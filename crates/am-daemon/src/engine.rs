@@ -666,7 +666,10 @@ mod tests {
         let delta = |d: D| Observation::Delta(d);
         let mut busy = vm.clone();
         busy.cpu_usage_mhz = Some(1200);
-        assert!(!targets_may_change(&inv, &delta(D::VmUpsert(busy))), "CPU use: not probed");
+        assert!(
+            !targets_may_change(&inv, &delta(D::VmUpsert(busy))),
+            "CPU use: not probed"
+        );
         let mut moved = vm.clone();
         moved.host = Some("h2".into());
         assert!(targets_may_change(&inv, &delta(D::VmUpsert(moved))));
@@ -675,11 +678,17 @@ mod tests {
         assert!(targets_may_change(&inv, &delta(D::VmUpsert(readdressed))));
         let mut new = Vm::new("vm-2", Resources::new(1, 1), "h1");
         new.guest_address = None;
-        assert!(targets_may_change(&inv, &delta(D::VmUpsert(new))), "a VM not seen before");
+        assert!(
+            targets_may_change(&inv, &delta(D::VmUpsert(new))),
+            "a VM not seen before"
+        );
         assert!(targets_may_change(&inv, &delta(D::VmRemoved("vm-1".into()))));
         let mut renamed = Host::new("h1", Resources::new(1, 1));
         renamed.name = "esx-01".into();
         assert!(targets_may_change(&inv, &delta(D::HostUpsert(renamed))));
-        assert!(!targets_may_change(&inv, &delta(D::HostUpsert(Host::new("h1", Resources::new(2, 2))))));
+        assert!(!targets_may_change(
+            &inv,
+            &delta(D::HostUpsert(Host::new("h1", Resources::new(2, 2))))
+        ));
     }
 }
