@@ -349,7 +349,7 @@ impl Inventory {
         for vm in self.vms.values().filter(|vm| vm.power == PowerState::PoweredOn) {
             if let Some(h) = &vm.host {
                 let u = used.entry(h).or_insert(Resources::ZERO);
-                *u = *u + vm.demand;
+                *u += vm.demand;
             }
         }
         self.hosts
