@@ -1,0 +1,376 @@
+//! The mirror driven by hand-made updates.
+
+use super::*;
+use crate::shared::Orphan;
+use am_core::{ConnectionState, PowerState};
+use std::time::{Duration, UNIX_EPOCH};
+use vsphere_soap::{PropertyChange, Value};
+
+fn t(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn r(kind: &str, v: &str) -> Value {
+    Value::MoRef(MoRef::new(kind, v))
+}
+
+fn upd(kind: ObjectUpdateKind, obj: MoRef, changes: &[(&str, Option<Value>)]) -> ObjectUpdate {
+    ObjectUpdate {
+        kind,
+        obj,
+        changes: changes
+            .iter()
+            .map(|(n, v)| PropertyChange {
+                name: (*n).to_owned(),
+                op: PropertyChangeOp::Assign,
+                val: v.clone(),
+            })
+            .collect(),
+        missing: Vec::new(),
+    }
+}
+
+fn host(v: &str) -> MoRef {
+    MoRef::new("HostSystem", v)
+}
+
+fn vm(v: &str) -> MoRef {
+    MoRef::new("VirtualMachine", v)
+}
+
+fn enter_host(id: &str) -> ObjectUpdate {
+    upd(
+        ObjectUpdateKind::Enter,
+        host(id),
+        &[
+            ("name", Some(t(&format!("esx-{id}")))),
+            ("runtime.connectionState", Some(t("connected"))),
+            ("summary.hardware.cpuMhz", Some(Value::Int(2000))),
+            ("summary.hardware.numCpuCores", Some(Value::Int(4))),
+            ("summary.hardware.memorySize", Some(Value::Int(8 << 30))),
+        ],
+    )
+}
+
+fn enter_vm(id: &str, on: &str, vmx: &str) -> ObjectUpdate {
+    upd(
+        ObjectUpdateKind::Enter,
+        vm(id),
+        &[
+            ("name", Some(t(&format!("name-{id}")))),
+            ("runtime.powerState", Some(t("poweredOn"))),
+            ("runtime.host", Some(r("HostSystem", on))),
+            ("summary.config.memorySizeMB", Some(Value::Int(1024))),
+            ("summary.config.vmPathName", Some(t(vmx))),
+        ],
+    )
+}
+
+struct Env {
+    opts: Options,
+    time: TimeMap,
+    shared: Mutex<Shared>,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            opts: Options::default(),
+            time: TimeMap::new(
+                UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                am_core::Time::ZERO,
+            ),
+            shared: Mutex::new(Shared::default()),
+        }
+    }
+
+    fn cx(&self) -> Cx<'_> {
+        Cx {
+            opts: &self.opts,
+            time: &self.time,
+            shared: &self.shared,
+        }
+    }
+}
+
+fn names(d: &[InventoryDelta]) -> Vec<String> {
+    d.iter()
+        .map(|d| match d {
+            InventoryDelta::HostUpsert(h) => format!("host+ {}", h.id),
+            InventoryDelta::HostRemoved(h) => format!("host- {h}"),
+            InventoryDelta::VmUpsert(v) => {
+                format!("vm+ {} on {}", v.id, v.host.as_ref().map_or("-", |h| h.as_str()))
+            }
+            InventoryDelta::VmRemoved(v) => format!("vm- {v}"),
+            InventoryDelta::DatastoreUpsert(d) => format!("ds+ {}", d.id),
+            InventoryDelta::Snapshots { vm, snapshots } => format!("snap {vm} {}", snapshots.len()),
+        })
+        .collect()
+}
+
+#[test]
+fn a_first_update_is_the_inventory_and_modifications_are_deltas() {
+    let env = Env::new();
+    let cx = env.cx();
+    let m = Mirror::full(
+        [
+            enter_host("host-1"),
+            enter_host("host-2"),
+            enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+        ],
+        &cx,
+        None,
+    );
+    let inv = m.inventory();
+    assert_eq!(inv.hosts.len(), 2);
+    assert_eq!(inv.vms[&VmId::from("vm-1")].host, Some("host-1".into()));
+    let mut m = m;
+    // A host stops responding: one host delta; its VM's connection state changes nothing.
+    let d = m.apply(
+        [
+            upd(
+                ObjectUpdateKind::Modify,
+                host("host-1"),
+                &[("runtime.connectionState", Some(t("notResponding")))],
+            ),
+            upd(
+                ObjectUpdateKind::Modify,
+                vm("vm-1"),
+                &[("runtime.connectionState", Some(t("disconnected")))],
+            ),
+        ],
+        &cx,
+    );
+    assert_eq!(names(&d), vec!["host+ host-1"]);
+    let InventoryDelta::HostUpsert(h) = &d[0] else {
+        unreachable!()
+    };
+    assert_eq!(h.connection, ConnectionState::NotResponding);
+    // A property becoming unset is removed.
+    let d = m.apply(
+        [upd(
+            ObjectUpdateKind::Modify,
+            vm("vm-1"),
+            &[("runtime.powerState", None)],
+        )],
+        &cx,
+    );
+    let InventoryDelta::VmUpsert(v) = &d[0] else {
+        unreachable!()
+    };
+    assert_eq!(v.power, PowerState::PoweredOff);
+    // Leaving objects are removed; hosts last.
+    let d = m.apply(
+        [
+            upd(ObjectUpdateKind::Leave, host("host-2"), &[]),
+            upd(ObjectUpdateKind::Leave, vm("vm-1"), &[]),
+            enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
+        ],
+        &cx,
+    );
+    assert_eq!(names(&d), vec!["vm+ vm-2 on host-1", "vm- vm-1", "host- host-2"]);
+    assert!(m.props(&vm("vm-1")).is_none());
+}
+
+#[test]
+fn snapshots_and_templates() {
+    let env = Env::new();
+    let cx = env.cx();
+    let mut m = Mirror::full([enter_host("host-1")], &cx, None);
+    let xml = br#"<val xmlns:xsi="x" xsi:type="VirtualMachineSnapshotInfo"><rootSnapshotList><snapshot type="VirtualMachineSnapshot">snapshot-1</snapshot><name>am-backup-1</name><createTime>2023-11-14T22:13:30Z</createTime></rootSnapshotList></val>"#;
+    let tree = vsphere_soap::xml::parse(xml).unwrap().root;
+    let mut e = enter_vm("vm-1", "host-1", "[ds] a/a.vmx");
+    e.changes.push(PropertyChange {
+        name: "snapshot".into(),
+        op: PropertyChangeOp::Assign,
+        val: Some(tree),
+    });
+    let d = m.apply([e], &cx);
+    assert_eq!(names(&d), vec!["vm+ vm-1 on host-1", "snap vm-1 1"]);
+    assert_eq!(
+        m.inventory().snapshots[&VmId::from("vm-1")][0]
+            .created
+            .as_millis(),
+        10_000
+    );
+    let d = m.apply(
+        [upd(ObjectUpdateKind::Modify, vm("vm-1"), &[("snapshot", None)])],
+        &cx,
+    );
+    assert_eq!(names(&d), vec!["snap vm-1 0"]);
+    let d = m.apply(
+        [upd(
+            ObjectUpdateKind::Modify,
+            vm("vm-1"),
+            &[("config.template", Some(Value::Bool(true)))],
+        )],
+        &cx,
+    );
+    assert_eq!(names(&d), vec!["vm- vm-1"]);
+}
+
+#[test]
+fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
+    let env = Env::new();
+    let cx = env.cx();
+    let mut m = Mirror::full(
+        [
+            enter_host("host-1"),
+            enter_host("host-2"),
+            enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+        ],
+        &cx,
+        None,
+    );
+    // The manager unregisters vm-1 to register it on host-2.
+    env.shared.lock().unwrap().add_orphan(
+        &"vm-1".into(),
+        Orphan {
+            moref: "vm-1".into(),
+            vmx: "[ds] a/a.vmx".into(),
+            name: "name-vm-1".into(),
+            folder: None,
+            host: Some(host("host-1")),
+            keep_host: true,
+            ghost: None,
+        },
+    );
+    let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-1"), &[])], &cx);
+    assert_eq!(
+        names(&d),
+        vec!["vm+ vm-1 on host-1"],
+        "an orphan in a failover stays where it was, off"
+    );
+    assert_eq!(
+        m.inventory().vms[&VmId::from("vm-1")].power,
+        PowerState::PoweredOff
+    );
+    assert!(m.inventory().vms.contains_key(&"vm-1".into()));
+    // Registered again as vm-57: it is vm-1, now on host-2.
+    let d = m.apply([enter_vm("vm-57", "host-2", "[ds] a/a.vmx")], &cx);
+    assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
+    assert!(env.shared.lock().unwrap().orphan(&"vm-1".into()).is_none());
+    let d = m.apply(
+        [upd(
+            ObjectUpdateKind::Modify,
+            vm("vm-57"),
+            &[("runtime.powerState", Some(t("poweredOff")))],
+        )],
+        &cx,
+    );
+    assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
+    assert_eq!(m.inventory().vms.len(), 1);
+    // A resync (new session) finds vm-57 and reports it as vm-1 again: nothing changes.
+    let again = Mirror::full(
+        [enter_host("host-1"), enter_host("host-2"), {
+            let mut e = enter_vm("vm-57", "host-2", "[ds] a/a.vmx");
+            e.changes.push(PropertyChange {
+                name: "runtime.powerState".into(),
+                op: PropertyChangeOp::Assign,
+                val: Some(t("poweredOff")),
+            });
+            e
+        }],
+        &cx,
+        Some(&m),
+    );
+    assert!(m.diff(&again).is_empty(), "{:?}", names(&m.diff(&again)));
+    // Unregistered again (now as vm-57): it stays vm-1 until gone, then shows with no host.
+    env.shared.lock().unwrap().add_orphan(
+        &"vm-1".into(),
+        Orphan {
+            moref: "vm-57".into(),
+            vmx: "[ds] a/a.vmx".into(),
+            name: "name-vm-1".into(),
+            folder: None,
+            host: Some(host("host-2")),
+            keep_host: false,
+            ghost: None,
+        },
+    );
+    let d = m.apply(
+        [upd(
+            ObjectUpdateKind::Modify,
+            vm("vm-57"),
+            &[("runtime.powerState", Some(t("poweredOn")))],
+        )],
+        &cx,
+    );
+    assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
+    let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-57"), &[])], &cx);
+    assert_eq!(names(&d), vec!["vm+ vm-1 on -"]);
+    assert_eq!(m.inventory().vms.len(), 1);
+}
+
+#[test]
+fn an_alias_learnt_late_renames_the_vm() {
+    let env = Env::new();
+    let cx = env.cx();
+    let mut m = Mirror::full(
+        [enter_host("host-1"), enter_vm("vm-57", "host-1", "[ds] a/a.vmx")],
+        &cx,
+        None,
+    );
+    env.shared
+        .lock()
+        .unwrap()
+        .set_alias("vm-57", &"vm-1".into(), "[ds] a/a.vmx");
+    let d = m.apply([], &cx);
+    assert_eq!(names(&d), vec!["vm- vm-57", "vm+ vm-1 on host-1"]);
+}
+
+#[test]
+fn an_unregistered_vm_shows_without_a_host() {
+    let env = Env::new();
+    let cx = env.cx();
+    let mut m = Mirror::full(
+        [enter_host("host-1"), enter_vm("vm-3", "host-1", "[ds] c/c.vmx")],
+        &cx,
+        None,
+    );
+    env.shared.lock().unwrap().add_orphan(
+        &"vm-3".into(),
+        Orphan {
+            moref: "vm-3".into(),
+            vmx: "[ds] c/c.vmx".into(),
+            name: "c".into(),
+            folder: None,
+            host: None,
+            keep_host: false,
+            ghost: None,
+        },
+    );
+    let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-3"), &[])], &cx);
+    assert_eq!(names(&d), vec!["vm+ vm-3 on -"]);
+    // A resync keeps the orphan.
+    let again = Mirror::full([enter_host("host-1")], &cx, Some(&m));
+    assert!(again.inventory().vms.contains_key(&"vm-3".into()));
+    assert!(m.diff(&again).is_empty());
+}
+
+#[test]
+fn a_resync_reports_what_changed_while_away() {
+    let env = Env::new();
+    let cx = env.cx();
+    let m = Mirror::full(
+        [
+            enter_host("host-1"),
+            enter_host("host-2"),
+            enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+            enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
+        ],
+        &cx,
+        None,
+    );
+    let new = Mirror::full(
+        [
+            enter_host("host-1"),
+            enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+            enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
+            enter_vm("vm-3", "host-1", "[ds] c/c.vmx"),
+        ],
+        &cx,
+        Some(&m),
+    );
+    assert_eq!(names(&m.diff(&new)), vec!["vm+ vm-3 on host-1", "host- host-2"]);
+}
