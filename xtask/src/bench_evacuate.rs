@@ -78,22 +78,7 @@ fn run_once(
     dir: &Path,
     (per_source, per_target, in_flight): (u32, u32, u32),
 ) -> Result<Duration> {
-    let hosts = o.targets + 1;
-    let sim = am_testbed::Vcsim::start(&am_testbed::Spec {
-        hosts,
-        vms_per_host: o.vms.div_ceil(hosts),
-        pack: o.vms,
-        ..am_testbed::Spec::default()
-    });
-    sim.post(&format!(
-        "/delay?method=MigrateVM_Task&ms={}&count=100000",
-        o.latency_ms
-    ));
-    let source = sim
-        .host_names()
-        .into_iter()
-        .min()
-        .ok_or("the test bed has no host")?;
+    let (sim, source) = rund::packed_bed(o.vms, o.targets, "MigrateVM_Task", o.latency_ms, 0)?;
     let d = rund::Daemon::start(
         daemon,
         dir,

@@ -53,24 +53,8 @@ pub fn bench_failover(root: &Path, rest: &[&str]) -> Result<()> {
     let daemon = rund::build_release(root)?;
     let out_dir = rund::target_dir(root).join("bench-failover");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    let hosts = o.targets + 1;
     let mgmt_port = am_testbed::free_port();
-    let sim = am_testbed::Vcsim::start(&am_testbed::Spec {
-        hosts,
-        vms_per_host: o.vms.div_ceil(hosts),
-        pack: o.vms,
-        mgmt_port,
-        ..am_testbed::Spec::default()
-    });
-    sim.post(&format!(
-        "/delay?method=PowerOnVM_Task&ms={}&count=100000",
-        o.latency_ms
-    ));
-    let source = sim
-        .host_names()
-        .into_iter()
-        .min()
-        .ok_or("the test bed has no host")?;
+    let (sim, source) = rund::packed_bed(o.vms, o.targets, "PowerOnVM_Task", o.latency_ms, mgmt_port)?;
     // Hosts probed on their management address (two signals: no one-at-a-time canary).
     let d = rund::Daemon::start(
         &daemon,

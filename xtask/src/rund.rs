@@ -53,6 +53,33 @@ pub fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
+/// The test bed the failover and evacuation benchmarks share: `vms` packed on one host of
+/// `targets + 1`, `latency_ms` injected into every `method` call; returns it with the packed
+/// host's name. `mgmt_port`: the hosts' management port (0: none).
+pub fn packed_bed(
+    vms: u32,
+    targets: u32,
+    method: &str,
+    latency_ms: u64,
+    mgmt_port: u16,
+) -> Result<(am_testbed::Vcsim, String)> {
+    let hosts = targets + 1;
+    let sim = am_testbed::Vcsim::start(&am_testbed::Spec {
+        hosts,
+        vms_per_host: vms.div_ceil(hosts),
+        pack: vms,
+        mgmt_port,
+        ..am_testbed::Spec::default()
+    });
+    sim.post(&format!("/delay?method={method}&ms={latency_ms}&count=100000"));
+    let source = sim
+        .host_names()
+        .into_iter()
+        .min()
+        .ok_or("the test bed has no host")?;
+    Ok((sim, source))
+}
+
 /// A running daemon.
 pub struct Daemon {
     child: Child,
