@@ -394,18 +394,20 @@ impl Engine {
 /// VMs some 2,500 changes a second, none of which touches it).
 fn targets_may_change(inv: &am_core::Inventory, obs: &Observation) -> bool {
     use am_core::InventoryDelta as D;
-    match obs {
-        Observation::Inventory(_) => true,
-        Observation::Delta(D::HostUpsert(h)) => inv
+    let Observation::Delta(d) = obs else {
+        return matches!(obs, Observation::Inventory(_));
+    };
+    // Every kind of change named: a new one has to say whether it changes what is probed.
+    match d {
+        D::HostUpsert(h) => inv
             .hosts
             .get(&h.id)
             .is_none_or(|old| old.mgmt_address != h.mgmt_address || old.name != h.name),
-        Observation::Delta(D::VmUpsert(v)) => inv.vms.get(&v.id).is_none_or(|old| {
+        D::VmUpsert(v) => inv.vms.get(&v.id).is_none_or(|old| {
             old.guest_address != v.guest_address || old.host != v.host || old.backup_of != v.backup_of
         }),
-        Observation::Delta(D::HostRemoved(_) | D::VmRemoved(_)) => true,
-        Observation::Delta(D::DatastoreUpsert(_) | D::Snapshots { .. }) => false,
-        _ => false,
+        D::HostRemoved(_) | D::VmRemoved(_) => true,
+        D::DatastoreUpsert(_) | D::Snapshots { .. } => false,
     }
 }
 

@@ -147,7 +147,10 @@ impl Mirror {
     /// The properties of `obj`, as last seen.
     #[cfg(test)]
     pub(crate) fn props(&self, obj: &MoRef) -> Option<Props> {
-        (self.objects.get(obj).cloned()).or_else(|| self.packed.get(obj).map(Packed::unpack))
+        self.objects
+            .get(obj)
+            .cloned()
+            .or_else(|| self.packed.get(obj).map(Packed::unpack))
     }
 
     /// Applies property updates (and id mapping changes); returns what changed, hosts and

@@ -191,7 +191,7 @@ fn finish(frame: Frame, pos: u64) -> Result<Value, XmlError> {
         xsi_type,
         moref_type,
         mut text,
-        fields,
+        mut fields,
     } = frame;
     text.shrink_to_fit();
     if let Some(t) = xsi_type.as_deref() {
@@ -204,7 +204,6 @@ fn finish(frame: Frame, pos: u64) -> Result<Value, XmlError> {
     }
     if !fields.is_empty() {
         // Decoded values may be kept long (the inventory mirror): no room left over from growth.
-        let mut fields = fields;
         fields.shrink_to_fit();
         return Ok(Value::Data(DataObject {
             type_name: xsi_type,
