@@ -246,6 +246,9 @@ func (w *world) reconcileLocked() {
 
 func snapshotHosts() []hostSnap {
 	var out []hostSnap
+	// The VMs of every host by one walk of the VMs (a walk per host was hosts x VMs locked reads
+	// at every reconcile: at 1,000 hosts and 10,000 VMs, seconds of vcsim's CPU per change).
+	on := vmsByHost()
 	for _, e := range simulator.Map.All("HostSystem") {
 		h := e.(*simulator.HostSystem)
 		var s hostSnap
@@ -266,7 +269,7 @@ func snapshotHosts() []hostSnap {
 				}
 			}
 		})
-		s.vms = vmsOn(h.Self)
+		s.vms = on[h.Self]
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
