@@ -180,7 +180,7 @@ impl Host {
 }
 
 /// A virtual machine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Vm {
     /// Id.
     pub id: VmId,
@@ -275,7 +275,7 @@ pub struct Datastore {
 }
 
 /// A snapshot of a VM.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Id.
     pub id: SnapshotId,

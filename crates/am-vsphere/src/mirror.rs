@@ -1,8 +1,16 @@
 //! The inventory as last seen: every watched object's properties, and the `am-core` objects made
 //! from them. Property updates go in, [`InventoryDelta`]s for what changed in the manager's terms
 //! come out. Pure: tests drive it with hand-made updates.
+//!
+//! Of the VMs, the many, only a fingerprint of what was last reported is kept (the supervisor
+//! keeps the values): at 10,000 VMs whole copies were some 0.9 KB a VM. Their values are made
+//! again from their properties when they are needed whole ([`Mirror::inventory`],
+//! [`Mirror::diff`]), by the same mapping. VMs the manager unregistered (ghosts, see
+//! [`crate::shared`]) have no properties any more: they are kept whole.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use am_core::{Datastore, DatastoreId, Host, HostId, Inventory, InventoryDelta, Snapshot, Vm, VmId};
@@ -30,6 +38,45 @@ impl Cx<'_> {
     }
 }
 
+/// A fingerprint of a value: a 64-bit hash by std's `DefaultHasher`, whose fixed keys hash the
+/// same value the same way within one process, which is all a fingerprint needs (fingerprints are
+/// only compared with others made by the same process, never stored or sent). Two different
+/// values taken for the same one (a missed change) is a 1 in 2^64 chance per comparison.
+fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// What the mirror keeps of a VM it reported: fingerprints of the `Vm` and of its snapshot list
+/// (an empty list when it has none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    vm: u64,
+    snapshots: u64,
+}
+
+impl Seen {
+    fn of(vm: &Vm, snapshots: &[Snapshot]) -> Seen {
+        Seen {
+            vm: fingerprint(vm),
+            snapshots: fingerprint(snapshots),
+        }
+    }
+}
+
+/// The fingerprint of no snapshots.
+fn no_snapshots() -> u64 {
+    fingerprint::<[Snapshot]>(&[])
+}
+
+/// A VM whole, with its snapshots.
+#[derive(Clone, Debug)]
+struct Whole {
+    vm: Vm,
+    snapshots: Vec<Snapshot>,
+}
+
 /// See the module docs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Mirror {
@@ -41,9 +88,11 @@ pub(crate) struct Mirror {
     /// The id each VM moref was last reported as.
     vm_ids: BTreeMap<String, VmId>,
     hosts: BTreeMap<HostId, Host>,
-    vms: BTreeMap<VmId, Vm>,
+    /// Every VM reported (ghosts too), as last reported.
+    vms: BTreeMap<VmId, Seen>,
+    /// The VMs the manager unregistered that are still shown, whole: no moref shows them.
+    ghosts: BTreeMap<VmId, Whole>,
     datastores: BTreeMap<DatastoreId, Datastore>,
-    snapshots: BTreeMap<VmId, Vec<Snapshot>>,
     epoch: u64,
 }
 
@@ -104,7 +153,7 @@ impl Mirror {
             dirty,
             left,
         } = l;
-        mirror.settle(dirty, left, cx);
+        mirror.settle(dirty, left, &BTreeMap::new(), cx);
         let mut m = mirror;
         let orphans: Vec<(VmId, bool, Option<Vm>)> = cx.with_shared(|s| {
             s.orphans()
@@ -113,35 +162,103 @@ impl Mirror {
                 .collect()
         });
         if let Some(prev) = previous {
+            let missing: BTreeSet<&VmId> = orphans
+                .iter()
+                .map(|(id, _, _)| id)
+                .filter(|id| !m.vms.contains_key(*id))
+                .collect();
+            let mut wholes = prev.wholes(|id| missing.contains(id), cx);
             for (id, keep_host, _) in &orphans {
                 if m.vms.contains_key(id) {
                     continue;
                 }
-                if let Some(ghost) = prev.vms.get(id) {
-                    m.vms.insert(id.clone(), orphaned(ghost.clone(), *keep_host));
-                    if let Some(s) = prev.snapshots.get(id) {
-                        m.snapshots.insert(id.clone(), s.clone());
-                    }
+                if let Some(w) = wholes.remove(id) {
+                    m.add_ghost(
+                        id.clone(),
+                        Whole {
+                            vm: orphaned(w.vm, *keep_host),
+                            snapshots: w.snapshots,
+                        },
+                    );
                 }
             }
         }
         // Orphans known from before a restart (the journal's), as they were last seen.
         for (id, keep_host, ghost) in orphans {
             if let (false, Some(ghost)) = (m.vms.contains_key(&id), ghost) {
-                m.vms.insert(id, orphaned(ghost, keep_host));
+                m.add_ghost(
+                    id,
+                    Whole {
+                        vm: orphaned(ghost, keep_host),
+                        snapshots: Vec::new(),
+                    },
+                );
             }
         }
         m
     }
 
-    /// The inventory as `am-core` sees it.
-    pub(crate) fn inventory(&self) -> Inventory {
+    /// Shows `id` as the ghost `w`.
+    fn add_ghost(&mut self, id: VmId, w: Whole) {
+        self.vms.insert(id.clone(), Seen::of(&w.vm, &w.snapshots));
+        self.ghosts.insert(id, w);
+    }
+
+    /// The inventory as `am-core` sees it: the VMs made again from their properties (as they
+    /// were reported), and the ghosts.
+    pub(crate) fn inventory(&self, cx: &Cx<'_>) -> Inventory {
+        let mut vms = BTreeMap::new();
+        let mut snapshots = BTreeMap::new();
+        for (id, w) in self.wholes(|_| true, cx) {
+            if !w.snapshots.is_empty() {
+                snapshots.insert(id.clone(), w.snapshots);
+            }
+            vms.insert(id, w.vm);
+        }
         Inventory {
             hosts: self.hosts.clone(),
-            vms: self.vms.clone(),
+            vms,
             datastores: self.datastores.clone(),
-            snapshots: self.snapshots.clone(),
+            snapshots,
         }
+    }
+
+    /// The VMs `want` names, whole, as last reported: ghosts as kept, the others made again from
+    /// their properties. One walk of the VMs, however many are wanted.
+    fn wholes(&self, want: impl Fn(&VmId) -> bool, cx: &Cx<'_>) -> BTreeMap<VmId, Whole> {
+        let fields = self.custom_fields();
+        // With whether it is what was reported: two morefs may show one VM for a while (its new
+        // registration and its old one, not gone yet); the one reported is the one to show.
+        let mut made: BTreeMap<VmId, (Whole, bool)> = BTreeMap::new();
+        for (obj, packed) in &self.packed {
+            let Some(id) = self.vm_ids.get(&obj.value) else {
+                continue;
+            };
+            let Some(seen) = self.vms.get(id) else {
+                continue;
+            };
+            if !want(id) || self.ghosts.contains_key(id) || made.get(id).is_some_and(|(_, exact)| *exact) {
+                continue;
+            }
+            let Some(w) = self.map_vm(id, obj, &packed.unpack(), &fields, cx) else {
+                continue;
+            };
+            let exact = Seen::of(&w.vm, &w.snapshots) == *seen;
+            made.insert(id.clone(), (w, exact));
+        }
+        let mut out: BTreeMap<VmId, Whole> = made
+            .into_iter()
+            .map(|(id, (w, exact))| {
+                if !exact {
+                    tracing::warn!(vm = %id, "a vm made again differs from what was reported");
+                }
+                (id, w)
+            })
+            .collect();
+        for (id, g) in self.ghosts.iter().filter(|(id, _)| want(id)) {
+            out.insert(id.clone(), g.clone());
+        }
+        out
     }
 
     /// The properties of `obj`, as last seen.
@@ -162,10 +279,24 @@ impl Mirror {
     ) -> Vec<InventoryDelta> {
         let mut dirty: BTreeSet<MoRef> = BTreeSet::new();
         let mut left: Vec<MoRef> = Vec::new();
+        // The properties, before these updates, of the VMs leaving and of the orphans': a VM the
+        // manager unregistered stays as it was last reported (see `drop_id`).
+        let orphans: BTreeSet<VmId> = cx.with_shared(|s| s.orphans().keys().cloned().collect());
+        let mut before: BTreeMap<MoRef, Packed> = BTreeMap::new();
         for u in updates {
+            let keep = u.obj.kind == "VirtualMachine"
+                && !before.contains_key(&u.obj)
+                && (matches!(u.kind, ObjectUpdateKind::Leave)
+                    || self
+                        .vm_ids
+                        .get(&u.obj.value)
+                        .is_some_and(|id| orphans.contains(id)));
+            if let (true, Some(p)) = (keep, self.packed.get(&u.obj)) {
+                before.insert(u.obj.clone(), p.clone());
+            }
             self.store(u, &mut dirty, &mut left);
         }
-        self.settle(dirty, left, cx)
+        self.settle(dirty, left, &before, cx)
     }
 
     /// Keeps the properties of one update (its values moved, not copied).
@@ -205,11 +336,13 @@ impl Mirror {
         }
     }
 
-    /// Maps the objects `dirty` and `left` name again: what changed.
+    /// Maps the objects `dirty` and `left` name again: what changed. `before`: properties of
+    /// VMs as they were before the updates, if kept.
     fn settle(
         &mut self,
         mut dirty: BTreeSet<MoRef>,
         mut left: Vec<MoRef>,
+        before: &BTreeMap<MoRef, Packed>,
         cx: &Cx<'_>,
     ) -> Vec<InventoryDelta> {
         let epoch = cx.with_shared(|s| s.epoch());
@@ -241,7 +374,7 @@ impl Mirror {
             match obj.kind.as_str() {
                 "HostSystem" => self.emit_host(obj, cx, &mut out),
                 "Datastore" => self.emit_datastore(obj, &mounts, &mut out),
-                "VirtualMachine" => self.emit_vm(obj, cx, &fields, &mut out),
+                "VirtualMachine" => self.emit_vm(obj, before, cx, &fields, &mut out),
                 _ => {}
             }
         }
@@ -257,7 +390,7 @@ impl Mirror {
                 "Datastore" => {
                     self.datastores.remove(&DatastoreId::new(obj.value.clone()));
                 }
-                "VirtualMachine" => self.vm_left(obj, cx, &mut out),
+                "VirtualMachine" => self.vm_left(obj, before, cx, &fields, &mut out),
                 _ => {}
             }
         }
@@ -298,13 +431,59 @@ impl Mirror {
         }
     }
 
-    fn emit_vm(&mut self, obj: &MoRef, cx: &Cx<'_>, fields: &BTreeMap<i64, String>, out: &mut Out) {
+    fn emit_vm(
+        &mut self,
+        obj: &MoRef,
+        before: &BTreeMap<MoRef, Packed>,
+        cx: &Cx<'_>,
+        fields: &BTreeMap<i64, String>,
+        out: &mut Out,
+    ) {
         let Some(p) = self.packed.get(obj).map(Packed::unpack) else {
             return;
         };
-        let p = &p;
-        let vmx = map::vmx_path(p);
+        let vmx = map::vmx_path(&p);
         let id = cx.with_shared(|s| s.id_of(&obj.value, vmx));
+        let mapped = self.map_vm(&id, obj, &p, fields, cx);
+        if let Some(old) = self.vm_ids.insert(obj.value.clone(), id.clone())
+            && old != id
+        {
+            self.drop_id(&old, obj, before, cx, fields, out);
+        }
+        match mapped {
+            None => {
+                self.ghosts.remove(&id);
+                if self.vms.remove(&id).is_some() {
+                    out.vms.push(InventoryDelta::VmRemoved(id));
+                }
+            }
+            Some(w) => {
+                let seen = Seen::of(&w.vm, &w.snapshots);
+                self.ghosts.remove(&id);
+                let was = self.vms.insert(id.clone(), seen);
+                if was.map(|s| s.vm) != Some(seen.vm) {
+                    out.vms.push(InventoryDelta::VmUpsert(w.vm));
+                }
+                if was.map_or_else(no_snapshots, |s| s.snapshots) != seen.snapshots {
+                    out.snapshots.push(InventoryDelta::Snapshots {
+                        vm: id,
+                        snapshots: w.snapshots,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The VM `id` made from the properties `p` of `obj`, with its snapshots; `None` for a
+    /// template.
+    fn map_vm(
+        &self,
+        id: &VmId,
+        obj: &MoRef,
+        p: &Props,
+        fields: &BTreeMap<i64, String>,
+        cx: &Cx<'_>,
+    ) -> Option<Whole> {
         let name_of = |m: &MoRef| {
             self.objects
                 .get(m)
@@ -316,39 +495,11 @@ impl Mirror {
             name_of: &name_of,
             fields,
         };
-        let mapped = map::vm(id.clone(), obj, p, &vcx);
-        let snaps = map::snapshots(&id, p, cx.time);
-        if let Some(old) = self.vm_ids.insert(obj.value.clone(), id.clone())
-            && old != id
-        {
-            self.drop_id(&old, cx, out);
-        }
-        match mapped {
-            None => {
-                if self.vms.remove(&id).is_some() {
-                    self.snapshots.remove(&id);
-                    out.vms.push(InventoryDelta::VmRemoved(id));
-                }
-            }
-            Some(v) => {
-                if self.vms.get(&id) != Some(&v) {
-                    self.vms.insert(id.clone(), v.clone());
-                    out.vms.push(InventoryDelta::VmUpsert(v));
-                }
-                let before = self.snapshots.get(&id).map_or(&[][..], Vec::as_slice);
-                if before != snaps.as_slice() {
-                    if snaps.is_empty() {
-                        self.snapshots.remove(&id);
-                    } else {
-                        self.snapshots.insert(id.clone(), snaps.clone());
-                    }
-                    out.snapshots.push(InventoryDelta::Snapshots {
-                        vm: id,
-                        snapshots: snaps,
-                    });
-                }
-            }
-        }
+        let vm = map::vm(id.clone(), obj, p, &vcx)?;
+        Some(Whole {
+            vm,
+            snapshots: map::snapshots(id, p, cx.time),
+        })
     }
 
     /// The objects of one kind: a range of the map, which is ordered by kind first.
@@ -371,40 +522,84 @@ impl Mirror {
             .collect()
     }
 
-    /// `id` is no longer shown by the moref that showed it: it goes, unless another moref shows
-    /// it or the manager unregistered it (then it stays, as an orphan).
-    fn drop_id(&mut self, id: &VmId, cx: &Cx<'_>, out: &mut Out) {
+    /// `id` is no longer shown by the moref that showed it (`from`): it goes, unless another
+    /// moref shows it or the manager unregistered it (then it stays, as an orphan: as it was last
+    /// reported, made again from the properties `from` had before these updates).
+    fn drop_id(
+        &mut self,
+        id: &VmId,
+        from: &MoRef,
+        before: &BTreeMap<MoRef, Packed>,
+        cx: &Cx<'_>,
+        fields: &BTreeMap<i64, String>,
+        out: &mut Out,
+    ) {
         if self.vm_ids.values().any(|v| v == id) {
             return;
         }
-        let orphan = cx.with_shared(|s| s.orphan(id).map(|o| o.keep_host));
-        match orphan {
-            Some(keep_host) => {
-                if let Some(v) = self.vms.get_mut(id) {
-                    let ghost = orphaned(v.clone(), keep_host);
-                    if *v != ghost {
-                        *v = ghost;
-                        out.vms.push(InventoryDelta::VmUpsert(v.clone()));
-                    }
-                }
+        let orphan = cx.with_shared(|s| s.orphan(id).map(|o| (o.keep_host, o.ghost.clone())));
+        let Some(seen) = self.vms.get(id).copied() else {
+            return;
+        };
+        let (keep_host, whole) = match orphan {
+            None => (None, None),
+            // The journal's ghost only if the properties are gone too (`apply` keeps those of the
+            // VMs leaving, so it should not come to that).
+            Some((keep_host, journal)) => {
+                let whole = self
+                    .ghosts
+                    .remove(id)
+                    .or_else(|| {
+                        let p = before.get(from).or_else(|| self.packed.get(from))?;
+                        self.map_vm(id, from, &p.unpack(), fields, cx)
+                    })
+                    .or_else(|| {
+                        journal.map(|vm| Whole {
+                            vm,
+                            snapshots: Vec::new(),
+                        })
+                    });
+                (Some(keep_host), whole)
             }
-            None => {
-                self.snapshots.remove(id);
-                if self.vms.remove(id).is_some() {
-                    out.vms.push(InventoryDelta::VmRemoved(id.clone()));
+        };
+        match (keep_host, whole) {
+            (Some(keep_host), Some(w)) => {
+                let ghost = Whole {
+                    vm: orphaned(w.vm, keep_host),
+                    snapshots: w.snapshots,
+                };
+                if fingerprint(&ghost.vm) != seen.vm {
+                    out.vms.push(InventoryDelta::VmUpsert(ghost.vm.clone()));
                 }
+                self.add_ghost(id.clone(), ghost);
+            }
+            (keep_host, _) => {
+                if keep_host.is_some() {
+                    tracing::warn!(vm = %id, "an unregistered vm cannot be shown: its properties are gone");
+                }
+                self.ghosts.remove(id);
+                self.vms.remove(id);
+                out.vms.push(InventoryDelta::VmRemoved(id.clone()));
             }
         }
     }
 
-    fn vm_left(&mut self, obj: &MoRef, cx: &Cx<'_>, out: &mut Out) {
+    fn vm_left(
+        &mut self,
+        obj: &MoRef,
+        before: &BTreeMap<MoRef, Packed>,
+        cx: &Cx<'_>,
+        fields: &BTreeMap<i64, String>,
+        out: &mut Out,
+    ) {
         if let Some(id) = self.vm_ids.remove(&obj.value) {
-            self.drop_id(&id, cx, out);
+            self.drop_id(&id, obj, before, cx, fields, out);
         }
     }
 
-    /// The changes that turn `self` into `new` (a resync after a new session).
-    pub(crate) fn diff(&self, new: &Mirror) -> Vec<InventoryDelta> {
+    /// The changes that turn `self` into `new` (a resync after a new session). The VMs that
+    /// changed are made again from `new`'s properties.
+    pub(crate) fn diff(&self, new: &Mirror, cx: &Cx<'_>) -> Vec<InventoryDelta> {
         let mut out = Out::default();
         for (id, d) in &new.datastores {
             if self.datastores.get(id) != Some(d) {
@@ -422,19 +617,32 @@ impl Mirror {
         for id in self.vms.keys().filter(|id| !new.vms.contains_key(*id)) {
             out.vms.push(InventoryDelta::VmRemoved(id.clone()));
         }
-        for (id, v) in &new.vms {
-            if self.vms.get(id) != Some(v) {
-                out.vms.push(InventoryDelta::VmUpsert(v.clone()));
+        let empty = no_snapshots();
+        // Per VM of `new`: whether the VM changed, whether its snapshots did.
+        let changed: BTreeMap<&VmId, (bool, bool)> = new
+            .vms
+            .iter()
+            .map(|(id, after)| {
+                let was = self.vms.get(id);
+                let vm = was.map(|s| s.vm) != Some(after.vm);
+                let snapshots = was.map_or(empty, |s| s.snapshots) != after.snapshots;
+                (id, (vm, snapshots))
+            })
+            .filter(|(_, (vm, snapshots))| *vm || *snapshots)
+            .collect();
+        let mut wholes = new.wholes(|id| changed.contains_key(id), cx);
+        for (id, (vm, snapshots)) in changed {
+            let Some(w) = wholes.remove(id) else {
+                tracing::warn!(vm = %id, "a changed vm cannot be made again");
+                continue;
+            };
+            if vm {
+                out.vms.push(InventoryDelta::VmUpsert(w.vm));
             }
-        }
-        let empty: &[Snapshot] = &[];
-        for id in new.vms.keys() {
-            let before = self.snapshots.get(id).map_or(empty, Vec::as_slice);
-            let after = new.snapshots.get(id).map_or(empty, Vec::as_slice);
-            if before != after {
+            if snapshots {
                 out.snapshots.push(InventoryDelta::Snapshots {
                     vm: id.clone(),
-                    snapshots: after.to_vec(),
+                    snapshots: w.snapshots,
                 });
             }
         }

@@ -368,7 +368,7 @@ impl Inner {
         st.feed = Some(first.feed);
         st.feed_no += 1;
         st.seq = 0;
-        let inv = st.mirror.inventory();
+        let inv = st.mirror.inventory(&self.cx());
         tracing::info!(
             hosts = inv.hosts.len(),
             vms = inv.vms.len(),
@@ -389,7 +389,7 @@ impl Inner {
         let mut events = std::mem::take(&mut st.pending);
         events.extend(self.map_events(&fresh));
         let new = Mirror::loaded(first.loading, &self.cx(), Some(&st.mirror));
-        let deltas = st.mirror.diff(&new);
+        let deltas = st.mirror.diff(&new, &self.cx());
         st.mirror = new;
         st.feed = Some(first.feed);
         st.feed_no += 1;

@@ -121,7 +121,7 @@ fn a_first_update_is_the_inventory_and_modifications_are_deltas() {
         &cx,
         None,
     );
-    let inv = m.inventory();
+    let inv = m.inventory(&cx);
     assert_eq!(inv.hosts.len(), 2);
     assert_eq!(inv.vms[&VmId::from("vm-1")].host, Some("host-1".into()));
     let mut m = m;
@@ -188,7 +188,7 @@ fn snapshots_and_templates() {
     let d = m.apply([e], &cx);
     assert_eq!(names(&d), vec!["vm+ vm-1 on host-1", "snap vm-1 1"]);
     assert_eq!(
-        m.inventory().snapshots[&VmId::from("vm-1")][0]
+        m.inventory(&cx).snapshots[&VmId::from("vm-1")][0]
             .created
             .as_millis(),
         10_000
@@ -242,10 +242,10 @@ fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
         "an orphan in a failover stays where it was, off"
     );
     assert_eq!(
-        m.inventory().vms[&VmId::from("vm-1")].power,
+        m.inventory(&cx).vms[&VmId::from("vm-1")].power,
         PowerState::PoweredOff
     );
-    assert!(m.inventory().vms.contains_key(&"vm-1".into()));
+    assert!(m.inventory(&cx).vms.contains_key(&"vm-1".into()));
     // Registered again as vm-57: it is vm-1, now on host-2.
     let d = m.apply([enter_vm("vm-57", "host-2", "[ds] a/a.vmx")], &cx);
     assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
@@ -259,7 +259,7 @@ fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
         &cx,
     );
     assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
-    assert_eq!(m.inventory().vms.len(), 1);
+    assert_eq!(m.inventory(&cx).vms.len(), 1);
     // A resync (new session) finds vm-57 and reports it as vm-1 again: nothing changes.
     let again = Mirror::full(
         [enter_host("host-1"), enter_host("host-2"), {
@@ -274,7 +274,11 @@ fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
         &cx,
         Some(&m),
     );
-    assert!(m.diff(&again).is_empty(), "{:?}", names(&m.diff(&again)));
+    assert!(
+        m.diff(&again, &cx).is_empty(),
+        "{:?}",
+        names(&m.diff(&again, &cx))
+    );
     // Unregistered again (now as vm-57): it stays vm-1 until gone, then shows with no host.
     env.shared.lock().unwrap().add_orphan(
         &"vm-1".into(),
@@ -299,7 +303,7 @@ fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
     assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
     let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-57"), &[])], &cx);
     assert_eq!(names(&d), vec!["vm+ vm-1 on -"]);
-    assert_eq!(m.inventory().vms.len(), 1);
+    assert_eq!(m.inventory(&cx).vms.len(), 1);
 }
 
 #[test]
@@ -344,8 +348,8 @@ fn an_unregistered_vm_shows_without_a_host() {
     assert_eq!(names(&d), vec!["vm+ vm-3 on -"]);
     // A resync keeps the orphan.
     let again = Mirror::full([enter_host("host-1")], &cx, Some(&m));
-    assert!(again.inventory().vms.contains_key(&"vm-3".into()));
-    assert!(m.diff(&again).is_empty());
+    assert!(again.inventory(&cx).vms.contains_key(&"vm-3".into()));
+    assert!(m.diff(&again, &cx).is_empty());
 }
 
 #[test]
@@ -372,5 +376,248 @@ fn a_resync_reports_what_changed_while_away() {
         &cx,
         Some(&m),
     );
-    assert_eq!(names(&m.diff(&new)), vec!["vm+ vm-3 on host-1", "host- host-2"]);
+    assert_eq!(
+        names(&m.diff(&new, &cx)),
+        vec!["vm+ vm-3 on host-1", "host- host-2"]
+    );
+}
+
+/// A `snapshot` property with one snapshot, `snapshot-{n}`.
+fn snapshot_tree(n: u32) -> PropertyChange {
+    let xml = format!(
+        r#"<val xmlns:xsi="x" xsi:type="VirtualMachineSnapshotInfo"><rootSnapshotList><snapshot type="VirtualMachineSnapshot">snapshot-{n}</snapshot><name>am-backup-{n}</name><createTime>2023-11-14T22:13:30Z</createTime></rootSnapshotList></val>"#
+    );
+    PropertyChange {
+        name: "snapshot".into(),
+        op: PropertyChangeOp::Assign,
+        val: Some(vsphere_soap::xml::parse(xml.as_bytes()).unwrap().root),
+    }
+}
+
+fn with_snapshot(mut u: ObjectUpdate, n: u32) -> ObjectUpdate {
+    u.changes.push(snapshot_tree(n));
+    u
+}
+
+/// Applies `d` to `inv` (what the supervisor does) and checks it is what the mirror shows.
+fn follow(inv: &mut Inventory, d: &[InventoryDelta], m: &Mirror, cx: &Cx<'_>) {
+    d.iter().for_each(|d| inv.apply(d));
+    assert_eq!(*inv, m.inventory(cx), "after {:?}", names(d));
+}
+
+#[test]
+fn a_resync_reports_a_changed_vm_whole() {
+    let env = Env::new();
+    let cx = env.cx();
+    let m = Mirror::full(
+        [
+            enter_host("host-1"),
+            enter_host("host-2"),
+            with_snapshot(enter_vm("vm-1", "host-1", "[ds] a/a.vmx"), 1),
+            enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
+            with_snapshot(enter_vm("vm-3", "host-1", "[ds] c/c.vmx"), 3),
+        ],
+        &cx,
+        None,
+    );
+    // Meanwhile vm-1 moved, vm-2 got a snapshot, vm-3 lost its own, vm-4 came.
+    let new = Mirror::full(
+        [
+            enter_host("host-1"),
+            enter_host("host-2"),
+            with_snapshot(enter_vm("vm-1", "host-2", "[ds] a/a.vmx"), 1),
+            with_snapshot(enter_vm("vm-2", "host-1", "[ds] b/b.vmx"), 2),
+            enter_vm("vm-3", "host-1", "[ds] c/c.vmx"),
+            enter_vm("vm-4", "host-2", "[ds] d/d.vmx"),
+        ],
+        &cx,
+        Some(&m),
+    );
+    let d = m.diff(&new, &cx);
+    assert_eq!(
+        names(&d),
+        vec![
+            "vm+ vm-1 on host-2",
+            "vm+ vm-4 on host-2",
+            "snap vm-2 1",
+            "snap vm-3 0"
+        ]
+    );
+    let InventoryDelta::VmUpsert(v) = &d[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        *v,
+        new.inventory(&cx).vms[&VmId::from("vm-1")],
+        "the vm whole, as `new` shows it"
+    );
+    let mut inv = m.inventory(&cx);
+    follow(&mut inv, &d, &new, &cx);
+    assert_eq!(inv.snapshots[&VmId::from("vm-2")][0].name, "am-backup-2");
+    assert!(new.diff(&new, &cx).is_empty());
+}
+
+#[test]
+fn an_orphan_ghost_survives_a_resync_with_its_snapshots() {
+    let env = Env::new();
+    let cx = env.cx();
+    let mut m = Mirror::full(
+        [
+            enter_host("host-1"),
+            with_snapshot(enter_vm("vm-1", "host-1", "[ds] a/a.vmx"), 1),
+            enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
+        ],
+        &cx,
+        None,
+    );
+    let mut inv = m.inventory(&cx);
+    env.shared.lock().unwrap().add_orphan(
+        &"vm-1".into(),
+        Orphan {
+            moref: "vm-1".into(),
+            vmx: "[ds] a/a.vmx".into(),
+            name: "name-vm-1".into(),
+            folder: None,
+            host: Some(host("host-1")),
+            keep_host: false,
+            ghost: None,
+        },
+    );
+    // Renamed and unregistered in one batch: it stays as it was last reported, off, on no host.
+    let d = m.apply(
+        [
+            upd(
+                ObjectUpdateKind::Modify,
+                vm("vm-1"),
+                &[("name", Some(t("renamed")))],
+            ),
+            upd(ObjectUpdateKind::Leave, vm("vm-1"), &[]),
+        ],
+        &cx,
+    );
+    assert_eq!(names(&d), vec!["vm+ vm-1 on -"]);
+    let InventoryDelta::VmUpsert(ghost) = &d[0] else {
+        unreachable!()
+    };
+    assert_eq!(ghost.name, "name-vm-1");
+    assert_eq!(ghost.power, PowerState::PoweredOff);
+    follow(&mut inv, &d, &m, &cx);
+    assert_eq!(
+        inv.snapshots[&VmId::from("vm-1")].len(),
+        1,
+        "the ghost keeps its snapshots"
+    );
+    // A resync (vCenter no longer lists it) keeps the ghost, snapshots and all: no change.
+    let again = Mirror::full(
+        [enter_host("host-1"), enter_vm("vm-2", "host-1", "[ds] b/b.vmx")],
+        &cx,
+        Some(&m),
+    );
+    assert!(
+        m.diff(&again, &cx).is_empty(),
+        "{:?}",
+        names(&m.diff(&again, &cx))
+    );
+    assert_eq!(again.inventory(&cx), inv);
+    // Registered again (as vm-9, with its snapshot): it is vm-1, on host-1 again.
+    let mut m = again;
+    let d = m.apply(
+        [with_snapshot(enter_vm("vm-9", "host-1", "[ds] a/a.vmx"), 1)],
+        &cx,
+    );
+    assert_eq!(names(&d), vec!["vm+ vm-1 on host-1"]);
+    follow(&mut inv, &d, &m, &cx);
+    assert!(env.shared.lock().unwrap().orphan(&"vm-1".into()).is_none());
+}
+
+#[test]
+fn the_inventory_is_what_the_deltas_built() {
+    let env = Env::new();
+    let cx = env.cx();
+    let mut m = Mirror::full(
+        [
+            enter_host("host-1"),
+            enter_host("host-2"),
+            enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+            with_snapshot(enter_vm("vm-2", "host-1", "[ds] b/b.vmx"), 2),
+            enter_vm("vm-3", "host-2", "[ds] c/c.vmx"),
+        ],
+        &cx,
+        None,
+    );
+    let mut inv = m.inventory(&cx);
+    assert_eq!(inv.vms.len(), 3);
+    assert_eq!(inv.snapshots.len(), 1);
+    let steps: Vec<Vec<ObjectUpdate>> = vec![
+        vec![upd(
+            ObjectUpdateKind::Modify,
+            vm("vm-1"),
+            &[("runtime.host", Some(r("HostSystem", "host-2")))],
+        )],
+        vec![with_snapshot(upd(ObjectUpdateKind::Modify, vm("vm-1"), &[]), 7)],
+        vec![upd(ObjectUpdateKind::Modify, vm("vm-2"), &[("snapshot", None)])],
+        vec![upd(
+            ObjectUpdateKind::Modify,
+            vm("vm-3"),
+            &[("config.template", Some(Value::Bool(true)))],
+        )],
+        vec![
+            upd(ObjectUpdateKind::Leave, vm("vm-2"), &[]),
+            enter_vm("vm-4", "host-1", "[ds] d/d.vmx"),
+        ],
+        vec![upd(ObjectUpdateKind::Leave, host("host-2"), &[])],
+    ];
+    for step in steps {
+        let d = m.apply(step, &cx);
+        assert!(!d.is_empty());
+        follow(&mut inv, &d, &m, &cx);
+    }
+    // An alias learnt late renames a VM.
+    env.shared
+        .lock()
+        .unwrap()
+        .set_alias("vm-4", &"vm-40".into(), "[ds] d/d.vmx");
+    let d = m.apply([], &cx);
+    assert_eq!(names(&d), vec!["vm- vm-4", "vm+ vm-40 on host-1"]);
+    follow(&mut inv, &d, &m, &cx);
+    assert_eq!(
+        inv.vms.keys().map(VmId::as_str).collect::<Vec<_>>(),
+        vec!["vm-1", "vm-40"]
+    );
+}
+
+#[test]
+fn a_vm_two_morefs_show_is_shown_as_reported() {
+    let env = Env::new();
+    let cx = env.cx();
+    let mut m = Mirror::full(
+        [
+            enter_host("host-1"),
+            enter_host("host-2"),
+            enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
+        ],
+        &cx,
+        None,
+    );
+    let mut inv = m.inventory(&cx);
+    env.shared.lock().unwrap().add_orphan(
+        &"vm-1".into(),
+        Orphan {
+            moref: "vm-1".into(),
+            vmx: "[ds] a/a.vmx".into(),
+            name: "name-vm-1".into(),
+            folder: None,
+            host: Some(host("host-1")),
+            keep_host: true,
+            ghost: None,
+        },
+    );
+    // Registered on host-2 before its old registration is gone: both morefs are vm-1, the new one
+    // reported last.
+    let d = m.apply([enter_vm("vm-57", "host-2", "[ds] a/a.vmx")], &cx);
+    assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
+    follow(&mut inv, &d, &m, &cx);
+    let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-1"), &[])], &cx);
+    assert!(d.is_empty(), "{:?}", names(&d));
+    follow(&mut inv, &d, &m, &cx);
 }
