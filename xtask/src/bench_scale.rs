@@ -35,6 +35,7 @@ fn parse(rest: &[&str]) -> Result<Opts> {
         vcsim: true,
         sim: bench_scale_sim::SimOpts::default(),
     };
+    let mut sized = false;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| -> Result<u64> {
@@ -51,7 +52,12 @@ fn parse(rest: &[&str]) -> Result<Opts> {
                 let (h, v) = v.split_once('x').ok_or("--hosts-vms: write HOSTSxVMS_PER_HOST")?;
                 let h = h.parse().map_err(|e| format!("--hosts-vms hosts: {e}"))?;
                 let v = v.parse().map_err(|e| format!("--hosts-vms VMs per host: {e}"))?;
-                o.sizes = vec![(h, v)];
+                // Repeatable: the first replaces the default sizes, the others add to it.
+                if !sized {
+                    o.sizes.clear();
+                    sized = true;
+                }
+                o.sizes.push((h, v));
             }
             "--warmup" => o.warmup = Duration::from_secs(value("--warmup")?),
             "--window" => o.window = Duration::from_secs(value("--window")?),

@@ -16,7 +16,7 @@
 //!   reads a ~2,000-VM inventory with vsphere-soap and with govmomi, side by side against one vcsim,
 //!   and writes the figures to `target/bench-soap/results.md` (and to docs/benchmarks.md with
 //!   `--write-docs`).
-//! - `cargo xtask bench-scale [--hosts-vms 100x100] [--warmup S] [--window S] [--sim-vms N]
+//! - `cargo xtask bench-scale [--hosts-vms 100x100 ...] [--warmup S] [--window S] [--sim-vms N]
 //!   [--sim-window S] [--no-sim] [--no-vcsim | --only-sim]` runs the release `am-daemon run`
 //!   against the test bed at 2,000 and 10,000 VMs (backup cache on and off) and prints ready time,
 //!   idle CPU, peak RSS and the backup tasks started on vCenter a minute as ratios to issue 12's
@@ -77,7 +77,7 @@ const USAGE: &str = "usage:
   cargo xtask sushy install               sushy-tools (Redfish emulator) into target/sushy-venv
   cargo xtask vcsim start [-- -hosts N -vms-per-host N -listen ADDR -control ADDR ...]
   cargo xtask bench-soap [--hosts N] [--vms-per-host N] [--rounds N] [--iterations N] [--write-docs]
-  cargo xtask bench-scale [--hosts-vms HxV] [--warmup S] [--window S] [--sim-vms N] [--sim-window S] [--no-sim] [--no-vcsim|--only-sim]
+  cargo xtask bench-scale [--hosts-vms HxV ...] [--warmup S] [--window S] [--sim-vms N] [--sim-window S] [--no-sim] [--no-vcsim|--only-sim]
   cargo xtask bench-evacuate [--vms N] [--targets N] [--latency-ms MS] [--per-source N] [--per-target N] [--in-flight N]
   cargo xtask bench-failover [--vms N] [--targets N] [--latency-ms MS]";
 

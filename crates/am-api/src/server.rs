@@ -300,7 +300,7 @@ impl App {
                 Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
             },
             ["metrics"] if read => {
-                let snap = self.board.snapshot();
+                let snap = self.board.summary();
                 if wants_openmetrics(req.headers()) {
                     bytes_response(
                         StatusCode::OK,

@@ -375,6 +375,31 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
 }
 
 #[tokio::test]
+async fn metrics_are_those_of_the_whole_snapshot() {
+    // `/metrics` reads a summary without the host and VM rows (no copy of every row per
+    // scrape): what it serves is what the whole snapshot renders, the snapshot's age aside.
+    let c = Cluster::story();
+    let srv = start(c.board.clone(), None).await;
+    let r = http(srv.addr, "GET", "/metrics", &[]).await;
+    assert_eq!(r.status, 200);
+    // (Sorted: the series of one family come in no fixed order.)
+    let without_age = |text: &str| -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("am_snapshot_age_seconds"))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let whole = am_api::render_prometheus(&c.board.snapshot());
+    assert!(whole.contains("am_vms{"), "{whole}");
+    assert_eq!(without_age(&r.body), without_age(&whole));
+    assert!(c.board.summary().vms.is_empty() && c.board.summary().hosts.is_empty());
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn metrics_parse_as_prometheus_exposition() {
     let c = Cluster::story();
     let srv = start(c.board.clone(), None).await;
