@@ -262,13 +262,10 @@ impl Board {
     /// [`Board::snapshot`]: what `/metrics` reads (a scrape copied every row: at 10,000 VMs some
     /// 10 MB per scrape, freed at once).
     pub fn summary(&self) -> Snapshot {
-        let (snap, captured) = {
-            let view = read(&self.shared.view);
-            (view.snapshot.clone(), view.captured)
-        };
-        let mut out = Snapshot {
+        let (snap, captured) = self.latest();
+        let summary = Snapshot {
             at: snap.at,
-            now: snap.at + captured.elapsed(),
+            now: snap.at,
             hosts: Vec::new(),
             vms: Vec::new(),
             cluster: snap.cluster.clone(),
@@ -276,20 +273,27 @@ impl Board {
             in_flight: snap.in_flight.clone(),
             executor: snap.executor.clone(),
             recent: Vec::new(),
-            capacity_model: self.shared.opts.capacity_model.clone(),
-            ha: read(&self.shared.ha).clone(),
+            capacity_model: None,
+            ha: None,
         };
-        out.now = out.now.max(out.at);
-        out
+        self.served(summary, captured)
     }
 
     /// The latest snapshot, its `now` advanced by the time since it was captured.
     pub fn snapshot(&self) -> Snapshot {
-        let (snap, captured) = {
-            let view = read(&self.shared.view);
-            (view.snapshot.clone(), view.captured)
-        };
-        let mut snap = Arc::unwrap_or_clone(snap);
+        let (snap, captured) = self.latest();
+        self.served(Arc::unwrap_or_clone(snap), captured)
+    }
+
+    /// The latest snapshot and when it was captured.
+    fn latest(&self) -> (Arc<Snapshot>, Instant) {
+        let view = read(&self.shared.view);
+        (view.snapshot.clone(), view.captured)
+    }
+
+    /// `snap` as served: with the capacity model and the leadership, `now` advanced by the time
+    /// since `captured`.
+    fn served(&self, mut snap: Snapshot, captured: Instant) -> Snapshot {
         snap.capacity_model.clone_from(&self.shared.opts.capacity_model);
         snap.ha = read(&self.shared.ha).clone();
         let now = snap.at + captured.elapsed();

@@ -342,16 +342,21 @@ impl Inventory {
             .fold(Resources::ZERO, |acc, vm| acc + vm.demand)
     }
 
-    /// What is free on every host, in one pass over the VMs ([`Inventory::free`] walks them all
-    /// for one host).
-    pub fn free_by_host(&self) -> BTreeMap<HostId, Resources> {
+    /// [`Inventory::used`] of every host a powered-on VM names, in one pass over the VMs.
+    pub fn used_by_host(&self) -> BTreeMap<&HostId, Resources> {
         let mut used: BTreeMap<&HostId, Resources> = BTreeMap::new();
         for vm in self.vms.values().filter(|vm| vm.power == PowerState::PoweredOn) {
             if let Some(h) = &vm.host {
-                let u = used.entry(h).or_insert(Resources::ZERO);
-                *u += vm.demand;
+                *used.entry(h).or_insert(Resources::ZERO) += vm.demand;
             }
         }
+        used
+    }
+
+    /// What is free on every host, in one pass over the VMs ([`Inventory::free`] walks them all
+    /// for one host).
+    pub fn free_by_host(&self) -> BTreeMap<HostId, Resources> {
+        let used = self.used_by_host();
         self.hosts
             .values()
             .map(|h| {
@@ -420,6 +425,9 @@ mod tests {
         for (h, f) in &all {
             assert_eq!(*f, inv.free(h), "{h}: one pass agrees with the walk per host");
         }
+        let used = inv.used_by_host();
+        assert_eq!(used.len(), 1, "h2 runs nothing");
+        assert_eq!(used[&HostId::from("h1")], inv.used(&"h1".into()));
         assert_eq!(inv.vms_on(&"h1".into()).count(), 2);
         inv.apply(&InventoryDelta::VmRemoved("a".into()));
         assert_eq!(inv.free(&"h1".into()), Resources::new(10_000, 65_536));

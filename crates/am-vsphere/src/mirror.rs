@@ -450,16 +450,16 @@ impl Mirror {
         {
             self.drop_id(&old, obj, before, cx, fields, out);
         }
+        // Shown by a moref again (or a template now): no longer a ghost.
+        self.ghosts.remove(&id);
         match mapped {
             None => {
-                self.ghosts.remove(&id);
                 if self.vms.remove(&id).is_some() {
                     out.vms.push(InventoryDelta::VmRemoved(id));
                 }
             }
             Some(w) => {
                 let seen = Seen::of(&w.vm, &w.snapshots);
-                self.ghosts.remove(&id);
                 let was = self.vms.insert(id.clone(), seen);
                 if was.map(|s| s.vm) != Some(seen.vm) {
                     out.vms.push(InventoryDelta::VmUpsert(w.vm));

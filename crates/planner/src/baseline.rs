@@ -28,17 +28,6 @@ pub fn vms_to_restart<'a>(inv: &'a Inventory, failed: &BTreeSet<HostId>) -> Vec<
     vms
 }
 
-/// What the powered-on VMs use, per host.
-fn used(inv: &Inventory) -> BTreeMap<&HostId, Resources> {
-    let mut used: BTreeMap<&HostId, Resources> = BTreeMap::new();
-    for vm in inv.vms.values().filter(|vm| vm.power == PowerState::PoweredOn) {
-        if let Some(h) = &vm.host {
-            *used.entry(h).or_default() += vm.demand;
-        }
-    }
-    used
-}
-
 /// First-fit decreasing: the VMs of [`vms_to_restart`] in that order (priority, then size), each
 /// on the first host by id where it fits and keeps every hard rule. Soft rules are ignored.
 /// Unplaced VMs are all reported as [`Unplaced::NoCapacity`].
@@ -54,7 +43,7 @@ pub fn first_fit_decreasing(
         .filter(|h| h.accepts_vms() && !failed.contains(&h.id))
         .map(|h| &h.id)
         .collect();
-    let used = used(inv);
+    let used = inv.used_by_host();
     let mut free: BTreeMap<&HostId, Resources> = BTreeMap::new();
     for h in &hosts {
         let u = used.get(h).copied().unwrap_or_default();
@@ -131,7 +120,7 @@ pub fn first_fit_decreasing(
 /// (the smallest VMs first), ignoring rules and the split into hosts.
 pub fn upper_bound(inv: &Inventory, failed: &BTreeSet<HostId>, policy: &Policy) -> usize {
     let vms = vms_to_restart(inv, failed);
-    let used = used(inv);
+    let used = inv.used_by_host();
     let free = inv
         .hosts
         .values()

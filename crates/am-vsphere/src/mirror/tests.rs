@@ -93,6 +93,23 @@ impl Env {
     }
 }
 
+/// Marks `id` as unregistered by the manager (as the hypervisor does before it registers the
+/// VM anew): shown by `moref` until then, with its `.vmx` and name, on host `on`.
+fn unregistered(env: &Env, id: &str, moref: &str, vmx: &str, name: &str, on: Option<&str>, keep_host: bool) {
+    env.shared.lock().unwrap().add_orphan(
+        &id.into(),
+        Orphan {
+            moref: moref.into(),
+            vmx: vmx.into(),
+            name: name.into(),
+            folder: None,
+            host: on.map(host),
+            keep_host,
+            ghost: None,
+        },
+    );
+}
+
 fn names(d: &[InventoryDelta]) -> Vec<String> {
     d.iter()
         .map(|d| match d {
@@ -223,17 +240,14 @@ fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
         None,
     );
     // The manager unregisters vm-1 to register it on host-2.
-    env.shared.lock().unwrap().add_orphan(
-        &"vm-1".into(),
-        Orphan {
-            moref: "vm-1".into(),
-            vmx: "[ds] a/a.vmx".into(),
-            name: "name-vm-1".into(),
-            folder: None,
-            host: Some(host("host-1")),
-            keep_host: true,
-            ghost: None,
-        },
+    unregistered(
+        &env,
+        "vm-1",
+        "vm-1",
+        "[ds] a/a.vmx",
+        "name-vm-1",
+        Some("host-1"),
+        true,
     );
     let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-1"), &[])], &cx);
     assert_eq!(
@@ -280,17 +294,14 @@ fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
         names(&m.diff(&again, &cx))
     );
     // Unregistered again (now as vm-57): it stays vm-1 until gone, then shows with no host.
-    env.shared.lock().unwrap().add_orphan(
-        &"vm-1".into(),
-        Orphan {
-            moref: "vm-57".into(),
-            vmx: "[ds] a/a.vmx".into(),
-            name: "name-vm-1".into(),
-            folder: None,
-            host: Some(host("host-2")),
-            keep_host: false,
-            ghost: None,
-        },
+    unregistered(
+        &env,
+        "vm-1",
+        "vm-57",
+        "[ds] a/a.vmx",
+        "name-vm-1",
+        Some("host-2"),
+        false,
     );
     let d = m.apply(
         [upd(
@@ -332,18 +343,7 @@ fn an_unregistered_vm_shows_without_a_host() {
         &cx,
         None,
     );
-    env.shared.lock().unwrap().add_orphan(
-        &"vm-3".into(),
-        Orphan {
-            moref: "vm-3".into(),
-            vmx: "[ds] c/c.vmx".into(),
-            name: "c".into(),
-            folder: None,
-            host: None,
-            keep_host: false,
-            ghost: None,
-        },
-    );
+    unregistered(&env, "vm-3", "vm-3", "[ds] c/c.vmx", "c", None, false);
     let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-3"), &[])], &cx);
     assert_eq!(names(&d), vec!["vm+ vm-3 on -"]);
     // A resync keeps the orphan.
@@ -471,17 +471,14 @@ fn an_orphan_ghost_survives_a_resync_with_its_snapshots() {
         None,
     );
     let mut inv = m.inventory(&cx);
-    env.shared.lock().unwrap().add_orphan(
-        &"vm-1".into(),
-        Orphan {
-            moref: "vm-1".into(),
-            vmx: "[ds] a/a.vmx".into(),
-            name: "name-vm-1".into(),
-            folder: None,
-            host: Some(host("host-1")),
-            keep_host: false,
-            ghost: None,
-        },
+    unregistered(
+        &env,
+        "vm-1",
+        "vm-1",
+        "[ds] a/a.vmx",
+        "name-vm-1",
+        Some("host-1"),
+        false,
     );
     // Renamed and unregistered in one batch: it stays as it was last reported, off, on no host.
     let d = m.apply(
@@ -600,17 +597,14 @@ fn a_vm_two_morefs_show_is_shown_as_reported() {
         None,
     );
     let mut inv = m.inventory(&cx);
-    env.shared.lock().unwrap().add_orphan(
-        &"vm-1".into(),
-        Orphan {
-            moref: "vm-1".into(),
-            vmx: "[ds] a/a.vmx".into(),
-            name: "name-vm-1".into(),
-            folder: None,
-            host: Some(host("host-1")),
-            keep_host: true,
-            ghost: None,
-        },
+    unregistered(
+        &env,
+        "vm-1",
+        "vm-1",
+        "[ds] a/a.vmx",
+        "name-vm-1",
+        Some("host-1"),
+        true,
     );
     // Registered on host-2 before its old registration is gone: both morefs are vm-1, the new one
     // reported last.
