@@ -119,7 +119,7 @@ pub struct VmRow {
     /// Its incidents so far.
     pub incidents: u32,
     /// Its latest incident.
-    pub last_incident: Option<Incident>,
+    pub last_incident: Option<Box<Incident>>,
 }
 
 /// Cluster-wide figures.
@@ -467,7 +467,7 @@ impl Snapshot {
                 backup_of: vm.backup_of.clone(),
                 restarts: idx.map_or(0, |i| i.steps),
                 incidents: idx.map_or(0, |i| i.count),
-                last_incident: last_incident.cloned(),
+                last_incident: last_incident.cloned().map(Box::new),
             });
         }
 

@@ -161,7 +161,7 @@ impl Host {
     pub fn new(id: impl Into<HostId>, capacity: Resources) -> Self {
         let id = id.into();
         Host {
-            name: id.0.clone(),
+            name: id.as_str().to_owned(),
             id,
             capacity,
             connection: ConnectionState::Connected,
@@ -233,7 +233,7 @@ impl Vm {
     pub fn new(id: impl Into<VmId>, demand: Resources, host: impl Into<HostId>) -> Self {
         let id = id.into();
         Vm {
-            name: id.0.clone(),
+            name: id.as_str().to_owned(),
             id,
             demand,
             power: PowerState::PoweredOn,
@@ -311,7 +311,9 @@ impl Inventory {
                 self.hosts.remove(id);
             }
             InventoryDelta::VmUpsert(vm) => {
-                self.vms.insert(vm.id.clone(), vm.clone());
+                let mut vm = vm.clone();
+                self.share_vm_ids(&mut vm);
+                self.vms.insert(vm.id.clone(), vm);
             }
             InventoryDelta::VmRemoved(id) => {
                 self.vms.remove(id);
@@ -327,6 +329,39 @@ impl Inventory {
                     self.snapshots.insert(vm.clone(), snapshots.clone());
                 }
             }
+        }
+    }
+
+    /// Points every VM's host and datastore id, and every datastore's host ids, at the
+    /// inventory's own keys: one allocation per host and datastore however many VMs name it
+    /// (a mapper makes a fresh id for each VM it reads). [`Inventory::apply`] does it for the
+    /// VMs it is given.
+    pub fn share_ids(&mut self) {
+        let mut vms = std::mem::take(&mut self.vms);
+        for vm in vms.values_mut() {
+            self.share_vm_ids(vm);
+        }
+        self.vms = vms;
+        let hosts = &self.hosts;
+        for ds in self.datastores.values_mut() {
+            for h in &mut ds.hosts {
+                if let Some((k, _)) = hosts.get_key_value(h.as_str()) {
+                    *h = k.clone();
+                }
+            }
+        }
+    }
+
+    fn share_vm_ids(&self, vm: &mut Vm) {
+        if let Some(h) = vm.host.as_mut()
+            && let Some((k, _)) = self.hosts.get_key_value(h.as_str())
+        {
+            *h = k.clone();
+        }
+        if let Some(d) = vm.datastore.as_mut()
+            && let Some((k, _)) = self.datastores.get_key_value(d.as_str())
+        {
+            *d = k.clone();
         }
     }
 

@@ -215,12 +215,14 @@ impl Mirror {
             }
             vms.insert(id, w.vm);
         }
-        Inventory {
+        let mut inv = Inventory {
             hosts: self.hosts.clone(),
             vms,
             datastores: self.datastores.clone(),
             snapshots,
-        }
+        };
+        inv.share_ids();
+        inv
     }
 
     /// The VMs `want` names, whole, as last reported: ghosts as kept, the others made again from

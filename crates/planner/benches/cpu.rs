@@ -15,7 +15,7 @@ fn main() {
     let policy = Policy::default();
     let (inv, cons) = synth::cluster(&Params::default(), 1);
     let (c0, t0) = (cpu(), Instant::now());
-    let mut plans = FailoverPlans::new(&inv, &cons, &policy).expect("valid");
+    let mut plans = planner::synth::Tracked::new(&inv, &cons, &policy).expect("valid");
     let build_cpu = cpu() - c0;
     eprintln!("build all: wall {:?} cpu {:.3}s", t0.elapsed(), build_cpu);
     let (flat, fc) = synth::cluster(

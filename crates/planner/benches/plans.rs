@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("all host and rack plans, 1000 hosts 50000 VMs 50 racks", |b| {
         b.iter(|| FailoverPlans::new(&inv, &cons, &policy))
     });
-    let mut plans = FailoverPlans::new(&inv, &cons, &policy).expect("valid");
+    let mut plans = planner::synth::Tracked::new(&inv, &cons, &policy).expect("valid");
     let mut rng = Rng::new(7);
     let mut n = 0usize;
     let mut stats = Updated::default();

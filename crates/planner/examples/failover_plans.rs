@@ -4,9 +4,7 @@
 //! `cargo run -p planner --example failover_plans`
 
 use am_core::{Host, Inventory, InventoryDelta, Resources, RestartPriority, Vm};
-use planner::{
-    Constraints, FailoverPlans, FtPair, HostRule, Lookup, PlanError, Policy, RuleKind, plan_host_failure_with,
-};
+use planner::{Constraints, FtPair, HostRule, Lookup, PlanError, Policy, RuleKind, plan_host_failure_with};
 use std::collections::BTreeSet;
 
 fn main() -> Result<(), PlanError> {
@@ -58,7 +56,7 @@ fn main() -> Result<(), PlanError> {
     };
 
     // Plans for every host and rack, kept ready.
-    let mut plans = FailoverPlans::new(&inv, &cons, &policy)?;
+    let mut plans = planner::synth::Tracked::new(&inv, &cons, &policy)?;
     let adm = plans.admission();
     println!(
         "tolerates {} host failure(s) (target {}), {}% CPU / {}% memory free, reservation holds: {}",
@@ -72,7 +70,7 @@ fn main() -> Result<(), PlanError> {
         "esx2",
     )));
     println!("after a new VM: {up:?}");
-    let mut esx3 = plans.inventory().hosts[&"esx3".into()].clone();
+    let mut esx3 = plans.inventory().hosts["esx3"].clone();
     esx3.maintenance = true;
     plans.apply(&InventoryDelta::HostUpsert(esx3));
 
@@ -99,7 +97,7 @@ fn main() -> Result<(), PlanError> {
     }
 
     // The supervisor restarts them and reports esx1 down; the plans follow.
-    let mut esx1 = plans.inventory().hosts[&"esx1".into()].clone();
+    let mut esx1 = plans.inventory().hosts["esx1"].clone();
     esx1.connection = am_core::ConnectionState::NotResponding;
     plans.apply(&InventoryDelta::HostUpsert(esx1));
 

@@ -48,7 +48,7 @@
 //! }
 //! inv.apply(&InventoryDelta::VmUpsert(Vm::new("web", Resources::new(1_000, 4_096), "h1")));
 //! let plan = plan_host_failure(&inv, &"h1".into(), &Policy::default());
-//! assert_eq!(plan.placements[&"web".into()], "h2".into());
+//! assert_eq!(plan.placements["web"], "h2".into());
 //! assert!(plan.unplaced.is_empty());
 //! ```
 

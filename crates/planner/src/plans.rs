@@ -99,6 +99,10 @@ impl std::ops::AddAssign for Updated {
 
 /// A failover plan for every host and every failure domain of a cluster, kept current.
 ///
+/// The plans keep no copy of the inventory (at 10,000 VMs one is some 6 MB): the caller holds
+/// it, gives every change to both, and passes it where every plan is made anew
+/// ([`FailoverPlans::set_policy`]); [`crate::synth::Tracked`] keeps the two side by side.
+///
 /// ```
 /// use am_core::{Host, Inventory, InventoryDelta, Resources, Vm};
 /// use planner::{Constraints, FailoverPlans, Lookup, Policy};
@@ -119,7 +123,6 @@ impl std::ops::AddAssign for Updated {
 /// ```
 #[derive(Clone, Debug)]
 pub struct FailoverPlans {
-    inv: Inventory,
     constraints: Constraints,
     engine: Engine,
     scratch: Scratch,
@@ -139,7 +142,6 @@ impl FailoverPlans {
         constraints.validate()?;
         let engine = Engine::build(inv, constraints, policy, |_| false);
         let mut plans = FailoverPlans {
-            inv: inv.clone(),
             constraints: constraints.clone(),
             engine,
             scratch: Scratch::default(),
@@ -209,11 +211,6 @@ impl FailoverPlans {
         self.budget = steps;
     }
 
-    /// The inventory the plans are made for (every delta given so far, deferred ones included).
-    pub fn inventory(&self) -> &Inventory {
-        &self.inv
-    }
-
     /// The policy.
     pub fn policy(&self) -> &Policy {
         self.engine.policy()
@@ -224,18 +221,18 @@ impl FailoverPlans {
         &self.constraints
     }
 
-    /// Replaces the policy and redoes every plan.
-    pub fn set_policy(&mut self, policy: &Policy) -> Result<()> {
-        self.refresh();
-        *self = FailoverPlans::new(&self.inv, &self.constraints, policy)?;
+    /// Replaces the policy and redoes every plan for `inv` (the inventory every delta given so
+    /// far made: the plans keep no copy of it).
+    pub fn set_policy(&mut self, inv: &Inventory, policy: &Policy) -> Result<()> {
+        *self = FailoverPlans::new(inv, &self.constraints, policy)?;
         Ok(())
     }
 
-    /// Replaces the constraints and redoes every plan. On error nothing changes.
-    pub fn set_constraints(&mut self, constraints: &Constraints) -> Result<()> {
-        self.refresh();
+    /// Replaces the constraints and redoes every plan for `inv` (as
+    /// [`FailoverPlans::set_policy`]). On error nothing changes.
+    pub fn set_constraints(&mut self, inv: &Inventory, constraints: &Constraints) -> Result<()> {
         let policy = self.engine.policy().clone();
-        *self = FailoverPlans::new(&self.inv, constraints, &policy)?;
+        *self = FailoverPlans::new(inv, constraints, &policy)?;
         Ok(())
     }
 
@@ -297,7 +294,6 @@ impl FailoverPlans {
     /// need more are made at the next refresh or lookup.
     pub fn apply(&mut self, delta: &InventoryDelta) -> Updated {
         let mut up = self.catch_up();
-        self.inv.apply(delta);
         up += self.update(delta, self.budget);
         up
     }
@@ -305,7 +301,6 @@ impl FailoverPlans {
     /// Records `delta` without planning: cheap, for a busy moment. Every plan is
     /// [`Lookup::Stale`] until [`FailoverPlans::refresh`].
     pub fn defer(&mut self, delta: &InventoryDelta) {
-        self.inv.apply(delta);
         self.pending.push(delta.clone());
     }
 
@@ -340,7 +335,7 @@ impl FailoverPlans {
         up
     }
 
-    /// Brings the plans up to date with `delta` (already in `self.inv`), replaying at most
+    /// Brings the plans up to date with `delta` (already in the engine's tables), replaying at most
     /// `budget` placement steps; plans that need more are deferred.
     fn update(&mut self, delta: &InventoryDelta, budget: usize) -> Updated {
         let mut left = budget;
@@ -576,7 +571,7 @@ mod tests {
     fn many_deferred_deltas_rebuild_every_plan_once() {
         let (inv, cons) = small();
         let policy = Policy::default();
-        let mut plans = FailoverPlans::new(&inv, &cons, &policy).expect("valid");
+        let mut plans = synth::Tracked::new(&inv, &cons, &policy).expect("valid");
         let count = plans.hosts.len() + plans.domains.len();
         let (mut rng, mut next) = (Rng::new(9), 0);
         for _ in 0..300 {
@@ -596,7 +591,7 @@ mod tests {
     fn plans_over_the_budget_are_deferred_then_made_on_lookup_or_refresh() {
         let (inv, cons) = small();
         let policy = Policy::default();
-        let mut plans = FailoverPlans::new(&inv, &cons, &policy).expect("valid");
+        let mut plans = synth::Tracked::new(&inv, &cons, &policy).expect("valid");
         plans.set_update_budget(0);
         let (mut rng, mut deferred) = (Rng::new(11), 0);
         for i in 0..40 {

@@ -303,3 +303,54 @@ pub fn vm_change(inv: &Inventory, rng: &mut Rng, n: usize) -> (InventoryDelta, I
         ),
     }
 }
+
+/// Plans and the inventory they are made for, side by side (the plans keep no copy of it):
+/// every delta goes to both, so a test or a benchmark can make the plans anew from the same
+/// inventory and compare. Derefs to the plans.
+#[derive(Clone, Debug)]
+pub struct Tracked {
+    /// The inventory every delta given so far made.
+    pub inv: Inventory,
+    /// The plans.
+    pub plans: crate::FailoverPlans,
+}
+
+impl Tracked {
+    /// Plans for `inv`, with a copy of it.
+    pub fn new(inv: &Inventory, constraints: &Constraints, policy: &crate::Policy) -> crate::Result<Tracked> {
+        Ok(Tracked {
+            inv: inv.clone(),
+            plans: crate::FailoverPlans::new(inv, constraints, policy)?,
+        })
+    }
+
+    /// The inventory.
+    pub fn inventory(&self) -> &Inventory {
+        &self.inv
+    }
+
+    /// [`crate::FailoverPlans::apply`], and the inventory changes.
+    pub fn apply(&mut self, delta: &InventoryDelta) -> crate::Updated {
+        self.inv.apply(delta);
+        self.plans.apply(delta)
+    }
+
+    /// [`crate::FailoverPlans::defer`], and the inventory changes.
+    pub fn defer(&mut self, delta: &InventoryDelta) {
+        self.inv.apply(delta);
+        self.plans.defer(delta);
+    }
+}
+
+impl std::ops::Deref for Tracked {
+    type Target = crate::FailoverPlans;
+    fn deref(&self) -> &crate::FailoverPlans {
+        &self.plans
+    }
+}
+
+impl std::ops::DerefMut for Tracked {
+    fn deref_mut(&mut self) -> &mut crate::FailoverPlans {
+        &mut self.plans
+    }
+}

@@ -72,7 +72,10 @@ fn case(seed: u64, n_hosts: usize, n_vms: usize, tight: bool) -> Case {
     let mut inv = Inventory::default();
     let hosts: Vec<HostId> = (0..n_hosts).map(|i| HostId::new(format!("h{i}"))).collect();
     for id in &hosts {
-        inv.apply(&InventoryDelta::HostUpsert(host(&mut rng, id.0.clone())));
+        inv.apply(&InventoryDelta::HostUpsert(host(
+            &mut rng,
+            id.as_str().to_owned(),
+        )));
     }
     for i in 0..n_vms {
         inv.apply(&InventoryDelta::VmUpsert(vm(
@@ -347,7 +350,7 @@ proptest! {
         seed in any::<u64>(), hosts in 1usize..7, vms in 0usize..30, steps in 1usize..25
     ) {
         let c = case(seed, hosts, vms, seed % 3 == 0);
-        let mut plans = FailoverPlans::new(&c.inv, &c.cons, &c.policy).expect("valid");
+        let mut plans = planner::synth::Tracked::new(&c.inv, &c.cons, &c.policy).expect("valid");
         let mut rng = Rng::new(seed ^ 0x5eed);
         let mut n = 0;
         for i in 0..steps {
@@ -375,7 +378,7 @@ proptest! {
         // deferred through later deltas), and long runs of deferred deltas take the refresh's
         // rebuild path: the plans are still those of a full recomputation.
         let c = case(seed, hosts, vms, seed % 2 == 0);
-        let mut plans = FailoverPlans::new(&c.inv, &c.cons, &c.policy).expect("valid");
+        let mut plans = planner::synth::Tracked::new(&c.inv, &c.cons, &c.policy).expect("valid");
         plans.set_update_budget(budget);
         let mut rng = Rng::new(seed ^ 0xb0d6e7);
         let mut n = 0;

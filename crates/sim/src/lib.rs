@@ -143,7 +143,7 @@
 //!     sim.run_script(script).await;
 //!     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
 //!     let (inv, _version) = sim.snapshot().await.unwrap();
-//!     assert_eq!(inv.vms[&"vm-001".into()].heartbeat, am_core::GuestHeartbeat::Red);
+//!     assert_eq!(inv.vms["vm-001"].heartbeat, am_core::GuestHeartbeat::Red);
 //!     sim.execute(&Action::Reset { vm: "vm-001".into() }).await.unwrap();
 //!     assert!(sim.vm_healthy(&"vm-001".into()));
 //!     assert!(sim.violations().is_empty());

@@ -116,7 +116,7 @@ impl Cluster {
             evidence: "answers".into(),
         });
         c.at(30);
-        let mut db = c.sup.inventory().vms[&"db".into()].clone();
+        let mut db = c.sup.inventory().vms["db"].clone();
         db.power = PowerState::PoweredOff;
         c.feed(Observation::Delta(InventoryDelta::VmUpsert(db)));
         c.feed(Observation::Event(ClusterEvent {
@@ -137,7 +137,7 @@ impl Cluster {
     /// `db` is powered on again: its alarm clears.
     pub fn power_on_db(&mut self, secs: u64) {
         self.now = Time::from_secs(secs);
-        let mut db = self.sup.inventory().vms[&"db".into()].clone();
+        let mut db = self.sup.inventory().vms["db"].clone();
         db.power = PowerState::PoweredOn;
         self.feed(Observation::Delta(InventoryDelta::VmUpsert(db)));
     }

@@ -259,7 +259,7 @@ fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
         m.inventory(&cx).vms[&VmId::from("vm-1")].power,
         PowerState::PoweredOff
     );
-    assert!(m.inventory(&cx).vms.contains_key(&"vm-1".into()));
+    assert!(m.inventory(&cx).vms.contains_key("vm-1"));
     // Registered again as vm-57: it is vm-1, now on host-2.
     let d = m.apply([enter_vm("vm-57", "host-2", "[ds] a/a.vmx")], &cx);
     assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
@@ -348,7 +348,7 @@ fn an_unregistered_vm_shows_without_a_host() {
     assert_eq!(names(&d), vec!["vm+ vm-3 on -"]);
     // A resync keeps the orphan.
     let again = Mirror::full([enter_host("host-1")], &cx, Some(&m));
-    assert!(again.inventory(&cx).vms.contains_key(&"vm-3".into()));
+    assert!(again.inventory(&cx).vms.contains_key("vm-3"));
     assert!(m.diff(&again, &cx).is_empty());
 }
 

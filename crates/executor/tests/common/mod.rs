@@ -79,10 +79,10 @@ impl FakeHv {
             r.running += 1;
             r.max_running = r.max_running.max(r.running);
             if let Some(h) = host {
-                let n = r.per_host.entry(h.0.clone()).or_default();
+                let n = r.per_host.entry(h.as_str().to_owned()).or_default();
                 *n += 1;
                 let n = *n;
-                let m = r.max_per_host.entry(h.0.clone()).or_default();
+                let m = r.max_per_host.entry(h.as_str().to_owned()).or_default();
                 *m = (*m).max(n);
             }
             if !r.busy.insert(subject.to_owned()) {
@@ -97,7 +97,7 @@ impl FakeHv {
             hv: self,
             what: what.clone(),
             subject: subject.to_owned(),
-            host: host.map(|h| h.0.clone()),
+            host: host.map(|h| h.as_str().to_owned()),
             completed: false,
         };
         if self.panics.lock().unwrap().contains(subject) {

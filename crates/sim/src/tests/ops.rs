@@ -730,7 +730,7 @@ async fn remove_host_takes_its_vms_out_of_the_inventory() {
     assert!(!inv.hosts.contains_key(&host("h1")));
     assert!(inv.vms.contains_key(&vm("web")), "failed over before");
     assert!(!inv.vms.contains_key(&vm("db")), "still registered on h1");
-    assert!(!inv.datastores[&"ds-shared".into()].hosts.contains(&host("h1")));
+    assert!(!inv.datastores["ds-shared"].hosts.contains(&host("h1")));
     let c = drain(&sim, &v).await;
     assert!(c.deltas.contains(&InventoryDelta::HostRemoved(host("h1"))));
     assert!(c.deltas.contains(&InventoryDelta::VmRemoved(vm("db"))));
@@ -757,7 +757,7 @@ async fn add_host_takes_a_spare_from_the_pool() {
     let inv = sim.view();
     assert_eq!(inv.hosts[&id].connection, ConnectionState::Connected);
     assert!(
-        !inv.datastores[&"ds-shared".into()].hosts.contains(&id),
+        !inv.datastores["ds-shared"].hosts.contains(&id),
         "a new host mounts nothing"
     );
     let e = sim
@@ -773,7 +773,7 @@ async fn add_host_takes_a_spare_from_the_pool() {
     })
     .await
     .unwrap();
-    assert!(sim.view().datastores[&"ds-shared".into()].hosts.contains(&id));
+    assert!(sim.view().datastores["ds-shared"].hosts.contains(&id));
     assert_eq!(
         sim.execute(&Action::AddHost { spare: "s1".into() }).await,
         Err(HvError::not_found("spare", "s1"))
