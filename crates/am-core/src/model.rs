@@ -435,6 +435,43 @@ impl Inventory {
 mod tests {
     use super::*;
 
+    /// Whether two ids are one allocation (a shared id), not only equal.
+    fn same_allocation(a: &str, b: &str) -> bool {
+        std::ptr::eq(a.as_ptr(), b.as_ptr())
+    }
+
+    #[test]
+    fn vms_share_their_host_and_datastore_ids_with_the_inventory() {
+        let mut inv = Inventory::default();
+        inv.apply(&InventoryDelta::HostUpsert(Host::new("h1", Resources::new(10_000, 65_536))));
+        inv.apply(&InventoryDelta::DatastoreUpsert(Datastore {
+            id: "ds1".into(),
+            name: "ds1".into(),
+            capacity_mib: 1,
+            free_mib: 1,
+            hosts: vec!["h1".into()],
+        }));
+        // A mapper makes fresh ids for every VM it reads.
+        let mut vm = Vm::new("a", Resources::new(1, 1), "h1");
+        vm.datastore = Some("ds1".into());
+        inv.apply(&InventoryDelta::VmUpsert(vm.clone()));
+        let host_key = inv.hosts.keys().next().map(HostId::as_str).unwrap_or_default();
+        let ds_key = inv.datastores.keys().next().map(DatastoreId::as_str).unwrap_or_default();
+        let a = &inv.vms["a"];
+        assert_eq!(a.host.as_ref().map(HostId::as_str), Some("h1"));
+        assert!(a.host.as_ref().is_some_and(|h| same_allocation(h.as_str(), host_key)));
+        assert!(a.datastore.as_ref().is_some_and(|d| same_allocation(d.as_str(), ds_key)));
+        // An inventory assembled whole (the vCenter mirror's) is shared by `share_ids`.
+        let mut whole = inv.clone();
+        whole.vms.insert("b".into(), Vm { id: "b".into(), ..vm });
+        whole.datastores.values_mut().for_each(|d| d.hosts = vec!["h1".into()]);
+        assert!(!same_allocation(whole.vms["b"].host.as_ref().map_or("", HostId::as_str), host_key));
+        whole.share_ids();
+        let b = &whole.vms["b"];
+        assert!(b.host.as_ref().is_some_and(|h| same_allocation(h.as_str(), host_key)));
+        assert!(same_allocation(whole.datastores["ds1"].hosts[0].as_str(), host_key));
+    }
+
     #[test]
     fn free_counts_only_powered_on_vms() {
         let mut inv = Inventory::default();
