@@ -11,6 +11,7 @@ use am_core::{
 use executor::ExecutorStatus;
 use planner::Admission;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use supervisor::{Ending, HostState, Incident, Supervisor, VmState};
 
@@ -86,7 +87,7 @@ pub struct VmRow {
     /// Display name.
     pub name: String,
     /// The supervisor's state with its detail ([`VmState::name`], e.g. `recovering(restart)`).
-    pub state: String,
+    pub state: Cow<'static, str>,
     /// The kind of state.
     pub class: VmClass,
     /// When it entered that state, when known.
@@ -453,7 +454,7 @@ impl Snapshot {
             vms.push(VmRow {
                 id: vm.id.clone(),
                 name: vm.name.clone(),
-                state: state.map_or_else(|| "unknown".to_owned(), VmState::name),
+                state: state.map_or(Cow::Borrowed("unknown"), VmState::label),
                 class,
                 since,
                 host: vm.host.clone(),

@@ -264,7 +264,7 @@ pub fn render_stats(s: &Snapshot, width: usize) -> String {
             );
             vec![
                 v.name.clone(),
-                v.state.clone(),
+                v.state.to_string(),
                 v.host.as_ref().map_or_else(|| "-".into(), ToString::to_string),
                 power(v.power).to_owned(),
                 priority(v.priority).to_owned(),

@@ -5,6 +5,7 @@
 
 use am_core::{ActionId, HostId, Time};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 
 /// One rung of the VM recovery ladder, tried in this order.
@@ -106,22 +107,28 @@ pub enum VmState {
 }
 
 impl VmState {
-    /// Short name for logs and status.
-    pub fn name(&self) -> String {
+    /// Short name for logs and status (borrowed where it has no detail: a status row of a
+    /// healthy VM allocates nothing for it).
+    pub fn label(&self) -> Cow<'static, str> {
         match self {
             VmState::Healthy => "healthy".into(),
             VmState::Unprotected => "unprotected".into(),
-            VmState::StayOff { by: Some(u) } => format!("off(by {u})"),
+            VmState::StayOff { by: Some(u) } => Cow::Owned(format!("off(by {u})")),
             VmState::StayOff { by: None } => "off".into(),
             VmState::OffUnexplained { .. } => "off-unexplained".into(),
-            VmState::Recovering { step, .. } => format!("recovering({})", step.name()),
-            VmState::Verifying { step, .. } => format!("verifying({})", step.name()),
-            VmState::Deferred { step } => format!("deferred({})", step.name()),
-            VmState::Frozen { host } => format!("frozen(host {host} isolated)"),
+            VmState::Recovering { step, .. } => Cow::Owned(format!("recovering({})", step.name())),
+            VmState::Verifying { step, .. } => Cow::Owned(format!("verifying({})", step.name())),
+            VmState::Deferred { step } => Cow::Owned(format!("deferred({})", step.name())),
+            VmState::Frozen { host } => Cow::Owned(format!("frozen(host {host} isolated)")),
             VmState::AwaitingCapacity => "awaiting-capacity".into(),
             VmState::Reconciling { .. } => "reconciling".into(),
             VmState::Failed => "failed".into(),
         }
+    }
+
+    /// [`VmState::label`] as an owned string.
+    pub fn name(&self) -> String {
+        self.label().into_owned()
     }
 }
 

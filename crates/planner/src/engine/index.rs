@@ -174,6 +174,11 @@ impl<I: Idx, T> IxVec<I, T> {
         self.raw.len()
     }
 
+    /// Room for `more` entries (a build knows how many: doubling would leave up to half unused).
+    pub fn reserve(&mut self, more: usize) {
+        self.raw.reserve_exact(more);
+    }
+
     /// Appends `x` and returns its index.
     pub fn push(&mut self, x: T) -> I {
         let i = I::from_usize(self.raw.len());

@@ -248,6 +248,8 @@ impl Engine {
         detached: impl Fn(&VmId) -> bool + 'a,
     ) -> Engine {
         let mut e = Engine::new(policy, cons);
+        e.hosts.reserve(inv.hosts.len());
+        e.vms.reserve(inv.vms.len());
         for h in inv.hosts.values() {
             e.apply(&InventoryDelta::HostUpsert(h.clone()));
         }
