@@ -224,6 +224,10 @@ fn place_inner(
     exclude: &BTreeSet<HostId>,
     policy: &Policy,
 ) -> Plan {
+    if vms.is_empty() {
+        // Nothing to place: no engine built over the whole inventory for it.
+        return Plan::default();
+    }
     let moving: BTreeSet<&VmId> = vms.iter().collect();
     let engine = Engine::build(inv, constraints, policy, |id| moving.contains(id));
     let spec = engine.custom_spec("place", vms, exclude);

@@ -104,8 +104,7 @@ pub struct EvacuationProgress {
 impl Supervisor {
     /// Powered-on VMs registered on `host`.
     pub(crate) fn running_on(&self, host: &HostId) -> usize {
-        self.inv
-            .vms_on(host)
+        self.vms_on(host)
             .filter(|v| v.power == PowerState::PoweredOn)
             .count()
     }
@@ -297,7 +296,6 @@ impl Supervisor {
         exclude.extend(away.iter().cloned());
         let mut load = self.registered_per_host();
         let off: Vec<VmId> = self
-            .inv
             .vms_on(host)
             .filter(|v| v.power != PowerState::PoweredOn)
             .map(|v| v.id.clone())
@@ -633,7 +631,6 @@ impl Supervisor {
         };
         let moved: BTreeSet<&VmId> = ev.moved.iter().map(|(v, _)| v).collect();
         let left = self
-            .inv
             .vms_on(host)
             .filter(|v| v.power == PowerState::PoweredOn && !moved.contains(&v.id))
             .count();

@@ -206,7 +206,6 @@ impl Supervisor {
 
     pub(crate) fn fail_over_host(&mut self, now: Time, host: &HostId) {
         let candidates: Vec<VmId> = self
-            .inv
             .vms_on(host)
             .filter(|vm| vm.is_protected())
             // A storage relocation in flight decides: failed, it is failed over then. (A live
@@ -319,7 +318,6 @@ impl Supervisor {
         }
         let keep_clones = self.cfg.backup.clone_every.is_zero();
         let off: Vec<VmId> = self
-            .inv
             .vms_on(host)
             .filter(|vm| vm.backup_of.is_none() || keep_clones)
             .filter(|vm| {
@@ -338,31 +336,35 @@ impl Supervisor {
             return;
         }
         let unusable = self.unusable_hosts();
-        // Once for all (per host it walked every VM: at 50,000 VMs on 500 hosts, 13 VMs to
-        // register elsewhere held the verdict's step, and every restart in it, for 8 s).
-        let free = self.inv.free_by_host();
+        // One ranking for all of them: the hosts that take VMs, most free memory first, then by
+        // id (each host's free room from the VMs by host: a walk of every VM per host, at 50,000
+        // VMs on 500 hosts, held the verdict's step, and every restart in it, for 8 s).
+        let mut ranked: Vec<(u64, &HostId)> = self
+            .inv
+            .hosts
+            .values()
+            .filter(|h| !unusable.contains(&h.id) && h.accepts_vms())
+            .map(|h| (self.free_on(h).mem_mib, &h.id))
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let ranked: Vec<HostId> = ranked.into_iter().map(|(_, h)| h.clone()).collect();
         for vm in off {
             let source = self.inv.vms.get(&vm).and_then(|v| v.backup_of.clone());
             let source_host = source
                 .as_ref()
                 .and_then(|s| self.inv.vms.get(s))
                 .and_then(|s| s.host.clone());
-            let Some(target) = self
-                .inv
-                .hosts
-                .values()
-                .filter(|h| {
-                    !unusable.contains(&h.id) && h.accepts_vms() && sees_datastore(&self.inv, &vm, &h.id)
-                })
-                .max_by_key(|h| {
-                    (
-                        Some(&h.id) != source_host.as_ref(),
-                        free.get(&h.id).map_or(0, |f| f.mem_mib),
-                        std::cmp::Reverse(h.id.clone()),
-                    )
-                })
-                .map(|h| h.id.clone())
-            else {
+            // The first host that sees its datastore, unless that is its source's host and
+            // another one does.
+            let target = {
+                let mut seeing = ranked.iter().filter(|h| sees_datastore(&self.inv, &vm, h));
+                match seeing.next() {
+                    Some(first) if source_host.as_ref() == Some(first) => seeing.next().or(Some(first)),
+                    first => first,
+                }
+                .cloned()
+            };
+            let Some(target) = target else {
                 continue;
             };
             let why = match &source {
@@ -387,20 +389,35 @@ impl Supervisor {
         }
     }
 
-    /// The VMs waiting for a host, by id. A VM waiting is never at rest: only the VMs not at
-    /// rest are looked at (at 50,000 VMs a walk of every record, twice a step, was what a quiet
-    /// step cost).
+    /// The VMs waiting for a host, by id.
     fn awaiting_capacity(&mut self) -> Vec<VmId> {
+        self.restless_where(|r| r.state == VmState::AwaitingCapacity)
+    }
+
+    /// The VMs whose record `pick` takes, by id, for a `pick` that takes no VM at rest (a state
+    /// other than healthy, kept off or unprotected): only the VMs not at rest are looked at (at
+    /// 50,000 VMs a walk of every record, twice a step, was what a quiet step cost).
+    fn restless_where(&mut self, pick: impl Fn(&VmRec) -> bool) -> Vec<VmId> {
         self.settle();
         self.restless
             .iter()
-            .filter(|id| {
-                self.vms
-                    .get(*id)
-                    .is_some_and(|r| r.state == VmState::AwaitingCapacity)
-            })
+            .filter(|id| self.vms.get(*id).is_some_and(&pick))
             .cloned()
             .collect()
+    }
+
+    /// The VMs being failed over: restarted elsewhere and, with `also_verifying`, not yet known
+    /// to run there.
+    fn failing_over(&mut self, also_verifying: bool) -> Vec<VmId> {
+        self.restless_where(|r| match r.state {
+            VmState::Recovering {
+                step: Step::Failover, ..
+            } => true,
+            VmState::Verifying {
+                step: Step::Failover, ..
+            } => also_verifying,
+            _ => false,
+        })
     }
 
     /// Places VMs that wait for a host, highest priority first; adds a spare when some fit nowhere.
@@ -435,25 +452,23 @@ impl Supervisor {
         let unusable = self.unusable_hosts();
         // A VM its plan left out is placed afresh: the plan may predate a host or a mount.
         let (by_plan, _) = self.precomputed_placements(&waiting);
-        let plan = {
+        let rest: Vec<VmId> = waiting
+            .iter()
+            .filter(|v| !by_plan.contains_key(*v))
+            .cloned()
+            .collect();
+        let mut plan = if rest.is_empty() {
+            // All by the precomputed plan: no view to make, nothing to place afresh (at 50,000
+            // VMs a copy of the inventory and a planner engine built over it, for no VM, were
+            // most of the verdict's step).
+            planner::Plan::default()
+        } else {
             let mut view = self.planning_view();
             if !by_plan.is_empty() {
-                let v = view.to_mut();
-                for (vm, to) in &by_plan {
-                    if let Some(vm) = v.vms.get_mut(vm) {
-                        vm.host = Some(to.clone());
-                        vm.power = PowerState::PoweredOn;
-                    }
-                }
+                occupy(view.to_mut(), &by_plan);
             }
-            let rest: Vec<VmId> = waiting
-                .iter()
-                .filter(|v| !by_plan.contains_key(*v))
-                .cloned()
-                .collect();
             self.place_excluding(&view, &rest, &unusable)
         };
-        let mut plan = plan;
         plan.placements
             .extend(by_plan.iter().map(|(vm, to)| (vm.clone(), to.clone())));
         // A spare the manager added first gets the datastores the VMs left out live on.
@@ -481,18 +496,9 @@ impl Supervisor {
         // From a host dead on one signal, one VM first: if its files are locked the host lives,
         // and the others are never touched.
         let mut probing: BTreeSet<HostId> = self
-            .vms
-            .values()
-            .filter(|r| {
-                matches!(
-                    r.state,
-                    VmState::Recovering {
-                        step: Step::Failover,
-                        ..
-                    }
-                )
-            })
-            .filter_map(|r| r.failed_from.clone())
+            .failing_over(false)
+            .iter()
+            .filter_map(|id| self.vms.get(id).and_then(|r| r.failed_from.clone()))
             .filter(|h| self.hosts.get(h).is_some_and(|r| r.unconfirmed))
             .collect();
         order.retain(|(_, vm, _)| {
@@ -508,6 +514,7 @@ impl Supervisor {
             probing.insert(from)
         });
         self.hold_lower_priorities(now, &mut order);
+        let groups = self.affinity_members(order.iter().map(|(_, vm, _)| vm));
         for (priority, vm, to) in order {
             let action = Action::Failover {
                 vm: vm.clone(),
@@ -520,7 +527,7 @@ impl Supervisor {
             } else {
                 format!("restart on {to} by fresh plan")
             };
-            if let Some(split) = self.affinity_split(&vm, &to, &plan.placements) {
+            if let Some(split) = self.affinity_split(&vm, &to, &plan.placements, &groups) {
                 reason = format!("{reason}; {split}");
             }
             self.start_step(
@@ -660,22 +667,14 @@ impl Supervisor {
         }
         let timeout = self.cfg.restart_order.ready_timeout;
         let gate = self
-            .vms
+            .failing_over(true)
             .iter()
-            .filter(|(_, r)| {
-                matches!(
-                    r.state,
-                    VmState::Recovering {
-                        step: Step::Failover,
-                        ..
-                    } | VmState::Verifying {
-                        step: Step::Failover,
-                        ..
-                    }
-                )
+            .filter(|id| {
+                self.vms
+                    .get(*id)
+                    .is_some_and(|r| r.failover_started.is_none_or(|t| now.since(t) < timeout))
             })
-            .filter(|(_, r)| r.failover_started.is_none_or(|t| now.since(t) < timeout))
-            .filter_map(|(id, _)| self.inv.vms.get(id).map(priority_of))
+            .filter_map(|id| self.inv.vms.get(id).map(priority_of))
             .max();
         let Some(top) = order.iter().map(|(p, _, _)| *p).max() else {
             return;

@@ -35,8 +35,7 @@ impl Supervisor {
     }
 
     pub(crate) fn any_guest_alive(&self, host: &HostId) -> bool {
-        self.inv
-            .vms_on(host)
+        self.vms_on(host)
             .any(|vm| self.vms.get(&vm.id).is_some_and(|r| r.guest_alive == Some(true)))
     }
 
@@ -315,7 +314,7 @@ impl Supervisor {
     /// The host's failure signals besides the management server's connection state: what can
     /// tell a dead host from one only cut off from vCenter.
     pub(crate) fn second_signals(&self, host: &HostId) -> Vec<&'static str> {
-        let guests = self.inv.vms_on(host).any(probed_guest);
+        let guests = self.vms_on(host).any(probed_guest);
         self.signals_of(host, guests)
     }
 
@@ -404,7 +403,6 @@ impl Supervisor {
             return false;
         };
         let probed: Vec<Option<bool>> = self
-            .inv
             .vms_on(host)
             .filter(|v| v.guest_address.is_some() && v.power == PowerState::PoweredOn)
             .map(|v| self.vms.get(&v.id).and_then(|r| r.guest_alive))
@@ -440,7 +438,7 @@ impl Supervisor {
             .iter()
             .find(|id| frozen(id))
             .cloned()
-            .or_else(|| self.inv.vms_on(host).map(|v| v.id.clone()).find(|id| frozen(id)))
+            .or_else(|| self.vms_on(host).map(|v| v.id.clone()).find(|id| frozen(id)))
         else {
             return false;
         };
@@ -659,7 +657,7 @@ impl Supervisor {
         }
         self.clear(now, AlarmKind::HostUnreachable, Subject::Host(host.clone()));
         self.raise_isolated(now, host, &reason);
-        let on_host: Vec<VmId> = self.inv.vms_on(host).map(|v| v.id.clone()).collect();
+        let on_host: Vec<VmId> = self.vms_on(host).map(|v| v.id.clone()).collect();
         for vm in on_host {
             if matches!(
                 self.vm_state(&vm),

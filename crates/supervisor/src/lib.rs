@@ -43,6 +43,7 @@
 
 mod admission;
 mod backup;
+mod by_host;
 mod config;
 mod evacuate;
 mod failover;
@@ -327,6 +328,10 @@ struct InFlight {
 pub struct Supervisor {
     cfg: Config,
     inv: Inventory,
+    /// `inv`'s VMs by host and each host's use, kept with it (`apply_delta`,
+    /// `replace_inventory`): nothing else may change a VM's host, power or demand in `inv`
+    /// (`check_by_host` says if something does).
+    by_host: by_host::ByHost,
     hosts: BTreeMap<HostId, HostRec>,
     vms: BTreeMap<VmId, VmRec>,
     in_flight: BTreeMap<ActionId, InFlight>,
@@ -404,6 +409,7 @@ impl Supervisor {
             spares: cfg.spares.iter().cloned().collect(),
             cfg,
             inv: Inventory::default(),
+            by_host: by_host::ByHost::default(),
             hosts: BTreeMap::new(),
             vms: BTreeMap::new(),
             in_flight: BTreeMap::new(),
@@ -684,6 +690,13 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Checks the VMs by host and each host's use, as kept, against the inventory (for the
+    /// property tests): the first host they have wrong, if any.
+    #[doc(hidden)]
+    pub fn check_by_host(&self) -> Result<(), String> {
+        self.by_host.check(&self.inv)
     }
 
     /// Checks the kept set against a full recomputation (for the property tests): the VMs it

@@ -31,7 +31,7 @@ impl Supervisor {
             })
             .map(|v| v.id.clone())
             .collect();
-        self.inv = inv;
+        self.replace_inventory(inv);
         self.touch_all();
         self.rebuild_plans(now);
         for h in gone_hosts {
@@ -196,12 +196,12 @@ impl Supervisor {
         match &delta {
             InventoryDelta::HostUpsert(h) => {
                 let id = h.id.clone();
-                self.inv.apply(&delta);
+                self.apply_delta(&delta);
                 self.ensure_host(now, &id);
             }
             InventoryDelta::HostRemoved(id) => {
                 let id = id.clone();
-                self.inv.apply(&delta);
+                self.apply_delta(&delta);
                 self.host_gone(now, &id);
             }
             InventoryDelta::VmUpsert(vm) => {
@@ -217,7 +217,7 @@ impl Supervisor {
                     // A new clone: its source may now have more than the cache keeps.
                     self.prune_due.insert(src.clone());
                 }
-                self.inv.apply(&delta);
+                self.apply_delta(&delta);
                 self.touch(&id);
                 self.ensure_vm(now, &id);
                 if let Some(rec) = self.vms.get_mut(&id) {
@@ -233,7 +233,7 @@ impl Supervisor {
             }
             InventoryDelta::VmRemoved(id) => {
                 let id = id.clone();
-                self.inv.apply(&delta);
+                self.apply_delta(&delta);
                 self.touch(&id);
                 self.vm_gone(now, &id);
             }
@@ -243,7 +243,7 @@ impl Supervisor {
                     .datastores
                     .get(&d.id)
                     .is_none_or(|old| old.hosts != d.hosts);
-                self.inv.apply(&delta);
+                self.apply_delta(&delta);
                 if mounts_changed {
                     // Placement rules follow the mounts: the plans are made again.
                     self.rebuild_plans(now);
@@ -251,7 +251,7 @@ impl Supervisor {
             }
             InventoryDelta::Snapshots { vm, .. } => {
                 self.prune_due.insert(vm.clone());
-                self.inv.apply(&delta);
+                self.apply_delta(&delta);
             }
         }
     }

@@ -64,21 +64,44 @@ impl Supervisor {
         relaxed
     }
 
+    /// The members of the affinity groups of `vms` (backup clones are none), by group, each in
+    /// id order: one walk of the VMs for all of them, and none when no VM of `vms` is in a group.
+    pub(crate) fn affinity_members<'a>(
+        &self,
+        vms: impl Iterator<Item = &'a VmId>,
+    ) -> BTreeMap<String, Vec<VmId>> {
+        let mut members: BTreeMap<String, Vec<VmId>> = vms
+            .filter_map(|vm| self.inv.vms.get(vm)?.affinity_group.clone())
+            .map(|group| (group, Vec::new()))
+            .collect();
+        if members.is_empty() {
+            return members;
+        }
+        for v in self.inv.vms.values().filter(|v| v.backup_of.is_none()) {
+            if let Some(ids) = v.affinity_group.as_ref().and_then(|g| members.get_mut(g)) {
+                ids.push(v.id.clone());
+            }
+        }
+        members
+    }
+
     /// Where placing `vm` on `to` splits its affinity group: the members that run, or are placed,
     /// on other hosts (the planner keeps a group together only where one host has room for it).
+    /// `members` has its group's members ([`Supervisor::affinity_members`]).
     pub(crate) fn affinity_split(
         &self,
         vm: &VmId,
         to: &HostId,
         placements: &BTreeMap<VmId, HostId>,
+        members: &BTreeMap<String, Vec<VmId>>,
     ) -> Option<String> {
         let group = self.inv.vms.get(vm)?.affinity_group.as_ref()?;
         let up = |h: &HostId| self.hosts.get(h).is_some_and(|r| r.state == HostState::Up);
-        let apart: Vec<String> = self
-            .inv
-            .vms
-            .values()
-            .filter(|v| v.id != *vm && v.backup_of.is_none() && v.affinity_group.as_ref() == Some(group))
+        let apart: Vec<String> = members
+            .get(group)?
+            .iter()
+            .filter(|id| *id != vm)
+            .filter_map(|id| self.inv.vms.get(id))
             .filter_map(|v| {
                 let at = match placements.get(&v.id) {
                     Some(h) => h,

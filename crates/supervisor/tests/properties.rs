@@ -292,6 +292,8 @@ fn run(script: &[Say]) -> Result<(), String> {
         let out = sup.step(now, obs);
         // Only the VMs not at rest are evaluated: the kept set never misses one.
         sup.check_restless().map_err(|e| format!("step {i}: {e}"))?;
+        // The VMs by host and each host's use, kept as the inventory changes, answer as it does.
+        sup.check_by_host().map_err(|e| format!("step {i}: {e}"))?;
         pending.push(out);
         let after = states(&sup);
         let outs = std::mem::take(&mut pending);

@@ -77,6 +77,10 @@ impl Story {
         if let Err(e) = self.sup.check_restless() {
             panic!("{e}");
         }
+        // The VMs by host and each host's use, kept as the inventory changes, answer as it does.
+        if let Err(e) = self.sup.check_by_host() {
+            panic!("{e}");
+        }
         self.commands.extend(out.commands);
         self.log.extend(out.log);
         self
