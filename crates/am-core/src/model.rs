@@ -443,7 +443,10 @@ mod tests {
     #[test]
     fn vms_share_their_host_and_datastore_ids_with_the_inventory() {
         let mut inv = Inventory::default();
-        inv.apply(&InventoryDelta::HostUpsert(Host::new("h1", Resources::new(10_000, 65_536))));
+        inv.apply(&InventoryDelta::HostUpsert(Host::new(
+            "h1",
+            Resources::new(10_000, 65_536),
+        )));
         inv.apply(&InventoryDelta::DatastoreUpsert(Datastore {
             id: "ds1".into(),
             name: "ds1".into(),
@@ -456,20 +459,46 @@ mod tests {
         vm.datastore = Some("ds1".into());
         inv.apply(&InventoryDelta::VmUpsert(vm.clone()));
         let host_key = inv.hosts.keys().next().map(HostId::as_str).unwrap_or_default();
-        let ds_key = inv.datastores.keys().next().map(DatastoreId::as_str).unwrap_or_default();
+        let ds_key = inv
+            .datastores
+            .keys()
+            .next()
+            .map(DatastoreId::as_str)
+            .unwrap_or_default();
         let a = &inv.vms["a"];
         assert_eq!(a.host.as_ref().map(HostId::as_str), Some("h1"));
-        assert!(a.host.as_ref().is_some_and(|h| same_allocation(h.as_str(), host_key)));
-        assert!(a.datastore.as_ref().is_some_and(|d| same_allocation(d.as_str(), ds_key)));
+        assert!(
+            a.host
+                .as_ref()
+                .is_some_and(|h| same_allocation(h.as_str(), host_key))
+        );
+        assert!(
+            a.datastore
+                .as_ref()
+                .is_some_and(|d| same_allocation(d.as_str(), ds_key))
+        );
         // An inventory assembled whole (the vCenter mirror's) is shared by `share_ids`.
         let mut whole = inv.clone();
         whole.vms.insert("b".into(), Vm { id: "b".into(), ..vm });
-        whole.datastores.values_mut().for_each(|d| d.hosts = vec!["h1".into()]);
-        assert!(!same_allocation(whole.vms["b"].host.as_ref().map_or("", HostId::as_str), host_key));
+        whole
+            .datastores
+            .values_mut()
+            .for_each(|d| d.hosts = vec!["h1".into()]);
+        assert!(!same_allocation(
+            whole.vms["b"].host.as_ref().map_or("", HostId::as_str),
+            host_key
+        ));
         whole.share_ids();
         let b = &whole.vms["b"];
-        assert!(b.host.as_ref().is_some_and(|h| same_allocation(h.as_str(), host_key)));
-        assert!(same_allocation(whole.datastores["ds1"].hosts[0].as_str(), host_key));
+        assert!(
+            b.host
+                .as_ref()
+                .is_some_and(|h| same_allocation(h.as_str(), host_key))
+        );
+        assert!(same_allocation(
+            whole.datastores["ds1"].hosts[0].as_str(),
+            host_key
+        ));
     }
 
     #[test]
