@@ -127,7 +127,7 @@ fn vcsim_part(daemon: &Path, out_dir: &Path, o: &Opts, tck: f64) -> Result<Strin
         });
         for backups in [true, false] {
             let dir = out_dir.join(format!(
-                "{}-{}",
+                "{}-{hosts}hosts-{}",
                 hosts * per_host,
                 if backups { "cache" } else { "nocache" }
             ));
