@@ -312,7 +312,7 @@ impl Inventory {
             }
             InventoryDelta::VmUpsert(vm) => {
                 let mut vm = vm.clone();
-                self.share_vm_ids(&mut vm);
+                share_vm_ids(&self.hosts, &self.datastores, &mut vm);
                 self.vms.insert(vm.id.clone(), vm);
             }
             InventoryDelta::VmRemoved(id) => {
@@ -337,31 +337,13 @@ impl Inventory {
     /// (a mapper makes a fresh id for each VM it reads). [`Inventory::apply`] does it for the
     /// VMs it is given.
     pub fn share_ids(&mut self) {
-        let mut vms = std::mem::take(&mut self.vms);
-        for vm in vms.values_mut() {
-            self.share_vm_ids(vm);
+        for vm in self.vms.values_mut() {
+            share_vm_ids(&self.hosts, &self.datastores, vm);
         }
-        self.vms = vms;
-        let hosts = &self.hosts;
         for ds in self.datastores.values_mut() {
             for h in &mut ds.hosts {
-                if let Some((k, _)) = hosts.get_key_value(h.as_str()) {
-                    *h = k.clone();
-                }
+                share_id(&self.hosts, h);
             }
-        }
-    }
-
-    fn share_vm_ids(&self, vm: &mut Vm) {
-        if let Some(h) = vm.host.as_mut()
-            && let Some((k, _)) = self.hosts.get_key_value(h.as_str())
-        {
-            *h = k.clone();
-        }
-        if let Some(d) = vm.datastore.as_mut()
-            && let Some((k, _)) = self.datastores.get_key_value(d.as_str())
-        {
-            *d = k.clone();
         }
     }
 
@@ -386,19 +368,6 @@ impl Inventory {
             }
         }
         used
-    }
-
-    /// What is free on every host, in one pass over the VMs ([`Inventory::free`] walks them all
-    /// for one host).
-    pub fn free_by_host(&self) -> BTreeMap<HostId, Resources> {
-        let used = self.used_by_host();
-        self.hosts
-            .values()
-            .map(|h| {
-                let u = used.get(&h.id).copied().unwrap_or(Resources::ZERO);
-                (h.id.clone(), h.capacity.saturating_sub(&u))
-            })
-            .collect()
     }
 
     /// What is free on `host` (zero if the host is unknown).
@@ -428,6 +397,24 @@ impl Inventory {
     /// vCenter numbers its objects).
     pub fn clone_age(a: &Vm, b: &Vm) -> std::cmp::Ordering {
         (a.id.as_str().len(), a.id.as_str()).cmp(&(b.id.as_str().len(), b.id.as_str()))
+    }
+}
+
+/// Points `vm`'s host and datastore ids at the keys of `hosts` and `datastores` (see
+/// [`Inventory::share_ids`]).
+fn share_vm_ids(hosts: &BTreeMap<HostId, Host>, datastores: &BTreeMap<DatastoreId, Datastore>, vm: &mut Vm) {
+    if let Some(h) = vm.host.as_mut() {
+        share_id(hosts, h);
+    }
+    if let Some(d) = vm.datastore.as_mut() {
+        share_id(datastores, d);
+    }
+}
+
+/// Replaces `id` by the equal key of `known`, if there is one: the same string, one allocation.
+fn share_id<K: Ord + Clone + std::borrow::Borrow<str>, V>(known: &BTreeMap<K, V>, id: &mut K) {
+    if let Some((k, _)) = known.get_key_value(id.borrow()) {
+        *id = k.clone();
     }
 }
 
@@ -521,11 +508,6 @@ mod tests {
             "h2",
             Resources::new(1_000, 1_024),
         )));
-        let all = inv.free_by_host();
-        assert_eq!(all.len(), 2);
-        for (h, f) in &all {
-            assert_eq!(*f, inv.free(h), "{h}: one pass agrees with the walk per host");
-        }
         let used = inv.used_by_host();
         assert_eq!(used.len(), 1, "h2 runs nothing");
         assert_eq!(used[&HostId::from("h1")], inv.used(&"h1".into()));
