@@ -360,6 +360,7 @@ impl Inner {
         if let Some(old) = st.feed.take() {
             self.close_feed(old).await;
         }
+        st.mirror.thin(&self.cx());
         let first = self.open_feed().await.map_err(|e| source_err(&e))?;
         let st = &mut *st;
         let fresh = st.cursor.first_page(&first.events);
@@ -384,6 +385,8 @@ impl Inner {
         if let Some(old) = st.feed.take() {
             self.close_feed(old).await;
         }
+        // With no feed the mirror takes no updates: only what the diff and the orphans need.
+        st.mirror.thin(&self.cx());
         let first = self.open_feed().await.map_err(|e| source_err(&e))?;
         let fresh = st.cursor.first_page(&first.events);
         let mut events = std::mem::take(&mut st.pending);

@@ -125,6 +125,21 @@ fn names(d: &[InventoryDelta]) -> Vec<String> {
         .collect()
 }
 
+/// A resync as the source makes it: the old mirror `m` thinned, the new one loaded from
+/// `updates` with it as the previous one, and the difference. Checks that the thinned mirror
+/// tells what the whole one does.
+fn resync(m: &Mirror, updates: Vec<ObjectUpdate>, cx: &Cx<'_>) -> (Mirror, Vec<InventoryDelta>) {
+    let mut thin = m.clone();
+    thin.thin(cx);
+    let new = Mirror::full(updates.clone(), cx, Some(&thin));
+    let d = thin.diff(&new, cx);
+    let whole = Mirror::full(updates, cx, Some(m));
+    assert_eq!(names(&d), names(&m.diff(&whole, cx)), "thinned and whole tell the same");
+    assert_eq!(d, m.diff(&whole, cx));
+    assert_eq!(new.inventory(cx), whole.inventory(cx));
+    (new, d)
+}
+
 #[test]
 fn a_first_update_is_the_inventory_and_modifications_are_deltas() {
     let env = Env::new();
@@ -275,8 +290,9 @@ fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
     assert_eq!(names(&d), vec!["vm+ vm-1 on host-2"]);
     assert_eq!(m.inventory(&cx).vms.len(), 1);
     // A resync (new session) finds vm-57 and reports it as vm-1 again: nothing changes.
-    let again = Mirror::full(
-        [enter_host("host-1"), enter_host("host-2"), {
+    let (_, d) = resync(
+        &m,
+        vec![enter_host("host-1"), enter_host("host-2"), {
             let mut e = enter_vm("vm-57", "host-2", "[ds] a/a.vmx");
             e.changes.push(PropertyChange {
                 name: "runtime.powerState".into(),
@@ -286,13 +302,8 @@ fn a_failed_over_vm_keeps_its_id_and_never_disappears() {
             e
         }],
         &cx,
-        Some(&m),
     );
-    assert!(
-        m.diff(&again, &cx).is_empty(),
-        "{:?}",
-        names(&m.diff(&again, &cx))
-    );
+    assert!(d.is_empty(), "{:?}", names(&d));
     // Unregistered again (now as vm-57): it stays vm-1 until gone, then shows with no host.
     unregistered(
         &env,
@@ -347,9 +358,9 @@ fn an_unregistered_vm_shows_without_a_host() {
     let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-3"), &[])], &cx);
     assert_eq!(names(&d), vec!["vm+ vm-3 on -"]);
     // A resync keeps the orphan.
-    let again = Mirror::full([enter_host("host-1")], &cx, Some(&m));
+    let (again, d) = resync(&m, vec![enter_host("host-1")], &cx);
     assert!(again.inventory(&cx).vms.contains_key("vm-3"));
-    assert!(m.diff(&again, &cx).is_empty());
+    assert!(d.is_empty());
 }
 
 #[test]
@@ -366,18 +377,18 @@ fn a_resync_reports_what_changed_while_away() {
         &cx,
         None,
     );
-    let new = Mirror::full(
-        [
+    let (_, d) = resync(
+        &m,
+        vec![
             enter_host("host-1"),
             enter_vm("vm-1", "host-1", "[ds] a/a.vmx"),
             enter_vm("vm-2", "host-1", "[ds] b/b.vmx"),
             enter_vm("vm-3", "host-1", "[ds] c/c.vmx"),
         ],
         &cx,
-        Some(&m),
     );
     assert_eq!(
-        names(&m.diff(&new, &cx)),
+        names(&d),
         vec!["vm+ vm-3 on host-1", "host- host-2"]
     );
 }
@@ -421,8 +432,9 @@ fn a_resync_reports_a_changed_vm_whole() {
         None,
     );
     // Meanwhile vm-1 moved, vm-2 got a snapshot, vm-3 lost its own, vm-4 came.
-    let new = Mirror::full(
-        [
+    let (new, d) = resync(
+        &m,
+        vec![
             enter_host("host-1"),
             enter_host("host-2"),
             with_snapshot(enter_vm("vm-1", "host-2", "[ds] a/a.vmx"), 1),
@@ -431,9 +443,7 @@ fn a_resync_reports_a_changed_vm_whole() {
             enter_vm("vm-4", "host-2", "[ds] d/d.vmx"),
         ],
         &cx,
-        Some(&m),
     );
-    let d = m.diff(&new, &cx);
     assert_eq!(
         names(&d),
         vec![
@@ -505,16 +515,12 @@ fn an_orphan_ghost_survives_a_resync_with_its_snapshots() {
         "the ghost keeps its snapshots"
     );
     // A resync (vCenter no longer lists it) keeps the ghost, snapshots and all: no change.
-    let again = Mirror::full(
-        [enter_host("host-1"), enter_vm("vm-2", "host-1", "[ds] b/b.vmx")],
+    let (again, d) = resync(
+        &m,
+        vec![enter_host("host-1"), enter_vm("vm-2", "host-1", "[ds] b/b.vmx")],
         &cx,
-        Some(&m),
     );
-    assert!(
-        m.diff(&again, &cx).is_empty(),
-        "{:?}",
-        names(&m.diff(&again, &cx))
-    );
+    assert!(d.is_empty(), "{:?}", names(&d));
     assert_eq!(again.inventory(&cx), inv);
     // Registered again (as vm-9, with its snapshot): it is vm-1, on host-1 again.
     let mut m = again;
@@ -614,4 +620,31 @@ fn a_vm_two_morefs_show_is_shown_as_reported() {
     let d = m.apply([upd(ObjectUpdateKind::Leave, vm("vm-1"), &[])], &cx);
     assert!(d.is_empty(), "{:?}", names(&d));
     follow(&mut inv, &d, &m, &cx);
+}
+
+#[test]
+fn an_orphan_still_shown_when_the_session_broke_survives_the_resync_as_it_was() {
+    let env = Env::new();
+    let cx = env.cx();
+    let m = Mirror::full(
+        [
+            enter_host("host-1"),
+            with_snapshot(enter_vm("vm-5", "host-1", "[ds] e/e.vmx"), 5),
+            enter_vm("vm-6", "host-1", "[ds] f/f.vmx"),
+        ],
+        &cx,
+        None,
+    );
+    // Unregistered in a failover; the session broke before its moref left.
+    unregistered(&env, "vm-5", "vm-5", "[ds] e/e.vmx", "name-vm-5", Some("host-1"), true);
+    let (again, d) = resync(
+        &m,
+        vec![enter_host("host-1"), enter_vm("vm-6", "host-1", "[ds] f/f.vmx")],
+        &cx,
+    );
+    assert_eq!(names(&d), vec!["vm+ vm-5 on host-1"], "shown off where it was");
+    let inv = again.inventory(&cx);
+    assert_eq!(inv.vms[&VmId::from("vm-5")].power, PowerState::PoweredOff);
+    assert_eq!(inv.vms[&VmId::from("vm-5")].name, "name-vm-5");
+    assert_eq!(inv.snapshots[&VmId::from("vm-5")].len(), 1, "with its snapshots");
 }
