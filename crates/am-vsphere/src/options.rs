@@ -38,6 +38,10 @@ pub struct Options {
     pub task_timeout: Duration,
     /// A lock file refreshed this recently proves that the VM runs where it was.
     pub lock_fresh: Duration,
+    /// How long an answer to the inventory feed's long poll (`WaitForUpdatesEx`) may take
+    /// beyond its wait before the inventory is read again (see
+    /// [`vsphere_soap::PropertyWatch::patience`]).
+    pub update_wait_timeout: Duration,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
             capacity: Capacity::default(),
             task_timeout: Duration::from_secs(3600),
             lock_fresh: Duration::from_secs(30),
+            update_wait_timeout: Duration::from_secs(300),
         }
     }
 }

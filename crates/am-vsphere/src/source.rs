@@ -233,7 +233,12 @@ impl Inner {
             }
         };
         let spec = self.filter(collector.as_ref().map(EventCollector::moref), &views);
-        let mut watch = self.client.watch(spec).await?.page_size(PAGE_OBJECTS);
+        let mut watch = self
+            .client
+            .watch(spec)
+            .await?
+            .page_size(PAGE_OBJECTS)
+            .patience(self.opts.update_wait_timeout);
         let mut loading = Loading::default();
         let mut events = Vec::new();
         // The first wait returns the whole state (`truncated`: there is more), each object
@@ -440,7 +445,12 @@ impl Inner {
                     detail: "no inventory feed".into(),
                 });
             };
+            let asked = std::time::Instant::now();
             let mut next = feed.watch.next(wait).await;
+            let late = asked.elapsed().saturating_sub(wait);
+            if late > Duration::from_secs(5) {
+                tracing::debug!(late_ms = late.as_millis(), "vCenter answered the wait for updates late");
+            }
             loop {
                 match next {
                     Ok(Some(set)) if set.resync => return self.resync(st).await,

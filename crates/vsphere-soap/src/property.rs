@@ -500,6 +500,7 @@ impl Client {
             version: String::new(),
             generation: self.session_generation(),
             page_size: None,
+            patience: None,
         })
     }
 
@@ -554,6 +555,8 @@ pub struct PropertyWatch {
     version: String,
     generation: u64,
     page_size: Option<u32>,
+    /// How long an answer may take beyond the wait (`None`: the client's call timeout).
+    patience: Option<Duration>,
 }
 
 impl PropertyWatch {
@@ -566,6 +569,15 @@ impl PropertyWatch {
     /// and the next call returns the rest at once). Servers may ignore it (vcsim does).
     pub fn page_size(mut self, n: u32) -> Self {
         self.page_size = Some(n);
+        self
+    }
+
+    /// An answer may take up to `max_wait` and then `d` (default: the client's call timeout)
+    /// before the wait fails with a timeout. vCenter answers within `max_wait`; a busy
+    /// simulator can take minutes (vcsim recomputes the whole filter per changed object), and a
+    /// wait that fails is paid for by reading everything again.
+    pub fn patience(mut self, d: Duration) -> Self {
+        self.patience = Some(d);
         self
     }
 
@@ -617,7 +629,7 @@ impl PropertyWatch {
 
     async fn wait(&self, max_wait: Duration, each: &mut crate::client::Each<'_>) -> Result<Vec<Value>> {
         let secs = i64::try_from(max_wait.as_secs()).unwrap_or(i64::MAX);
-        let timeout = self.client.timeout() + max_wait;
+        let timeout = self.patience.unwrap_or_else(|| self.client.timeout()) + max_wait;
         self.client
             .invoke_split(
                 "WaitForUpdatesEx",

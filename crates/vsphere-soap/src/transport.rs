@@ -156,7 +156,12 @@ impl HttpTransport {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .user_agent(concat!("vsphere-soap/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(60));
+            .pool_idle_timeout(Duration::from_secs(60))
+            // A peer gone without a word (a cut link, a powered-off appliance) fails a pending
+            // long poll within some 30 s instead of at its timeout.
+            .tcp_keepalive(Duration::from_secs(15))
+            .tcp_keepalive_interval(Duration::from_secs(5))
+            .tcp_keepalive_retries(3);
         match url.scheme() {
             "https" => builder = builder.use_preconfigured_tls(crate::tls::client_config(tls)?),
             "http" => {}

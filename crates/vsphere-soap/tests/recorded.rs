@@ -483,3 +483,48 @@ async fn a_task_done_when_first_read_needs_no_collector() {
     assert_eq!(info.state, vsphere_soap::TaskState::Success);
     assert_eq!(t.methods(), ["RetrieveServiceContent", "RetrievePropertiesEx"]);
 }
+
+#[tokio::test]
+async fn a_patient_watch_gives_the_long_poll_more_time_than_a_call() {
+    let t = Scripted::new();
+    let c = client(&t, false).await;
+    for _ in 0..2 {
+        t.ok(
+            "CreatePropertyCollector",
+            &response(
+                "CreatePropertyCollector",
+                r#"<returnval type="PropertyCollector">pc-2</returnval>"#,
+            ),
+        )
+        .ok(
+            "CreateFilter",
+            &response(
+                "CreateFilter",
+                r#"<returnval type="PropertyFilter">f</returnval>"#,
+            ),
+        )
+        .ok("WaitForUpdatesEx", &response("WaitForUpdatesEx", ""));
+    }
+    let spec = || PropertyFilterSpec::for_object(&MoRef::new("Folder", "group-d1"), &["name"]);
+    let mut plain = c.watch(spec()).await.unwrap();
+    assert!(plain.next(Duration::from_secs(5)).await.unwrap().is_none());
+    let mut patient = c
+        .watch(spec())
+        .await
+        .unwrap()
+        .patience(Duration::from_secs(300));
+    assert!(patient.next(Duration::from_secs(5)).await.unwrap().is_none());
+    let timeouts: Vec<Duration> = t
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "WaitForUpdatesEx")
+        .map(|r| r.timeout)
+        .collect();
+    assert_eq!(
+        timeouts,
+        vec![c.timeout() + Duration::from_secs(5), Duration::from_secs(305)],
+        "the call timeout, then the patience, after the wait"
+    );
+}

@@ -244,6 +244,11 @@ impl DaemonConfig {
                 "vcenter.call_timeout".into(),
                 "must be at least health_timeout".into(),
             );
+            check(
+                vc.update_wait_timeout >= vc.call_timeout,
+                "vcenter.update_wait_timeout".into(),
+                "must be at least call_timeout".into(),
+            );
         }
         for (host, a) in &self.targets.hosts.addresses {
             check(
@@ -622,6 +627,7 @@ mod tests {
             max_response_mib = 0
             call_timeout = "1s"
             health_timeout = "3s"
+            update_wait_timeout = "0s"
             [targets.hosts.addresses]
             "esx-1" = "not-an-ip"
             [[priorities.rules]]
@@ -648,6 +654,7 @@ mod tests {
             "vcenter.clusters[0]",
             "vcenter.max_response_mib",
             "vcenter.call_timeout",
+            "vcenter.update_wait_timeout",
             "targets.hosts.addresses.esx-1",
             "priorities.rules[0]",
             "capacity.memory_overcommit",

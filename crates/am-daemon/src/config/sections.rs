@@ -51,6 +51,13 @@ pub struct VcenterConfig {
     /// A VM's lock file refreshed this recently proves it still runs where it was.
     #[serde(default = "thirty_seconds", with = "am_core::time::duration_str")]
     pub lock_fresh: Duration,
+    /// How long an answer to the inventory feed's long poll (`WaitForUpdatesEx`) may take
+    /// beyond its wait before the inventory is read again. vCenter answers within the wait; a
+    /// busy one is waited for, as reading 10,000 VMs again costs more (TCP keepalives fail a
+    /// dead connection within some 30 s, and `health_interval` notices a vCenter that stops
+    /// answering).
+    #[serde(default = "five_minutes", with = "am_core::time::duration_str")]
+    pub update_wait_timeout: Duration,
 }
 
 impl Default for VcenterConfig {
@@ -70,6 +77,7 @@ impl Default for VcenterConfig {
             health_timeout: three_seconds(),
             max_response_mib: sixty_four(),
             lock_fresh: thirty_seconds(),
+            update_wait_timeout: five_minutes(),
         }
     }
 }
@@ -88,6 +96,9 @@ fn two_seconds() -> Duration {
 }
 fn three_seconds() -> Duration {
     Duration::from_secs(3)
+}
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
 }
 fn two_minutes() -> Duration {
     Duration::from_secs(120)

@@ -43,6 +43,7 @@ pub fn vsphere_options(cfg: &DaemonConfig) -> Result<Options, ConfigError> {
         capacity: cfg.capacity.clone(),
         task_timeout: vc.task_timeout,
         lock_fresh: vc.lock_fresh,
+        update_wait_timeout: vc.update_wait_timeout,
     })
 }
 
