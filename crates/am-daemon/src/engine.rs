@@ -285,7 +285,8 @@ impl Engine {
             return Ok(());
         }
         // Journal first: a decision that cannot be recorded is not acted on.
-        let mut records: Vec<Record> = out.log.iter().cloned().map(Record::Decision).collect();
+        // The lines are journaled as they are (at a first inventory, one per VM: not copied).
+        let mut records: Vec<Record> = Vec::with_capacity(out.commands.len());
         for c in &out.commands {
             match c {
                 Command::Execute { id, action, .. } => records.push(Record::Intent {
@@ -305,7 +306,7 @@ impl Engine {
                 }),
             }
         }
-        self.journal.append(&records)?;
+        self.journal.append_step(&out.log, &records)?;
         for c in &out.commands {
             match c {
                 Command::Execute {

@@ -278,7 +278,18 @@ impl SqliteJournal {
     /// times and the backup catalog. An `Intent` whose id is already journaled fails the whole
     /// batch: ids must keep growing across restarts ([`Recovered::next_action_id`]).
     pub fn append_batch(&mut self, records: &[Record]) -> Result<Option<u64>, StoreError> {
-        if records.is_empty() {
+        self.append_step_batch(&[], records)
+    }
+
+    /// [`SqliteJournal::append_batch`] of the audit lines `log` (as `Record::Decision`s, not
+    /// copied) and then `records`: one step in one transaction. [`Journal::append_step`] calls
+    /// this.
+    pub fn append_step_batch(
+        &mut self,
+        log: &[am_core::LogEntry],
+        records: &[Record],
+    ) -> Result<Option<u64>, StoreError> {
+        if log.is_empty() && records.is_empty() {
             return Ok(None);
         }
         let path = self.path.clone();
@@ -288,6 +299,9 @@ impl SqliteJournal {
             .map_err(|e| Fail::from(e).at(&path))?;
         let mut batch = Batch::new(&tx, self.last_at, wall_ms());
         let written = (|| {
+            for e in log {
+                batch.decision(e)?;
+            }
             for r in records {
                 batch.apply(r)?;
             }
@@ -617,6 +631,11 @@ impl SqliteJournal {
 impl Journal for SqliteJournal {
     fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
         self.append_batch(records)?;
+        Ok(())
+    }
+
+    fn append_step(&mut self, log: &[am_core::LogEntry], records: &[Record]) -> Result<(), JournalError> {
+        self.append_step_batch(log, records)?;
         Ok(())
     }
 }

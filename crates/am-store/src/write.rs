@@ -86,7 +86,14 @@ impl<'t> Batch<'t> {
         }
     }
 
-    fn audit(&mut self, at: Time, subject: &str, kind: &str, detail: &str, r: &Record) -> Result<i64, Fail> {
+    fn audit<R: serde::Serialize>(
+        &mut self,
+        at: Time,
+        subject: &str,
+        kind: &str,
+        detail: &str,
+        r: &R,
+    ) -> Result<i64, Fail> {
         let json = serde_json::to_string(r)?;
         self.last_at = self.last_at.max(at);
         self.tx
@@ -109,15 +116,17 @@ impl<'t> Batch<'t> {
     /// Writes one record: its audit row, and the rows of the tables it changes.
     pub(crate) fn apply(&mut self, r: &Record) -> Result<(), Fail> {
         match r {
-            Record::Decision(e) => self.decision(r, e),
+            Record::Decision(e) => self.decision(e),
             Record::Intent { id, action, vm } => self.intent(r, *id, action, vm.as_deref()),
             Record::Outcome { id, error } => self.outcome(r, *id, error.as_ref()),
             Record::Alarm(change) => self.alarm(r, change),
         }
     }
 
-    fn decision(&mut self, r: &Record, e: &am_core::LogEntry) -> Result<(), Fail> {
-        let seq = self.audit(e.at, &subject_key(&e.subject), "decision", log_tag(&e.kind), r)?;
+    /// Writes one audit line, as [`Record::Decision`] of it would be (without copying it).
+    pub(crate) fn decision(&mut self, e: &am_core::LogEntry) -> Result<(), Fail> {
+        let r = DecisionRef::Decision(e);
+        let seq = self.audit(e.at, &subject_key(&e.subject), "decision", log_tag(&e.kind), &r)?;
         match (&e.kind, &e.subject) {
             (LogKind::Transition { to, .. }, Subject::Vm(vm)) => match user_off(to) {
                 Some(user) => {
@@ -295,9 +304,34 @@ impl<'t> Batch<'t> {
     }
 }
 
+/// [`Record::Decision`] of a borrowed line: serialized as that record is.
+#[derive(serde::Serialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum DecisionRef<'a> {
+    Decision(&'a am_core::LogEntry),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_decision_is_stored_as_its_record() {
+        let e = am_core::LogEntry {
+            at: Time::from_millis(7),
+            subject: am_core::Subject::Vm("vm-7".into()),
+            name: Some("web-7".into()),
+            kind: LogKind::Transition {
+                from: "unknown".into(),
+                to: "off(by alice)".into(),
+                reason: "first seen".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&DecisionRef::Decision(&e)).unwrap(),
+            serde_json::to_string(&Record::Decision(e.clone())).unwrap()
+        );
+    }
 
     #[test]
     fn user_off_names_the_user_only() {

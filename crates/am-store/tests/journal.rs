@@ -659,3 +659,29 @@ fn prune_bounds_restarts_and_backups_per_vm() {
     assert_eq!(backups[0].state, BackupState::Pending);
     assert_eq!(backups[0].name, "s1");
 }
+
+#[test]
+fn a_step_journaled_with_its_lines_apart_is_stored_as_one_batch() {
+    let dir = TempDir::new("step");
+    let (lines, rest): (Vec<Record>, Vec<Record>) = every_kind()
+        .into_iter()
+        .partition(|r| matches!(r, Record::Decision(_)));
+    let log: Vec<LogEntry> = lines
+        .iter()
+        .filter_map(|r| match r {
+            Record::Decision(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!log.is_empty() && !rest.is_empty());
+    let mut whole = SqliteJournal::open(&dir.file("whole.db")).unwrap();
+    whole.append(&[lines, rest.clone()].concat()).unwrap();
+    let mut step = SqliteJournal::open(&dir.file("step.db")).unwrap();
+    step.append_step(&log, &rest).unwrap();
+    step.append_step(&[], &[]).unwrap();
+    assert_eq!(
+        snapshot(&step),
+        snapshot(&whole),
+        "the same records, tables and counts"
+    );
+}

@@ -80,10 +80,10 @@ struct Whole {
 /// See the module docs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Mirror {
-    /// Properties of the hosts, datastores, folders, pools, custom fields.
+    /// Properties of the folders, pools, custom fields (read per VM mapped: kept decoded).
     objects: BTreeMap<MoRef, Props>,
-    /// Properties of the VMs, packed (at 10,000 VMs decoded values were most of the daemon's
-    /// memory).
+    /// Properties of the VMs, hosts and datastores, packed (at 10,000 VMs decoded values were
+    /// most of the daemon's memory; at 1,000 hosts theirs were some 2.5 MB).
     packed: BTreeMap<MoRef, Packed>,
     /// The id each VM moref was last reported as.
     vm_ids: BTreeMap<String, VmId>,
@@ -247,7 +247,7 @@ impl Mirror {
         // With whether it is what was reported: two morefs may show one VM for a while (its new
         // registration and its old one, not gone yet); the one reported is the one to show.
         let mut made: BTreeMap<VmId, (Whole, bool)> = BTreeMap::new();
-        for (obj, packed) in &self.packed {
+        for (obj, packed) in self.packed_of_kind("VirtualMachine") {
             let Some(id) = self.vm_ids.get(&obj.value) else {
                 continue;
             };
@@ -326,8 +326,8 @@ impl Mirror {
                 left.push(u.obj);
             }
             ObjectUpdateKind::Enter | ObjectUpdateKind::Modify => {
-                let vm = u.obj.kind == "VirtualMachine";
-                let mut props = match (u.kind, vm) {
+                let pack = packs(&u.obj);
+                let mut props = match (u.kind, pack) {
                     (ObjectUpdateKind::Enter, _) => Props::new(),
                     (_, true) => self.packed.get(&u.obj).map(Packed::unpack).unwrap_or_default(),
                     (_, false) => self.objects.remove(&u.obj).unwrap_or_default(),
@@ -343,7 +343,7 @@ impl Mirror {
                     }
                 }
                 props.shrink();
-                if vm {
+                if pack {
                     self.packed.insert(u.obj.clone(), Packed::of(&props));
                 } else {
                     self.objects.insert(u.obj.clone(), props);
@@ -376,7 +376,7 @@ impl Mirror {
             dirty.extend(self.packed.keys().cloned());
         }
         if dirty.iter().chain(&left).any(|o| o.kind == "HostSystem") {
-            dirty.extend(self.of_kind("Datastore").map(|(o, _)| o.clone()));
+            dirty.extend(self.packed_of_kind("Datastore").map(|(o, _)| o.clone()));
         }
         let mut out = Out {
             quiet,
@@ -419,8 +419,10 @@ impl Mirror {
     }
 
     fn emit_host(&mut self, obj: &MoRef, cx: &Cx<'_>, out: &mut Out) {
-        let Some(p) = self.objects.get(obj) else { return };
-        let h = map::host(obj, p, cx.opts);
+        let Some(p) = self.packed.get(obj).map(Packed::unpack) else {
+            return;
+        };
+        let h = map::host(obj, &p, cx.opts);
         if self.hosts.get(&h.id) != Some(&h) {
             self.hosts.insert(h.id.clone(), h.clone());
             out.hosts.push(InventoryDelta::HostUpsert(h));
@@ -430,8 +432,8 @@ impl Mirror {
     /// The hosts that list each datastore among theirs.
     fn mounts(&self) -> BTreeMap<DatastoreId, Vec<HostId>> {
         let mut m: BTreeMap<DatastoreId, Vec<HostId>> = BTreeMap::new();
-        for (h, hp) in self.of_kind("HostSystem") {
-            for ds in map::host_datastores(hp) {
+        for (h, hp) in self.packed_of_kind("HostSystem") {
+            for ds in map::host_datastores(&hp.unpack()) {
                 m.entry(ds).or_default().push(HostId::new(h.value.clone()));
             }
         }
@@ -439,8 +441,10 @@ impl Mirror {
     }
 
     fn emit_datastore(&mut self, obj: &MoRef, mounts: &BTreeMap<DatastoreId, Vec<HostId>>, out: &mut Out) {
-        let Some(p) = self.objects.get(obj) else { return };
-        let mut d = map::datastore(obj, p);
+        let Some(p) = self.packed.get(obj).map(Packed::unpack) else {
+            return;
+        };
+        let mut d = map::datastore(obj, &p);
         // The hosts that list it among their datastores mount it too (the datastore's own mount
         // list can lag, or miss hosts in simulators).
         d.hosts.extend(mounts.get(&d.id).into_iter().flatten().cloned());
@@ -526,6 +530,13 @@ impl Mirror {
     /// The objects of one kind: a range of the map, which is ordered by kind first.
     fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a MoRef, &'a Props)> + 'a {
         self.objects
+            .range(MoRef::new(kind, "")..)
+            .take_while(move |(o, _)| o.kind == kind)
+    }
+
+    /// The packed objects of one kind (see [`Mirror::of_kind`]).
+    fn packed_of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a MoRef, &'a Packed)> + 'a {
+        self.packed
             .range(MoRef::new(kind, "")..)
             .take_while(move |(o, _)| o.kind == kind)
     }
@@ -628,7 +639,9 @@ impl Mirror {
         let vm_ids = &self.vm_ids;
         self.packed = std::mem::take(&mut self.packed)
             .into_iter()
-            .filter(|(obj, _)| vm_ids.get(&obj.value).is_some_and(|id| orphans.contains(id)))
+            .filter(|(obj, _)| {
+                obj.kind != "VirtualMachine" || vm_ids.get(&obj.value).is_some_and(|id| orphans.contains(id))
+            })
             .collect();
     }
 
@@ -683,6 +696,12 @@ impl Mirror {
         }
         out.into_vec()
     }
+}
+
+/// Whether `obj`'s properties are kept packed: the many (VMs) and the hosts and datastores,
+/// which are read only when they change. Folders, pools and the custom fields are read per VM.
+fn packs(obj: &MoRef) -> bool {
+    matches!(obj.kind.as_str(), "VirtualMachine" | "HostSystem" | "Datastore")
 }
 
 /// How a VM the manager unregistered shows: off (vCenter unregisters only VMs it has as off),

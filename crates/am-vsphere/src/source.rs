@@ -449,7 +449,10 @@ impl Inner {
             let mut next = feed.watch.next(wait).await;
             let late = asked.elapsed().saturating_sub(wait);
             if late > Duration::from_secs(5) {
-                tracing::debug!(late_ms = late.as_millis(), "vCenter answered the wait for updates late");
+                tracing::debug!(
+                    late_ms = late.as_millis(),
+                    "vCenter answered the wait for updates late"
+                );
             }
             loop {
                 match next {

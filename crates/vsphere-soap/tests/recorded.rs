@@ -508,11 +508,7 @@ async fn a_patient_watch_gives_the_long_poll_more_time_than_a_call() {
     let spec = || PropertyFilterSpec::for_object(&MoRef::new("Folder", "group-d1"), &["name"]);
     let mut plain = c.watch(spec()).await.unwrap();
     assert!(plain.next(Duration::from_secs(5)).await.unwrap().is_none());
-    let mut patient = c
-        .watch(spec())
-        .await
-        .unwrap()
-        .patience(Duration::from_secs(300));
+    let mut patient = c.watch(spec()).await.unwrap().patience(Duration::from_secs(300));
     assert!(patient.next(Duration::from_secs(5)).await.unwrap().is_none());
     let timeouts: Vec<Duration> = t
         .requests

@@ -134,7 +134,11 @@ fn resync(m: &Mirror, updates: Vec<ObjectUpdate>, cx: &Cx<'_>) -> (Mirror, Vec<I
     let new = Mirror::full(updates.clone(), cx, Some(&thin));
     let d = thin.diff(&new, cx);
     let whole = Mirror::full(updates, cx, Some(m));
-    assert_eq!(names(&d), names(&m.diff(&whole, cx)), "thinned and whole tell the same");
+    assert_eq!(
+        names(&d),
+        names(&m.diff(&whole, cx)),
+        "thinned and whole tell the same"
+    );
     assert_eq!(d, m.diff(&whole, cx));
     assert_eq!(new.inventory(cx), whole.inventory(cx));
     (new, d)
@@ -387,10 +391,7 @@ fn a_resync_reports_what_changed_while_away() {
         ],
         &cx,
     );
-    assert_eq!(
-        names(&d),
-        vec!["vm+ vm-3 on host-1", "host- host-2"]
-    );
+    assert_eq!(names(&d), vec!["vm+ vm-3 on host-1", "host- host-2"]);
 }
 
 /// A `snapshot` property with one snapshot, `snapshot-{n}`.
@@ -636,7 +637,15 @@ fn an_orphan_still_shown_when_the_session_broke_survives_the_resync_as_it_was() 
         None,
     );
     // Unregistered in a failover; the session broke before its moref left.
-    unregistered(&env, "vm-5", "vm-5", "[ds] e/e.vmx", "name-vm-5", Some("host-1"), true);
+    unregistered(
+        &env,
+        "vm-5",
+        "vm-5",
+        "[ds] e/e.vmx",
+        "name-vm-5",
+        Some("host-1"),
+        true,
+    );
     let (again, d) = resync(
         &m,
         vec![enter_host("host-1"), enter_vm("vm-6", "host-1", "[ds] f/f.vmx")],
