@@ -372,7 +372,7 @@ impl Snapshot {
         recent: &[LogEntry],
         extra: &Extra<'_>,
     ) -> Self {
-        let status = sup.status();
+        let status = sup.status_summary();
         let inv = sup.inventory();
 
         // When each subject entered its state: the board's record, else the latest transition in
@@ -414,12 +414,12 @@ impl Snapshot {
 
         // Hosts: the inventory's, plus those the supervisor still remembers.
         let mut host_ids: Vec<&HostId> = inv.hosts.keys().collect();
-        host_ids.extend(status.hosts.keys().filter(|h| !inv.hosts.contains_key(*h)));
+        host_ids.extend(sup.host_ids().filter(|h| !inv.hosts.contains_key(*h)));
         host_ids.sort();
         let mut hosts = Vec::with_capacity(host_ids.len());
         for id in host_ids {
             let h = inv.hosts.get(id);
-            let state = status.hosts.get(id);
+            let state = sup.host_state(id);
             let subject = Subject::Host(id.clone());
             let (vms, vms_running, used) = per_host.get(id).copied().unwrap_or((0, 0, Resources::ZERO));
             hosts.push(HostRow {
@@ -440,7 +440,7 @@ impl Snapshot {
 
         let mut vms = Vec::with_capacity(inv.vms.len());
         for vm in inv.vms.values() {
-            let state = status.vms.get(&vm.id);
+            let state = sup.vm_state(&vm.id);
             let class = state.map_or(VmClass::Unknown, VmState::class);
             let subject = Subject::Vm(vm.id.clone());
             let since = since_of(&subject);
