@@ -18,9 +18,9 @@
 //!   `--write-docs`).
 //! - `cargo xtask bench-scale [--hosts-vms 100x100 ...] [--warmup S] [--window S] [--sim-vms N]
 //!   [--sim-window S] [--no-sim] [--no-vcsim | --only-sim]` runs the release `am-daemon run`
-//!   against the test bed at 2,000 and 10,000 VMs (backup cache on and off) and prints ready time,
-//!   idle CPU, peak RSS and the backup tasks started on vCenter a minute as ratios to issue 12's
-//!   goals; then `am-daemon demo` against the simulated cluster at 50,000 VMs (100 per host) in
+//!   against the test bed at 2,000 and 10,000 VMs (on 100 and on 1,000 hosts; backup cache on
+//!   and off) and prints ready time, idle CPU, peak RSS and the backup tasks started on vCenter
+//!   a minute as ratios to issue 12's goals; then `am-daemon demo` against the simulated cluster at 50,000 VMs (100 per host) in
 //!   virtual time: ready, CPU per virtual second at rest, peak RSS, and a host crash's restarts
 //!   issued after the verdict (`target/bench-scale/results.md`).
 //! - `cargo xtask bench-evacuate [--vms N] [--targets N] [--latency-ms MS] [--per-source N]

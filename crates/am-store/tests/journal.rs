@@ -674,9 +674,9 @@ fn a_step_journaled_with_its_lines_apart_is_stored_as_one_batch() {
         })
         .collect();
     assert!(!log.is_empty() && !rest.is_empty());
-    let mut whole = SqliteJournal::open(&dir.file("whole.db")).unwrap();
+    let mut whole = SqliteJournal::open(dir.file("whole.db")).unwrap();
     whole.append(&[lines, rest.clone()].concat()).unwrap();
-    let mut step = SqliteJournal::open(&dir.file("step.db")).unwrap();
+    let mut step = SqliteJournal::open(dir.file("step.db")).unwrap();
     step.append_step(&log, &rest).unwrap();
     step.append_step(&[], &[]).unwrap();
     assert_eq!(
