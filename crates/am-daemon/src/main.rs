@@ -222,8 +222,8 @@ fn client(job: impl std::future::Future<Output = Result<(), String>>) -> ExitCod
 /// arena frees no other reuses: at 10,000 VMs that was 7 MB of the daemon's 61 MB peak
 /// (`docs/benchmarks.md`). One arena is enough for a daemon that mostly waits, and glibc reads
 /// `MALLOC_ARENA_MAX` before `main`: so the daemon executes itself once more with it set (same
-/// process id, same arguments), unless it is set already (an operator's value wins). If that
-/// fails it goes on as it is.
+/// process id, same arguments), unless it is set already (an operator's value wins), with
+/// `MALLOC_MMAP_THRESHOLD_` fixed at 128 KiB unless set. If that fails it goes on as it is.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn one_malloc_arena() {
     use std::os::unix::process::CommandExt;
@@ -238,7 +238,14 @@ fn one_malloc_arena() {
     if let Some(arg0) = args.next() {
         cmd.arg0(arg0);
     }
-    let err = cmd.args(args).env("MALLOC_ARENA_MAX", "1").exec();
+    cmd.args(args).env("MALLOC_ARENA_MAX", "1");
+    // A fixed threshold: blocks of 128 KiB and more are mapped and unmapped on their own, not
+    // left in the heap after glibc raises its threshold on the first large free (1,000 hosts:
+    // 2.3 MiB of peak RSS).
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        cmd.env("MALLOC_MMAP_THRESHOLD_", "131072");
+    }
+    let err = cmd.exec();
     eprintln!("warning: could not start again with one malloc arena ({err}); going on with glibc's default");
 }
 

@@ -7,17 +7,19 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `MALLOC_ARENA_MAX` in the environment of process `pid`, once it is set (`None` after 20 s).
-fn arena_max_of(pid: u32) -> Option<String> {
+/// `MALLOC_ARENA_MAX` in the environment of process `pid`, once it is set (`None` after 20 s),
+/// with `MALLOC_MMAP_THRESHOLD_` if set then.
+fn arena_max_of(pid: u32) -> Option<(String, Option<String>)> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(20) {
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let found = env
-            .split(|b| *b == 0)
-            .filter_map(|kv| std::str::from_utf8(kv).ok())
-            .find_map(|kv| kv.strip_prefix("MALLOC_ARENA_MAX=").map(str::to_owned));
-        if found.is_some() {
-            return found;
+        let var = |name: &str| {
+            env.split(|b| *b == 0)
+                .filter_map(|kv| std::str::from_utf8(kv).ok())
+                .find_map(|kv| kv.strip_prefix(name).map(str::to_owned))
+        };
+        if let Some(arenas) = var("MALLOC_ARENA_MAX=") {
+            return Some((arenas, var("MALLOC_MMAP_THRESHOLD_=")));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -43,7 +45,8 @@ fn the_daemon_runs_with_one_malloc_arena_unless_told_otherwise() {
         ),
     )
     .expect("config");
-    for (given, expected) in [(None, "1"), (Some("4"), "4")] {
+    // Given none: one arena and a fixed mmap threshold; given a value: the operator's, as is.
+    for (given, expected, threshold) in [(None, "1", Some("131072")), (Some("4"), "4", None)] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_am-daemon"));
         cmd.args(["run", "--config"])
             .arg(&config)
@@ -53,15 +56,16 @@ fn the_daemon_runs_with_one_malloc_arena_unless_told_otherwise() {
             Some(v) => cmd.env("MALLOC_ARENA_MAX", v),
             None => cmd.env_remove("MALLOC_ARENA_MAX"),
         };
+        cmd.env_remove("MALLOC_MMAP_THRESHOLD_");
         let mut child = cmd.spawn().expect("am-daemon starts");
         let seen = arena_max_of(child.id());
         let running = child.try_wait().expect("its status").is_none();
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(
-            seen.as_deref(),
-            Some(expected),
-            "MALLOC_ARENA_MAX given {given:?}"
+            seen,
+            Some((expected.to_owned(), threshold.map(str::to_owned))),
+            "MALLOC_ARENA_MAX given {given:?}, and MALLOC_MMAP_THRESHOLD_"
         );
         assert!(
             running,
