@@ -113,16 +113,21 @@ fn every_record_kind_round_trips_through_a_reopen() {
     assert_eq!(tail, back[10..13].to_vec());
 
     // The API's view: the supervisor's lines only, oldest first.
-    let decisions: Vec<LogEntry> = records
+    let decisions = decisions(&records);
+    assert_eq!(j.recent(1_000).unwrap(), decisions);
+    assert_eq!(j.recent(2).unwrap(), decisions[decisions.len() - 2..].to_vec());
+    assert_eq!(j.recent(0).unwrap(), vec![]);
+}
+
+/// The supervisor's lines among `records`, in order.
+fn decisions(records: &[Record]) -> Vec<LogEntry> {
+    records
         .iter()
         .filter_map(|r| match r {
             Record::Decision(e) => Some(e.clone()),
             _ => None,
         })
-        .collect();
-    assert_eq!(j.recent(1_000).unwrap(), decisions);
-    assert_eq!(j.recent(2).unwrap(), decisions[decisions.len() - 2..].to_vec());
-    assert_eq!(j.recent(0).unwrap(), vec![]);
+        .collect()
 }
 
 fn snapshot(j: &SqliteJournal) -> (Vec<(u64, Record)>, Recovered, am_store::StoreStats) {
@@ -666,13 +671,7 @@ fn a_step_journaled_with_its_lines_apart_is_stored_as_one_batch() {
     let (lines, rest): (Vec<Record>, Vec<Record>) = every_kind()
         .into_iter()
         .partition(|r| matches!(r, Record::Decision(_)));
-    let log: Vec<LogEntry> = lines
-        .iter()
-        .filter_map(|r| match r {
-            Record::Decision(e) => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
+    let log = decisions(&lines);
     assert!(!log.is_empty() && !rest.is_empty());
     let mut whole = SqliteJournal::open(dir.file("whole.db")).unwrap();
     whole.append(&[lines, rest.clone()].concat()).unwrap();

@@ -247,7 +247,7 @@ impl Mirror {
         // With whether it is what was reported: two morefs may show one VM for a while (its new
         // registration and its old one, not gone yet); the one reported is the one to show.
         let mut made: BTreeMap<VmId, (Whole, bool)> = BTreeMap::new();
-        for (obj, packed) in self.packed_of_kind("VirtualMachine") {
+        for (obj, packed) in of_kind(&self.packed, "VirtualMachine") {
             let Some(id) = self.vm_ids.get(&obj.value) else {
                 continue;
             };
@@ -376,7 +376,7 @@ impl Mirror {
             dirty.extend(self.packed.keys().cloned());
         }
         if dirty.iter().chain(&left).any(|o| o.kind == "HostSystem") {
-            dirty.extend(self.packed_of_kind("Datastore").map(|(o, _)| o.clone()));
+            dirty.extend(of_kind(&self.packed, "Datastore").map(|(o, _)| o.clone()));
         }
         let mut out = Out {
             quiet,
@@ -432,7 +432,7 @@ impl Mirror {
     /// The hosts that list each datastore among theirs.
     fn mounts(&self) -> BTreeMap<DatastoreId, Vec<HostId>> {
         let mut m: BTreeMap<DatastoreId, Vec<HostId>> = BTreeMap::new();
-        for (h, hp) in self.packed_of_kind("HostSystem") {
+        for (h, hp) in of_kind(&self.packed, "HostSystem") {
             for ds in map::host_datastores(&hp.unpack()) {
                 m.entry(ds).or_default().push(HostId::new(h.value.clone()));
             }
@@ -527,23 +527,9 @@ impl Mirror {
         })
     }
 
-    /// The objects of one kind: a range of the map, which is ordered by kind first.
-    fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a MoRef, &'a Props)> + 'a {
-        self.objects
-            .range(MoRef::new(kind, "")..)
-            .take_while(move |(o, _)| o.kind == kind)
-    }
-
-    /// The packed objects of one kind (see [`Mirror::of_kind`]).
-    fn packed_of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a MoRef, &'a Packed)> + 'a {
-        self.packed
-            .range(MoRef::new(kind, "")..)
-            .take_while(move |(o, _)| o.kind == kind)
-    }
-
     /// The custom attribute definitions (key to name), from the custom fields manager.
     fn custom_fields(&self) -> BTreeMap<i64, String> {
-        self.of_kind("CustomFieldsManager")
+        of_kind(&self.objects, "CustomFieldsManager")
             .filter_map(|(_, p)| p.get("field"))
             .flat_map(|v| v.items().iter())
             .filter_map(|f| {
@@ -696,6 +682,15 @@ impl Mirror {
         }
         out.into_vec()
     }
+}
+
+/// The objects of one kind in `map`: a range of it, as a map of morefs is ordered by kind first.
+fn of_kind<'a, V>(
+    map: &'a BTreeMap<MoRef, V>,
+    kind: &'a str,
+) -> impl Iterator<Item = (&'a MoRef, &'a V)> + 'a {
+    map.range(MoRef::new(kind, "")..)
+        .take_while(move |(o, _)| o.kind == kind)
 }
 
 /// Whether `obj`'s properties are kept packed: the many (VMs) and the hosts and datastores,

@@ -359,21 +359,8 @@ async fn task_success_result_and_arguments_in_wsdl_order() {
             ),
         )
     };
-    t.ok("RetrievePropertiesEx", &task_info("task-7", "queued"))
-        .ok(
-            "CreatePropertyCollector",
-            &response(
-                "CreatePropertyCollector",
-                r#"<returnval type="PropertyCollector">pc-2</returnval>"#,
-            ),
-        )
-        .ok(
-            "CreateFilter",
-            &response(
-                "CreateFilter",
-                r#"<returnval type="PropertyFilter">f</returnval>"#,
-            ),
-        )
+    t.ok("RetrievePropertiesEx", &task_info("task-7", "queued"));
+    collector_and_filter(&t)
         .ok(
             "WaitForUpdatesEx",
             &update("running", "")
@@ -454,6 +441,24 @@ fn futures_are_send(c: &Client, w: &mut vsphere_soap::PropertyWatch) {
 }
 
 /// A `RetrievePropertiesEx` answer: `task`'s info in `state`.
+/// Scripts the collector and filter a watch makes (`pc-2`, `f`).
+fn collector_and_filter(t: &Scripted) -> &Scripted {
+    t.ok(
+        "CreatePropertyCollector",
+        &response(
+            "CreatePropertyCollector",
+            r#"<returnval type="PropertyCollector">pc-2</returnval>"#,
+        ),
+    )
+    .ok(
+        "CreateFilter",
+        &response(
+            "CreateFilter",
+            r#"<returnval type="PropertyFilter">f</returnval>"#,
+        ),
+    )
+}
+
 fn task_info(task: &str, state: &str) -> String {
     response(
         "RetrievePropertiesEx",
@@ -489,21 +494,7 @@ async fn a_patient_watch_gives_the_long_poll_more_time_than_a_call() {
     let t = Scripted::new();
     let c = client(&t, false).await;
     for _ in 0..2 {
-        t.ok(
-            "CreatePropertyCollector",
-            &response(
-                "CreatePropertyCollector",
-                r#"<returnval type="PropertyCollector">pc-2</returnval>"#,
-            ),
-        )
-        .ok(
-            "CreateFilter",
-            &response(
-                "CreateFilter",
-                r#"<returnval type="PropertyFilter">f</returnval>"#,
-            ),
-        )
-        .ok("WaitForUpdatesEx", &response("WaitForUpdatesEx", ""));
+        collector_and_filter(&t).ok("WaitForUpdatesEx", &response("WaitForUpdatesEx", ""));
     }
     let spec = || PropertyFilterSpec::for_object(&MoRef::new("Folder", "group-d1"), &["name"]);
     let mut plain = c.watch(spec()).await.unwrap();
