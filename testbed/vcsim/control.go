@@ -48,6 +48,7 @@ func (c *controller) mux() *http.ServeMux {
 	}))
 	m.HandleFunc("/hold", c.post(c.hold))
 	m.HandleFunc("/held", c.held)
+	m.HandleFunc("/calls", func(w http.ResponseWriter, r *http.Request) { reply(w, c.inj.counts(), nil) })
 	m.HandleFunc("/release", c.post(c.release))
 	m.HandleFunc("/vm/attribute", c.post(c.vmAttribute))
 	m.HandleFunc("/host/partition", c.post(c.hostPartition))

@@ -37,6 +37,42 @@ type injector struct {
 	mu    sync.Mutex
 	rules []*rule
 	holds holds
+	// calls counts the SOAP calls served, per method, with the time spent serving them (GET
+	// /calls): what a benchmark reports as the load it put on vCenter.
+	calls map[string]*callCount
+}
+
+// callCount is one method's calls and the wall time spent in them (ms).
+type callCount struct {
+	Count int     `json:"count"`
+	Ms    float64 `json:"ms"`
+}
+
+// count records one call of method that took d.
+func (inj *injector) count(method string, d time.Duration) {
+	inj.mu.Lock()
+	defer inj.mu.Unlock()
+	if inj.calls == nil {
+		inj.calls = map[string]*callCount{}
+	}
+	c := inj.calls[method]
+	if c == nil {
+		c = &callCount{}
+		inj.calls[method] = c
+	}
+	c.Count++
+	c.Ms += float64(d) / float64(time.Millisecond)
+}
+
+// counts is a copy of the calls counted so far.
+func (inj *injector) counts() map[string]callCount {
+	inj.mu.Lock()
+	defer inj.mu.Unlock()
+	out := make(map[string]callCount, len(inj.calls))
+	for m, c := range inj.calls {
+		out[m] = *c
+	}
+	return out
 }
 
 var (
@@ -83,6 +119,8 @@ func (inj *injector) wrap(next http.Handler) http.Handler {
 		if m := thisRe.FindSubmatch(body); m != nil {
 			object = string(m[1])
 		}
+		started := time.Now()
+		defer func() { inj.count(method, time.Since(started)) }()
 		if hc := inj.holds.block(method, object); hc != nil {
 			// Blocked until /release (or /reset); the client may be gone by then: the call is
 			// still forwarded (or dropped) as the hold said.

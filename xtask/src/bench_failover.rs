@@ -66,6 +66,7 @@ pub fn bench_failover(root: &Path, rest: &[&str]) -> Result<()> {
     )?;
     // Probes settle (every host answering) before the crash.
     std::thread::sleep(Duration::from_secs(5));
+    let calls_before = sim.get("/calls");
     sim.post(&format!("/host/crash?name={source}"));
     let crashed = Instant::now();
     let figures = loop {
@@ -80,13 +81,14 @@ pub fn bench_failover(root: &Path, rest: &[&str]) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
+    let calls = calls_between(&calls_before, &sim.get("/calls"));
     let c = MAX_IN_FLIGHT.min(PER_HOST.saturating_mul(o.targets)).max(1);
     let rounds = f64::from(o.vms.div_ceil(c));
     let bound_ms = rounds * o.latency_ms as f64;
     // One restart is more than its power-on: unregister, register and reads (the quickest
     // restart, the least contended, is its latency).
     let bound_min_ms = rounds * figures.min_ms;
-    let table = format!(
+    let mut table = format!(
         "`cargo xtask bench-failover`: am-daemon run (release) against am-vcsim, {} VMs packed on one host that crashes, {} surviving hosts, {} ms injected per PowerOnVM_Task, hosts probed on their management address; times from the daemon's audit trail (its step times), from the `dead` verdict; C = min(executor in flight {MAX_IN_FLIGHT}, per target host {PER_HOST} x hosts) = {c}; bound = ceil(N/C)·L with L the injected latency, and with L the quickest restart; goals: every restart issued within {GOAL_ISSUED_MS} ms, makespan <= {GOAL_BOUND_RATIO}x the bound.\n\n| restarts | last one issued after the verdict | one restart (quickest / median) | makespan | bound (L injected) | makespan / bound | bound (L quickest) | makespan / bound |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n| {} | {:.1} ms | {:.2} s / {:.2} s | {:.2} s | {:.1} s | {:.3}x | {:.2} s | {:.3}x |\n",
         o.vms,
         o.targets,
@@ -101,11 +103,43 @@ pub fn bench_failover(root: &Path, rest: &[&str]) -> Result<()> {
         bound_min_ms / 1000.0,
         figures.makespan_ms / bound_min_ms,
     );
+    let per_restart = |n: f64| n / f64::from(o.vms);
+    let total: f64 = calls.iter().map(|c| c.1).sum();
+    table.push_str(&format!(
+        "\nSOAP calls vCenter served from the crash to the last restart (all of the daemon's, the feed and probes included): {total:.0}, {:.1} per restart\n\n| method | calls | per restart | time serving them (sum) |\n| --- | --- | --- | --- |\n",
+        per_restart(total)
+    ));
+    for (m, n, ms) in &calls {
+        table.push_str(&format!("| {m} | {n:.0} | {:.2} | {:.2} s |\n", per_restart(*n), ms / 1000.0));
+    }
     println!("{table}");
     let results = out_dir.join("results.md");
     std::fs::write(&results, &table).map_err(|e| format!("{}: {e}", results.display()))?;
     eprintln!("bench-failover: written to {}", results.display());
     Ok(())
+}
+
+/// The SOAP calls served between two readings of the test bed's `/calls`, busiest first:
+/// (method, calls, ms serving them).
+fn calls_between(before: &serde_json::Value, after: &serde_json::Value) -> Vec<(String, f64, f64)> {
+    let field = |v: &serde_json::Value, m: &str, f: &str| v[m][f].as_f64().unwrap_or(0.0);
+    let mut out: Vec<(String, f64, f64)> = after
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .map(|m| {
+                    (
+                        m.clone(),
+                        field(after, m, "count") - field(before, m, "count"),
+                        field(after, m, "ms") - field(before, m, "ms"),
+                    )
+                })
+                .filter(|c| c.1 > 0.0)
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
 }
 
 /// The figures once every restart of the VMs of `source` is done, from `/api/v1/events`.

@@ -153,8 +153,9 @@ impl Inner {
         Some(orphan)
     }
 
-    /// Unregisters a VM (keeping what is needed to register it again). With `force_off`, a VM
-    /// vCenter believes powered on, on a host it cannot reach, is powered off first.
+    /// Unregisters a VM (keeping what is needed to register it again). With `force_off` (its
+    /// host is one vCenter cannot reach: the caller checked), a VM vCenter believes powered on is
+    /// powered off in vCenter's books first.
     async fn unregister(
         &self,
         id: &VmId,
@@ -178,43 +179,35 @@ impl Inner {
             ghost: None,
         };
         self.shared().add_orphan(id, orphan.clone());
-        let first = self
-            .client
-            .unregister_vm(&now.moref)
-            .await
-            .map_err(|e| hv_error(&e, s));
-        let result = match first {
-            Err(e) if force_off && is_state_error(&e) => {
-                let host_up = match now.host() {
-                    Some(h) => self.host_connected(h, s).await.unwrap_or(true),
-                    None => false,
-                };
-                if host_up {
-                    Err(e)
-                } else {
-                    // vCenter still lists it as powered on, on a host it cannot reach (the
-                    // supervisor found that host dead or fenced it): power it off in vCenter's
-                    // books, then unregister.
-                    tracing::info!(vm = %id, "vCenter still believes it powered on; powering it off first");
-                    match self.power_off_ref(&now.moref, s).await {
-                        Ok(()) => self
-                            .client
-                            .unregister_vm(&now.moref)
-                            .await
-                            .map_err(|e| hv_error(&e, s)),
-                        Err(off) => Err(HvError::InvalidState {
-                            id: id.to_string(),
-                            detail: format!(
-                                "vCenter keeps it registered, powered on, on {} which it cannot reach, and refuses to \
-                                 unregister it ({e}) or power it off ({off}); remove that host from vCenter to \
-                                 restart the VM elsewhere",
-                                now.host().map_or("its host", |h| h.value.as_str())
-                            ),
-                        }),
-                    }
-                }
+        let result = if force_off && now.on() {
+            // vCenter refuses to unregister a VM it believes powered on (InvalidPowerState: the
+            // API's reference and vcsim alike); its host is one vCenter cannot reach (the caller
+            // checked: the supervisor found it dead or fenced it). Powered off in vCenter's books
+            // first, it can go: one call where trying the unregistration first cost three.
+            match self.power_off_ref(&now.moref, s).await {
+                Ok(()) => self.client.unregister_vm(&now.moref).await.map_err(|e| hv_error(&e, s)),
+                // vCenter itself did not answer: nothing is known.
+                Err(off @ (HvError::Unreachable { .. } | HvError::Timeout { .. })) => Err(off),
+                // Some let a VM on a host they cannot reach go without the power-off.
+                Err(off) => match self.client.unregister_vm(&now.moref).await.map_err(|e| hv_error(&e, s)) {
+                    Ok(()) => Ok(()),
+                    Err(e @ (HvError::Unreachable { .. } | HvError::Timeout { .. })) => Err(e),
+                    Err(e) => Err(HvError::InvalidState {
+                        id: id.to_string(),
+                        detail: format!(
+                            "vCenter keeps it registered, powered on, on {} which it cannot reach, and refuses to \
+                             power it off ({off}) or unregister it ({e}); remove that host from vCenter to \
+                             restart the VM elsewhere",
+                            now.host().map_or("its host", |h| h.value.as_str()),
+                        ),
+                    }),
+                },
             }
-            other => other,
+        } else {
+            self.client
+                .unregister_vm(&now.moref)
+                .await
+                .map_err(|e| hv_error(&e, s))
         };
         match result {
             Ok(()) => Ok(orphan),

@@ -111,13 +111,19 @@ impl Inner {
             .await
             .map_err(|e| hv_error(&e, &s))?;
         let files = info.result.as_ref().map(FileInfo::of_search).unwrap_or_default();
-        let now = self
-            .client
-            .current_time()
-            .await
-            .ok()
-            .and_then(|t| vsphere_soap::datetime::parse(&t))
-            .unwrap_or_else(SystemTime::now);
+        // vCenter's clock when it listed the folder (the files' times are its clock too): the
+        // search's completion time, else a call for its time now.
+        let listed = info.complete_time.as_deref().and_then(vsphere_soap::datetime::parse);
+        let now = match listed {
+            Some(t) => t,
+            None => self
+                .client
+                .current_time()
+                .await
+                .ok()
+                .and_then(|t| vsphere_soap::datetime::parse(&t))
+                .unwrap_or_else(SystemTime::now),
+        };
         let locks = fresh_locks(&files, now, self.opts.lock_fresh);
         match locks.first() {
             Some(first) => {

@@ -196,6 +196,8 @@ struct Inner {
     login: tokio::sync::Mutex<u64>,
     generation: std::sync::atomic::AtomicU64,
     keep_alive_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Single-object reads waiting to be merged (see `reads`).
+    reads: Arc<crate::reads::Lanes>,
 }
 
 impl Drop for Inner {
@@ -259,6 +261,7 @@ impl Client {
                 login: tokio::sync::Mutex::new(0),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 keep_alive_task: Mutex::new(None),
+                reads: Arc::default(),
             }),
         };
         if client.inner.credentials.is_some() {
@@ -282,6 +285,10 @@ impl Client {
     /// filters, views) created under an older generation are gone.
     pub fn session_generation(&self) -> u64 {
         self.inner.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn read_lanes(&self) -> &Arc<crate::reads::Lanes> {
+        &self.inner.reads
     }
 
     fn session_manager(&self) -> Result<&MoRef> {
@@ -492,9 +499,7 @@ impl Client {
 
     /// One property of one object, `None` when unset.
     pub(crate) async fn retrieve_property_raw(&self, obj: &MoRef, path: &str) -> Result<Option<Value>> {
-        let spec = crate::property::PropertyFilterSpec::for_object(obj, &[path]);
-        let mut objects = self.retrieve_properties(&spec, None).await?;
-        Ok(objects.pop().and_then(|mut o| o.take(path)))
+        Ok(self.retrieve_object(obj, &[path]).await?.take(path))
     }
 }
 

@@ -68,6 +68,48 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error for another caller of a shared call (a merged read): the same variant and
+    /// message; a transport error's underlying cause is kept as its text.
+    pub(crate) fn for_another(&self) -> Error {
+        match self {
+            Error::Transport { method, source } => Error::Transport {
+                method: method.clone(),
+                source: TransportError {
+                    kind: source.kind,
+                    message: match &source.source {
+                        Some(cause) => format!("{}: {cause}", source.message),
+                        None => source.message.clone(),
+                    },
+                    source: None,
+                },
+            },
+            Error::Http {
+                method,
+                status,
+                body_start,
+            } => Error::Http {
+                method: method.clone(),
+                status: *status,
+                body_start: body_start.clone(),
+            },
+            Error::Xml { method, source } => Error::Xml {
+                method: method.clone(),
+                source: source.clone(),
+            },
+            Error::Decode { method, reason } => Error::Decode {
+                method: method.clone(),
+                reason: reason.clone(),
+            },
+            Error::Fault { method, fault } => Error::Fault {
+                method: method.clone(),
+                fault: fault.clone(),
+            },
+            Error::Task(t) => Error::Task(t.clone()),
+            Error::Config(m) => Error::Config(m.clone()),
+            Error::Timeout(m) => Error::Timeout(m.clone()),
+        }
+    }
+
     /// The vim fault, from a SOAP fault or a failed task.
     pub fn vim_fault(&self) -> Option<&VimFault> {
         match self {

@@ -33,6 +33,7 @@ mod error;
 pub mod event;
 mod methods;
 pub mod property;
+mod reads;
 mod secret;
 pub mod split;
 pub mod task;

@@ -476,17 +476,6 @@ impl Client {
         result
     }
 
-    /// Properties `paths` of one object.
-    pub async fn retrieve_object(&self, obj: &MoRef, paths: &[&str]) -> Result<ObjectContent> {
-        let spec = PropertyFilterSpec::for_object(obj, paths);
-        let mut res = self.retrieve_properties(&spec, None).await?;
-        Ok(res.pop().unwrap_or(ObjectContent {
-            obj: obj.clone(),
-            props: Vec::new(),
-            missing: Vec::new(),
-        }))
-    }
-
     /// Start following changes of `spec` with a property collector of our own.
     ///
     /// The first [`PropertyWatch::next`] returns the full state (`Enter` for every object).

@@ -48,6 +48,16 @@ impl Vcsim {
         self.inner.post(path_and_query)
     }
 
+    /// GET from the control endpoint, e.g. `get("/calls")`.
+    pub fn get(&self, path_and_query: &str) -> serde_json::Value {
+        self.inner.get(path_and_query)
+    }
+
+    /// POST to the control endpoint from blocking code.
+    pub fn post(&self, path_and_query: &str) -> serde_json::Value {
+        self.inner.post(path_and_query)
+    }
+
     /// The inventory as the test bed sees it: hosts with their VMs.
     pub async fn inventory(&self) -> serde_json::Value {
         self.inner.inventory()
