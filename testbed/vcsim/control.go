@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"sort"
 	"strconv"
@@ -48,6 +49,8 @@ func (c *controller) mux() *http.ServeMux {
 	}))
 	m.HandleFunc("/hold", c.post(c.hold))
 	m.HandleFunc("/held", c.held)
+	// Go's profiler, for a benchmark that asks where the test bed's time goes.
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	m.HandleFunc("/calls", func(w http.ResponseWriter, r *http.Request) { reply(w, c.inj.counts(), nil) })
 	m.HandleFunc("/release", c.post(c.release))
 	m.HandleFunc("/vm/attribute", c.post(c.vmAttribute))

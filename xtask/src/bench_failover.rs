@@ -110,7 +110,11 @@ pub fn bench_failover(root: &Path, rest: &[&str]) -> Result<()> {
         per_restart(total)
     ));
     for (m, n, ms) in &calls {
-        table.push_str(&format!("| {m} | {n:.0} | {:.2} | {:.2} s |\n", per_restart(*n), ms / 1000.0));
+        table.push_str(&format!(
+            "| {m} | {n:.0} | {:.2} | {:.2} s |\n",
+            per_restart(*n),
+            ms / 1000.0
+        ));
     }
     println!("{table}");
     let results = out_dir.join("results.md");

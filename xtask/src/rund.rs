@@ -114,8 +114,10 @@ impl Daemon {
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("daemon.log")).map_err(|e| e.to_string())?;
         let started = Instant::now();
+        // AM_BENCH_LOG_LEVEL (e.g. debug): a diagnostic run's log, in daemon.log.
+        let level = std::env::var("AM_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
         let child = Command::new(daemon)
-            .args(["--log-level", "warn", "run", "--config"])
+            .args(["--log-level", level.as_str(), "run", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(log)

@@ -185,11 +185,20 @@ impl Inner {
             // checked: the supervisor found it dead or fenced it). Powered off in vCenter's books
             // first, it can go: one call where trying the unregistration first cost three.
             match self.power_off_ref(&now.moref, s).await {
-                Ok(()) => self.client.unregister_vm(&now.moref).await.map_err(|e| hv_error(&e, s)),
+                Ok(()) => self
+                    .client
+                    .unregister_vm(&now.moref)
+                    .await
+                    .map_err(|e| hv_error(&e, s)),
                 // vCenter itself did not answer: nothing is known.
                 Err(off @ (HvError::Unreachable { .. } | HvError::Timeout { .. })) => Err(off),
                 // Some let a VM on a host they cannot reach go without the power-off.
-                Err(off) => match self.client.unregister_vm(&now.moref).await.map_err(|e| hv_error(&e, s)) {
+                Err(off) => match self
+                    .client
+                    .unregister_vm(&now.moref)
+                    .await
+                    .map_err(|e| hv_error(&e, s))
+                {
                     Ok(()) => Ok(()),
                     Err(e @ (HvError::Unreachable { .. } | HvError::Timeout { .. })) => Err(e),
                     Err(e) => Err(HvError::InvalidState {

@@ -113,7 +113,10 @@ impl Inner {
         let files = info.result.as_ref().map(FileInfo::of_search).unwrap_or_default();
         // vCenter's clock when it listed the folder (the files' times are its clock too): the
         // search's completion time, else a call for its time now.
-        let listed = info.complete_time.as_deref().and_then(vsphere_soap::datetime::parse);
+        let listed = info
+            .complete_time
+            .as_deref()
+            .and_then(vsphere_soap::datetime::parse);
         let now = match listed {
             Some(t) => t,
             None => self

@@ -143,7 +143,12 @@ impl Client {
     }
 
     /// One call for `mine` and the `others`' objects; answers the others, returns mine.
-    async fn retrieve_merged(&self, mine: &MoRef, others: Vec<Waiter>, paths: &[&str]) -> Result<ObjectContent> {
+    async fn retrieve_merged(
+        &self,
+        mine: &MoRef,
+        others: Vec<Waiter>,
+        paths: &[&str],
+    ) -> Result<ObjectContent> {
         if others.is_empty() {
             return self.retrieve_one(mine, paths).await;
         }
@@ -166,7 +171,8 @@ impl Client {
         };
         match self.retrieve_properties(&spec, None).await {
             Ok(found) => {
-                let mut by: HashMap<MoRef, ObjectContent> = found.into_iter().map(|o| (o.obj.clone(), o)).collect();
+                let mut by: HashMap<MoRef, ObjectContent> =
+                    found.into_iter().map(|o| (o.obj.clone(), o)).collect();
                 for w in others {
                     let o = by.get(&w.obj).cloned().unwrap_or_else(|| empty(&w.obj));
                     // A read given up meanwhile is not answered.

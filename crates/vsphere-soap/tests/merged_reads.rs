@@ -50,13 +50,20 @@ fn retrieve_calls(sim: &Vcsim) -> u64 {
 async fn ask(reads: &mut [Read<'_>]) {
     for r in reads.iter_mut() {
         let first = std::future::poll_fn(|cx| Poll::Ready(r.as_mut().poll(cx))).await;
-        assert!(first.is_pending(), "a read answered while the call before it is held");
+        assert!(
+            first.is_pending(),
+            "a read answered while the call before it is held"
+        );
     }
 }
 
 /// Holds every `RetrievePropertiesEx` and starts a read of `first` with `c`; returns once vCenter
 /// holds that call.
-async fn hold_a_read(sim: &Vcsim, c: &Client, first: &MoRef) -> tokio::task::JoinHandle<vsphere_soap::Result<ObjectContent>> {
+async fn hold_a_read(
+    sim: &Vcsim,
+    c: &Client,
+    first: &MoRef,
+) -> tokio::task::JoinHandle<vsphere_soap::Result<ObjectContent>> {
     sim.post("/hold?method=RetrievePropertiesEx");
     let (c2, obj) = (c.clone(), first.clone());
     let a = tokio::spawn(async move { c2.retrieve_object(&obj, PATHS).await });
@@ -91,7 +98,10 @@ async fn reads_made_while_one_is_in_flight_go_as_one_call_each_with_its_own_answ
         let got = read.await.expect("a merged read");
         assert_eq!(&got.obj, vm);
         assert_eq!(got.get_str("name"), Some(name.as_str()), "{vm}'s own name");
-        assert!(got.get_str("runtime.powerState").is_some(), "{vm}: both paths read");
+        assert!(
+            got.get_str("runtime.powerState").is_some(),
+            "{vm}: both paths read"
+        );
     }
     assert_eq!(
         retrieve_calls(&sim) - before,
