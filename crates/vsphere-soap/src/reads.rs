@@ -24,9 +24,22 @@ const MAX_BATCH: usize = 100;
 type Key = (String, Vec<String>);
 
 /// The reads waiting for the next call, per key; a key present is a call in flight.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Lanes {
     waiting: Mutex<HashMap<Key, Vec<Waiter>>>,
+}
+
+impl std::fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (in_flight, waiting) = match self.waiting.try_lock() {
+            Ok(w) => (w.len(), w.values().map(Vec::len).sum::<usize>()),
+            Err(_) => (0, 0),
+        };
+        f.debug_struct("Lanes")
+            .field("in_flight", &in_flight)
+            .field("waiting", &waiting)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
