@@ -58,6 +58,11 @@ fn is_state_error(e: &HvError) -> bool {
     matches!(e, HvError::InvalidState { .. })
 }
 
+/// vCenter itself did not answer (or not in time): nothing is known of what the call did.
+fn unanswered(e: &HvError) -> bool {
+    matches!(e, HvError::Unreachable { .. } | HvError::Timeout { .. })
+}
+
 /// Ignores "already in that state" (a power operation finding the VM as wanted).
 fn done_if_state(r: Result<TaskInfo, HvError>) -> Result<(), HvError> {
     match r {

@@ -77,13 +77,21 @@ pub struct PropertyFilterSpec {
 impl PropertyFilterSpec {
     /// Properties `paths` of a single object.
     pub fn for_object(obj: &MoRef, paths: &[&str]) -> Self {
+        Self::for_objects(&obj.kind, vec![obj.clone()], paths)
+    }
+
+    /// Properties `paths` of objects of one kind, each named.
+    pub fn for_objects(kind: &str, objects: Vec<MoRef>, paths: &[&str]) -> Self {
         Self {
-            prop_set: vec![PropertySpec::new(&obj.kind, paths)],
-            object_set: vec![ObjectSpec {
-                obj: obj.clone(),
-                skip: false,
-                select_set: Vec::new(),
-            }],
+            prop_set: vec![PropertySpec::new(kind, paths)],
+            object_set: objects
+                .into_iter()
+                .map(|obj| ObjectSpec {
+                    obj,
+                    skip: false,
+                    select_set: Vec::new(),
+                })
+                .collect(),
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::property::{ObjectContent, ObjectSpec, PropertyFilterSpec, PropertySpec};
+use crate::property::{ObjectContent, PropertyFilterSpec};
 use crate::value::MoRef;
 
 /// At most this many objects in one merged call.
@@ -171,17 +171,7 @@ impl Client {
                 objects.push(w.obj.clone());
             }
         }
-        let spec = PropertyFilterSpec {
-            prop_set: vec![PropertySpec::new(&mine.kind, paths)],
-            object_set: objects
-                .into_iter()
-                .map(|obj| ObjectSpec {
-                    obj,
-                    skip: false,
-                    select_set: Vec::new(),
-                })
-                .collect(),
-        };
+        let spec = PropertyFilterSpec::for_objects(&mine.kind, objects, paths);
         match self.retrieve_properties(&spec, None).await {
             Ok(found) => {
                 let mut by: HashMap<MoRef, ObjectContent> =

@@ -12,20 +12,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use support::Vcsim;
-use vsphere_soap::{Client, Credentials, MoRef, ObjectContent, Password, PropertySpec, TlsMode};
+use vsphere_soap::{Client, MoRef, ObjectContent, PropertySpec};
 
 const PATHS: &[&str] = &["name", "runtime.powerState"];
 
 type Read<'a> = Pin<Box<dyn Future<Output = vsphere_soap::Result<ObjectContent>> + Send + 'a>>;
-
-async fn connect(sim: &Vcsim) -> Client {
-    Client::builder(&sim.url)
-        .tls(TlsMode::CaFile(sim.ca_file.clone()))
-        .credentials(Credentials::new("ha-user", Password::new("secret")))
-        .connect()
-        .await
-        .expect("connect")
-}
 
 /// The VMs and their names, as one inventory read gives them.
 async fn vms(c: &Client) -> Vec<(MoRef, String)> {
@@ -57,42 +48,66 @@ async fn ask(reads: &mut [Read<'_>]) {
     }
 }
 
-/// Holds every `RetrievePropertiesEx` and starts a read of `first` with `c`; returns once vCenter
-/// holds that call.
-async fn hold_a_read(
-    sim: &Vcsim,
-    c: &Client,
-    first: &MoRef,
-) -> tokio::task::JoinHandle<vsphere_soap::Result<ObjectContent>> {
-    sim.post("/hold?method=RetrievePropertiesEx");
-    let (c2, obj) = (c.clone(), first.clone());
-    let a = tokio::spawn(async move { c2.retrieve_object(&obj, PATHS).await });
-    for _ in 0..500 {
-        if sim.get("/held").as_array().is_some_and(|h| h.len() == 1) {
-            return a;
+/// A test bed whose every `RetrievePropertiesEx` is held, with one read of its first VM at
+/// vCenter (held there) and the calls counted from before it.
+struct Held {
+    sim: Vcsim,
+    c: Client,
+    /// The VMs and their names, sorted; the first is the one read.
+    vms: Vec<(MoRef, String)>,
+    /// The read held at vCenter.
+    first: tokio::task::JoinHandle<vsphere_soap::Result<ObjectContent>>,
+    before: u64,
+}
+
+impl Held {
+    async fn start() -> Held {
+        let sim = Vcsim::start(2, 3);
+        let c = sim.connect().await;
+        let vms = vms(&c).await;
+        assert!(vms.len() >= 5, "the test bed has {} VMs", vms.len());
+        let before = retrieve_calls(&sim);
+        sim.post("/hold?method=RetrievePropertiesEx");
+        let (c2, obj) = (c.clone(), vms[0].0.clone());
+        let first = tokio::spawn(async move { c2.retrieve_object(&obj, PATHS).await });
+        for _ in 0..500 {
+            if sim.get("/held").as_array().is_some_and(|h| h.len() == 1) {
+                return Held {
+                    sim,
+                    c,
+                    vms,
+                    first,
+                    before,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        panic!("the first read never reached vCenter");
     }
-    panic!("the first read never reached vCenter");
+
+    fn release(&self) {
+        self.sim.post("/release?method=RetrievePropertiesEx");
+    }
+
+    /// `RetrievePropertiesEx` calls vCenter served since before the held read.
+    fn calls(&self) -> u64 {
+        retrieve_calls(&self.sim) - self.before
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_made_while_one_is_in_flight_go_as_one_call_each_with_its_own_answer() {
-    let sim = Vcsim::start(2, 3);
-    let c = connect(&sim).await;
-    let vms = vms(&c).await;
-    assert!(vms.len() >= 5, "the test bed has {} VMs", vms.len());
-    let before = retrieve_calls(&sim);
-    let a = hold_a_read(&sim, &c, &vms[0].0).await;
+    let mut h = Held::start().await;
+    let vms = &h.vms;
     // Three more VMs, one of them twice.
     let wanted = [&vms[1], &vms[2], &vms[3], &vms[1]];
     let mut reads: Vec<Read<'_>> = wanted
         .iter()
-        .map(|(vm, _)| Box::pin(c.retrieve_object(vm, PATHS)) as Read<'_>)
+        .map(|(vm, _)| Box::pin(h.c.retrieve_object(vm, PATHS)) as Read<'_>)
         .collect();
     ask(&mut reads).await;
-    sim.post("/release?method=RetrievePropertiesEx");
-    let first = a.await.expect("join").expect("the held read");
+    h.release();
+    let first = (&mut h.first).await.expect("join").expect("the held read");
     assert_eq!(first.get_str("name"), Some(vms[0].1.as_str()));
     for ((vm, name), read) in wanted.iter().zip(reads) {
         let got = read.await.expect("a merged read");
@@ -104,7 +119,7 @@ async fn reads_made_while_one_is_in_flight_go_as_one_call_each_with_its_own_answ
         );
     }
     assert_eq!(
-        retrieve_calls(&sim) - before,
+        h.calls(),
         2,
         "the held read, then one call for the four made meanwhile"
     );
@@ -112,20 +127,17 @@ async fn reads_made_while_one_is_in_flight_go_as_one_call_each_with_its_own_answ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_object_faults_only_its_own_read() {
-    let sim = Vcsim::start(2, 3);
-    let c = connect(&sim).await;
-    let vms = vms(&c).await;
+    let mut h = Held::start().await;
+    let vms = &h.vms;
     let gone = MoRef::new("VirtualMachine", "vm-does-not-exist");
-    let before = retrieve_calls(&sim);
-    let a = hold_a_read(&sim, &c, &vms[0].0).await;
     let mut reads: Vec<Read<'_>> = vec![
-        Box::pin(c.retrieve_object(&vms[1].0, PATHS)),
-        Box::pin(c.retrieve_object(&gone, PATHS)),
-        Box::pin(c.retrieve_object(&vms[2].0, PATHS)),
+        Box::pin(h.c.retrieve_object(&vms[1].0, PATHS)),
+        Box::pin(h.c.retrieve_object(&gone, PATHS)),
+        Box::pin(h.c.retrieve_object(&vms[2].0, PATHS)),
     ];
     ask(&mut reads).await;
-    sim.post("/release?method=RetrievePropertiesEx");
-    a.await.expect("join").expect("the held read");
+    h.release();
+    (&mut h.first).await.expect("join").expect("the held read");
     let mut answers = Vec::new();
     for r in reads {
         answers.push(r.await);
@@ -141,7 +153,7 @@ async fn a_missing_object_faults_only_its_own_read() {
         Some(vms[2].1.as_str())
     );
     assert_eq!(
-        retrieve_calls(&sim) - before,
+        h.calls(),
         5,
         "the held read, the merged call that faulted, then each of the three alone"
     );
@@ -149,20 +161,17 @@ async fn a_missing_object_faults_only_its_own_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_given_up_passes_the_next_call_to_those_waiting() {
-    let sim = Vcsim::start(2, 3);
-    let c = connect(&sim).await;
-    let vms = vms(&c).await;
-    let before = retrieve_calls(&sim);
-    let a = hold_a_read(&sim, &c, &vms[0].0).await;
+    let mut h = Held::start().await;
+    let vms = &h.vms;
     let mut reads: Vec<Read<'_>> = vec![
-        Box::pin(c.retrieve_object(&vms[1].0, PATHS)),
-        Box::pin(c.retrieve_object(&vms[2].0, PATHS)),
+        Box::pin(h.c.retrieve_object(&vms[1].0, PATHS)),
+        Box::pin(h.c.retrieve_object(&vms[2].0, PATHS)),
     ];
     ask(&mut reads).await;
     // The read in flight is given up (its caller timed out, say); its call stays at vCenter.
-    a.abort();
-    assert!(a.await.is_err(), "the held read was given up");
-    sim.post("/release?method=RetrievePropertiesEx");
+    h.first.abort();
+    assert!((&mut h.first).await.is_err(), "the held read was given up");
+    h.release();
     for ((_, name), r) in vms[1..3].iter().zip(reads) {
         let got = tokio::time::timeout(Duration::from_secs(30), r)
             .await
@@ -171,7 +180,7 @@ async fn a_read_given_up_passes_the_next_call_to_those_waiting() {
         assert_eq!(got.get_str("name"), Some(name.as_str()));
     }
     assert_eq!(
-        retrieve_calls(&sim) - before,
+        h.calls(),
         2,
         "the given-up read's call (vCenter still served it), then one for the two waiting"
     );

@@ -17,15 +17,6 @@ use vsphere_soap::{
 
 const T: Duration = Duration::from_secs(30);
 
-async fn connect(sim: &Vcsim) -> Client {
-    Client::builder(&sim.url)
-        .tls(TlsMode::CaFile(sim.ca_file.clone()))
-        .credentials(Credentials::new("ha-user", Password::new("secret")))
-        .connect()
-        .await
-        .expect("connect")
-}
-
 const VM_PROPS: &[&str] = &[
     "name",
     "runtime.connectionState",
@@ -116,7 +107,7 @@ async fn tls_modes() {
 #[tokio::test]
 async fn inventory_with_properties() {
     let sim = Vcsim::start(3, 2);
-    let c = connect(&sim).await;
+    let c = sim.connect().await;
     let session = c.current_session().await.unwrap().expect("logged in");
     assert_eq!(session.user_name, "ha-user");
     let (hosts, vms) = inventory(&c).await;
@@ -152,7 +143,7 @@ async fn inventory_with_properties() {
 #[tokio::test]
 async fn host_not_responding_is_seen_by_watch_and_events() {
     let sim = Vcsim::start(2, 2);
-    let c = connect(&sim).await;
+    let c = sim.connect().await;
     let root = c.service_content().root_folder.clone();
     let view = c
         .create_container_view(&root, &["HostSystem", "VirtualMachine"], true)
@@ -232,7 +223,7 @@ async fn host_not_responding_is_seen_by_watch_and_events() {
 #[tokio::test]
 async fn heartbeat_tools_and_user_power_off() {
     let sim = Vcsim::start(1, 2);
-    let c = connect(&sim).await;
+    let c = sim.connect().await;
     let (_, vms) = inventory(&c).await;
     let vm = vms[0].obj.clone();
     // The test bed reports Tools running with a green heartbeat for a powered-on VM.
@@ -272,7 +263,7 @@ async fn heartbeat_tools_and_user_power_off() {
 #[tokio::test]
 async fn power_operations_and_task_failure() {
     let sim = Vcsim::start(1, 1);
-    let c = connect(&sim).await;
+    let c = sim.connect().await;
     let (_, vms) = inventory(&c).await;
     let vm = &vms[0].obj;
     let info = c
@@ -300,7 +291,7 @@ async fn power_operations_and_task_failure() {
 #[tokio::test]
 async fn injected_faults_delays_and_relogin() {
     let sim = Vcsim::start(1, 1);
-    let c = connect(&sim).await;
+    let c = sim.connect().await;
     let (_, vms) = inventory(&c).await;
     let vm = vms[0].obj.clone();
 
@@ -365,7 +356,7 @@ async fn injected_faults_delays_and_relogin() {
 #[tokio::test]
 async fn snapshots_clone_register_migrate() {
     let sim = Vcsim::start(2, 1);
-    let c = connect(&sim).await;
+    let c = sim.connect().await;
     let (hosts, vms) = inventory(&c).await;
     let vm = &vms[0];
 
@@ -495,7 +486,7 @@ async fn snapshots_clone_register_migrate() {
 #[tokio::test]
 async fn host_operations_and_events() {
     let sim = Vcsim::start(2, 1);
-    let c = connect(&sim).await;
+    let c = sim.connect().await;
     let (hosts, _) = inventory(&c).await;
     let h = &hosts[0].obj;
     let cluster = hosts[0].get_moref("parent").cloned().unwrap();

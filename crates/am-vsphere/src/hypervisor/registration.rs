@@ -57,29 +57,23 @@ impl Inner {
             ghost: None,
         };
         self.shared().add_orphan(id, orphan.clone());
+        let unregister = async || {
+            self.client
+                .unregister_vm(&now.moref)
+                .await
+                .map_err(|e| hv_error(&e, s))
+        };
         let result = if force_off && now.on() {
             // vCenter refuses to unregister a VM it believes powered on (InvalidPowerState: the
             // API's reference and vcsim alike); its host is one vCenter cannot reach (the caller
             // checked: the supervisor found it dead or fenced it). Powered off in vCenter's books
             // first, it can go: one call where trying the unregistration first cost three.
             match self.power_off_ref(&now.moref, s).await {
-                Ok(()) => self
-                    .client
-                    .unregister_vm(&now.moref)
-                    .await
-                    .map_err(|e| hv_error(&e, s)),
-                // vCenter itself did not answer: nothing is known.
-                Err(off @ (HvError::Unreachable { .. } | HvError::Timeout { .. })) => Err(off),
+                Ok(()) => unregister().await,
+                Err(off) if unanswered(&off) => Err(off),
                 // Some let a VM on a host they cannot reach go without the power-off.
-                Err(off) => match self
-                    .client
-                    .unregister_vm(&now.moref)
-                    .await
-                    .map_err(|e| hv_error(&e, s))
-                {
-                    Ok(()) => Ok(()),
-                    Err(e @ (HvError::Unreachable { .. } | HvError::Timeout { .. })) => Err(e),
-                    Err(e) => Err(HvError::InvalidState {
+                Err(off) => match unregister().await {
+                    Err(e) if !unanswered(&e) => Err(HvError::InvalidState {
                         id: id.to_string(),
                         detail: format!(
                             "vCenter keeps it registered, powered on, on {} which it cannot reach, and refuses to \
@@ -88,18 +82,16 @@ impl Inner {
                             now.host().map_or("its host", |h| h.value.as_str()),
                         ),
                     }),
+                    other => other,
                 },
             }
         } else {
-            self.client
-                .unregister_vm(&now.moref)
-                .await
-                .map_err(|e| hv_error(&e, s))
+            unregister().await
         };
         match result {
             Ok(()) => Ok(orphan),
             Err(e) => {
-                if !matches!(e, HvError::Unreachable { .. } | HvError::Timeout { .. }) {
+                if !unanswered(&e) {
                     self.shared().drop_orphan(id);
                 }
                 Err(e)

@@ -58,6 +58,19 @@ impl Vcsim {
         self.inner.post(path_and_query)
     }
 
+    /// A client logged in to it (TLS verified against its CA).
+    pub async fn connect(&self) -> vsphere_soap::Client {
+        vsphere_soap::Client::builder(&self.url)
+            .tls(vsphere_soap::TlsMode::CaFile(self.ca_file.clone()))
+            .credentials(vsphere_soap::Credentials::new(
+                "ha-user",
+                vsphere_soap::Password::new("secret"),
+            ))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
     /// The inventory as the test bed sees it: hosts with their VMs.
     pub async fn inventory(&self) -> serde_json::Value {
         self.inner.inventory()
